@@ -1,0 +1,453 @@
+//! DAG schema v1: how bytes and tar streams become blocks, and how they are read back.
+//!
+//! Node shapes (all dag-cbor; see ARCHITECTURE.md for the full schema):
+//! - link tree node `{"l": [link…]}`: a run of links too long for one list (fan-out 1024);
+//! - entry list `{"e": [[meta_len, size, [link…]]…], "m": bytes}`: a run of tar entries; each
+//!   entry is `meta_len` verbatim bytes taken in order from `m`, then `size` bytes of data whose
+//!   chunks are the links (raw blocks, or link tree nodes);
+//! - tar node `{"t": "tar", "size", "sha256", "lists": [link…], "tail": bytes}`.
+
+use crate::cbor::{self, Value};
+use crate::chunk::chunk_stream;
+use crate::cid::{Cid, DAG_CBOR, RAW};
+use crate::error::{Error, Result};
+use crate::store::{Batch, Blockstore, MAX_BLOCK};
+use crate::tar::TarSink;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::io::{self, Read};
+
+/// Schema version recorded in every image root.
+pub const SCHEMA_VERSION: u64 = 1;
+/// Links per list before a link tree level is added.
+pub const FANOUT: usize = 1024;
+/// Pending meta bytes beyond this are stored as chunked data instead of inline.
+const META_INLINE: usize = 64 * 1024;
+/// An entry list is closed at this estimated size, whatever the content says.
+const LIST_MAX_BYTES: usize = 512 * 1024;
+const LIST_MAX_ENTRIES: usize = 4096;
+const LIST_MIN_ENTRIES: usize = 16;
+/// 1 in this many entries ends a list (content-defined, so lists realign after an insertion).
+const LIST_CUT_MASK: u64 = 63;
+
+/// Counts what a write added.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    pub blocks: u64,
+    pub bytes: u64,
+    pub new_blocks: u64,
+    pub new_bytes: u64,
+}
+
+/// Writes blocks of a DAG into a batch, counting what was new.
+pub struct DagWriter<'b> {
+    batch: &'b mut dyn Batch,
+    pub stats: WriteStats,
+}
+
+impl<'b> DagWriter<'b> {
+    pub fn new(batch: &'b mut dyn Batch) -> Self {
+        DagWriter { batch, stats: WriteStats::default() }
+    }
+
+    fn put(&mut self, codec: u64, data: &[u8]) -> Result<Cid> {
+        let cid = Cid::hash(codec, data);
+        if data.len() > MAX_BLOCK {
+            return Err(Error::BlockTooLarge { cid: cid.to_string(), size: data.len(), limit: MAX_BLOCK });
+        }
+        let new = self.batch.put(&cid, data)?;
+        self.stats.blocks += 1;
+        self.stats.bytes += data.len() as u64;
+        if new {
+            self.stats.new_blocks += 1;
+            self.stats.new_bytes += data.len() as u64;
+        }
+        Ok(cid)
+    }
+
+    pub fn put_raw(&mut self, data: &[u8]) -> Result<Cid> {
+        self.put(RAW, data)
+    }
+
+    pub fn put_node(&mut self, v: &Value) -> Result<Cid> {
+        self.put(DAG_CBOR, &cbor::encode(v))
+    }
+
+    /// Chunks `size` bytes of `r`; returns the top links (≤ [`FANOUT`]).
+    pub fn put_chunked(&mut self, r: &mut dyn Read, size: u64) -> Result<Vec<Cid>> {
+        let mut tree = LinkTree::default();
+        chunk_stream(r, size, &mut |c| {
+            let cid = self.put_raw(c)?;
+            tree.push(cid, self)
+        })?;
+        tree.finish(self)
+    }
+}
+
+/// Builds balanced link trees as links stream in; holds at most FANOUT links per level.
+#[derive(Default)]
+pub struct LinkTree {
+    levels: Vec<Vec<Cid>>,
+}
+
+impl LinkTree {
+    pub fn push(&mut self, cid: Cid, w: &mut DagWriter) -> Result<()> {
+        self.push_at(0, cid, w)
+    }
+
+    fn push_at(&mut self, level: usize, cid: Cid, w: &mut DagWriter) -> Result<()> {
+        if self.levels.len() <= level {
+            self.levels.push(Vec::with_capacity(FANOUT));
+        }
+        self.levels[level].push(cid);
+        if self.levels[level].len() == FANOUT {
+            let full = std::mem::take(&mut self.levels[level]);
+            let node = w.put_node(&Value::map([("l", Value::links(&full))]))?;
+            self.push_at(level + 1, node, w)?;
+        }
+        Ok(())
+    }
+
+    /// The top list of links.
+    pub fn finish(mut self, w: &mut DagWriter) -> Result<Vec<Cid>> {
+        let mut level = 0;
+        while level + 1 < self.levels.len() {
+            let part = std::mem::take(&mut self.levels[level]);
+            if !part.is_empty() {
+                let node = w.put_node(&Value::map([("l", Value::links(&part))]))?;
+                // Not push_at: a partial group must not trigger a flush of the level above
+                // ahead of its turn; it only joins it.
+                self.levels[level + 1].push(node);
+                if self.levels[level + 1].len() == FANOUT {
+                    let full = std::mem::take(&mut self.levels[level + 1]);
+                    let n = w.put_node(&Value::map([("l", Value::links(&full))]))?;
+                    self.push_at(level + 2, n, w)?;
+                }
+            }
+            level += 1;
+        }
+        Ok(self.levels.pop().unwrap_or_default())
+    }
+}
+
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// A [`TarSink`] that writes a tar stream as schema-v1 blocks.
+pub struct TarDag<'w, 'b> {
+    w: &'w mut DagWriter<'b>,
+    pending: Vec<u8>,
+    m: Vec<u8>,
+    e: Vec<Value>,
+    est: usize,
+    lists: LinkTree,
+    sha: Sha256,
+    size: u64,
+    /// Regular-file bytes and count, for accounting.
+    pub file_bytes: u64,
+}
+
+impl<'w, 'b> TarDag<'w, 'b> {
+    pub fn new(w: &'w mut DagWriter<'b>) -> Self {
+        TarDag {
+            w,
+            pending: Vec::new(),
+            m: Vec::new(),
+            e: Vec::new(),
+            est: 0,
+            lists: LinkTree::default(),
+            sha: Sha256::new(),
+            size: 0,
+            file_bytes: 0,
+        }
+    }
+
+    fn entry(&mut self, meta: Vec<u8>, size: u64, links: Vec<Cid>) -> Result<()> {
+        let cut_hash = fnv1a(&meta);
+        self.est += meta.len() + 16 + links.len() * 41;
+        self.e.push(Value::Array(vec![Value::UInt(meta.len() as u64), Value::UInt(size), Value::links(&links)]));
+        self.m.extend_from_slice(&meta);
+        let n = self.e.len();
+        if n >= LIST_MAX_ENTRIES || self.est >= LIST_MAX_BYTES || (n >= LIST_MIN_ENTRIES && cut_hash & LIST_CUT_MASK == 0) {
+            self.close_list()?;
+        }
+        Ok(())
+    }
+
+    fn close_list(&mut self) -> Result<()> {
+        if self.e.is_empty() {
+            return Ok(());
+        }
+        let node = Value::map([("e", Value::Array(std::mem::take(&mut self.e))), ("m", Value::Bytes(std::mem::take(&mut self.m)))]);
+        self.est = 0;
+        let cid = self.w.put_node(&node)?;
+        self.lists.push(cid, self.w)
+    }
+
+    fn flush_pending_as_data(&mut self) -> Result<()> {
+        let p = std::mem::take(&mut self.pending);
+        let links = self.w.put_chunked(&mut &p[..], p.len() as u64)?;
+        self.entry(Vec::new(), p.len() as u64, links)
+    }
+
+    /// Closes the stream: returns the tar node's CID, its size and sha256 (the layer's diff_id).
+    pub fn finish(mut self) -> Result<(Cid, u64, [u8; 32])> {
+        self.close_list()?;
+        let lists = std::mem::take(&mut self.lists).finish(self.w)?;
+        let sha: [u8; 32] = self.sha.clone().finalize().into();
+        let node = Value::map([
+            ("t", Value::text("tar")),
+            ("size", Value::UInt(self.size)),
+            ("sha256", Value::Bytes(sha.to_vec())),
+            ("lists", Value::links(&lists)),
+            ("tail", Value::Bytes(std::mem::take(&mut self.pending))),
+        ]);
+        Ok((self.w.put_node(&node)?, self.size, sha))
+    }
+}
+
+impl TarSink for TarDag<'_, '_> {
+    fn meta(&mut self, bytes: &[u8]) -> Result<()> {
+        self.sha.update(bytes);
+        self.size += bytes.len() as u64;
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= META_INLINE {
+            self.flush_pending_as_data()?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, size: u64, data: &mut dyn Read) -> Result<()> {
+        let mut hashing = HashingReader { inner: data, sha: &mut self.sha };
+        let links = self.w.put_chunked(&mut hashing, size)?;
+        self.size += size;
+        self.file_bytes += size;
+        let meta = std::mem::take(&mut self.pending);
+        self.entry(meta, size, links)
+    }
+}
+
+struct HashingReader<'a> {
+    inner: &'a mut dyn Read,
+    sha: &'a mut Sha256,
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a dag-cbor node, checking its codec.
+pub fn get_node(store: &dyn Blockstore, cid: &Cid) -> Result<Value> {
+    if cid.codec() != DAG_CBOR {
+        return Err(Error::Schema { cid: cid.to_string(), reason: "expected a dag-cbor node, found a raw block".into() });
+    }
+    cbor::decode(&store.get(cid)?).map_err(|e| Error::Schema { cid: cid.to_string(), reason: e.to_string() })
+}
+
+pub(crate) fn schema_err(cid: &Cid, reason: impl Into<String>) -> Error {
+    Error::Schema { cid: cid.to_string(), reason: reason.into() }
+}
+
+pub(crate) fn links_of(cid: &Cid, v: Option<&Value>, what: &str) -> Result<Vec<Cid>> {
+    let arr = v.and_then(Value::as_array).ok_or_else(|| schema_err(cid, format!("{what} is not a list")))?;
+    arr.iter().map(|x| x.as_link().ok_or_else(|| schema_err(cid, format!("{what} holds a non-link")))).collect()
+}
+
+enum Item {
+    Bytes(Vec<u8>),
+    Link(Cid, u8),
+}
+
+/// Streams the bytes a DAG stands for: raw leaves, link trees, entry lists and tar nodes, in
+/// order. Memory stays bounded by a few blocks. Every block is verified by the store.
+pub struct DagReader<'s> {
+    store: &'s dyn Blockstore,
+    queue: Vec<VecDeque<Item>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+const MAX_DEPTH: u8 = 16;
+
+impl<'s> DagReader<'s> {
+    /// Reads the bytes under `roots` (raw chunks, link trees or a tar node).
+    pub fn new(store: &'s dyn Blockstore, roots: &[Cid]) -> Self {
+        let q = roots.iter().map(|c| Item::Link(*c, 0)).collect();
+        DagReader { store, queue: vec![q], buf: Vec::new(), pos: 0 }
+    }
+
+    /// Inline bytes to emit before the links (e.g. meta already in hand).
+    fn next_piece(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            let Some(top) = self.queue.last_mut() else { return Ok(None) };
+            let Some(item) = top.pop_front() else {
+                self.queue.pop();
+                continue;
+            };
+            match item {
+                Item::Bytes(b) => return Ok(Some(b)),
+                Item::Link(cid, depth) if cid.codec() == RAW => {
+                    let _ = depth;
+                    return Ok(Some(self.store.get(&cid)?));
+                }
+                Item::Link(cid, depth) => {
+                    if depth > MAX_DEPTH {
+                        return Err(schema_err(&cid, "DAG deeper than 16 levels"));
+                    }
+                    let node = get_node(self.store, &cid)?;
+                    let items = expand(&cid, &node, depth + 1)?;
+                    self.queue.push(items);
+                }
+            }
+        }
+    }
+}
+
+fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
+    let mut out = VecDeque::new();
+    if let Some(l) = node.get("l") {
+        for c in links_of(cid, Some(l), "l")? {
+            out.push_back(Item::Link(c, depth));
+        }
+    } else if let (Some(e), Some(m)) = (node.get("e"), node.get("m")) {
+        let m = m.as_bytes().ok_or_else(|| schema_err(cid, "m is not bytes"))?;
+        let e = e.as_array().ok_or_else(|| schema_err(cid, "e is not a list"))?;
+        let mut pos = 0usize;
+        for ent in e {
+            let f = ent.as_array().filter(|f| f.len() == 3).ok_or_else(|| schema_err(cid, "entry is not [meta_len, size, links]"))?;
+            let ml = f[0].as_u64().ok_or_else(|| schema_err(cid, "meta_len is not a number"))? as usize;
+            let meta = m.get(pos..pos.saturating_add(ml)).ok_or_else(|| schema_err(cid, "meta_len runs past m"))?;
+            pos += ml;
+            if !meta.is_empty() {
+                out.push_back(Item::Bytes(meta.to_vec()));
+            }
+            for c in links_of(cid, Some(&f[2]), "entry links")? {
+                out.push_back(Item::Link(c, depth));
+            }
+        }
+        if pos != m.len() {
+            return Err(schema_err(cid, "m has bytes no entry uses"));
+        }
+    } else if node.get("t").and_then(Value::as_str) == Some("tar") {
+        for c in links_of(cid, node.get("lists"), "lists")? {
+            out.push_back(Item::Link(c, depth));
+        }
+        let tail = node.get("tail").and_then(Value::as_bytes).ok_or_else(|| schema_err(cid, "tail is not bytes"))?;
+        if !tail.is_empty() {
+            out.push_back(Item::Bytes(tail.to_vec()));
+        }
+    } else {
+        return Err(schema_err(cid, "not a byte-stream node (link tree, entry list or tar)"));
+    }
+    Ok(out)
+}
+
+impl Read for DagReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.next_piece() {
+                Ok(Some(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Turns an io::Error that wraps an shp error back into it.
+pub fn unwrap_io(e: io::Error) -> Error {
+    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+        *e.into_inner().unwrap().downcast::<Error>().unwrap()
+    } else {
+        Error::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::tar::{split, tests::header};
+
+    fn roundtrip_tar(t: &[u8]) -> (MemoryStore, Cid) {
+        let store = MemoryStore::new();
+        let mut b = store.batch().unwrap();
+        let mut w = DagWriter::new(&mut *b);
+        let mut sink = TarDag::new(&mut w);
+        split(&mut &t[..], "t", &mut sink).unwrap();
+        let (cid, size, sha) = sink.finish().unwrap();
+        assert_eq!(size, t.len() as u64);
+        assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(t)));
+        b.commit().unwrap();
+        let mut back = Vec::new();
+        DagReader::new(&store, &[cid]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, t);
+        (store, cid)
+    }
+
+    #[test]
+    fn many_entries_and_big_meta() {
+        let mut t = Vec::new();
+        for i in 0..5000u32 {
+            t.extend_from_slice(&header(format!("d{i}/").as_bytes(), b'5', 0, false));
+            if i % 7 == 0 {
+                let body = format!("file {i}").repeat(i as usize % 300);
+                t.extend_from_slice(&header(format!("f{i}").as_bytes(), b'0', body.len() as u64, false));
+                t.extend_from_slice(body.as_bytes());
+                t.resize(t.len().div_ceil(512) * 512, 0);
+            }
+        }
+        t.extend_from_slice(&[0u8; 10240]);
+        let (store, _) = roundtrip_tar(&t);
+        assert!(store.cids().unwrap().len() > 10);
+    }
+
+    #[test]
+    fn link_tree_levels() {
+        let store = MemoryStore::new();
+        for n in [0usize, 1, FANOUT - 1, FANOUT, FANOUT + 1, 3 * FANOUT * FANOUT / 2 + 3] {
+            let leaves: Vec<Cid> = (0..n).map(|i| Cid::hash(RAW, &(i as u64).to_le_bytes())).collect();
+            let mut b = store.batch().unwrap();
+            let top = {
+                let mut w = DagWriter::new(&mut *b);
+                let mut t = LinkTree::default();
+                for c in &leaves {
+                    t.push(*c, &mut w).unwrap();
+                }
+                t.finish(&mut w).unwrap()
+            };
+            b.commit().unwrap();
+            assert!(top.len() <= FANOUT, "n={n}");
+            let mut got = Vec::new();
+            let mut stack: Vec<Cid> = top.into_iter().rev().collect();
+            while let Some(c) = stack.pop() {
+                if c.codec() == RAW {
+                    got.push(c);
+                } else {
+                    let node = get_node(&store, &c).unwrap();
+                    let kids = links_of(&c, node.get("l"), "l").unwrap();
+                    assert!(kids.len() <= FANOUT);
+                    stack.extend(kids.into_iter().rev());
+                }
+            }
+            assert_eq!(got, leaves, "n={n}");
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The embedded default store: append-only pack files with sorted indexes, zstd at rest.
+//!
+//! Layout under the store directory:
+//! ```text
+//! packs/<name>.pack   records: cid(36) comp(1) stored_len(u32 LE) raw_len(u32 LE) payload
+//! packs/<name>.idx    "SHPIDX01", count(u64 LE), entries sorted by CID, sha256 of all before it
+//! tmp/                packs being written (never read; swept by gc)
+//! gc.lock             shared by every process using the store, exclusive for gc
+//! ```
+//! Crash safety: a batch writes its pack and index under `tmp/`, fsyncs both, renames the pack and
+//! then the index into `packs/`, and fsyncs the directory. A pack without its index is invisible,
+//! an index is only renamed after its pack is durable, so a crash never leaves a torn block or an
+//! index entry pointing at missing bytes. Refs are written after the batch commits (see `refs`).
+//! Many small blocks share one file, so disk use tracks compressed bytes, not filesystem blocks.
+
+use super::{check_block, Batch, Blockstore, SweepStats};
+use crate::cid::{Cid, CID_LEN};
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const IDX_MAGIC: &[u8; 8] = b"SHPIDX01";
+const PACK_MAGIC: &[u8; 8] = b"SHPPACK1";
+const REC_HEAD: usize = CID_LEN + 1 + 4 + 4;
+const IDX_ENTRY: usize = CID_LEN + 8 + 4 + 4 + 1;
+/// A batch starts a new pack file past this size.
+const PACK_ROLL: u64 = 1 << 30;
+const COMP_RAW: u8 = 0;
+const COMP_ZSTD: u8 = 1;
+
+/// How a process holds the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Normal use: many processes at once.
+    Shared,
+    /// Garbage collection: fails at once if another process uses the store.
+    Exclusive,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    pack: u32,
+    offset: u64,
+    stored: u32,
+    raw: u32,
+    comp: u8,
+}
+
+#[derive(Default)]
+struct State {
+    index: HashMap<Cid, Loc>,
+    packs: Vec<Option<(String, Arc<File>)>>,
+    known: HashMap<String, u32>,
+}
+
+/// The on-disk pack store.
+pub struct DiskStore {
+    dir: PathBuf,
+    state: RwLock<State>,
+    level: i32,
+    _lock: File,
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!("{:032x}-{}-{}", now_nanos(), std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io_path(dir, e))
+}
+
+impl DiskStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, mode: LockMode) -> Result<DiskStore> {
+        for sub in ["packs", "tmp"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| Error::io_path(&p, e))?;
+        }
+        let lock_path = dir.join("gc.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io_path(&lock_path, e))?;
+        match mode {
+            LockMode::Shared => lock.lock_shared().map_err(|e| Error::io_path(&lock_path, e))?,
+            LockMode::Exclusive => lock.try_lock().map_err(|_| {
+                Error::Store("the store is in use by another shp process; garbage collection needs it alone".into())
+            })?,
+        }
+        let store = DiskStore { dir: dir.to_path_buf(), state: RwLock::new(State::default()), level: 3, _lock: lock };
+        store.refresh()?;
+        Ok(store)
+    }
+
+    fn packs_dir(&self) -> PathBuf {
+        self.dir.join("packs")
+    }
+
+    /// Loads indexes of packs this process has not seen yet (other processes add packs).
+    fn refresh(&self) -> Result<()> {
+        let dir = self.packs_dir();
+        let mut names = Vec::new();
+        for ent in fs::read_dir(&dir).map_err(|e| Error::io_path(&dir, e))? {
+            let ent = ent.map_err(|e| Error::io_path(&dir, e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".idx") {
+                names.push(stem.to_string());
+            }
+        }
+        names.sort();
+        let new: Vec<String> = {
+            let st = self.state.read().unwrap();
+            names.into_iter().filter(|n| !st.known.contains_key(n)).collect()
+        };
+        for name in new {
+            let entries = match self.read_idx(&name) {
+                Ok(e) => e,
+                // gc removed it between listing and reading
+                Err(Error::IoPath { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let pack_path = dir.join(format!("{name}.pack"));
+            let file = match File::open(&pack_path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io_path(&pack_path, e)),
+            };
+            let mut st = self.state.write().unwrap();
+            if st.known.contains_key(&name) {
+                continue;
+            }
+            let id = st.packs.len() as u32;
+            st.packs.push(Some((name.clone(), Arc::new(file))));
+            st.known.insert(name, id);
+            for (cid, mut loc) in entries {
+                loc.pack = id;
+                st.index.entry(cid).or_insert(loc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets everything and reloads (after another process rewrote packs).
+    fn reload(&self) -> Result<()> {
+        *self.state.write().unwrap() = State::default();
+        self.refresh()
+    }
+
+    fn read_idx(&self, name: &str) -> Result<Vec<(Cid, Loc)>> {
+        let path = self.packs_dir().join(format!("{name}.idx"));
+        let b = fs::read(&path).map_err(|e| Error::io_path(&path, e))?;
+        let bad = |r: &str| Error::Store(format!("index {}: {r}", path.display()));
+        if b.len() < 16 + 32 || &b[..8] != IDX_MAGIC {
+            return Err(bad("not an shp pack index"));
+        }
+        let (body, sum) = b.split_at(b.len() - 32);
+        if Sha256::digest(body).as_slice() != sum {
+            return Err(bad("checksum mismatch (torn or corrupt index)"));
+        }
+        let count = u64::from_le_bytes(body[8..16].try_into().unwrap()) as usize;
+        if body.len() != 16 + count * IDX_ENTRY {
+            return Err(bad("length does not match its entry count"));
+        }
+        let mut out = Vec::with_capacity(count);
+        for e in body[16..].chunks_exact(IDX_ENTRY) {
+            let cid = Cid::from_bytes(&e[..CID_LEN]).map_err(|_| bad("bad CID in entry"))?;
+            let r = &e[CID_LEN..];
+            out.push((
+                cid,
+                Loc {
+                    pack: 0,
+                    offset: u64::from_le_bytes(r[0..8].try_into().unwrap()),
+                    stored: u32::from_le_bytes(r[8..12].try_into().unwrap()),
+                    raw: u32::from_le_bytes(r[12..16].try_into().unwrap()),
+                    comp: r[16],
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    fn lookup(&self, cid: &Cid) -> Option<(Loc, Arc<File>)> {
+        let st = self.state.read().unwrap();
+        let loc = *st.index.get(cid)?;
+        let file = st.packs.get(loc.pack as usize)?.as_ref()?.1.clone();
+        Some((loc, file))
+    }
+
+    fn read_block(&self, cid: &Cid, loc: Loc, file: &File) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; loc.stored as usize];
+        file.read_exact_at(&mut buf, loc.offset)?;
+        let data = match loc.comp {
+            COMP_RAW => buf,
+            COMP_ZSTD => zstd::bulk::decompress(&buf, loc.raw as usize)
+                .map_err(|e| Error::CorruptBlock { cid: cid.to_string(), reason: format!("zstd: {e}") })?,
+            c => return Err(Error::CorruptBlock { cid: cid.to_string(), reason: format!("unknown compression {c}") }),
+        };
+        if data.len() != loc.raw as usize || !cid.matches(&data) {
+            return Err(Error::CorruptBlock { cid: cid.to_string(), reason: "bytes on disk do not hash to the CID".into() });
+        }
+        Ok(data)
+    }
+
+    fn stale_tmp(&self) -> Result<u64> {
+        let tmp = self.dir.join("tmp");
+        let mut freed = 0;
+        for ent in fs::read_dir(&tmp).map_err(|e| Error::io_path(&tmp, e))? {
+            let ent = ent?;
+            freed += ent.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = fs::remove_file(ent.path());
+        }
+        Ok(freed)
+    }
+}
+
+impl Blockstore for DiskStore {
+    fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
+        for attempt in 0..3 {
+            if let Some((loc, file)) = self.lookup(cid) {
+                match self.read_block(cid, loc, &file) {
+                    Ok(d) => return Ok(d),
+                    // The pack may have been rewritten by gc in another process: reload once.
+                    Err(Error::Io(_)) if attempt == 0 => self.reload()?,
+                    Err(e) => return Err(e),
+                }
+            } else if attempt == 0 {
+                self.refresh()?;
+            } else {
+                break;
+            }
+        }
+        Err(Error::BlockNotFound { cid: cid.to_string() })
+    }
+
+    fn has(&self, cid: &Cid) -> Result<bool> {
+        if self.state.read().unwrap().index.contains_key(cid) {
+            return Ok(true);
+        }
+        self.refresh()?;
+        Ok(self.state.read().unwrap().index.contains_key(cid))
+    }
+
+    fn cids(&self) -> Result<Vec<Cid>> {
+        self.refresh()?;
+        Ok(self.state.read().unwrap().index.keys().copied().collect())
+    }
+
+    fn batch(&self) -> Result<Box<dyn Batch + '_>> {
+        Ok(Box::new(PackBatch::new(self, true)?))
+    }
+
+    fn retain(&self, keep: &dyn Fn(&Cid) -> bool) -> Result<SweepStats> {
+        self.reload()?;
+        let mut stats = SweepStats::default();
+        stats.bytes_freed += self.stale_tmp()?;
+        let packs: Vec<(u32, String, Arc<File>)> = {
+            let st = self.state.read().unwrap();
+            st.packs.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|(n, f)| (i as u32, n.clone(), f.clone()))).collect()
+        };
+        let dir = self.packs_dir();
+        for (id, name, file) in packs {
+            let entries: Vec<(Cid, Loc)> = self.read_idx(&name)?;
+            let live: Vec<&(Cid, Loc)> = entries.iter().filter(|(c, _)| keep(c)).collect();
+            if live.len() == entries.len() {
+                continue;
+            }
+            let old_size = fs::metadata(dir.join(format!("{name}.pack"))).map(|m| m.len()).unwrap_or(0)
+                + fs::metadata(dir.join(format!("{name}.idx"))).map(|m| m.len()).unwrap_or(0);
+            let mut new_size = 0;
+            if !live.is_empty() {
+                let mut w = PackBatch::new(self, false)?;
+                for (cid, loc) in &live {
+                    let data = self.read_block(cid, Loc { pack: id, ..*loc }, &file)?;
+                    w.put(cid, &data)?;
+                }
+                new_size = w.commit_pack()?;
+            }
+            // The live blocks are durable elsewhere now: drop the index first, then the pack.
+            let idx = dir.join(format!("{name}.idx"));
+            fs::remove_file(&idx).map_err(|e| Error::io_path(&idx, e))?;
+            let _ = fs::remove_file(dir.join(format!("{name}.pack")));
+            fsync_dir(&dir)?;
+            stats.blocks_removed += (entries.len() - live.len()) as u64;
+            stats.bytes_freed += old_size.saturating_sub(new_size);
+        }
+        self.reload()?;
+        Ok(stats)
+    }
+
+    fn stored_bytes(&self) -> Result<u64> {
+        let dir = self.packs_dir();
+        let mut total = 0;
+        for ent in fs::read_dir(&dir).map_err(|e| Error::io_path(&dir, e))? {
+            total += ent?.metadata()?.len();
+        }
+        Ok(total)
+    }
+}
+
+/// Writes blocks into a fresh pack under `tmp/`, published on commit.
+struct PackBatch<'a> {
+    store: &'a DiskStore,
+    dedup: bool,
+    name: String,
+    pack_tmp: PathBuf,
+    w: Option<BufWriter<File>>,
+    offset: u64,
+    entries: Vec<(Cid, Loc)>,
+    seen: HashSet<Cid>,
+    comp: zstd::bulk::Compressor<'static>,
+    published: Vec<(String, Vec<(Cid, Loc)>)>,
+}
+
+impl<'a> PackBatch<'a> {
+    fn new(store: &'a DiskStore, dedup: bool) -> Result<Self> {
+        Ok(PackBatch {
+            store,
+            dedup,
+            name: String::new(),
+            pack_tmp: PathBuf::new(),
+            w: None,
+            offset: 0,
+            entries: Vec::new(),
+            seen: HashSet::new(),
+            comp: zstd::bulk::Compressor::new(store.level)?,
+            published: Vec::new(),
+        })
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.name = unique_name();
+        self.pack_tmp = self.store.dir.join("tmp").join(format!("{}.pack", self.name));
+        let f = File::create(&self.pack_tmp).map_err(|e| Error::io_path(&self.pack_tmp, e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        w.write_all(PACK_MAGIC)?;
+        self.offset = PACK_MAGIC.len() as u64;
+        self.w = Some(w);
+        Ok(())
+    }
+
+    /// Publishes the current pack (if any); returns the bytes it occupies.
+    fn seal(&mut self) -> Result<u64> {
+        let Some(w) = self.w.take() else { return Ok(0) };
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by_key(|(c, _)| c.to_bytes());
+        let mut idx = Vec::with_capacity(16 + entries.len() * IDX_ENTRY + 32);
+        idx.extend_from_slice(IDX_MAGIC);
+        idx.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (cid, loc) in &entries {
+            idx.extend_from_slice(&cid.to_bytes());
+            idx.extend_from_slice(&loc.offset.to_le_bytes());
+            idx.extend_from_slice(&loc.stored.to_le_bytes());
+            idx.extend_from_slice(&loc.raw.to_le_bytes());
+            idx.push(loc.comp);
+        }
+        let sum = Sha256::digest(&idx);
+        idx.extend_from_slice(&sum);
+        let tmp = self.store.dir.join("tmp");
+        let idx_tmp = tmp.join(format!("{}.idx", self.name));
+        {
+            let mut f = File::create(&idx_tmp).map_err(|e| Error::io_path(&idx_tmp, e))?;
+            f.write_all(&idx)?;
+            f.sync_all()?;
+        }
+        fsync_dir(&tmp)?;
+        let packs = self.store.packs_dir();
+        let pack_final = packs.join(format!("{}.pack", self.name));
+        fs::rename(&self.pack_tmp, &pack_final).map_err(|e| Error::io_path(&pack_final, e))?;
+        fsync_dir(&packs)?;
+        let idx_final = packs.join(format!("{}.idx", self.name));
+        fs::rename(&idx_tmp, &idx_final).map_err(|e| Error::io_path(&idx_final, e))?;
+        fsync_dir(&packs)?;
+        let size = self.offset + idx.len() as u64;
+        self.published.push((self.name.clone(), entries));
+        Ok(size)
+    }
+
+    fn commit_pack(&mut self) -> Result<u64> {
+        let n = self.seal()?;
+        self.store.refresh()?;
+        Ok(n)
+    }
+}
+
+impl Batch for PackBatch<'_> {
+    fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
+        check_block(cid, data)?;
+        if self.dedup && self.has(cid)? {
+            return Ok(false);
+        }
+        if !self.seen.insert(*cid) && !self.dedup {
+            return Ok(false);
+        }
+        if self.w.is_none() {
+            self.start()?;
+        }
+        let compressed = self.comp.compress(data)?;
+        let (comp, payload) = if compressed.len() < data.len() { (COMP_ZSTD, &compressed[..]) } else { (COMP_RAW, data) };
+        let mut head = [0u8; REC_HEAD];
+        head[..CID_LEN].copy_from_slice(&cid.to_bytes());
+        head[CID_LEN] = comp;
+        head[CID_LEN + 1..CID_LEN + 5].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[CID_LEN + 5..].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        let w = self.w.as_mut().expect("started");
+        w.write_all(&head)?;
+        w.write_all(payload)?;
+        let loc = Loc { pack: 0, offset: self.offset + REC_HEAD as u64, stored: payload.len() as u32, raw: data.len() as u32, comp };
+        self.offset += (REC_HEAD + payload.len()) as u64;
+        self.entries.push((*cid, loc));
+        if self.offset >= PACK_ROLL {
+            self.seal()?;
+        }
+        Ok(true)
+    }
+
+    fn has(&self, cid: &Cid) -> Result<bool> {
+        Ok(self.seen.contains(cid) || self.store.has(cid)?)
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.seal()?;
+        self.store.refresh()
+    }
+}
+
+impl Drop for PackBatch<'_> {
+    fn drop(&mut self) {
+        if self.w.take().is_some() {
+            let _ = fs::remove_file(&self.pack_tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::RAW;
+
+    #[test]
+    fn put_get_persist_and_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<Vec<u8>> = (0..100u32).map(|i| format!("block {i} ").repeat(i as usize + 1).into_bytes()).collect();
+        let cids: Vec<Cid> = blocks.iter().map(|b| Cid::hash(RAW, b)).collect();
+        {
+            let s = DiskStore::open(dir.path(), LockMode::Shared).unwrap();
+            let mut b = s.batch().unwrap();
+            for (c, d) in cids.iter().zip(&blocks) {
+                assert!(b.put(c, d).unwrap());
+            }
+            assert!(!b.put(&cids[0], &blocks[0]).unwrap());
+            // not visible before commit
+            assert!(!s.has(&cids[0]).unwrap());
+            b.commit().unwrap();
+            assert_eq!(s.get(&cids[7]).unwrap(), blocks[7]);
+        }
+        let s = DiskStore::open(dir.path(), LockMode::Exclusive).unwrap();
+        assert_eq!(s.cids().unwrap().len(), 100);
+        let stats = s.retain(&|c| *c != cids[3]).unwrap();
+        assert_eq!(stats.blocks_removed, 1);
+        assert!(matches!(s.get(&cids[3]), Err(Error::BlockNotFound { .. })));
+        assert_eq!(s.get(&cids[99]).unwrap(), blocks[99]);
+    }
+
+    #[test]
+    fn dropped_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStore::open(dir.path(), LockMode::Shared).unwrap();
+        let mut b = s.batch().unwrap();
+        b.put(&Cid::hash(RAW, b"x"), b"x").unwrap();
+        drop(b);
+        assert_eq!(s.cids().unwrap().len(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DiskStore::open(dir.path(), LockMode::Shared).unwrap();
+        let data = vec![7u8; 5000];
+        let cid = Cid::hash(RAW, &data);
+        s.put(&cid, &data).unwrap();
+        let pack = fs::read_dir(dir.path().join("packs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "pack").unwrap();
+        let mut bytes = fs::read(&pack).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        fs::write(&pack, bytes).unwrap();
+        let s2 = DiskStore::open(dir.path(), LockMode::Shared).unwrap();
+        assert!(matches!(s2.get(&cid), Err(Error::CorruptBlock { .. })));
+        assert!(matches!(s.put(&Cid::hash(RAW, b"a"), b"b"), Err(Error::CorruptBlock { .. })));
+    }
+}
