@@ -255,6 +255,13 @@ impl Blockstore for DiskStore {
         Ok(self.state.read().unwrap().index.contains_key(cid))
     }
 
+    fn size_of(&self, cid: &Cid) -> Result<u64> {
+        if !self.has(cid)? {
+            return Err(Error::BlockNotFound { cid: cid.to_string() });
+        }
+        Ok(self.state.read().unwrap().index.get(cid).map(|l| l.raw as u64).unwrap_or(0))
+    }
+
     fn cids(&self) -> Result<Vec<Cid>> {
         self.refresh()?;
         Ok(self.state.read().unwrap().index.keys().copied().collect())

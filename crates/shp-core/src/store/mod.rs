@@ -19,6 +19,10 @@ pub trait Blockstore: Send + Sync {
     fn get(&self, cid: &Cid) -> Result<Vec<u8>>;
     /// Whether the block is present (not verified).
     fn has(&self, cid: &Cid) -> Result<bool>;
+    /// The block's size in bytes, without reading it when the store can tell.
+    fn size_of(&self, cid: &Cid) -> Result<u64> {
+        Ok(self.get(cid)?.len() as u64)
+    }
     /// Stores one block durably. Prefer [`Blockstore::batch`] for many.
     fn put(&self, cid: &Cid, data: &[u8]) -> Result<()> {
         let mut b = self.batch()?;

@@ -1,0 +1,496 @@
+//! A home directory: the embedded store plus its refs, and the operations the CLI and the FFI
+//! offer on them. This is the library's front door.
+//!
+//! ```text
+//! HOME/config.json   {"version": 1}; its presence marks an initialised home
+//! HOME/store/        the pack store (see store::DiskStore)
+//! HOME/refs.json     names, blob refs and pins (see refs)
+//! ```
+
+use crate::blob::{import_blob, BlobKind, BlobNode, ImportOptions, ImportedBlob};
+use crate::car;
+use crate::cid::{format_digest, Cid};
+use crate::dag::DagWriter;
+use crate::dedup::{self, DedupRow};
+use crate::docker_archive;
+use crate::error::{Error, Result};
+use crate::image::{export_oci, import_image, ImageRoot, ImportReport, OciLayout, Progress};
+use crate::oci::{DocKind, Document};
+use crate::reference::{ArchiveRef, ImageId, ImageRef};
+use crate::refs::{check_name, Refs, RefsFile};
+use crate::store::{Blockstore, DiskStore, LockMode};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// An open home.
+pub struct Home {
+    dir: PathBuf,
+    store: DiskStore,
+    refs: RefsFile,
+    pub options: ImportOptions,
+}
+
+/// What `push` did.
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    pub import: ImportReport,
+    pub name: Option<String>,
+}
+
+/// One line of `ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListEntry {
+    pub name: Option<String>,
+    pub root: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A layer as `inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub storage: String,
+}
+
+/// An image manifest as `inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestInfo {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub platform: Option<String>,
+    pub config: Option<LayerInfo>,
+    pub layers: Vec<LayerInfo>,
+}
+
+/// `inspect` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspect {
+    pub root: String,
+    pub names: Vec<String>,
+    pub schema: u64,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub source: String,
+    pub manifests: Vec<ManifestInfo>,
+    pub layers: Vec<LayerInfo>,
+    pub blobs: usize,
+}
+
+/// `stats` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub blocks: u64,
+    pub stored_bytes: u64,
+    pub logical_bytes: u64,
+    pub images: usize,
+    pub names: usize,
+    pub blob_refs: usize,
+    pub blobs: usize,
+}
+
+/// `verify` output.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub blocks_checked: u64,
+    pub roots_checked: u64,
+    pub blobs_rebuilt: u64,
+    pub problems: Vec<String>,
+}
+
+/// `gc` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    pub live_blocks: u64,
+    pub blocks_removed: u64,
+    pub bytes_freed: u64,
+}
+
+fn no_progress(_: Progress) {}
+
+impl Home {
+    /// The home a user means: `--home`, else `$SHP_HOME`, else `~/.shp`.
+    pub fn default_dir() -> PathBuf {
+        if let Some(h) = std::env::var_os("SHP_HOME").filter(|h| !h.is_empty()) {
+            return h.into();
+        }
+        let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        base.join(".shp")
+    }
+
+    /// Creates the home if needed and opens it. Idempotent.
+    pub fn init(dir: &Path) -> Result<Home> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
+        let cfg = dir.join("config.json");
+        if !cfg.exists() {
+            crate::image::write_verified(&cfg, &mut &b"{\"version\": 1}\n"[..])?;
+        }
+        Home::open(dir)
+    }
+
+    /// Opens an initialised home for normal (shared) use.
+    pub fn open(dir: &Path) -> Result<Home> {
+        Home::open_mode(dir, LockMode::Shared)
+    }
+
+    /// Opens a home for garbage collection: fails if another process uses it.
+    pub fn open_exclusive(dir: &Path) -> Result<Home> {
+        Home::open_mode(dir, LockMode::Exclusive)
+    }
+
+    fn open_mode(dir: &Path, mode: LockMode) -> Result<Home> {
+        if !dir.join("config.json").exists() {
+            return Err(Error::Store(format!("{} is not an shp home (run `shp init` first)", dir.display())));
+        }
+        Ok(Home { dir: dir.to_path_buf(), store: DiskStore::open(&dir.join("store"), mode)?, refs: RefsFile::new(dir), options: ImportOptions::default() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn store(&self) -> &dyn Blockstore {
+        &self.store
+    }
+
+    pub fn refs(&self) -> Result<Refs> {
+        self.refs.load()
+    }
+
+    /// Imports an image and names it (or pins it when it has no name). Nothing changes on error.
+    pub fn push(&self, src: &ImageRef, tag: Option<&str>, progress: &dyn Fn(Progress)) -> Result<PushReport> {
+        if let Some(t) = tag {
+            check_name(t)?;
+        }
+        let mut batch = self.store.batch()?;
+        let (import, default_name) = match src {
+            ImageRef::Oci { path, reference } => {
+                let layout = OciLayout { path: path.clone() };
+                let top = layout.resolve(reference.as_deref())?;
+                (import_image(&mut *batch, &layout, &top, None, &self.options, progress)?, reference.clone())
+            }
+            ImageRef::DockerArchive { path, reference } => {
+                let (rep, tags) = docker_archive::import_archive(&mut *batch, path, reference.as_ref(), &self.options, progress)?;
+                let name = match reference {
+                    Some(ArchiveRef::Tag(t)) => Some(t.clone()),
+                    _ => tags.into_iter().next(),
+                };
+                (rep, name)
+            }
+        };
+        batch.commit()?;
+        let name = tag.map(str::to_string).or(default_name.filter(|n| check_name(n).is_ok()));
+        let root = import.root.to_string();
+        self.refs.update(|r| {
+            match &name {
+                Some(n) => {
+                    r.names.insert(n.clone(), root.clone());
+                }
+                None => {
+                    r.pins.insert(root.clone());
+                }
+            }
+            Ok(())
+        })?;
+        Ok(PushReport { import, name })
+    }
+
+    /// The root CID an identifier names: a CID present in the store, or a name.
+    pub fn resolve(&self, id: &str) -> Result<Cid> {
+        match ImageId::parse(id) {
+            ImageId::Cid(c) => {
+                if !self.store.has(&c)? {
+                    return Err(Error::ImageNotFound(format!("{c} (no such block in this store)")));
+                }
+                Ok(c)
+            }
+            ImageId::Name(n) => {
+                let refs = self.refs.load()?;
+                let s = refs.names.get(&n).ok_or_else(|| Error::ImageNotFound(format!("{n:?} (no such name; see `shp ls`)")))?;
+                s.parse()
+            }
+        }
+    }
+
+    /// Writes the image `id` names to `dest`, bit-exact. Returns its root.
+    pub fn pull(&self, id: &str, dest: &ImageRef, progress: &dyn Fn(Progress)) -> Result<Cid> {
+        let root = ImageRoot::load(&self.store, &self.resolve(id)?)?;
+        match dest {
+            ImageRef::Oci { path, reference } => export_oci(&self.store, &root, path, reference.as_deref(), progress)?,
+            ImageRef::DockerArchive { path, reference } => {
+                let tag = match reference {
+                    Some(ArchiveRef::Tag(t)) => Some(t.as_str()),
+                    Some(ArchiveRef::Index(_)) => {
+                        return Err(Error::InvalidReference { reference: format!("docker-archive:{}", path.display()), reason: "@INDEX only selects images when reading".into() })
+                    }
+                    None => None,
+                };
+                docker_archive::export_archive(&self.store, &root, path, tag, progress)?
+            }
+        }
+        Ok(root.cid)
+    }
+
+    /// Named and pinned images.
+    pub fn list(&self) -> Result<Vec<ListEntry>> {
+        let refs = self.refs.load()?;
+        let mut out = Vec::new();
+        let entries = refs.names.iter().map(|(n, c)| (Some(n.clone()), c.clone())).chain(refs.pins.iter().map(|c| (None, c.clone())));
+        for (name, root) in entries {
+            let cid: Cid = root.parse()?;
+            let img = ImageRoot::load(&self.store, &cid)?;
+            let s = |k: &str| img.desc.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            out.push(ListEntry { name, root, digest: s("digest"), media_type: s("mediaType"), size: img.desc.get("size").and_then(|v| v.as_u64()).unwrap_or(0) });
+        }
+        Ok(out)
+    }
+
+    /// What an image holds and how each layer is stored.
+    pub fn inspect(&self, id: &str) -> Result<Inspect> {
+        let cid = self.resolve(id)?;
+        let root = ImageRoot::load(&self.store, &cid)?;
+        let blobs = root.blobs(&self.store)?;
+        let refs = self.refs.load()?;
+        let names = refs.names.iter().filter(|(_, c)| **c == cid.to_string()).map(|(n, _)| n.clone()).collect();
+        let info = |d: &crate::oci::Descriptor| -> LayerInfo {
+            let storage = blobs.iter().find(|b| b.node.digest == d.digest).map(|b| b.node.storage(d.is_layer()).to_string()).unwrap_or_else(|| "absent".into());
+            LayerInfo { digest: d.digest_str.clone(), size: d.size, media_type: d.media_type.clone(), storage }
+        };
+        let mut manifests = Vec::new();
+        let platforms: BTreeMap<[u8; 32], String> = blobs
+            .iter()
+            .filter_map(|b| b.doc.as_ref().filter(|d| d.kind == DocKind::Index))
+            .flat_map(|d| d.manifests.iter().filter_map(|m| Document::platform_of(m).map(|p| (m.digest, p))))
+            .collect();
+        for b in &blobs {
+            if let Some(doc) = b.doc.as_ref().filter(|d| d.kind == DocKind::Manifest) {
+                manifests.push(ManifestInfo {
+                    digest: b.node.digest_str(),
+                    size: b.node.size,
+                    media_type: b.media_type.clone(),
+                    platform: platforms.get(&b.node.digest).cloned(),
+                    config: doc.config.as_ref().map(info),
+                    layers: doc.layers.iter().map(info).collect(),
+                });
+            }
+        }
+        let layers = manifests.iter().flat_map(|m| m.layers.clone()).collect::<Vec<_>>();
+        let s = |k: &str| root.desc.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        Ok(Inspect {
+            root: cid.to_string(),
+            names,
+            schema: crate::dag::SCHEMA_VERSION,
+            digest: s("digest"),
+            size: root.desc.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+            media_type: s("mediaType"),
+            source: if root.archive.is_some() { "docker-archive".into() } else { "oci".into() },
+            manifests,
+            layers,
+            blobs: blobs.len(),
+        })
+    }
+
+    fn image_roots(&self, refs: &Refs) -> Result<Vec<Cid>> {
+        let mut out = Vec::new();
+        for s in refs.names.values().chain(refs.pins.iter()) {
+            let c: Cid = s.parse()?;
+            if ImageRoot::load(&self.store, &c).is_ok() {
+                out.push(c);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let refs = self.refs.load()?;
+        let roots = self.image_roots(&refs)?;
+        let mut seen = HashSet::new();
+        let mut logical = 0;
+        for r in &roots {
+            for b in ImageRoot::load(&self.store, r)?.blobs(&self.store)? {
+                if seen.insert(b.node.digest) {
+                    logical += b.node.size;
+                }
+            }
+        }
+        for c in refs.blobs.values() {
+            let node = BlobNode::load(&self.store, &c.parse()?)?;
+            if seen.insert(node.digest) {
+                logical += node.size;
+            }
+        }
+        Ok(Stats {
+            blocks: self.store.cids()?.len() as u64,
+            stored_bytes: self.store.stored_bytes()?,
+            logical_bytes: logical,
+            images: roots.len(),
+            names: refs.names.len(),
+            blob_refs: refs.blobs.len(),
+            blobs: seen.len(),
+        })
+    }
+
+    /// Checks every block against its CID and that every ref's DAG is complete; with
+    /// `rebuild`, also rebuilds every blob and checks its sha256.
+    pub fn verify(&self, rebuild: bool) -> Result<VerifyReport> {
+        let mut rep = VerifyReport::default();
+        let mut cids = self.store.cids()?;
+        cids.sort();
+        for c in &cids {
+            rep.blocks_checked += 1;
+            if let Err(e) = self.store.get(c) {
+                rep.problems.push(e.to_string());
+            }
+        }
+        let refs = self.refs.load()?;
+        for (label, s) in refs.names.iter().map(|(n, c)| (n.clone(), c)).chain(refs.blobs.iter().map(|(d, c)| (d.clone(), c))).chain(refs.pins.iter().map(|c| (c.clone(), c))) {
+            rep.roots_checked += 1;
+            let res = s.parse::<Cid>().and_then(|c| car::walk(&self.store, &c, &mut |_, _| Ok(())).map(|_| c));
+            match res {
+                Err(e) => rep.problems.push(format!("ref {label}: {e}")),
+                Ok(c) if rebuild => {
+                    let nodes: Vec<BlobNode> = match ImageRoot::load(&self.store, &c) {
+                        Ok(img) => img.blobs(&self.store)?.into_iter().map(|b| b.node).collect(),
+                        Err(_) => vec![BlobNode::load(&self.store, &c)?],
+                    };
+                    for n in nodes {
+                        rep.blobs_rebuilt += 1;
+                        if let Err(e) = std::io::copy(&mut n.open(&self.store), &mut std::io::sink()) {
+                            rep.problems.push(format!("ref {label}: blob {}: {}", n.digest_str(), crate::dag::unwrap_io(e)));
+                        }
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(rep)
+    }
+
+    /// Removes every block no ref reaches. Needs the home opened with [`Home::open_exclusive`].
+    pub fn gc(&self) -> Result<GcReport> {
+        let refs = self.refs.load()?;
+        let mut live = HashSet::new();
+        for root in refs.roots()? {
+            car::walk(&self.store, &root, &mut |c, _| {
+                live.insert(*c);
+                Ok(())
+            })?;
+        }
+        let swept = self.store.retain(&|c| live.contains(c))?;
+        Ok(GcReport { live_blocks: live.len() as u64, blocks_removed: swept.blocks_removed, bytes_freed: swept.bytes_freed })
+    }
+
+    /// Writes the DAG under an image (or any CID) as a CARv1 file.
+    pub fn car_export(&self, id: &str, path: &Path) -> Result<u64> {
+        let cid = self.resolve(id)?;
+        let mut n = 0;
+        // Stream into a temp file and publish by rename.
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".{}.shp-tmp{}", path.file_name().and_then(|f| f.to_str()).unwrap_or("car"), std::process::id()));
+        let res = (|| -> Result<()> {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?);
+            n = car::export(&self.store, &cid, &mut w)?;
+            let f = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path).map_err(|e| Error::io_path(path, e))
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res.map(|_| n)
+    }
+
+    /// Imports a CARv1 file; its roots are pinned. Nothing is stored unless all of it is valid.
+    pub fn car_import(&self, path: &Path) -> Result<(Vec<Cid>, u64)> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
+        let mut batch = self.store.batch()?;
+        let (roots, n) = car::import(&mut *batch, &mut std::io::BufReader::with_capacity(1 << 20, f))?;
+        batch.commit()?;
+        self.refs.update(|r| {
+            r.pins.extend(roots.iter().map(|c| c.to_string()));
+            Ok(())
+        })?;
+        Ok((roots, n))
+    }
+
+    /// Dedup accounting for images in the given order.
+    pub fn dedup(&self, ids: &[String]) -> Result<Vec<DedupRow>> {
+        let images = ids.iter().map(|i| Ok((i.clone(), self.resolve(i)?))).collect::<Result<Vec<_>>>()?;
+        dedup::account(&self.store, &images)
+    }
+
+    /// Stores one blob on its own under its digest (what a content store does). A layer is
+    /// decomposed like any pushed layer. `expected` digest is checked; nothing changes on error.
+    pub fn put_blob(&self, r: &mut dyn Read, expected: Option<&str>, layer: bool) -> Result<ImportedBlob> {
+        let expected = expected.map(crate::cid::parse_digest).transpose()?;
+        // Blobs arrive as a stream: spool them so the opaque fallback can read twice.
+        let spool_dir = self.dir.join("store").join("tmp");
+        let mut spool = tempfile_in(&spool_dir)?;
+        let size = std::io::copy(r, &mut spool.1)?;
+        let path = spool.0.clone();
+        let open = || -> Result<Box<dyn Read>> { Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))) };
+        let res = (|| {
+            let mut batch = self.store.batch()?;
+            let mut w = DagWriter::new(&mut *batch);
+            let kind = if layer { BlobKind::Layer } else { BlobKind::Other };
+            let imported = match expected.as_ref() {
+                Some(d) => import_blob(&mut w, kind, &open, Some((d, size)), &[], &self.options)?,
+                None => import_blob(&mut w, kind, &open, None, &[], &self.options)?,
+            };
+            drop(w);
+            batch.commit()?;
+            let (d, c) = (format_digest(&imported.digest), imported.cid.to_string());
+            self.refs.update(|r| {
+                r.blobs.insert(d, c);
+                Ok(())
+            })?;
+            Ok(imported)
+        })();
+        let _ = std::fs::remove_file(&spool.0);
+        res
+    }
+
+    /// A blob stored by digest (by `put_blob` or as part of any image).
+    pub fn blob(&self, digest: &str) -> Result<BlobNode> {
+        crate::cid::parse_digest(digest)?;
+        let refs = self.refs.load()?;
+        if let Some(c) = refs.blobs.get(digest) {
+            return BlobNode::load(&self.store, &c.parse()?);
+        }
+        for r in self.image_roots(&refs)? {
+            for b in ImageRoot::load(&self.store, &r)?.blobs(&self.store)? {
+                if b.node.digest_str() == digest {
+                    return Ok(b.node);
+                }
+            }
+        }
+        Err(Error::ImageNotFound(format!("blob {digest}")))
+    }
+
+    /// Removes a name or a pin (the blocks go at the next gc).
+    pub fn remove(&self, id: &str) -> Result<bool> {
+        self.refs.update(|r| Ok(r.names.remove(id).is_some() | r.pins.remove(id) | r.blobs.remove(id).is_some()))
+    }
+
+    #[doc(hidden)]
+    pub fn no_progress() -> &'static dyn Fn(Progress) {
+        &no_progress
+    }
+}
+
+fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
+    let p = dir.join(format!("spool-{}-{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+    let f = std::fs::File::create(&p).map_err(|e| Error::io_path(&p, e))?;
+    Ok((p, f))
+}
+
