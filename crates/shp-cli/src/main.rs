@@ -1,1 +1,279 @@
-fn main() {}
+//! The `shp` command line. Argument parsing, progress and output only; the work is shp-core's.
+//! The contract (commands, output, JSON fields, exit codes) is docs/CLI.md.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use shp_core::image::Progress;
+use shp_core::reference::ImageRef;
+use shp_core::{Error, Home};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "shp", version, about = "Container images as deduplicated, bit-exact IPLD DAGs")]
+struct Cli {
+    /// Home directory (default: $SHP_HOME, else ~/.shp)
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the home directory and its store (idempotent)
+    Init,
+    /// Import an image: SOURCE is oci:DIR[:REF] or docker-archive:FILE[:NAME:TAG|:@N]
+    Push {
+        source: String,
+        /// Name the image (default: the source's ref or tag; else the root is pinned unnamed)
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
+        /// Print only the root CID
+        #[arg(long, short)]
+        quiet: bool,
+        /// Largest size one layer may decompress to, in bytes
+        #[arg(long, value_name = "BYTES")]
+        max_layer_size: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export an image bit-exact: DEST is oci:DIR[:REF] or docker-archive:FILE[:NAME:TAG]
+    Pull { image: String, dest: String },
+    /// List named and pinned images
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's manifests and how each layer is stored
+    Inspect {
+        image: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store size and content
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What each image costs given the ones before it (layer, file and chunk level)
+    Dedup {
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every block against its CID and every ref's DAG for completeness
+    Verify {
+        /// Also rebuild every blob and check its sha256
+        #[arg(long)]
+        rebuild: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove blocks no ref reaches
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a name, pin or blob ref (blocks go at the next gc)
+    Rm { name: String },
+    /// CAR v1 export and import
+    Car {
+        #[command(subcommand)]
+        cmd: CarCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CarCmd {
+    /// Write the DAG under an image or CID to FILE
+    Export { image: String, file: PathBuf },
+    /// Read FILE into the store, verifying every block; its roots are pinned
+    Import { file: PathBuf },
+}
+
+/// Exit codes (docs/CLI.md): 1 failure, 2 usage, 3 not found, 4 verification found problems.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::ImageNotFound(_)) | Some(Error::BlockNotFound { .. }) => 3,
+        Some(Error::InvalidReference { .. }) => 2,
+        _ => 1,
+    }
+}
+
+fn progress_bar(quiet: bool) -> (ProgressBar, impl Fn(Progress)) {
+    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    let p = pb.clone();
+    let f = move |ev: Progress| match ev {
+        Progress::Planned { bytes, .. } => p.set_length(bytes),
+        Progress::Blob { digest, .. } => p.set_message(digest.chars().take(19).collect::<String>()),
+        Progress::Bytes(n) => p.inc(n),
+    };
+    (pb, f)
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let dir = cli.home.clone().unwrap_or_else(Home::default_dir);
+    let open = || Home::open(&dir).map_err(anyhow::Error::from);
+    match cli.cmd {
+        Cmd::Init => {
+            let h = Home::init(&dir)?;
+            println!("{}", h.dir().display());
+        }
+        Cmd::Push { source, tag, quiet, max_layer_size, json } => {
+            let src: ImageRef = source.parse()?;
+            let mut home = open()?;
+            if let Some(m) = max_layer_size {
+                home.options.max_layer_bytes = m;
+            }
+            let (pb, f) = progress_bar(quiet || json);
+            let rep = home.push(&src, tag.as_deref(), &f);
+            pb.finish_and_clear();
+            let rep = rep.with_context(|| format!("push {source}"))?;
+            let imp = &rep.import;
+            if json {
+                let blobs: Vec<_> = imp.blobs.iter().map(|b| json!({"digest": b.digest, "size": b.size, "media_type": b.media_type, "storage": b.storage.to_string(), "new_bytes": b.new_bytes})).collect();
+                println!("{}", json!({"root": imp.root.to_string(), "name": rep.name, "digest": imp.top_digest, "blobs": blobs, "blocks": imp.stats.blocks, "new_blocks": imp.stats.new_blocks, "bytes": imp.stats.bytes, "new_bytes": imp.stats.new_bytes}));
+            } else {
+                if !quiet {
+                    for b in &imp.blobs {
+                        println!("{} {:>12} {:<14} new {}", b.digest, b.size, b.storage.to_string(), b.new_bytes);
+                    }
+                    println!("name {}", rep.name.as_deref().unwrap_or("(pinned, unnamed)"));
+                    println!("added {} of {} bytes in {} new blocks", imp.stats.new_bytes, imp.stats.bytes, imp.stats.new_blocks);
+                }
+                println!("{}", imp.root);
+            }
+        }
+        Cmd::Pull { image, dest } => {
+            let d: ImageRef = dest.parse()?;
+            let home = open()?;
+            let (pb, f) = progress_bar(false);
+            let res = home.pull(&image, &d, &f);
+            pb.finish_and_clear();
+            let root = res.with_context(|| format!("pull {image} {dest}"))?;
+            println!("{root}");
+        }
+        Cmd::Ls { json } => {
+            let list = open()?.list()?;
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                for e in list {
+                    println!("{}\t{}\t{}\t{}", e.name.as_deref().unwrap_or("-"), e.root, e.digest, e.size);
+                }
+            }
+        }
+        Cmd::Inspect { image, json } => {
+            let i = open()?.inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!("root       {}", i.root);
+                println!("names      {}", if i.names.is_empty() { "-".into() } else { i.names.join(", ") });
+                println!("digest     {}", i.digest);
+                println!("media type {}", i.media_type);
+                println!("size       {}", i.size);
+                println!("source     {}", i.source);
+                for m in &i.manifests {
+                    println!("manifest   {} {}", m.digest, m.platform.as_deref().unwrap_or(""));
+                    if let Some(c) = &m.config {
+                        println!("  config   {} {:>12}", c.digest, c.size);
+                    }
+                    for l in &m.layers {
+                        println!("  layer    {} {:>12} {:<14} {}", l.digest, l.size, l.storage, l.media_type);
+                    }
+                }
+            }
+        }
+        Cmd::Stats { json } => {
+            let s = open()?.stats()?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!("blocks        {}", s.blocks);
+                println!("stored_bytes  {}", s.stored_bytes);
+                println!("logical_bytes {}", s.logical_bytes);
+                println!("images        {}", s.images);
+                println!("blobs         {}", s.blobs);
+                if s.stored_bytes > 0 {
+                    println!("ratio         {:.3}", s.logical_bytes as f64 / s.stored_bytes as f64);
+                }
+            }
+        }
+        Cmd::Dedup { images, json } => {
+            let rows = open()?.dedup(&images)?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("{:<32} {:>14} {:>14} {:>14} {:>14}", "image", "total", "layer", "file", "chunk");
+                let mut t = [0u64; 4];
+                for r in &rows {
+                    println!("{:<32} {:>14} {:>14} {:>14} {:>14}", r.image, r.total_bytes, r.layer_bytes, r.file_bytes, r.chunk_bytes);
+                    for (a, b) in t.iter_mut().zip([r.total_bytes, r.layer_bytes, r.file_bytes, r.chunk_bytes]) {
+                        *a += b;
+                    }
+                }
+                println!("{:<32} {:>14} {:>14} {:>14} {:>14}", "total", t[0], t[1], t[2], t[3]);
+            }
+        }
+        Cmd::Verify { rebuild, json } => {
+            let r = open()?.verify(rebuild)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for p in &r.problems {
+                    println!("problem {p}");
+                }
+                println!("checked {} blocks, {} refs, {} blobs rebuilt: {}", r.blocks_checked, r.roots_checked, r.blobs_rebuilt, if r.problems.is_empty() { "ok" } else { "PROBLEMS" });
+            }
+            if !r.problems.is_empty() {
+                return Ok(4);
+            }
+        }
+        Cmd::Gc { json } => {
+            let r = Home::open_exclusive(&dir)?.gc()?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("removed {} blocks, freed {} bytes, {} live blocks", r.blocks_removed, r.bytes_freed, r.live_blocks);
+            }
+        }
+        Cmd::Rm { name } => {
+            if !open()?.remove(&name)? {
+                return Err(Error::ImageNotFound(format!("{name:?} (no such name, pin or blob ref)")).into());
+            }
+        }
+        Cmd::Car { cmd: CarCmd::Export { image, file } } => {
+            let n = open()?.car_export(&image, &file)?;
+            eprintln!("wrote {n} blocks to {}", file.display());
+        }
+        Cmd::Car { cmd: CarCmd::Import { file } } => {
+            let (roots, n) = open()?.car_import(&file)?;
+            eprintln!("imported {n} blocks");
+            for r in roots {
+                println!("{r}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("shp: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
