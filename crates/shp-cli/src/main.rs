@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "shp", version, about = "Container images as deduplicated, bit-exact IPLD DAGs")]
+#[command(
+    name = "shp",
+    version,
+    about = "Container images as deduplicated, bit-exact IPLD DAGs"
+)]
 struct Cli {
     /// Home directory (default: $SHP_HOME, else ~/.shp)
     #[arg(long, global = true, value_name = "DIR")]
@@ -105,11 +109,17 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 fn progress_bar(quiet: bool) -> (ProgressBar, impl Fn(Progress)) {
-    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap()
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
     );
     let p = pb.clone();
     let f = move |ev: Progress| match ev {
@@ -128,7 +138,13 @@ fn run(cli: Cli) -> Result<u8> {
             let h = Home::init(&dir)?;
             println!("{}", h.dir().display());
         }
-        Cmd::Push { source, tag, quiet, max_layer_size, json } => {
+        Cmd::Push {
+            source,
+            tag,
+            quiet,
+            max_layer_size,
+            json,
+        } => {
             let src: ImageRef = source.parse()?;
             let mut home = open()?;
             if let Some(m) = max_layer_size {
@@ -141,14 +157,29 @@ fn run(cli: Cli) -> Result<u8> {
             let imp = &rep.import;
             if json {
                 let blobs: Vec<_> = imp.blobs.iter().map(|b| json!({"digest": b.digest, "size": b.size, "media_type": b.media_type, "storage": b.storage.to_string(), "new_bytes": b.new_bytes})).collect();
-                println!("{}", json!({"root": imp.root.to_string(), "name": rep.name, "digest": imp.top_digest, "blobs": blobs, "blocks": imp.stats.blocks, "new_blocks": imp.stats.new_blocks, "bytes": imp.stats.bytes, "new_bytes": imp.stats.new_bytes}));
+                println!(
+                    "{}",
+                    json!({"root": imp.root.to_string(), "name": rep.name, "digest": imp.top_digest, "blobs": blobs, "blocks": imp.stats.blocks, "new_blocks": imp.stats.new_blocks, "bytes": imp.stats.bytes, "new_bytes": imp.stats.new_bytes})
+                );
             } else {
                 if !quiet {
                     for b in &imp.blobs {
-                        println!("{} {:>12} {:<14} new {}", b.digest, b.size, b.storage.to_string(), b.new_bytes);
+                        println!(
+                            "{} {:>12} {:<14} new {}",
+                            b.digest,
+                            b.size,
+                            b.storage.to_string(),
+                            b.new_bytes
+                        );
                     }
-                    println!("name {}", rep.name.as_deref().unwrap_or("(pinned, unnamed)"));
-                    println!("added {} of {} bytes in {} new blocks", imp.stats.new_bytes, imp.stats.bytes, imp.stats.new_blocks);
+                    println!(
+                        "name {}",
+                        rep.name.as_deref().unwrap_or("(pinned, unnamed)")
+                    );
+                    println!(
+                        "added {} of {} bytes in {} new blocks",
+                        imp.stats.new_bytes, imp.stats.bytes, imp.stats.new_blocks
+                    );
                 }
                 println!("{}", imp.root);
             }
@@ -168,7 +199,13 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("{}", serde_json::to_string(&list)?);
             } else {
                 for e in list {
-                    println!("{}\t{}\t{}\t{}", e.name.as_deref().unwrap_or("-"), e.root, e.digest, e.size);
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        e.name.as_deref().unwrap_or("-"),
+                        e.root,
+                        e.digest,
+                        e.size
+                    );
                 }
             }
         }
@@ -178,18 +215,32 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&i)?);
             } else {
                 println!("root       {}", i.root);
-                println!("names      {}", if i.names.is_empty() { "-".into() } else { i.names.join(", ") });
+                println!(
+                    "names      {}",
+                    if i.names.is_empty() {
+                        "-".into()
+                    } else {
+                        i.names.join(", ")
+                    }
+                );
                 println!("digest     {}", i.digest);
                 println!("media type {}", i.media_type);
                 println!("size       {}", i.size);
                 println!("source     {}", i.source);
                 for m in &i.manifests {
-                    println!("manifest   {} {}", m.digest, m.platform.as_deref().unwrap_or(""));
+                    println!(
+                        "manifest   {} {}",
+                        m.digest,
+                        m.platform.as_deref().unwrap_or("")
+                    );
                     if let Some(c) = &m.config {
                         println!("  config   {} {:>12}", c.digest, c.size);
                     }
                     for l in &m.layers {
-                        println!("  layer    {} {:>12} {:<14} {}", l.digest, l.size, l.storage, l.media_type);
+                        println!(
+                            "  layer    {} {:>12} {:<14} {}",
+                            l.digest, l.size, l.storage, l.media_type
+                        );
                     }
                 }
             }
@@ -205,7 +256,10 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("images        {}", s.images);
                 println!("blobs         {}", s.blobs);
                 if s.stored_bytes > 0 {
-                    println!("ratio         {:.3}", s.logical_bytes as f64 / s.stored_bytes as f64);
+                    println!(
+                        "ratio         {:.3}",
+                        s.logical_bytes as f64 / s.stored_bytes as f64
+                    );
                 }
             }
         }
@@ -214,15 +268,29 @@ fn run(cli: Cli) -> Result<u8> {
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
-                println!("{:<32} {:>14} {:>14} {:>14} {:>14}", "image", "total", "layer", "file", "chunk");
+                println!(
+                    "{:<32} {:>14} {:>14} {:>14} {:>14}",
+                    "image", "total", "layer", "file", "chunk"
+                );
                 let mut t = [0u64; 4];
                 for r in &rows {
-                    println!("{:<32} {:>14} {:>14} {:>14} {:>14}", r.image, r.total_bytes, r.layer_bytes, r.file_bytes, r.chunk_bytes);
-                    for (a, b) in t.iter_mut().zip([r.total_bytes, r.layer_bytes, r.file_bytes, r.chunk_bytes]) {
+                    println!(
+                        "{:<32} {:>14} {:>14} {:>14} {:>14}",
+                        r.image, r.total_bytes, r.layer_bytes, r.file_bytes, r.chunk_bytes
+                    );
+                    for (a, b) in t.iter_mut().zip([
+                        r.total_bytes,
+                        r.layer_bytes,
+                        r.file_bytes,
+                        r.chunk_bytes,
+                    ]) {
                         *a += b;
                     }
                 }
-                println!("{:<32} {:>14} {:>14} {:>14} {:>14}", "total", t[0], t[1], t[2], t[3]);
+                println!(
+                    "{:<32} {:>14} {:>14} {:>14} {:>14}",
+                    "total", t[0], t[1], t[2], t[3]
+                );
             }
         }
         Cmd::Verify { rebuild, json } => {
@@ -233,7 +301,17 @@ fn run(cli: Cli) -> Result<u8> {
                 for p in &r.problems {
                     println!("problem {p}");
                 }
-                println!("checked {} blocks, {} refs, {} blobs rebuilt: {}", r.blocks_checked, r.roots_checked, r.blobs_rebuilt, if r.problems.is_empty() { "ok" } else { "PROBLEMS" });
+                println!(
+                    "checked {} blocks, {} refs, {} blobs rebuilt: {}",
+                    r.blocks_checked,
+                    r.roots_checked,
+                    r.blobs_rebuilt,
+                    if r.problems.is_empty() {
+                        "ok"
+                    } else {
+                        "PROBLEMS"
+                    }
+                );
             }
             if !r.problems.is_empty() {
                 return Ok(4);
@@ -244,19 +322,29 @@ fn run(cli: Cli) -> Result<u8> {
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("removed {} blocks, freed {} bytes, {} live blocks", r.blocks_removed, r.bytes_freed, r.live_blocks);
+                println!(
+                    "removed {} blocks, freed {} bytes, {} live blocks",
+                    r.blocks_removed, r.bytes_freed, r.live_blocks
+                );
             }
         }
         Cmd::Rm { name } => {
             if !open()?.remove(&name)? {
-                return Err(Error::ImageNotFound(format!("{name:?} (no such name, pin or blob ref)")).into());
+                return Err(Error::ImageNotFound(format!(
+                    "{name:?} (no such name, pin or blob ref)"
+                ))
+                .into());
             }
         }
-        Cmd::Car { cmd: CarCmd::Export { image, file } } => {
+        Cmd::Car {
+            cmd: CarCmd::Export { image, file },
+        } => {
             let n = open()?.car_export(&image, &file)?;
             eprintln!("wrote {n} blocks to {}", file.display());
         }
-        Cmd::Car { cmd: CarCmd::Import { file } } => {
+        Cmd::Car {
+            cmd: CarCmd::Import { file },
+        } => {
             let (roots, n) = open()?.car_import(&file)?;
             eprintln!("imported {n} blocks");
             for r in roots {

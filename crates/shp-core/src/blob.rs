@@ -56,7 +56,9 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { max_layer_bytes: 64 << 30 }
+        ImportOptions {
+            max_layer_bytes: 64 << 30,
+        }
     }
 }
 
@@ -91,7 +93,11 @@ impl<R: Read> Read for Hashing<R> {
 
 impl<R: Read> Hashing<R> {
     fn new(inner: R) -> Self {
-        Hashing { inner, sha: Sha256::new(), n: 0 }
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            n: 0,
+        }
     }
     fn finish(self) -> ([u8; 32], u64) {
         (self.sha.finalize().into(), self.n)
@@ -116,11 +122,17 @@ impl<R: Read> Read for Decoded<'_, R> {
             } else {
                 format!("corrupt {} stream: {e}", self.codec)
             };
-            io::Error::other(Error::Compression { blob: self.blob.to_string(), reason })
+            io::Error::other(Error::Compression {
+                blob: self.blob.to_string(),
+                reason,
+            })
         })?;
         self.n += k as u64;
         if self.n > self.limit {
-            return Err(io::Error::other(Error::TooLarge { blob: self.blob.to_string(), limit: self.limit }));
+            return Err(io::Error::other(Error::TooLarge {
+                blob: self.blob.to_string(),
+                limit: self.limit,
+            }));
         }
         Ok(k)
     }
@@ -164,7 +176,12 @@ fn decoder<'a, R: BufRead + 'a>(codec: Codec, r: R) -> Result<Box<dyn Read + 'a>
     })
 }
 
-fn check_digest(name: &str, expected: Option<(&[u8; 32], u64)>, actual: &[u8; 32], size: u64) -> Result<()> {
+fn check_digest(
+    name: &str,
+    expected: Option<(&[u8; 32], u64)>,
+    actual: &[u8; 32],
+    size: u64,
+) -> Result<()> {
     if let Some((d, s)) = expected {
         if d != actual || s != size {
             return Err(Error::DigestMismatch {
@@ -189,7 +206,9 @@ pub fn import_blob(
     children: &[Cid],
     opts: &ImportOptions,
 ) -> Result<ImportedBlob> {
-    let name = expected.map(|(d, _)| format_digest(d)).unwrap_or_else(|| "blob".into());
+    let name = expected
+        .map(|(d, _)| format_digest(d))
+        .unwrap_or_else(|| "blob".into());
     let mut fields = vec![("t", Value::text("blob"))];
     let (digest, size, storage, diff_id);
     match kind {
@@ -198,15 +217,21 @@ pub fn import_blob(
             let mut buf = Vec::new();
             // Sizes come from the descriptor when known; otherwise read to the end (small JSON).
             let links = match expected {
-                Some((_, s)) => w.put_chunked(&mut h, s).map_err(|e| short_to_mismatch(e, &name))?,
+                Some((_, s)) => w
+                    .put_chunked(&mut h, s)
+                    .map_err(|e| short_to_mismatch(e, &name))?,
                 None => {
                     h.read_to_end(&mut buf)?;
                     w.put_chunked(&mut &buf[..], buf.len() as u64)?
                 }
             };
-            if expected.is_some() && h.inner.read(&mut [0u8; 1])? != 0 {
-                let (d, s) = expected.unwrap();
-                return Err(Error::DigestMismatch { expected: format_digest(d), actual: "(longer than the descriptor says)".into(), size: s + 1, expected_size: s });
+            if let Some((d, s)) = expected.filter(|_| h.inner.read(&mut [0u8; 1]).is_ok_and(|n| n != 0)) {
+                return Err(Error::DigestMismatch {
+                    expected: format_digest(d),
+                    actual: "(longer than the descriptor says)".into(),
+                    size: s + 1,
+                    expected_size: s,
+                });
             }
             (digest, size) = h.finish();
             check_digest(&name, expected, &digest, size)?;
@@ -220,7 +245,13 @@ pub fn import_blob(
             let codec = sniff(r.fill_buf()?);
             let limit = opts.max_layer_bytes;
             if codec == Codec::None {
-                let mut dec = Decoded { inner: r, n: 0, limit, blob: &name, codec: "tar" };
+                let mut dec = Decoded {
+                    inner: r,
+                    n: 0,
+                    limit,
+                    blob: &name,
+                    codec: "tar",
+                };
                 let mut sink = TarDag::new(w);
                 split(&mut dec, &name, &mut sink)?;
                 let (tar, _, sha) = sink.finish()?;
@@ -233,7 +264,13 @@ pub fn import_blob(
             } else {
                 let cname = if codec == Codec::Gzip { "gzip" } else { "zstd" };
                 // Pass 1: decode and validate the whole stream (bounded), hashing what we read.
-                let mut dec = Decoded { inner: decoder(codec, &mut r)?, n: 0, limit, blob: &name, codec: cname };
+                let mut dec = Decoded {
+                    inner: decoder(codec, &mut r)?,
+                    n: 0,
+                    limit,
+                    blob: &name,
+                    codec: cname,
+                };
                 let mut sha = Hashing::new(&mut dec);
                 split(&mut sha, &name, &mut Validate)?;
                 let (tar_sha, _) = sha.finish();
@@ -256,8 +293,19 @@ pub fn import_blob(
     if !children.is_empty() {
         fields.push(("children", Value::links(children)));
     }
-    let cid = w.put_node(&Value::Map(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))?;
-    Ok(ImportedBlob { cid, digest, size, storage, diff_id })
+    let cid = w.put_node(&Value::Map(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    ))?;
+    Ok(ImportedBlob {
+        cid,
+        digest,
+        size,
+        storage,
+        diff_id,
+    })
 }
 
 fn short_to_mismatch(e: Error, name: &str) -> Error {
@@ -296,19 +344,47 @@ impl BlobNode {
             .and_then(Value::as_bytes)
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| schema_err(cid, "digest is not 32 bytes"))?;
-        let size = v.get("size").and_then(Value::as_u64).ok_or_else(|| schema_err(cid, "size missing"))?;
-        let enc = v.get("enc").and_then(Value::as_str).ok_or_else(|| schema_err(cid, "enc missing"))?.to_string();
+        let size = v
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| schema_err(cid, "size missing"))?;
+        let enc = v
+            .get("enc")
+            .and_then(Value::as_str)
+            .ok_or_else(|| schema_err(cid, "enc missing"))?
+            .to_string();
         let (data, tar) = match enc.as_str() {
             "raw" => (links_of(cid, v.get("data"), "data")?, None),
-            "tar" => (Vec::new(), Some(v.get("tar").and_then(Value::as_link).ok_or_else(|| schema_err(cid, "tar link missing"))?)),
-            other => return Err(schema_err(cid, format!("unknown encoding {other:?} (made by a newer shp?)"))),
+            "tar" => (
+                Vec::new(),
+                Some(
+                    v.get("tar")
+                        .and_then(Value::as_link)
+                        .ok_or_else(|| schema_err(cid, "tar link missing"))?,
+                ),
+            ),
+            other => {
+                return Err(schema_err(
+                    cid,
+                    format!("unknown encoding {other:?} (made by a newer shp?)"),
+                ))
+            }
         };
         let children = match v.get("children") {
             Some(c) => links_of(cid, Some(c), "children")?,
             None => Vec::new(),
         };
         let codec = v.get("codec").and_then(Value::as_str).map(str::to_string);
-        Ok(BlobNode { cid: *cid, digest, size, enc, codec, data, tar, children })
+        Ok(BlobNode {
+            cid: *cid,
+            digest,
+            size,
+            enc,
+            codec,
+            data,
+            tar,
+            children,
+        })
     }
 
     pub fn digest_str(&self) -> String {
@@ -331,7 +407,14 @@ impl BlobNode {
             Some(t) => vec![*t],
             None => self.data.clone(),
         };
-        Box::new(Verified { inner: DagReader::new(store, &roots), sha: Sha256::new(), n: 0, digest: self.digest, size: self.size, done: false })
+        Box::new(Verified {
+            inner: DagReader::new(store, &roots),
+            sha: Sha256::new(),
+            n: 0,
+            digest: self.digest,
+            size: self.size,
+            done: false,
+        })
     }
 
     /// The layer's uncompressed tar (decoding opaque compressed layers on the fly).
@@ -364,7 +447,10 @@ impl<R: Read> Read for Verified<R> {
         if k == 0 && !buf.is_empty() {
             let actual: [u8; 32] = std::mem::take(&mut self.sha).finalize().into();
             if actual != self.digest || self.n != self.size {
-                return Err(io::Error::other(Error::RebuildMismatch { digest: format_digest(&self.digest), actual: format!("{} ({} bytes)", format_digest(&actual), self.n) }));
+                return Err(io::Error::other(Error::RebuildMismatch {
+                    digest: format_digest(&self.digest),
+                    actual: format!("{} ({} bytes)", format_digest(&actual), self.n),
+                }));
             }
             self.done = true;
             return Ok(0);

@@ -31,8 +31,14 @@ impl Cid {
 
     /// A CID from a precomputed sha2-256 digest.
     pub fn from_digest(codec: u64, digest: [u8; 32]) -> Cid {
-        assert!(codec == RAW || codec == DAG_CBOR, "shp only writes raw and dag-cbor blocks");
-        Cid { codec: codec as u8, digest }
+        assert!(
+            codec == RAW || codec == DAG_CBOR,
+            "shp only writes raw and dag-cbor blocks"
+        );
+        Cid {
+            codec: codec as u8,
+            digest,
+        }
     }
 
     pub fn codec(&self) -> u64 {
@@ -65,10 +71,14 @@ impl Cid {
         let mut pos = 0;
         let version = read_varint(b, &mut pos)?;
         if version == 0x12 {
-            return Err(Error::InvalidCid("CIDv0 is not supported (shp uses CIDv1)".into()));
+            return Err(Error::InvalidCid(
+                "CIDv0 is not supported (shp uses CIDv1)".into(),
+            ));
         }
         if version != 1 {
-            return Err(Error::InvalidCid(format!("unsupported CID version {version}")));
+            return Err(Error::InvalidCid(format!(
+                "unsupported CID version {version}"
+            )));
         }
         let codec = read_varint(b, &mut pos)?;
         if codec != RAW && codec != DAG_CBOR {
@@ -78,25 +88,38 @@ impl Cid {
         }
         let hcode = read_varint(b, &mut pos)?;
         if hcode != SHA2_256 {
-            return Err(Error::InvalidCid(format!("unsupported multihash 0x{hcode:x} (shp uses sha2-256)")));
+            return Err(Error::InvalidCid(format!(
+                "unsupported multihash 0x{hcode:x} (shp uses sha2-256)"
+            )));
         }
         let len = read_varint(b, &mut pos)?;
         if len != 32 {
-            return Err(Error::InvalidCid(format!("sha2-256 digest length {len}, expected 32")));
+            return Err(Error::InvalidCid(format!(
+                "sha2-256 digest length {len}, expected 32"
+            )));
         }
         let digest: [u8; 32] = b
             .get(pos..pos + 32)
             .ok_or_else(|| Error::InvalidCid("truncated digest".into()))?
             .try_into()
             .expect("32 bytes");
-        Ok((Cid { codec: codec as u8, digest }, pos + 32))
+        Ok((
+            Cid {
+                codec: codec as u8,
+                digest,
+            },
+            pos + 32,
+        ))
     }
 
     /// Parses a binary CID that must use all of `b`.
     pub fn from_bytes(b: &[u8]) -> Result<Cid> {
         let (cid, used) = Cid::read_bytes(b)?;
         if used != b.len() {
-            return Err(Error::InvalidCid(format!("{} trailing bytes after CID", b.len() - used)));
+            return Err(Error::InvalidCid(format!(
+                "{} trailing bytes after CID",
+                b.len() - used
+            )));
         }
         Ok(cid)
     }
@@ -106,7 +129,9 @@ impl Cid {
 pub(crate) fn read_varint(b: &[u8], pos: &mut usize) -> Result<u64> {
     let mut v: u64 = 0;
     for i in 0..9 {
-        let byte = *b.get(*pos).ok_or_else(|| Error::InvalidCid("truncated varint".into()))?;
+        let byte = *b
+            .get(*pos)
+            .ok_or_else(|| Error::InvalidCid("truncated varint".into()))?;
         *pos += 1;
         v |= ((byte & 0x7f) as u64) << (7 * i);
         if byte & 0x80 == 0 {
@@ -171,19 +196,24 @@ impl FromStr for Cid {
             Some(b'b') => &s[1..],
             Some(b'B') => &s[1..],
             Some(b'Q') if s.starts_with("Qm") => {
-                return Err(Error::InvalidCid(format!("{s:?} is a CIDv0; shp uses CIDv1 (base32, starts with 'b')")))
+                return Err(Error::InvalidCid(format!(
+                    "{s:?} is a CIDv0; shp uses CIDv1 (base32, starts with 'b')"
+                )))
             }
-            _ => return Err(Error::InvalidCid(format!("{s:?}: expected multibase base32 (starting with 'b')"))),
+            _ => {
+                return Err(Error::InvalidCid(format!(
+                    "{s:?}: expected multibase base32 (starting with 'b')"
+                )))
+            }
         };
         let lower = s.as_bytes()[0] == b'b';
         let mut out = Vec::with_capacity(rest.len() * 5 / 8);
         let (mut acc, mut bits) = (0u32, 0u32);
         for c in rest.bytes() {
             let c = if lower { c } else { c.to_ascii_lowercase() };
-            let v = B32
-                .iter()
-                .position(|&x| x == c)
-                .ok_or_else(|| Error::InvalidCid(format!("{s:?}: character {:?} is not base32", c as char)))?;
+            let v = B32.iter().position(|&x| x == c).ok_or_else(|| {
+                Error::InvalidCid(format!("{s:?}: character {:?} is not base32", c as char))
+            })?;
             acc = (acc << 5) | v as u32;
             bits += 5;
             if bits >= 8 {
@@ -204,8 +234,14 @@ impl FromStr for Cid {
 
 /// An OCI digest `sha256:<hex>` as raw bytes.
 pub fn parse_digest(s: &str) -> Result<[u8; 32]> {
-    let hex = s.strip_prefix("sha256:").ok_or_else(|| Error::InvalidDigest(s.to_string()))?;
-    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+    let hex = s
+        .strip_prefix("sha256:")
+        .ok_or_else(|| Error::InvalidDigest(s.to_string()))?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    {
         return Err(Error::InvalidDigest(s.to_string()));
     }
     let mut out = [0u8; 32];
@@ -233,16 +269,28 @@ mod tests {
     fn known_cid_text() {
         // The raw-codec CID of the empty string, as Kubo prints it.
         let c = Cid::hash(RAW, b"");
-        assert_eq!(c.to_string(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
-        assert_eq!("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".parse::<Cid>().unwrap(), c);
+        assert_eq!(
+            c.to_string(),
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+        );
+        assert_eq!(
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+                .parse::<Cid>()
+                .unwrap(),
+            c
+        );
     }
 
     #[test]
     fn rejects_bad_text() {
-        assert!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>().is_err());
+        assert!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+            .parse::<Cid>()
+            .is_err());
         assert!("bafy!".parse::<Cid>().is_err());
         assert!("".parse::<Cid>().is_err());
-        assert!("zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA".parse::<Cid>().is_err());
+        assert!("zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA"
+            .parse::<Cid>()
+            .is_err());
     }
 
     #[test]

@@ -47,13 +47,20 @@ pub struct DagWriter<'b> {
 
 impl<'b> DagWriter<'b> {
     pub fn new(batch: &'b mut dyn Batch) -> Self {
-        DagWriter { batch, stats: WriteStats::default() }
+        DagWriter {
+            batch,
+            stats: WriteStats::default(),
+        }
     }
 
     fn put(&mut self, codec: u64, data: &[u8]) -> Result<Cid> {
         let cid = Cid::hash(codec, data);
         if data.len() > MAX_BLOCK {
-            return Err(Error::BlockTooLarge { cid: cid.to_string(), size: data.len(), limit: MAX_BLOCK });
+            return Err(Error::BlockTooLarge {
+                cid: cid.to_string(),
+                size: data.len(),
+                limit: MAX_BLOCK,
+            });
         }
         let new = self.batch.put(&cid, data)?;
         self.stats.blocks += 1;
@@ -171,10 +178,17 @@ impl<'w, 'b> TarDag<'w, 'b> {
     fn entry(&mut self, meta: Vec<u8>, size: u64, links: Vec<Cid>) -> Result<()> {
         let cut_hash = fnv1a(&meta);
         self.est += meta.len() + 16 + links.len() * 41;
-        self.e.push(Value::Array(vec![Value::UInt(meta.len() as u64), Value::UInt(size), Value::links(&links)]));
+        self.e.push(Value::Array(vec![
+            Value::UInt(meta.len() as u64),
+            Value::UInt(size),
+            Value::links(&links),
+        ]));
         self.m.extend_from_slice(&meta);
         let n = self.e.len();
-        if n >= LIST_MAX_ENTRIES || self.est >= LIST_MAX_BYTES || (n >= LIST_MIN_ENTRIES && cut_hash & LIST_CUT_MASK == 0) {
+        if n >= LIST_MAX_ENTRIES
+            || self.est >= LIST_MAX_BYTES
+            || (n >= LIST_MIN_ENTRIES && cut_hash & LIST_CUT_MASK == 0)
+        {
             self.close_list()?;
         }
         Ok(())
@@ -184,7 +198,10 @@ impl<'w, 'b> TarDag<'w, 'b> {
         if self.e.is_empty() {
             return Ok(());
         }
-        let node = Value::map([("e", Value::Array(std::mem::take(&mut self.e))), ("m", Value::Bytes(std::mem::take(&mut self.m)))]);
+        let node = Value::map([
+            ("e", Value::Array(std::mem::take(&mut self.e))),
+            ("m", Value::Bytes(std::mem::take(&mut self.m))),
+        ]);
         self.est = 0;
         let cid = self.w.put_node(&node)?;
         self.lists.push(cid, self.w)
@@ -224,7 +241,10 @@ impl TarSink for TarDag<'_, '_> {
     }
 
     fn file(&mut self, size: u64, data: &mut dyn Read) -> Result<()> {
-        let mut hashing = HashingReader { inner: data, sha: &mut self.sha };
+        let mut hashing = HashingReader {
+            inner: data,
+            sha: &mut self.sha,
+        };
         let links = self.w.put_chunked(&mut hashing, size)?;
         self.size += size;
         self.file_bytes += size;
@@ -249,18 +269,34 @@ impl Read for HashingReader<'_> {
 /// Reads a dag-cbor node, checking its codec.
 pub fn get_node(store: &dyn Blockstore, cid: &Cid) -> Result<Value> {
     if cid.codec() != DAG_CBOR {
-        return Err(Error::Schema { cid: cid.to_string(), reason: "expected a dag-cbor node, found a raw block".into() });
+        return Err(Error::Schema {
+            cid: cid.to_string(),
+            reason: "expected a dag-cbor node, found a raw block".into(),
+        });
     }
-    cbor::decode(&store.get(cid)?).map_err(|e| Error::Schema { cid: cid.to_string(), reason: e.to_string() })
+    cbor::decode(&store.get(cid)?).map_err(|e| Error::Schema {
+        cid: cid.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 pub(crate) fn schema_err(cid: &Cid, reason: impl Into<String>) -> Error {
-    Error::Schema { cid: cid.to_string(), reason: reason.into() }
+    Error::Schema {
+        cid: cid.to_string(),
+        reason: reason.into(),
+    }
 }
 
 pub(crate) fn links_of(cid: &Cid, v: Option<&Value>, what: &str) -> Result<Vec<Cid>> {
-    let arr = v.and_then(Value::as_array).ok_or_else(|| schema_err(cid, format!("{what} is not a list")))?;
-    arr.iter().map(|x| x.as_link().ok_or_else(|| schema_err(cid, format!("{what} holds a non-link")))).collect()
+    let arr = v
+        .and_then(Value::as_array)
+        .ok_or_else(|| schema_err(cid, format!("{what} is not a list")))?;
+    arr.iter()
+        .map(|x| {
+            x.as_link()
+                .ok_or_else(|| schema_err(cid, format!("{what} holds a non-link")))
+        })
+        .collect()
 }
 
 enum Item {
@@ -283,13 +319,20 @@ impl<'s> DagReader<'s> {
     /// Reads the bytes under `roots` (raw chunks, link trees or a tar node).
     pub fn new(store: &'s dyn Blockstore, roots: &[Cid]) -> Self {
         let q = roots.iter().map(|c| Item::Link(*c, 0)).collect();
-        DagReader { store, queue: vec![q], buf: Vec::new(), pos: 0 }
+        DagReader {
+            store,
+            queue: vec![q],
+            buf: Vec::new(),
+            pos: 0,
+        }
     }
 
     /// Inline bytes to emit before the links (e.g. meta already in hand).
     fn next_piece(&mut self) -> Result<Option<Vec<u8>>> {
         loop {
-            let Some(top) = self.queue.last_mut() else { return Ok(None) };
+            let Some(top) = self.queue.last_mut() else {
+                return Ok(None);
+            };
             let Some(item) = top.pop_front() else {
                 self.queue.pop();
                 continue;
@@ -320,13 +363,25 @@ fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
             out.push_back(Item::Link(c, depth));
         }
     } else if let (Some(e), Some(m)) = (node.get("e"), node.get("m")) {
-        let m = m.as_bytes().ok_or_else(|| schema_err(cid, "m is not bytes"))?;
-        let e = e.as_array().ok_or_else(|| schema_err(cid, "e is not a list"))?;
+        let m = m
+            .as_bytes()
+            .ok_or_else(|| schema_err(cid, "m is not bytes"))?;
+        let e = e
+            .as_array()
+            .ok_or_else(|| schema_err(cid, "e is not a list"))?;
         let mut pos = 0usize;
         for ent in e {
-            let f = ent.as_array().filter(|f| f.len() == 3).ok_or_else(|| schema_err(cid, "entry is not [meta_len, size, links]"))?;
-            let ml = f[0].as_u64().ok_or_else(|| schema_err(cid, "meta_len is not a number"))? as usize;
-            let meta = m.get(pos..pos.saturating_add(ml)).ok_or_else(|| schema_err(cid, "meta_len runs past m"))?;
+            let f = ent
+                .as_array()
+                .filter(|f| f.len() == 3)
+                .ok_or_else(|| schema_err(cid, "entry is not [meta_len, size, links]"))?;
+            let ml = f[0]
+                .as_u64()
+                .ok_or_else(|| schema_err(cid, "meta_len is not a number"))?
+                as usize;
+            let meta = m
+                .get(pos..pos.saturating_add(ml))
+                .ok_or_else(|| schema_err(cid, "meta_len runs past m"))?;
             pos += ml;
             if !meta.is_empty() {
                 out.push_back(Item::Bytes(meta.to_vec()));
@@ -342,12 +397,18 @@ fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
         for c in links_of(cid, node.get("lists"), "lists")? {
             out.push_back(Item::Link(c, depth));
         }
-        let tail = node.get("tail").and_then(Value::as_bytes).ok_or_else(|| schema_err(cid, "tail is not bytes"))?;
+        let tail = node
+            .get("tail")
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| schema_err(cid, "tail is not bytes"))?;
         if !tail.is_empty() {
             out.push_back(Item::Bytes(tail.to_vec()));
         }
     } else {
-        return Err(schema_err(cid, "not a byte-stream node (link tree, entry list or tar)"));
+        return Err(schema_err(
+            cid,
+            "not a byte-stream node (link tree, entry list or tar)",
+        ));
     }
     Ok(out)
 }
@@ -397,7 +458,9 @@ mod tests {
         assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(t)));
         b.commit().unwrap();
         let mut back = Vec::new();
-        DagReader::new(&store, &[cid]).read_to_end(&mut back).unwrap();
+        DagReader::new(&store, &[cid])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, t);
         (store, cid)
     }
@@ -409,7 +472,12 @@ mod tests {
             t.extend_from_slice(&header(format!("d{i}/").as_bytes(), b'5', 0, false));
             if i % 7 == 0 {
                 let body = format!("file {i}").repeat(i as usize % 300);
-                t.extend_from_slice(&header(format!("f{i}").as_bytes(), b'0', body.len() as u64, false));
+                t.extend_from_slice(&header(
+                    format!("f{i}").as_bytes(),
+                    b'0',
+                    body.len() as u64,
+                    false,
+                ));
                 t.extend_from_slice(body.as_bytes());
                 t.resize(t.len().div_ceil(512) * 512, 0);
             }
@@ -422,8 +490,17 @@ mod tests {
     #[test]
     fn link_tree_levels() {
         let store = MemoryStore::new();
-        for n in [0usize, 1, FANOUT - 1, FANOUT, FANOUT + 1, 3 * FANOUT * FANOUT / 2 + 3] {
-            let leaves: Vec<Cid> = (0..n).map(|i| Cid::hash(RAW, &(i as u64).to_le_bytes())).collect();
+        for n in [
+            0usize,
+            1,
+            FANOUT - 1,
+            FANOUT,
+            FANOUT + 1,
+            3 * FANOUT * FANOUT / 2 + 3,
+        ] {
+            let leaves: Vec<Cid> = (0..n)
+                .map(|i| Cid::hash(RAW, &(i as u64).to_le_bytes()))
+                .collect();
             let mut b = store.batch().unwrap();
             let top = {
                 let mut w = DagWriter::new(&mut *b);

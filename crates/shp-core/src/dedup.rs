@@ -36,7 +36,13 @@ struct Seen {
     blocks: HashSet<Cid>,
 }
 
-fn leaves(store: &dyn Blockstore, links: &[Cid], seen: &mut Seen, row: &mut DedupRow, depth: u8) -> Result<()> {
+fn leaves(
+    store: &dyn Blockstore,
+    links: &[Cid],
+    seen: &mut Seen,
+    row: &mut DedupRow,
+    depth: u8,
+) -> Result<()> {
     for c in links {
         let new_block = seen.blocks.insert(*c);
         if c.codec() == RAW {
@@ -53,7 +59,13 @@ fn leaves(store: &dyn Blockstore, links: &[Cid], seen: &mut Seen, row: &mut Dedu
             if new_block {
                 row.block_bytes += store.size_of(c)?;
             }
-            leaves(store, &links_of(c, node.get("l"), "l")?, seen, row, depth + 1)?;
+            leaves(
+                store,
+                &links_of(c, node.get("l"), "l")?,
+                seen,
+                row,
+                depth + 1,
+            )?;
         }
     }
     Ok(())
@@ -71,7 +83,11 @@ pub fn account(store: &dyn Blockstore, images: &[(String, Cid)]) -> Result<Vec<D
     let mut seen = Seen::default();
     let mut rows = Vec::new();
     for (label, root) in images {
-        let mut row = DedupRow { image: label.clone(), root: root.to_string(), ..Default::default() };
+        let mut row = DedupRow {
+            image: label.clone(),
+            root: root.to_string(),
+            ..Default::default()
+        };
         let img = ImageRoot::load(store, root)?;
         count_node(store, root, &mut seen, &mut row)?;
         for b in img.blobs(store)? {
@@ -85,21 +101,38 @@ pub fn account(store: &dyn Blockstore, images: &[(String, Cid)]) -> Result<Vec<D
                 None => {
                     let before = row.chunk_bytes;
                     leaves(store, &b.node.data, &mut seen, &mut row, 0)?;
-                    row.file_bytes += if seen.files.insert(b.node.data.clone()) { b.node.size } else { 0 };
+                    row.file_bytes += if seen.files.insert(b.node.data.clone()) {
+                        b.node.size
+                    } else {
+                        0
+                    };
                     let _ = before;
                 }
                 Some(tar) => {
                     count_node(store, &tar, &mut seen, &mut row)?;
                     let t = get_node(store, &tar)?;
-                    let tail = t.get("tail").and_then(Value::as_bytes).map_or(0, |b| b.len() as u64);
+                    let tail = t
+                        .get("tail")
+                        .and_then(Value::as_bytes)
+                        .map_or(0, |b| b.len() as u64);
                     row.file_bytes += tail;
                     row.chunk_bytes += tail;
                     let mut lists = Vec::new();
-                    flatten(store, &links_of(&tar, t.get("lists"), "lists")?, &mut lists, &mut seen, &mut row, 0)?;
+                    flatten(
+                        store,
+                        &links_of(&tar, t.get("lists"), "lists")?,
+                        &mut lists,
+                        &mut seen,
+                        &mut row,
+                        0,
+                    )?;
                     for l in lists {
                         count_node(store, &l, &mut seen, &mut row)?;
                         let node = get_node(store, &l)?;
-                        let m = node.get("m").and_then(Value::as_bytes).map_or(0, |b| b.len() as u64);
+                        let m = node
+                            .get("m")
+                            .and_then(Value::as_bytes)
+                            .map_or(0, |b| b.len() as u64);
                         row.file_bytes += m;
                         row.chunk_bytes += m;
                         for e in node.get("e").and_then(Value::as_array).unwrap_or(&[]) {
@@ -121,7 +154,14 @@ pub fn account(store: &dyn Blockstore, images: &[(String, Cid)]) -> Result<Vec<D
 }
 
 /// Expands a link tree of entry lists into the lists themselves.
-fn flatten(store: &dyn Blockstore, links: &[Cid], out: &mut Vec<Cid>, seen: &mut Seen, row: &mut DedupRow, depth: u8) -> Result<()> {
+fn flatten(
+    store: &dyn Blockstore,
+    links: &[Cid],
+    out: &mut Vec<Cid>,
+    seen: &mut Seen,
+    row: &mut DedupRow,
+    depth: u8,
+) -> Result<()> {
     for c in links {
         let node = get_node(store, c)?;
         if let Some(l) = node.get("l") {
@@ -129,7 +169,14 @@ fn flatten(store: &dyn Blockstore, links: &[Cid], out: &mut Vec<Cid>, seen: &mut
                 return Err(schema_err(c, "link tree deeper than 16"));
             }
             count_node(store, c, seen, row)?;
-            flatten(store, &links_of(c, Some(l), "l")?, out, seen, row, depth + 1)?;
+            flatten(
+                store,
+                &links_of(c, Some(l), "l")?,
+                out,
+                seen,
+                row,
+                depth + 1,
+            )?;
         } else {
             out.push(*c);
         }

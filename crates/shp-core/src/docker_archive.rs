@@ -45,7 +45,11 @@ pub fn list_members(path: &Path) -> Result<Vec<Member>> {
     let f = File::open(path).map_err(|e| Error::io_path(path, e))?;
     let len = f.metadata()?.len();
     let what = path.display().to_string();
-    let bad = |offset: u64, reason: String| Error::Tar { blob: what.clone(), offset, reason };
+    let bad = |offset: u64, reason: String| Error::Tar {
+        blob: what.clone(),
+        offset,
+        reason,
+    };
     let mut out = Vec::new();
     let mut off = 0u64;
     let mut long_name: Option<String> = None;
@@ -57,7 +61,8 @@ pub fn list_members(path: &Path) -> Result<Vec<Member>> {
             break;
         }
         check_checksum(&h).map_err(|_| bad(off, "header checksum mismatch".into()))?;
-        let size = parse_numeric(&h[124..136]).ok_or_else(|| bad(off, "invalid size field".into()))?;
+        let size =
+            parse_numeric(&h[124..136]).ok_or_else(|| bad(off, "invalid size field".into()))?;
         let data = off + 512;
         let next = data + size.div_ceil(512) * 512;
         if data + size > len {
@@ -92,10 +97,20 @@ pub fn list_members(path: &Path) -> Result<Vec<Member>> {
             _ => {
                 let name = long_name.take().unwrap_or_else(|| {
                     let (n, p) = (cstr(&h[..100]), cstr(&h[345..500]));
-                    if &h[257..262] == b"ustar" && !p.is_empty() { format!("{p}/{n}") } else { n }
+                    if &h[257..262] == b"ustar" && !p.is_empty() {
+                        format!("{p}/{n}")
+                    } else {
+                        n
+                    }
                 });
                 let linkname = long_link.take().unwrap_or_else(|| cstr(&h[157..257]));
-                out.push(Member { name, typeflag, linkname, offset: data, size });
+                out.push(Member {
+                    name,
+                    typeflag,
+                    linkname,
+                    offset: data,
+                    size,
+                });
             }
         }
         off = next;
@@ -117,18 +132,29 @@ struct ArchiveSource {
 impl BlobSource for ArchiveSource {
     fn open(&self, d: &Descriptor) -> Result<Option<(Box<dyn Read + '_>, u64)>> {
         if d.digest == self.manifest.0.digest {
-            return Ok(Some((Box::new(std::io::Cursor::new(self.manifest.1.clone())), self.manifest.1.len() as u64)));
+            return Ok(Some((
+                Box::new(std::io::Cursor::new(self.manifest.1.clone())),
+                self.manifest.1.len() as u64,
+            )));
         }
-        let Some(m) = self.by_digest.get(&d.digest) else { return Ok(None) };
+        let Some(m) = self.by_digest.get(&d.digest) else {
+            return Ok(None);
+        };
         let mut f = File::open(&self.path).map_err(|e| Error::io_path(&self.path, e))?;
         f.seek(SeekFrom::Start(m.offset))?;
-        Ok(Some((Box::new(BufReader::with_capacity(256 * 1024, f).take(m.size)), m.size)))
+        Ok(Some((
+            Box::new(BufReader::with_capacity(256 * 1024, f).take(m.size)),
+            m.size,
+        )))
     }
 }
 
 fn read_member(path: &Path, m: &Member, limit: u64) -> Result<Vec<u8>> {
     if m.size > limit {
-        return Err(Error::InvalidManifest { what: m.name.clone(), reason: format!("{} bytes, over the {limit}-byte limit", m.size) });
+        return Err(Error::InvalidManifest {
+            what: m.name.clone(),
+            reason: format!("{} bytes, over the {limit}-byte limit", m.size),
+        });
     }
     let f = File::open(path).map_err(|e| Error::io_path(path, e))?;
     let mut v = vec![0u8; m.size as usize];
@@ -141,38 +167,104 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 /// Imports one image of a docker-archive.
-pub fn import_archive(batch: &mut dyn Batch, path: &Path, reference: Option<&ArchiveRef>, opts: &ImportOptions, progress: &dyn Fn(Progress)) -> Result<(ImportReport, Vec<String>)> {
+pub fn import_archive(
+    batch: &mut dyn Batch,
+    path: &Path,
+    reference: Option<&ArchiveRef>,
+    opts: &ImportOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<(ImportReport, Vec<String>)> {
     let members = list_members(path)?;
-    let find = |name: &str| members.iter().find(|m| clean(&m.name) == clean(name) && matches!(m.typeflag, b'0' | 0 | b'7'));
-    let bad = |r: String| Error::InvalidManifest { what: format!("{}: manifest.json", path.display()), reason: r };
-    let mj = find("manifest.json").ok_or_else(|| bad("the archive has no manifest.json (not a docker-archive?)".into()))?;
-    let mj: Json = serde_json::from_slice(&read_member(path, mj, oci::MAX_MANIFEST)?).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let images = mj.as_array().ok_or_else(|| bad("not a list".into()))?;
-    let tags_of = |i: &Json| -> Vec<String> { i.get("RepoTags").and_then(Json::as_array).map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default() };
-    let image = match reference {
-        Some(ArchiveRef::Index(n)) => images.get(*n).ok_or_else(|| bad(format!("no image @{n} (it has {})", images.len())))?,
-        Some(ArchiveRef::Tag(t)) => images.iter().find(|i| tags_of(i).contains(t)).ok_or_else(|| Error::ImageNotFound(format!("{t} in {}", path.display())))?,
-        None if images.len() == 1 => &images[0],
-        None => return Err(bad(format!("the archive holds {} images: name one with docker-archive:PATH:NAME:TAG or :@N", images.len()))),
+    let find = |name: &str| {
+        members
+            .iter()
+            .find(|m| clean(&m.name) == clean(name) && matches!(m.typeflag, b'0' | 0 | b'7'))
     };
-    let config_name = image.get("Config").and_then(Json::as_str).ok_or_else(|| bad("image has no Config".into()))?;
-    let layer_names: Vec<&str> = image.get("Layers").and_then(Json::as_array).ok_or_else(|| bad("image has no Layers".into()))?.iter().map(|l| l.as_str().ok_or_else(|| bad("a layer name is not a string".into()))).collect::<Result<_>>()?;
-    let config_m = find(config_name).ok_or_else(|| Error::MissingBlob { digest: config_name.to_string(), referrer: "manifest.json".into() })?;
+    let bad = |r: String| Error::InvalidManifest {
+        what: format!("{}: manifest.json", path.display()),
+        reason: r,
+    };
+    let mj = find("manifest.json")
+        .ok_or_else(|| bad("the archive has no manifest.json (not a docker-archive?)".into()))?;
+    let mj: Json = serde_json::from_slice(&read_member(path, mj, oci::MAX_MANIFEST)?)
+        .map_err(|e| bad(format!("not JSON: {e}")))?;
+    let images = mj.as_array().ok_or_else(|| bad("not a list".into()))?;
+    let tags_of = |i: &Json| -> Vec<String> {
+        i.get("RepoTags")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let image =
+        match reference {
+            Some(ArchiveRef::Index(n)) => images
+                .get(*n)
+                .ok_or_else(|| bad(format!("no image @{n} (it has {})", images.len())))?,
+            Some(ArchiveRef::Tag(t)) => images
+                .iter()
+                .find(|i| tags_of(i).contains(t))
+                .ok_or_else(|| Error::ImageNotFound(format!("{t} in {}", path.display())))?,
+            None if images.len() == 1 => &images[0],
+            None => return Err(bad(format!(
+                "the archive holds {} images: name one with docker-archive:PATH:NAME:TAG or :@N",
+                images.len()
+            ))),
+        };
+    let config_name = image
+        .get("Config")
+        .and_then(Json::as_str)
+        .ok_or_else(|| bad("image has no Config".into()))?;
+    let layer_names: Vec<&str> = image
+        .get("Layers")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad("image has no Layers".into()))?
+        .iter()
+        .map(|l| {
+            l.as_str()
+                .ok_or_else(|| bad("a layer name is not a string".into()))
+        })
+        .collect::<Result<_>>()?;
+    let config_m = find(config_name).ok_or_else(|| Error::MissingBlob {
+        digest: config_name.to_string(),
+        referrer: "manifest.json".into(),
+    })?;
     let config_bytes = read_member(path, config_m, oci::MAX_MANIFEST)?;
     let config_digest = sha256(&config_bytes);
-    if let Some(hex) = Path::new(config_name).file_stem().and_then(|s| s.to_str()).filter(|s| s.len() == 64) {
+    if let Some(hex) = Path::new(config_name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| s.len() == 64)
+    {
         if parse_digest(&format!("sha256:{hex}")).ok() != Some(config_digest) {
-            return Err(Error::DigestMismatch { expected: format!("sha256:{hex}"), actual: format_digest(&config_digest), size: config_bytes.len() as u64, expected_size: config_m.size });
+            return Err(Error::DigestMismatch {
+                expected: format!("sha256:{hex}"),
+                actual: format_digest(&config_digest),
+                size: config_bytes.len() as u64,
+                expected_size: config_m.size,
+            });
         }
     }
-    let config: Json = serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("config is not JSON: {e}")))?;
-    let diff_ids: Vec<&str> = config.get("rootfs").and_then(|r| r.get("diff_ids")).and_then(Json::as_array).map(|a| a.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
+    let config: Json = serde_json::from_slice(&config_bytes)
+        .map_err(|e| bad(format!("config is not JSON: {e}")))?;
+    let diff_ids: Vec<&str> = config
+        .get("rootfs")
+        .and_then(|r| r.get("diff_ids"))
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
     let mut by_digest = HashMap::new();
     by_digest.insert(config_digest, config_m.clone());
     let mut layers = Vec::new();
     let file = File::open(path).map_err(|e| Error::io_path(path, e))?;
     for (i, name) in layer_names.iter().enumerate() {
-        let m = find(name).ok_or_else(|| Error::MissingBlob { digest: name.to_string(), referrer: "manifest.json".into() })?;
+        let m = find(name).ok_or_else(|| Error::MissingBlob {
+            digest: name.to_string(),
+            referrer: "manifest.json".into(),
+        })?;
         let mut head = [0u8; 4];
         let k = file.read_at(&mut head, m.offset)?;
         let media = if head[..k].starts_with(&[0x1f, 0x8b]) {
@@ -204,9 +296,15 @@ pub fn import_archive(batch: &mut dyn Batch, path: &Path, reference: Option<&Arc
     });
     let mbytes = serde_json::to_vec(&manifest).expect("json");
     let mdigest = sha256(&mbytes);
-    let top = Descriptor::parse(&json!({"mediaType": oci::DOCKER_MANIFEST, "size": mbytes.len(), "digest": format_digest(&mdigest)}), "synthesized manifest")?;
+    let top = Descriptor::parse(
+        &json!({"mediaType": oci::DOCKER_MANIFEST, "size": mbytes.len(), "digest": format_digest(&mdigest)}),
+        "synthesized manifest",
+    )?;
     // Member record: image blobs by digest, every other member verbatim.
-    let blob_names: HashMap<String, [u8; 32]> = by_digest.iter().map(|(d, m)| (clean(&m.name).to_string(), *d)).collect();
+    let blob_names: HashMap<String, [u8; 32]> = by_digest
+        .iter()
+        .map(|(d, m)| (clean(&m.name).to_string(), *d))
+        .collect();
     let mut recs = Vec::new();
     {
         let mut w = DagWriter::new(batch);
@@ -214,24 +312,52 @@ pub fn import_archive(batch: &mut dyn Batch, path: &Path, reference: Option<&Arc
             let name = Value::text(m.name.clone());
             recs.push(match m.typeflag {
                 b'5' => Value::Array(vec![Value::text("dir"), name]),
-                b'2' => Value::Array(vec![Value::text("symlink"), name, Value::text(m.linkname.clone())]),
-                b'1' => Value::Array(vec![Value::text("hardlink"), name, Value::text(m.linkname.clone())]),
+                b'2' => Value::Array(vec![
+                    Value::text("symlink"),
+                    name,
+                    Value::text(m.linkname.clone()),
+                ]),
+                b'1' => Value::Array(vec![
+                    Value::text("hardlink"),
+                    name,
+                    Value::text(m.linkname.clone()),
+                ]),
                 _ => match blob_names.get(clean(&m.name)) {
-                    Some(d) => Value::Array(vec![Value::text("blob"), name, Value::Bytes(d.to_vec())]),
+                    Some(d) => {
+                        Value::Array(vec![Value::text("blob"), name, Value::Bytes(d.to_vec())])
+                    }
                     None => {
                         let mut f = File::open(path)?;
                         f.seek(SeekFrom::Start(m.offset))?;
                         let links = w.put_chunked(&mut BufReader::new(f).take(m.size), m.size)?;
-                        Value::Array(vec![Value::text("file"), name, Value::UInt(m.size), Value::links(&links)])
+                        Value::Array(vec![
+                            Value::text("file"),
+                            name,
+                            Value::UInt(m.size),
+                            Value::links(&links),
+                        ])
                     }
                 },
             });
         }
     }
     let tags = tags_of(image);
-    let archive = Value::map([("tags", Value::Array(tags.iter().cloned().map(Value::Text).collect())), ("members", Value::Array(recs))]);
-    let src = ArchiveSource { path: path.to_path_buf(), by_digest, manifest: (top.clone(), mbytes) };
-    Ok((import_image(batch, &src, &top, Some(archive), opts, progress)?, tags))
+    let archive = Value::map([
+        (
+            "tags",
+            Value::Array(tags.iter().cloned().map(Value::Text).collect()),
+        ),
+        ("members", Value::Array(recs)),
+    ]);
+    let src = ArchiveSource {
+        path: path.to_path_buf(),
+        by_digest,
+        manifest: (top.clone(), mbytes),
+    };
+    Ok((
+        import_image(batch, &src, &top, Some(archive), opts, progress)?,
+        tags,
+    ))
 }
 
 fn ustar_header(name: &str, typeflag: u8, size: u64, linkname: &str, mode: u32) -> Vec<u8> {
@@ -273,9 +399,17 @@ struct TarOut<W: Write> {
 }
 
 impl<W: Write> TarOut<W> {
-    fn entry(&mut self, name: &str, typeflag: u8, size: u64, linkname: &str, data: Option<&mut dyn Read>) -> Result<()> {
+    fn entry(
+        &mut self,
+        name: &str,
+        typeflag: u8,
+        size: u64,
+        linkname: &str,
+        data: Option<&mut dyn Read>,
+    ) -> Result<()> {
         let mode = if typeflag == b'5' { 0o755 } else { 0o644 };
-        self.w.write_all(&ustar_header(name, typeflag, size, linkname, mode))?;
+        self.w
+            .write_all(&ustar_header(name, typeflag, size, linkname, mode))?;
         if let Some(r) = data {
             let n = std::io::copy(&mut r.take(size), &mut self.w).map_err(crate::dag::unwrap_io)?;
             if n != size {
@@ -299,42 +433,106 @@ impl<W: Write> TarOut<W> {
 
 /// Writes the image as a docker-archive at `path`. An image that came from a docker-archive is
 /// written back member for member when `tag` is None or one of its tags.
-pub fn export_archive(store: &dyn Blockstore, root: &ImageRoot, path: &Path, tag: Option<&str>, progress: &dyn Fn(Progress)) -> Result<()> {
+pub fn export_archive(
+    store: &dyn Blockstore,
+    root: &ImageRoot,
+    path: &Path,
+    tag: Option<&str>,
+    progress: &dyn Fn(Progress),
+) -> Result<()> {
     let blobs = root.blobs(store)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.shp-tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("archive"), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.shp-tmp{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("archive"),
+        std::process::id()
+    ));
     let res = (|| -> Result<()> {
         let f = File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?;
-        let mut out = TarOut { w: std::io::BufWriter::with_capacity(1 << 20, f) };
+        let mut out = TarOut {
+            w: std::io::BufWriter::with_capacity(1 << 20, f),
+        };
         let verbatim = root.archive.as_ref().filter(|a| {
-            let tags: Vec<&str> = a.get("tags").and_then(Value::as_array).map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let tags: Vec<&str> = a
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             tag.is_none_or(|t| tags.contains(&t))
         });
-        progress(Progress::Planned { blobs: blobs.len(), bytes: blobs.iter().map(|b| b.node.size).sum() });
+        progress(Progress::Planned {
+            blobs: blobs.len(),
+            bytes: blobs.iter().map(|b| b.node.size).sum(),
+        });
         if let Some(a) = verbatim {
-            let members = a.get("members").and_then(Value::as_array).ok_or_else(|| crate::dag::schema_err(&root.cid, "archive members missing"))?;
+            let members = a
+                .get("members")
+                .and_then(Value::as_array)
+                .ok_or_else(|| crate::dag::schema_err(&root.cid, "archive members missing"))?;
             for m in members {
-                let f = m.as_array().ok_or_else(|| crate::dag::schema_err(&root.cid, "archive member is not a list"))?;
+                let f = m.as_array().ok_or_else(|| {
+                    crate::dag::schema_err(&root.cid, "archive member is not a list")
+                })?;
                 let kind = f.first().and_then(Value::as_str).unwrap_or("");
-                let name = f.get(1).and_then(Value::as_str).ok_or_else(|| crate::dag::schema_err(&root.cid, "archive member has no name"))?;
+                let name = f.get(1).and_then(Value::as_str).ok_or_else(|| {
+                    crate::dag::schema_err(&root.cid, "archive member has no name")
+                })?;
                 match kind {
                     "dir" => out.entry(name, b'5', 0, "", None)?,
                     "symlink" | "hardlink" => {
                         let target = f.get(2).and_then(Value::as_str).unwrap_or("");
-                        out.entry(name, if kind == "symlink" { b'2' } else { b'1' }, 0, target, None)?
+                        out.entry(
+                            name,
+                            if kind == "symlink" { b'2' } else { b'1' },
+                            0,
+                            target,
+                            None,
+                        )?
                     }
                     "blob" => {
-                        let d = f.get(2).and_then(Value::as_bytes).ok_or_else(|| crate::dag::schema_err(&root.cid, "blob member has no digest"))?;
-                        let b = blobs.iter().find(|b| b.node.digest[..] == *d).ok_or_else(|| crate::dag::schema_err(&root.cid, format!("member {name} names a blob the image lacks")))?;
-                        progress(Progress::Blob { digest: b.node.digest_str(), size: b.node.size });
+                        let d = f.get(2).and_then(Value::as_bytes).ok_or_else(|| {
+                            crate::dag::schema_err(&root.cid, "blob member has no digest")
+                        })?;
+                        let b =
+                            blobs
+                                .iter()
+                                .find(|b| b.node.digest[..] == *d)
+                                .ok_or_else(|| {
+                                    crate::dag::schema_err(
+                                        &root.cid,
+                                        format!("member {name} names a blob the image lacks"),
+                                    )
+                                })?;
+                        progress(Progress::Blob {
+                            digest: b.node.digest_str(),
+                            size: b.node.size,
+                        });
                         out.entry(name, b'0', b.node.size, "", Some(&mut *b.node.open(store)))?
                     }
                     "file" => {
-                        let size = f.get(2).and_then(Value::as_u64).ok_or_else(|| crate::dag::schema_err(&root.cid, "file member has no size"))?;
+                        let size = f.get(2).and_then(Value::as_u64).ok_or_else(|| {
+                            crate::dag::schema_err(&root.cid, "file member has no size")
+                        })?;
                         let links = crate::dag::links_of(&root.cid, f.get(3), "file member links")?;
-                        out.entry(name, b'0', size, "", Some(&mut DagReader::new(store, &links)))?
+                        out.entry(
+                            name,
+                            b'0',
+                            size,
+                            "",
+                            Some(&mut DagReader::new(store, &links)),
+                        )?
                     }
-                    k => return Err(crate::dag::schema_err(&root.cid, format!("unknown archive member kind {k:?}"))),
+                    k => {
+                        return Err(crate::dag::schema_err(
+                            &root.cid,
+                            format!("unknown archive member kind {k:?}"),
+                        ))
+                    }
                 }
             }
         } else {
@@ -352,26 +550,75 @@ pub fn export_archive(store: &dyn Blockstore, root: &ImageRoot, path: &Path, tag
     res
 }
 
-fn write_generated<W: Write>(store: &dyn Blockstore, blobs: &[crate::image::ImageBlob], out: &mut TarOut<W>, tag: Option<&str>, dir: &Path) -> Result<()> {
+fn write_generated<W: Write>(
+    store: &dyn Blockstore,
+    blobs: &[crate::image::ImageBlob],
+    out: &mut TarOut<W>,
+    tag: Option<&str>,
+    dir: &Path,
+) -> Result<()> {
     // Pick one image manifest: the top one, or the host's platform from an index.
     let top = &blobs[0];
     let manifest = match top.doc.as_ref().map(|d| d.kind) {
         Some(DocKind::Manifest) => top,
         Some(DocKind::Index) => {
             let doc = top.doc.as_ref().unwrap();
-            let want = format!("linux/{}", if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" });
-            let pick = doc.manifests.iter().find(|d| crate::oci::Document::platform_of(d).as_deref() == Some(want.as_str())).or(doc.manifests.first());
-            let pick = pick.ok_or_else(|| Error::ImageNotFound("an image manifest in the index".into()))?;
-            blobs.iter().find(|b| b.node.digest == pick.digest && b.doc.as_ref().map(|d| d.kind) == Some(DocKind::Manifest)).ok_or_else(|| Error::ImageNotFound(format!("manifest {} for docker-archive", pick.digest_str)))?
+            let want = format!(
+                "linux/{}",
+                if cfg!(target_arch = "aarch64") {
+                    "arm64"
+                } else {
+                    "amd64"
+                }
+            );
+            let pick = doc
+                .manifests
+                .iter()
+                .find(|d| crate::oci::Document::platform_of(d).as_deref() == Some(want.as_str()))
+                .or(doc.manifests.first());
+            let pick =
+                pick.ok_or_else(|| Error::ImageNotFound("an image manifest in the index".into()))?;
+            blobs
+                .iter()
+                .find(|b| {
+                    b.node.digest == pick.digest
+                        && b.doc.as_ref().map(|d| d.kind) == Some(DocKind::Manifest)
+                })
+                .ok_or_else(|| {
+                    Error::ImageNotFound(format!("manifest {} for docker-archive", pick.digest_str))
+                })?
         }
-        None => return Err(Error::InvalidManifest { what: top.node.digest_str(), reason: "not a manifest or index".into() }),
+        None => {
+            return Err(Error::InvalidManifest {
+                what: top.node.digest_str(),
+                reason: "not a manifest or index".into(),
+            })
+        }
     };
     let doc = manifest.doc.as_ref().unwrap();
-    let cfg = doc.config.as_ref().ok_or_else(|| Error::InvalidManifest { what: manifest.node.digest_str(), reason: "no config".into() })?;
-    let node_of = |d: &[u8; 32]| -> Result<&BlobNode> { blobs.iter().find(|b| &b.node.digest == d).map(|b| &b.node).ok_or_else(|| Error::MissingBlob { digest: format_digest(d), referrer: manifest.node.digest_str() }) };
+    let cfg = doc.config.as_ref().ok_or_else(|| Error::InvalidManifest {
+        what: manifest.node.digest_str(),
+        reason: "no config".into(),
+    })?;
+    let node_of = |d: &[u8; 32]| -> Result<&BlobNode> {
+        blobs
+            .iter()
+            .find(|b| &b.node.digest == d)
+            .map(|b| &b.node)
+            .ok_or_else(|| Error::MissingBlob {
+                digest: format_digest(d),
+                referrer: manifest.node.digest_str(),
+            })
+    };
     let cfg_node = node_of(&cfg.digest)?;
     let cfg_name = format!("{}.json", &cfg.digest_str[7..]);
-    out.entry(&cfg_name, b'0', cfg_node.size, "", Some(&mut *cfg_node.open(store)))?;
+    out.entry(
+        &cfg_name,
+        b'0',
+        cfg_node.size,
+        "",
+        Some(&mut *cfg_node.open(store)),
+    )?;
     let mut layer_names = Vec::new();
     for l in &doc.layers {
         let node = node_of(&l.digest)?;
@@ -381,9 +628,17 @@ fn write_generated<W: Write>(store: &dyn Blockstore, blobs: &[crate::image::Imag
             layer_names.push(name);
         } else {
             // Compressed: decode to a temporary file to learn the tar's size and diff_id.
-            let tmp = dir.join(format!(".shp-layer-{}.tmp{}", &l.digest_str[7..19], std::process::id()));
-            let mut h = Hasher(<sha2::Sha256 as sha2::Digest>::new(), File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?);
-            let res = std::io::copy(&mut node.open_tar(store)?, &mut h).map_err(crate::dag::unwrap_io);
+            let tmp = dir.join(format!(
+                ".shp-layer-{}.tmp{}",
+                &l.digest_str[7..19],
+                std::process::id()
+            ));
+            let mut h = Hasher(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?,
+            );
+            let res =
+                std::io::copy(&mut node.open_tar(store)?, &mut h).map_err(crate::dag::unwrap_io);
             let size = match res {
                 Ok(n) => n,
                 Err(e) => {
@@ -400,8 +655,16 @@ fn write_generated<W: Write>(store: &dyn Blockstore, blobs: &[crate::image::Imag
         }
     }
     let tags: Vec<&str> = tag.into_iter().collect();
-    let mj = serde_json::to_vec(&json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layer_names}])).expect("json");
-    out.entry("manifest.json", b'0', mj.len() as u64, "", Some(&mut &mj[..]))?;
+    let mj =
+        serde_json::to_vec(&json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layer_names}]))
+            .expect("json");
+    out.entry(
+        "manifest.json",
+        b'0',
+        mj.len() as u64,
+        "",
+        Some(&mut &mj[..]),
+    )?;
     Ok(())
 }
 

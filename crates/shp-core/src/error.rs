@@ -17,19 +17,32 @@ pub enum Error {
     #[error("block {cid} is corrupt: {reason}")]
     CorruptBlock { cid: String, reason: String },
     #[error("block {cid} is {size} bytes, over the {limit}-byte block limit")]
-    BlockTooLarge { cid: String, size: usize, limit: usize },
+    BlockTooLarge {
+        cid: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("invalid dag-cbor: {0}")]
     Cbor(String),
     #[error("DAG node {cid} does not follow schema v1: {reason}")]
     Schema { cid: String, reason: String },
     #[error("tar stream of {blob}: {reason} (at byte {offset})")]
-    Tar { blob: String, offset: u64, reason: String },
+    Tar {
+        blob: String,
+        offset: u64,
+        reason: String,
+    },
     #[error("compressed layer {blob}: {reason}")]
     Compression { blob: String, reason: String },
     #[error("layer {blob} expands past the {limit}-byte limit (decompression bomb?)")]
     TooLarge { blob: String, limit: u64 },
     #[error("blob {expected}: content has digest {actual} and {size} bytes (descriptor says {expected_size} bytes)")]
-    DigestMismatch { expected: String, actual: String, size: u64, expected_size: u64 },
+    DigestMismatch {
+        expected: String,
+        actual: String,
+        size: u64,
+        expected_size: u64,
+    },
     #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex>")]
     InvalidDigest(String),
     #[error("blob {digest} is missing (referenced by {referrer})")]
@@ -53,6 +66,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io_path(path: &std::path::Path, source: io::Error) -> Self {
-        Error::IoPath { path: path.display().to_string(), source }
+        Error::IoPath {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }

@@ -121,7 +121,9 @@ impl Home {
         if let Some(h) = std::env::var_os("SHP_HOME").filter(|h| !h.is_empty()) {
             return h.into();
         }
-        let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let base = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         base.join(".shp")
     }
 
@@ -147,9 +149,17 @@ impl Home {
 
     fn open_mode(dir: &Path, mode: LockMode) -> Result<Home> {
         if !dir.join("config.json").exists() {
-            return Err(Error::Store(format!("{} is not an shp home (run `shp init` first)", dir.display())));
+            return Err(Error::Store(format!(
+                "{} is not an shp home (run `shp init` first)",
+                dir.display()
+            )));
         }
-        Ok(Home { dir: dir.to_path_buf(), store: DiskStore::open(&dir.join("store"), mode)?, refs: RefsFile::new(dir), options: ImportOptions::default() })
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            store: DiskStore::open(&dir.join("store"), mode)?,
+            refs: RefsFile::new(dir),
+            options: ImportOptions::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -165,7 +175,12 @@ impl Home {
     }
 
     /// Imports an image and names it (or pins it when it has no name). Nothing changes on error.
-    pub fn push(&self, src: &ImageRef, tag: Option<&str>, progress: &dyn Fn(Progress)) -> Result<PushReport> {
+    pub fn push(
+        &self,
+        src: &ImageRef,
+        tag: Option<&str>,
+        progress: &dyn Fn(Progress),
+    ) -> Result<PushReport> {
         if let Some(t) = tag {
             check_name(t)?;
         }
@@ -174,10 +189,19 @@ impl Home {
             ImageRef::Oci { path, reference } => {
                 let layout = OciLayout { path: path.clone() };
                 let top = layout.resolve(reference.as_deref())?;
-                (import_image(&mut *batch, &layout, &top, None, &self.options, progress)?, reference.clone())
+                (
+                    import_image(&mut *batch, &layout, &top, None, &self.options, progress)?,
+                    reference.clone(),
+                )
             }
             ImageRef::DockerArchive { path, reference } => {
-                let (rep, tags) = docker_archive::import_archive(&mut *batch, path, reference.as_ref(), &self.options, progress)?;
+                let (rep, tags) = docker_archive::import_archive(
+                    &mut *batch,
+                    path,
+                    reference.as_ref(),
+                    &self.options,
+                    progress,
+                )?;
                 let name = match reference {
                     Some(ArchiveRef::Tag(t)) => Some(t.clone()),
                     _ => tags.into_iter().next(),
@@ -186,7 +210,9 @@ impl Home {
             }
         };
         batch.commit()?;
-        let name = tag.map(str::to_string).or(default_name.filter(|n| check_name(n).is_ok()));
+        let name = tag
+            .map(str::to_string)
+            .or(default_name.filter(|n| check_name(n).is_ok()));
         let root = import.root.to_string();
         self.refs.update(|r| {
             match &name {
@@ -207,13 +233,17 @@ impl Home {
         match ImageId::parse(id) {
             ImageId::Cid(c) => {
                 if !self.store.has(&c)? {
-                    return Err(Error::ImageNotFound(format!("{c} (no such block in this store)")));
+                    return Err(Error::ImageNotFound(format!(
+                        "{c} (no such block in this store)"
+                    )));
                 }
                 Ok(c)
             }
             ImageId::Name(n) => {
                 let refs = self.refs.load()?;
-                let s = refs.names.get(&n).ok_or_else(|| Error::ImageNotFound(format!("{n:?} (no such name; see `shp ls`)")))?;
+                let s = refs.names.get(&n).ok_or_else(|| {
+                    Error::ImageNotFound(format!("{n:?} (no such name; see `shp ls`)"))
+                })?;
                 s.parse()
             }
         }
@@ -223,12 +253,17 @@ impl Home {
     pub fn pull(&self, id: &str, dest: &ImageRef, progress: &dyn Fn(Progress)) -> Result<Cid> {
         let root = ImageRoot::load(&self.store, &self.resolve(id)?)?;
         match dest {
-            ImageRef::Oci { path, reference } => export_oci(&self.store, &root, path, reference.as_deref(), progress)?,
+            ImageRef::Oci { path, reference } => {
+                export_oci(&self.store, &root, path, reference.as_deref(), progress)?
+            }
             ImageRef::DockerArchive { path, reference } => {
                 let tag = match reference {
                     Some(ArchiveRef::Tag(t)) => Some(t.as_str()),
                     Some(ArchiveRef::Index(_)) => {
-                        return Err(Error::InvalidReference { reference: format!("docker-archive:{}", path.display()), reason: "@INDEX only selects images when reading".into() })
+                        return Err(Error::InvalidReference {
+                            reference: format!("docker-archive:{}", path.display()),
+                            reason: "@INDEX only selects images when reading".into(),
+                        })
                     }
                     None => None,
                 };
@@ -242,12 +277,28 @@ impl Home {
     pub fn list(&self) -> Result<Vec<ListEntry>> {
         let refs = self.refs.load()?;
         let mut out = Vec::new();
-        let entries = refs.names.iter().map(|(n, c)| (Some(n.clone()), c.clone())).chain(refs.pins.iter().map(|c| (None, c.clone())));
+        let entries = refs
+            .names
+            .iter()
+            .map(|(n, c)| (Some(n.clone()), c.clone()))
+            .chain(refs.pins.iter().map(|c| (None, c.clone())));
         for (name, root) in entries {
             let cid: Cid = root.parse()?;
             let img = ImageRoot::load(&self.store, &cid)?;
-            let s = |k: &str| img.desc.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            out.push(ListEntry { name, root, digest: s("digest"), media_type: s("mediaType"), size: img.desc.get("size").and_then(|v| v.as_u64()).unwrap_or(0) });
+            let s = |k: &str| {
+                img.desc
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            out.push(ListEntry {
+                name,
+                root,
+                digest: s("digest"),
+                media_type: s("mediaType"),
+                size: img.desc.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+            });
         }
         Ok(out)
     }
@@ -258,16 +309,34 @@ impl Home {
         let root = ImageRoot::load(&self.store, &cid)?;
         let blobs = root.blobs(&self.store)?;
         let refs = self.refs.load()?;
-        let names = refs.names.iter().filter(|(_, c)| **c == cid.to_string()).map(|(n, _)| n.clone()).collect();
+        let names = refs
+            .names
+            .iter()
+            .filter(|(_, c)| **c == cid.to_string())
+            .map(|(n, _)| n.clone())
+            .collect();
         let info = |d: &crate::oci::Descriptor| -> LayerInfo {
-            let storage = blobs.iter().find(|b| b.node.digest == d.digest).map(|b| b.node.storage(d.is_layer()).to_string()).unwrap_or_else(|| "absent".into());
-            LayerInfo { digest: d.digest_str.clone(), size: d.size, media_type: d.media_type.clone(), storage }
+            let storage = blobs
+                .iter()
+                .find(|b| b.node.digest == d.digest)
+                .map(|b| b.node.storage(d.is_layer()).to_string())
+                .unwrap_or_else(|| "absent".into());
+            LayerInfo {
+                digest: d.digest_str.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+                storage,
+            }
         };
         let mut manifests = Vec::new();
         let platforms: BTreeMap<[u8; 32], String> = blobs
             .iter()
             .filter_map(|b| b.doc.as_ref().filter(|d| d.kind == DocKind::Index))
-            .flat_map(|d| d.manifests.iter().filter_map(|m| Document::platform_of(m).map(|p| (m.digest, p))))
+            .flat_map(|d| {
+                d.manifests
+                    .iter()
+                    .filter_map(|m| Document::platform_of(m).map(|p| (m.digest, p)))
+            })
             .collect();
         for b in &blobs {
             if let Some(doc) = b.doc.as_ref().filter(|d| d.kind == DocKind::Manifest) {
@@ -281,8 +350,17 @@ impl Home {
                 });
             }
         }
-        let layers = manifests.iter().flat_map(|m| m.layers.clone()).collect::<Vec<_>>();
-        let s = |k: &str| root.desc.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let layers = manifests
+            .iter()
+            .flat_map(|m| m.layers.clone())
+            .collect::<Vec<_>>();
+        let s = |k: &str| {
+            root.desc
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         Ok(Inspect {
             root: cid.to_string(),
             names,
@@ -290,7 +368,11 @@ impl Home {
             digest: s("digest"),
             size: root.desc.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
             media_type: s("mediaType"),
-            source: if root.archive.is_some() { "docker-archive".into() } else { "oci".into() },
+            source: if root.archive.is_some() {
+                "docker-archive".into()
+            } else {
+                "oci".into()
+            },
             manifests,
             layers,
             blobs: blobs.len(),
@@ -352,20 +434,38 @@ impl Home {
             }
         }
         let refs = self.refs.load()?;
-        for (label, s) in refs.names.iter().map(|(n, c)| (n.clone(), c)).chain(refs.blobs.iter().map(|(d, c)| (d.clone(), c))).chain(refs.pins.iter().map(|c| (c.clone(), c))) {
+        for (label, s) in refs
+            .names
+            .iter()
+            .map(|(n, c)| (n.clone(), c))
+            .chain(refs.blobs.iter().map(|(d, c)| (d.clone(), c)))
+            .chain(refs.pins.iter().map(|c| (c.clone(), c)))
+        {
             rep.roots_checked += 1;
-            let res = s.parse::<Cid>().and_then(|c| car::walk(&self.store, &c, &mut |_, _| Ok(())).map(|_| c));
+            let res = s
+                .parse::<Cid>()
+                .and_then(|c| car::walk(&self.store, &c, &mut |_, _| Ok(())).map(|_| c));
             match res {
                 Err(e) => rep.problems.push(format!("ref {label}: {e}")),
                 Ok(c) if rebuild => {
                     let nodes: Vec<BlobNode> = match ImageRoot::load(&self.store, &c) {
-                        Ok(img) => img.blobs(&self.store)?.into_iter().map(|b| b.node).collect(),
+                        Ok(img) => img
+                            .blobs(&self.store)?
+                            .into_iter()
+                            .map(|b| b.node)
+                            .collect(),
                         Err(_) => vec![BlobNode::load(&self.store, &c)?],
                     };
                     for n in nodes {
                         rep.blobs_rebuilt += 1;
-                        if let Err(e) = std::io::copy(&mut n.open(&self.store), &mut std::io::sink()) {
-                            rep.problems.push(format!("ref {label}: blob {}: {}", n.digest_str(), crate::dag::unwrap_io(e)));
+                        if let Err(e) =
+                            std::io::copy(&mut n.open(&self.store), &mut std::io::sink())
+                        {
+                            rep.problems.push(format!(
+                                "ref {label}: blob {}: {}",
+                                n.digest_str(),
+                                crate::dag::unwrap_io(e)
+                            ));
                         }
                     }
                 }
@@ -386,7 +486,11 @@ impl Home {
             })?;
         }
         let swept = self.store.retain(&|c| live.contains(c))?;
-        Ok(GcReport { live_blocks: live.len() as u64, blocks_removed: swept.blocks_removed, bytes_freed: swept.bytes_freed })
+        Ok(GcReport {
+            live_blocks: live.len() as u64,
+            blocks_removed: swept.blocks_removed,
+            bytes_freed: swept.bytes_freed,
+        })
     }
 
     /// Writes the DAG under an image (or any CID) as a CARv1 file.
@@ -394,10 +498,20 @@ impl Home {
         let cid = self.resolve(id)?;
         let mut n = 0;
         // Stream into a temp file and publish by rename.
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".{}.shp-tmp{}", path.file_name().and_then(|f| f.to_str()).unwrap_or("car"), std::process::id()));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.shp-tmp{}",
+            path.file_name().and_then(|f| f.to_str()).unwrap_or("car"),
+            std::process::id()
+        ));
         let res = (|| -> Result<()> {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?);
+            let mut w = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?,
+            );
             n = car::export(&self.store, &cid, &mut w)?;
             let f = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
             f.sync_all()?;
@@ -413,7 +527,10 @@ impl Home {
     pub fn car_import(&self, path: &Path) -> Result<(Vec<Cid>, u64)> {
         let f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
         let mut batch = self.store.batch()?;
-        let (roots, n) = car::import(&mut *batch, &mut std::io::BufReader::with_capacity(1 << 20, f))?;
+        let (roots, n) = car::import(
+            &mut *batch,
+            &mut std::io::BufReader::with_capacity(1 << 20, f),
+        )?;
         batch.commit()?;
         self.refs.update(|r| {
             r.pins.extend(roots.iter().map(|c| c.to_string()));
@@ -424,24 +541,40 @@ impl Home {
 
     /// Dedup accounting for images in the given order.
     pub fn dedup(&self, ids: &[String]) -> Result<Vec<DedupRow>> {
-        let images = ids.iter().map(|i| Ok((i.clone(), self.resolve(i)?))).collect::<Result<Vec<_>>>()?;
+        let images = ids
+            .iter()
+            .map(|i| Ok((i.clone(), self.resolve(i)?)))
+            .collect::<Result<Vec<_>>>()?;
         dedup::account(&self.store, &images)
     }
 
     /// Stores one blob on its own under its digest (what a content store does). A layer is
     /// decomposed like any pushed layer. `expected` digest is checked; nothing changes on error.
-    pub fn put_blob(&self, r: &mut dyn Read, expected: Option<&str>, layer: bool) -> Result<ImportedBlob> {
+    pub fn put_blob(
+        &self,
+        r: &mut dyn Read,
+        expected: Option<&str>,
+        layer: bool,
+    ) -> Result<ImportedBlob> {
         let expected = expected.map(crate::cid::parse_digest).transpose()?;
         // Blobs arrive as a stream: spool them so the opaque fallback can read twice.
         let spool_dir = self.dir.join("store").join("tmp");
         let mut spool = tempfile_in(&spool_dir)?;
         let size = std::io::copy(r, &mut spool.1)?;
         let path = spool.0.clone();
-        let open = || -> Result<Box<dyn Read>> { Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))) };
+        let open = || -> Result<Box<dyn Read>> {
+            Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+                &path,
+            )?)))
+        };
         let res = (|| {
             let mut batch = self.store.batch()?;
             let mut w = DagWriter::new(&mut *batch);
-            let kind = if layer { BlobKind::Layer } else { BlobKind::Other };
+            let kind = if layer {
+                BlobKind::Layer
+            } else {
+                BlobKind::Other
+            };
             let imported = match expected.as_ref() {
                 Some(d) => import_blob(&mut w, kind, &open, Some((d, size)), &[], &self.options)?,
                 None => import_blob(&mut w, kind, &open, None, &[], &self.options)?,
@@ -478,7 +611,9 @@ impl Home {
 
     /// Removes a name or a pin (the blocks go at the next gc).
     pub fn remove(&self, id: &str) -> Result<bool> {
-        self.refs.update(|r| Ok(r.names.remove(id).is_some() | r.pins.remove(id) | r.blobs.remove(id).is_some()))
+        self.refs.update(|r| {
+            Ok(r.names.remove(id).is_some() | r.pins.remove(id) | r.blobs.remove(id).is_some())
+        })
     }
 
     #[doc(hidden)]
@@ -489,8 +624,14 @@ impl Home {
 
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
-    let p = dir.join(format!("spool-{}-{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+    let p = dir.join(format!(
+        "spool-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
     let f = std::fs::File::create(&p).map_err(|e| Error::io_path(&p, e))?;
     Ok((p, f))
 }
-

@@ -55,30 +55,62 @@ pub struct ImportReport {
 }
 
 enum Plan {
-    Json { desc: Descriptor, bytes: Vec<u8>, children: Vec<[u8; 32]> },
-    Blob { desc: Descriptor, layer: bool },
+    Json {
+        desc: Descriptor,
+        bytes: Vec<u8>,
+        children: Vec<[u8; 32]>,
+    },
+    Blob {
+        desc: Descriptor,
+        layer: bool,
+    },
 }
 
 fn read_manifest(src: &dyn BlobSource, d: &Descriptor, referrer: &str) -> Result<Vec<u8>> {
     if d.size > MAX_MANIFEST {
-        return Err(Error::InvalidManifest { what: d.digest_str.clone(), reason: format!("{} bytes, over the {MAX_MANIFEST}-byte manifest limit", d.size) });
+        return Err(Error::InvalidManifest {
+            what: d.digest_str.clone(),
+            reason: format!(
+                "{} bytes, over the {MAX_MANIFEST}-byte manifest limit",
+                d.size
+            ),
+        });
     }
-    let (r, _) = src.open(d)?.ok_or_else(|| Error::MissingBlob { digest: d.digest_str.clone(), referrer: referrer.to_string() })?;
+    let (r, _) = src.open(d)?.ok_or_else(|| Error::MissingBlob {
+        digest: d.digest_str.clone(),
+        referrer: referrer.to_string(),
+    })?;
     let mut bytes = Vec::new();
     r.take(MAX_MANIFEST + 1).read_to_end(&mut bytes)?;
     let actual: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
     if actual != d.digest || bytes.len() as u64 != d.size {
-        return Err(Error::DigestMismatch { expected: d.digest_str.clone(), actual: format_digest(&actual), size: bytes.len() as u64, expected_size: d.size });
+        return Err(Error::DigestMismatch {
+            expected: d.digest_str.clone(),
+            actual: format_digest(&actual),
+            size: bytes.len() as u64,
+            expected_size: d.size,
+        });
     }
     Ok(bytes)
 }
 
-fn plan(src: &dyn BlobSource, d: &Descriptor, layer: bool, referrer: &str, out: &mut Vec<Plan>, seen: &mut HashMap<[u8; 32], ()>, depth: usize) -> Result<()> {
+fn plan(
+    src: &dyn BlobSource,
+    d: &Descriptor,
+    layer: bool,
+    referrer: &str,
+    out: &mut Vec<Plan>,
+    seen: &mut HashMap<[u8; 32], ()>,
+    depth: usize,
+) -> Result<()> {
     if seen.contains_key(&d.digest) {
         return Ok(());
     }
     if depth > 8 {
-        return Err(Error::InvalidManifest { what: d.digest_str.clone(), reason: "indexes nested deeper than 8".into() });
+        return Err(Error::InvalidManifest {
+            what: d.digest_str.clone(),
+            reason: "indexes nested deeper than 8".into(),
+        });
     }
     seen.insert(d.digest, ());
     if d.is_index() || d.is_manifest() {
@@ -98,9 +130,16 @@ fn plan(src: &dyn BlobSource, d: &Descriptor, layer: bool, referrer: &str, out: 
                 children.push(c.digest);
             }
         }
-        out.push(Plan::Json { desc: d.clone(), bytes, children });
+        out.push(Plan::Json {
+            desc: d.clone(),
+            bytes,
+            children,
+        });
     } else {
-        out.push(Plan::Blob { desc: d.clone(), layer });
+        out.push(Plan::Blob {
+            desc: d.clone(),
+            layer,
+        });
     }
     Ok(())
 }
@@ -129,29 +168,86 @@ pub fn import_image(
     progress: &dyn Fn(Progress),
 ) -> Result<ImportReport> {
     let mut items = Vec::new();
-    plan(src, top, false, "the image reference", &mut items, &mut HashMap::new(), 0)?;
-    let total: u64 = items.iter().map(|p| match p { Plan::Json { desc, .. } | Plan::Blob { desc, .. } => desc.size }).sum();
-    progress(Progress::Planned { blobs: items.len(), bytes: total });
+    plan(
+        src,
+        top,
+        false,
+        "the image reference",
+        &mut items,
+        &mut HashMap::new(),
+        0,
+    )?;
+    let total: u64 = items
+        .iter()
+        .map(|p| match p {
+            Plan::Json { desc, .. } | Plan::Blob { desc, .. } => desc.size,
+        })
+        .sum();
+    progress(Progress::Planned {
+        blobs: items.len(),
+        bytes: total,
+    });
     let mut w = DagWriter::new(batch);
     let mut cids: HashMap<[u8; 32], Cid> = HashMap::new();
     let mut reports = Vec::new();
     for item in &items {
         let before = w.stats;
         let (desc, imported) = match item {
-            Plan::Json { desc, bytes, children } => {
-                progress(Progress::Blob { digest: desc.digest_str.clone(), size: desc.size });
-                let kids: Vec<Cid> = children.iter().filter_map(|d| cids.get(d).copied()).collect();
-                let open = || -> Result<Box<dyn Read>> { Ok(Box::new(Cursor::new(bytes.as_slice()))) };
-                (desc, import_blob(&mut w, BlobKind::Other, &open, Some((&desc.digest, desc.size)), &kids, opts)?)
+            Plan::Json {
+                desc,
+                bytes,
+                children,
+            } => {
+                progress(Progress::Blob {
+                    digest: desc.digest_str.clone(),
+                    size: desc.size,
+                });
+                let kids: Vec<Cid> = children
+                    .iter()
+                    .filter_map(|d| cids.get(d).copied())
+                    .collect();
+                let open =
+                    || -> Result<Box<dyn Read>> { Ok(Box::new(Cursor::new(bytes.as_slice()))) };
+                (
+                    desc,
+                    import_blob(
+                        &mut w,
+                        BlobKind::Other,
+                        &open,
+                        Some((&desc.digest, desc.size)),
+                        &kids,
+                        opts,
+                    )?,
+                )
             }
             Plan::Blob { desc, layer } => {
-                progress(Progress::Blob { digest: desc.digest_str.clone(), size: desc.size });
+                progress(Progress::Blob {
+                    digest: desc.digest_str.clone(),
+                    size: desc.size,
+                });
                 let open = || -> Result<Box<dyn Read + '_>> {
-                    let (r, _) = src.open(desc)?.ok_or_else(|| Error::MissingBlob { digest: desc.digest_str.clone(), referrer: "its manifest".into() })?;
+                    let (r, _) = src.open(desc)?.ok_or_else(|| Error::MissingBlob {
+                        digest: desc.digest_str.clone(),
+                        referrer: "its manifest".into(),
+                    })?;
                     Ok(Box::new(Counting { inner: r, progress }))
                 };
-                let kind = if *layer { BlobKind::Layer } else { BlobKind::Other };
-                (desc, import_blob(&mut w, kind, &open, Some((&desc.digest, desc.size)), &[], opts)?)
+                let kind = if *layer {
+                    BlobKind::Layer
+                } else {
+                    BlobKind::Other
+                };
+                (
+                    desc,
+                    import_blob(
+                        &mut w,
+                        kind,
+                        &open,
+                        Some((&desc.digest, desc.size)),
+                        &[],
+                        opts,
+                    )?,
+                )
             }
         };
         cids.insert(desc.digest, imported.cid);
@@ -164,10 +260,16 @@ pub fn import_image(
         });
     }
     let mut desc_json = top.json.clone();
-    if let Some(ann) = desc_json.get_mut("annotations").and_then(Json::as_object_mut) {
+    if let Some(ann) = desc_json
+        .get_mut("annotations")
+        .and_then(Json::as_object_mut)
+    {
         ann.remove(crate::oci::REF_NAME);
         if ann.is_empty() {
-            desc_json.as_object_mut().expect("descriptor object").remove("annotations");
+            desc_json
+                .as_object_mut()
+                .expect("descriptor object")
+                .remove("annotations");
         }
     }
     let mut fields = vec![
@@ -175,13 +277,21 @@ pub fn import_image(
         ("t".to_string(), Value::text("image")),
         ("profiles".to_string(), Value::UInt(PROFILE_SET)),
         ("top".to_string(), Value::Link(cids[&top.digest])),
-        ("desc".to_string(), Value::text(serde_json::to_string(&desc_json).expect("json"))),
+        (
+            "desc".to_string(),
+            Value::text(serde_json::to_string(&desc_json).expect("json")),
+        ),
     ];
     if let Some(a) = archive {
         fields.push(("archive".to_string(), a));
     }
     let root = w.put_node(&Value::Map(fields))?;
-    Ok(ImportReport { root, top_digest: top.digest_str.clone(), blobs: reports, stats: w.stats })
+    Ok(ImportReport {
+        root,
+        top_digest: top.digest_str.clone(),
+        blobs: reports,
+        stats: w.stats,
+    })
 }
 
 /// A decoded image root.
@@ -201,23 +311,41 @@ impl ImageRoot {
         }
         match v.get("shp").and_then(Value::as_u64) {
             Some(SCHEMA_VERSION) => {}
-            Some(n) => return Err(schema_err(cid, format!("schema version {n}; this build reads version {SCHEMA_VERSION}"))),
+            Some(n) => {
+                return Err(schema_err(
+                    cid,
+                    format!("schema version {n}; this build reads version {SCHEMA_VERSION}"),
+                ))
+            }
             None => return Err(schema_err(cid, "no schema version")),
         }
-        let top = v.get("top").and_then(Value::as_link).ok_or_else(|| schema_err(cid, "top link missing"))?;
+        let top = v
+            .get("top")
+            .and_then(Value::as_link)
+            .ok_or_else(|| schema_err(cid, "top link missing"))?;
         let desc = v
             .get("desc")
             .and_then(Value::as_str)
             .and_then(|s| serde_json::from_str(s).ok())
             .ok_or_else(|| schema_err(cid, "desc is not descriptor JSON"))?;
-        Ok(ImageRoot { cid: *cid, top, desc, archive: v.get("archive").cloned() })
+        Ok(ImageRoot {
+            cid: *cid,
+            top,
+            desc,
+            archive: v.get("archive").cloned(),
+        })
     }
 
     /// Every blob of the image, top first, each once, with whether it is a layer and the media
     /// type its parent gives it.
     pub fn blobs(&self, store: &dyn Blockstore) -> Result<Vec<ImageBlob>> {
         let top = BlobNode::load(store, &self.top)?;
-        let mt = self.desc.get("mediaType").and_then(Json::as_str).unwrap_or("").to_string();
+        let mt = self
+            .desc
+            .get("mediaType")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
         let mut out = Vec::new();
         let mut seen = HashMap::new();
         walk(store, top, mt, false, None, &mut out, &mut seen, 0)?;
@@ -238,27 +366,60 @@ pub struct ImageBlob {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn walk(store: &dyn Blockstore, node: BlobNode, media_type: String, is_layer: bool, parent: Option<String>, out: &mut Vec<ImageBlob>, seen: &mut HashMap<[u8; 32], ()>, depth: usize) -> Result<()> {
+fn walk(
+    store: &dyn Blockstore,
+    node: BlobNode,
+    media_type: String,
+    is_layer: bool,
+    parent: Option<String>,
+    out: &mut Vec<ImageBlob>,
+    seen: &mut HashMap<[u8; 32], ()>,
+    depth: usize,
+) -> Result<()> {
     if seen.insert(node.digest, ()).is_some() {
         return Ok(());
     }
     if depth > 10 {
         return Err(schema_err(&node.cid, "image nested deeper than 10"));
     }
-    let doc = if !node.children.is_empty() || media_type.contains("manifest") || media_type.contains("index") {
+    let doc = if !node.children.is_empty()
+        || media_type.contains("manifest")
+        || media_type.contains("index")
+    {
         let mut bytes = Vec::new();
-        node.open(store).read_to_end(&mut bytes).map_err(crate::dag::unwrap_io)?;
+        node.open(store)
+            .read_to_end(&mut bytes)
+            .map_err(crate::dag::unwrap_io)?;
         Some(Document::parse(&bytes, &node.digest_str())?)
     } else {
         None
     };
-    let kids: Vec<BlobNode> = node.children.iter().map(|c| BlobNode::load(store, c)).collect::<Result<_>>()?;
+    let kids: Vec<BlobNode> = node
+        .children
+        .iter()
+        .map(|c| BlobNode::load(store, c))
+        .collect::<Result<_>>()?;
     let digest = node.digest_str();
-    out.push(ImageBlob { node, media_type, is_layer, doc: doc.clone(), parent });
+    out.push(ImageBlob {
+        node,
+        media_type,
+        is_layer,
+        doc: doc.clone(),
+        parent,
+    });
     if let Some(doc) = doc {
         for (d, layer) in doc.children() {
             if let Some(k) = kids.iter().find(|k| k.digest == d.digest) {
-                walk(store, k.clone(), d.media_type.clone(), layer, Some(digest.clone()), out, seen, depth + 1)?;
+                walk(
+                    store,
+                    k.clone(),
+                    d.media_type.clone(),
+                    layer,
+                    Some(digest.clone()),
+                    out,
+                    seen,
+                    depth + 1,
+                )?;
             }
         }
     }
@@ -281,17 +442,39 @@ impl OciLayout {
         let bytes = std::fs::read(&p).map_err(|e| Error::io_path(&p, e))?;
         let what = p.display().to_string();
         let doc = Document::parse(&bytes, &what)?;
-        let named = |d: &&Descriptor| d.json.get("annotations").and_then(|a| a.get(crate::oci::REF_NAME)).and_then(Json::as_str).map(str::to_string);
+        let named = |d: &&Descriptor| {
+            d.json
+                .get("annotations")
+                .and_then(|a| a.get(crate::oci::REF_NAME))
+                .and_then(Json::as_str)
+                .map(str::to_string)
+        };
         match reference {
-            Some(r) => doc.manifests.iter().find(|d| named(d).as_deref() == Some(r)).cloned().ok_or_else(|| {
-                let names: Vec<String> = doc.manifests.iter().filter_map(|d| named(&d)).collect();
-                Error::ImageNotFound(format!("{r:?} in {} (it has: {})", self.path.display(), names.join(", ")))
-            }),
+            Some(r) => doc
+                .manifests
+                .iter()
+                .find(|d| named(d).as_deref() == Some(r))
+                .cloned()
+                .ok_or_else(|| {
+                    let names: Vec<String> =
+                        doc.manifests.iter().filter_map(|d| named(&d)).collect();
+                    Error::ImageNotFound(format!(
+                        "{r:?} in {} (it has: {})",
+                        self.path.display(),
+                        names.join(", ")
+                    ))
+                }),
             None if doc.manifests.len() == 1 => Ok(doc.manifests[0].clone()),
-            None if doc.manifests.is_empty() => Err(Error::ImageNotFound(format!("{} has no images", self.path.display()))),
+            None if doc.manifests.is_empty() => Err(Error::ImageNotFound(format!(
+                "{} has no images",
+                self.path.display()
+            ))),
             None => Err(Error::InvalidReference {
                 reference: format!("oci:{}", self.path.display()),
-                reason: format!("the layout holds {} images: name one with oci:PATH:REF", doc.manifests.len()),
+                reason: format!(
+                    "the layout holds {} images: name one with oci:PATH:REF",
+                    doc.manifests.len()
+                ),
             }),
         }
     }
@@ -303,7 +486,10 @@ impl BlobSource for OciLayout {
         match std::fs::File::open(&p) {
             Ok(f) => {
                 let len = f.metadata()?.len();
-                Ok(Some((Box::new(std::io::BufReader::with_capacity(256 * 1024, f)), len)))
+                Ok(Some((
+                    Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
+                    len,
+                )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io_path(&p, e)),
@@ -316,9 +502,16 @@ impl BlobSource for OciLayout {
 pub fn write_verified(path: &std::path::Path, r: &mut dyn Read) -> Result<u64> {
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
-    let tmp = dir.join(format!(".{}.shp-tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("blob"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.shp-tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
+        std::process::id()
+    ));
     let res = (|| {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?);
+        let mut f = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?,
+        );
         let n = std::io::copy(r, &mut f).map_err(crate::dag::unwrap_io)?;
         let f = f.into_inner().map_err(|e| Error::Io(e.into_error()))?;
         f.sync_all()?;
@@ -332,12 +525,26 @@ pub fn write_verified(path: &std::path::Path, r: &mut dyn Read) -> Result<u64> {
 }
 
 /// Writes the image into an OCI layout at `path` (created if absent), naming it `reference`.
-pub fn export_oci(store: &dyn Blockstore, root: &ImageRoot, path: &std::path::Path, reference: Option<&str>, progress: &dyn Fn(Progress)) -> Result<()> {
+pub fn export_oci(
+    store: &dyn Blockstore,
+    root: &ImageRoot,
+    path: &std::path::Path,
+    reference: Option<&str>,
+    progress: &dyn Fn(Progress),
+) -> Result<()> {
     let blobs = root.blobs(store)?;
-    progress(Progress::Planned { blobs: blobs.len(), bytes: blobs.iter().map(|b| b.node.size).sum() });
-    let layout = OciLayout { path: path.to_path_buf() };
+    progress(Progress::Planned {
+        blobs: blobs.len(),
+        bytes: blobs.iter().map(|b| b.node.size).sum(),
+    });
+    let layout = OciLayout {
+        path: path.to_path_buf(),
+    };
     for b in &blobs {
-        progress(Progress::Blob { digest: b.node.digest_str(), size: b.node.size });
+        progress(Progress::Blob {
+            digest: b.node.digest_str(),
+            size: b.node.size,
+        });
         let p = layout.blob_path(&b.node.digest);
         if let Ok(existing) = std::fs::File::open(&p) {
             // Keep a present blob only if it really is this blob.
@@ -348,25 +555,51 @@ pub fn export_oci(store: &dyn Blockstore, root: &ImageRoot, path: &std::path::Pa
                 continue;
             }
         }
-        let mut r = Counting { inner: b.node.open(store), progress };
+        let mut r = Counting {
+            inner: b.node.open(store),
+            progress,
+        };
         write_verified(&p, &mut r)?;
     }
-    std::fs::write(path.join("oci-layout"), b"{\"imageLayoutVersion\":\"1.0.0\"}")?;
+    std::fs::write(
+        path.join("oci-layout"),
+        b"{\"imageLayoutVersion\":\"1.0.0\"}",
+    )?;
     let idx_path = path.join("index.json");
     let mut index: Json = match std::fs::read(&idx_path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::InvalidManifest { what: idx_path.display().to_string(), reason: e.to_string() })?,
-        Err(_) => serde_json::json!({"schemaVersion": 2, "mediaType": crate::oci::OCI_INDEX, "manifests": []}),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::InvalidManifest {
+            what: idx_path.display().to_string(),
+            reason: e.to_string(),
+        })?,
+        Err(_) => {
+            serde_json::json!({"schemaVersion": 2, "mediaType": crate::oci::OCI_INDEX, "manifests": []})
+        }
     };
     let mut desc = root.desc.clone();
     let digest = desc.get("digest").cloned();
     if let Some(r) = reference {
-        let obj = desc.as_object_mut().ok_or_else(|| schema_err(&root.cid, "desc is not an object"))?;
-        let ann = obj.entry("annotations").or_insert_with(|| serde_json::json!({}));
-        ann.as_object_mut().ok_or_else(|| schema_err(&root.cid, "annotations is not an object"))?.insert(crate::oci::REF_NAME.into(), Json::String(r.into()));
+        let obj = desc
+            .as_object_mut()
+            .ok_or_else(|| schema_err(&root.cid, "desc is not an object"))?;
+        let ann = obj
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        ann.as_object_mut()
+            .ok_or_else(|| schema_err(&root.cid, "annotations is not an object"))?
+            .insert(crate::oci::REF_NAME.into(), Json::String(r.into()));
     }
-    let list = index.get_mut("manifests").and_then(Json::as_array_mut).ok_or_else(|| Error::InvalidManifest { what: idx_path.display().to_string(), reason: "manifests is not a list".into() })?;
+    let list = index
+        .get_mut("manifests")
+        .and_then(Json::as_array_mut)
+        .ok_or_else(|| Error::InvalidManifest {
+            what: idx_path.display().to_string(),
+            reason: "manifests is not a list".into(),
+        })?;
     list.retain(|d| {
-        let name = d.get("annotations").and_then(|a| a.get(crate::oci::REF_NAME)).and_then(Json::as_str);
+        let name = d
+            .get("annotations")
+            .and_then(|a| a.get(crate::oci::REF_NAME))
+            .and_then(Json::as_str);
         match reference {
             Some(r) => name != Some(r),
             None => !(name.is_none() && d.get("digest") == digest.as_ref()),

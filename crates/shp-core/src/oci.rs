@@ -32,16 +32,35 @@ pub struct Descriptor {
 
 impl Descriptor {
     pub fn parse(v: &Json, what: &str) -> Result<Descriptor> {
-        let bad = |r: String| Error::InvalidManifest { what: what.to_string(), reason: r };
-        let obj = v.as_object().ok_or_else(|| bad("descriptor is not an object".into()))?;
-        let media_type = obj.get("mediaType").and_then(Json::as_str).unwrap_or("").to_string();
-        let digest_str = obj.get("digest").and_then(Json::as_str).ok_or_else(|| bad("descriptor has no digest".into()))?;
-        let digest = parse_digest(digest_str).map_err(|e| bad(format!("descriptor digest: {e}")))?;
+        let bad = |r: String| Error::InvalidManifest {
+            what: what.to_string(),
+            reason: r,
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("descriptor is not an object".into()))?;
+        let media_type = obj
+            .get("mediaType")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let digest_str = obj
+            .get("digest")
+            .and_then(Json::as_str)
+            .ok_or_else(|| bad("descriptor has no digest".into()))?;
+        let digest =
+            parse_digest(digest_str).map_err(|e| bad(format!("descriptor digest: {e}")))?;
         let size = obj
             .get("size")
             .and_then(Json::as_u64)
             .ok_or_else(|| bad(format!("descriptor {digest_str} has no valid size")))?;
-        Ok(Descriptor { media_type, digest, digest_str: digest_str.to_string(), size, json: v.clone() })
+        Ok(Descriptor {
+            media_type,
+            digest,
+            digest_str: digest_str.to_string(),
+            size,
+            json: v.clone(),
+        })
     }
 
     pub fn is_index(&self) -> bool {
@@ -60,7 +79,10 @@ impl Descriptor {
 
     /// Foreign/non-distributable layers may be absent and are fetched from their URLs.
     pub fn has_urls(&self) -> bool {
-        self.json.get("urls").and_then(Json::as_array).is_some_and(|u| !u.is_empty())
+        self.json
+            .get("urls")
+            .and_then(Json::as_array)
+            .is_some_and(|u| !u.is_empty())
     }
 }
 
@@ -85,9 +107,15 @@ pub struct Document {
 impl Document {
     /// Parses manifest/index bytes. `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Document> {
-        let bad = |r: String| Error::InvalidManifest { what: what.to_string(), reason: r };
-        let json: Json = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let obj = json.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let bad = |r: String| Error::InvalidManifest {
+            what: what.to_string(),
+            reason: r,
+        };
+        let json: Json =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let obj = json
+            .as_object()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
         let schema = obj.get("schemaVersion").and_then(Json::as_u64);
         if schema == Some(1) {
             return Err(bad("docker schema1 manifests are not supported".into()));
@@ -95,13 +123,20 @@ impl Document {
         if schema != Some(2) {
             return Err(bad("schemaVersion is not 2".into()));
         }
-        let media_type = obj.get("mediaType").and_then(Json::as_str).unwrap_or("").to_string();
+        let media_type = obj
+            .get("mediaType")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
         let list = |key: &str| -> Result<Vec<Descriptor>> {
             match obj.get(key) {
                 None => Ok(Vec::new()),
                 Some(Json::Array(a)) => {
                     if a.len() > MAX_CHILDREN {
-                        return Err(bad(format!("{key} has {} entries (limit {MAX_CHILDREN})", a.len())));
+                        return Err(bad(format!(
+                            "{key} has {} entries (limit {MAX_CHILDREN})",
+                            a.len()
+                        )));
                     }
                     a.iter().map(|d| Descriptor::parse(d, what)).collect()
                 }
@@ -109,11 +144,23 @@ impl Document {
             }
         };
         let manifests = list("manifests")?;
-        let is_index = media_type == OCI_INDEX || media_type == DOCKER_LIST || (media_type.is_empty() && obj.contains_key("manifests"));
+        let is_index = media_type == OCI_INDEX
+            || media_type == DOCKER_LIST
+            || (media_type.is_empty() && obj.contains_key("manifests"));
         if is_index {
-            return Ok(Document { kind: DocKind::Index, media_type, config: None, layers: Vec::new(), manifests, json });
+            return Ok(Document {
+                kind: DocKind::Index,
+                media_type,
+                config: None,
+                layers: Vec::new(),
+                manifests,
+                json,
+            });
         }
-        let config = obj.get("config").map(|c| Descriptor::parse(c, what)).transpose()?;
+        let config = obj
+            .get("config")
+            .map(|c| Descriptor::parse(c, what))
+            .transpose()?;
         if config.is_none() {
             return Err(bad("manifest has neither config nor manifests".into()));
         }
@@ -124,7 +171,14 @@ impl Document {
                 l.media_type = "application/vnd.oci.image.layer.v1.tar".into();
             }
         }
-        Ok(Document { kind: DocKind::Manifest, media_type, config, layers, manifests, json })
+        Ok(Document {
+            kind: DocKind::Manifest,
+            media_type,
+            config,
+            layers,
+            manifests,
+            json,
+        })
     }
 
     /// Every descriptor the document names, in order, with whether it is a layer.
@@ -160,8 +214,14 @@ mod tests {
         assert_eq!(d.children().len(), 2);
         assert!(d.children()[1].1);
         let bad = br#"{"schemaVersion":2,"config":{"digest":"sha256:zz","size":1}}"#;
-        assert!(Document::parse(bad, "m").unwrap_err().to_string().contains("digest"));
-        assert!(Document::parse(b"{\"schemaVersion\":1}", "m").unwrap_err().to_string().contains("schema1"));
+        assert!(Document::parse(bad, "m")
+            .unwrap_err()
+            .to_string()
+            .contains("digest"));
+        assert!(Document::parse(b"{\"schemaVersion\":1}", "m")
+            .unwrap_err()
+            .to_string()
+            .contains("schema1"));
         assert!(Document::parse(b"[1]", "m").is_err());
     }
 }

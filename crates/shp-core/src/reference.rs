@@ -8,9 +8,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// `oci:PATH[:REF]`: an OCI image layout directory and an optional ref name.
-    Oci { path: PathBuf, reference: Option<String> },
+    Oci {
+        path: PathBuf,
+        reference: Option<String>,
+    },
     /// `docker-archive:PATH[:NAME:TAG|:@INDEX]`: a `docker save` tarball.
-    DockerArchive { path: PathBuf, reference: Option<ArchiveRef> },
+    DockerArchive {
+        path: PathBuf,
+        reference: Option<ArchiveRef>,
+    },
 }
 
 /// Which image of a docker-archive.
@@ -23,8 +29,13 @@ pub enum ArchiveRef {
 impl std::str::FromStr for ImageRef {
     type Err = Error;
     fn from_str(s: &str) -> Result<ImageRef> {
-        let bad = |r: &str| Error::InvalidReference { reference: s.to_string(), reason: r.to_string() };
-        let (transport, rest) = s.split_once(':').ok_or_else(|| bad("expected TRANSPORT:PATH (oci: or docker-archive:)"))?;
+        let bad = |r: &str| Error::InvalidReference {
+            reference: s.to_string(),
+            reason: r.to_string(),
+        };
+        let (transport, rest) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected TRANSPORT:PATH (oci: or docker-archive:)"))?;
         match transport {
             "oci" => {
                 let (path, reference) = match rest.split_once(':') {
@@ -39,7 +50,10 @@ impl std::str::FromStr for ImageRef {
                         return Err(bad("invalid ref name"));
                     }
                 }
-                Ok(ImageRef::Oci { path: path.into(), reference: reference.map(str::to_string) })
+                Ok(ImageRef::Oci {
+                    path: path.into(),
+                    reference: reference.map(str::to_string),
+                })
             }
             "docker-archive" => {
                 let (path, reference) = match rest.split_once(':') {
@@ -55,16 +69,26 @@ impl std::str::FromStr for ImageRef {
                         r[1..].parse().map_err(|_| bad("@INDEX must be a number"))?,
                     )),
                     Some(r) => {
-                        if !r.contains(':') || r.ends_with(':') || r.chars().any(|c| c.is_whitespace()) {
+                        if !r.contains(':')
+                            || r.ends_with(':')
+                            || r.chars().any(|c| c.is_whitespace())
+                        {
                             return Err(bad("expected NAME:TAG after the path"));
                         }
                         Some(ArchiveRef::Tag(r.to_string()))
                     }
                 };
-                Ok(ImageRef::DockerArchive { path: path.into(), reference })
+                Ok(ImageRef::DockerArchive {
+                    path: path.into(),
+                    reference,
+                })
             }
-            "docker" => Err(bad("docker:// registries are not supported yet (use oci: or docker-archive:)")),
-            other => Err(bad(&format!("unknown transport {other:?} (expected oci: or docker-archive:)"))),
+            "docker" => Err(bad(
+                "docker:// registries are not supported yet (use oci: or docker-archive:)",
+            )),
+            other => Err(bad(&format!(
+                "unknown transport {other:?} (expected oci: or docker-archive:)"
+            ))),
         }
     }
 }
@@ -93,18 +117,42 @@ mod tests {
     fn grammar() {
         assert_eq!(
             "oci:/a/b:latest".parse::<ImageRef>().unwrap(),
-            ImageRef::Oci { path: "/a/b".into(), reference: Some("latest".into()) }
+            ImageRef::Oci {
+                path: "/a/b".into(),
+                reference: Some("latest".into())
+            }
         );
-        assert_eq!("oci:dir".parse::<ImageRef>().unwrap(), ImageRef::Oci { path: "dir".into(), reference: None });
         assert_eq!(
-            "docker-archive:x.tar:foo/bar:v1".parse::<ImageRef>().unwrap(),
-            ImageRef::DockerArchive { path: "x.tar".into(), reference: Some(ArchiveRef::Tag("foo/bar:v1".into())) }
+            "oci:dir".parse::<ImageRef>().unwrap(),
+            ImageRef::Oci {
+                path: "dir".into(),
+                reference: None
+            }
+        );
+        assert_eq!(
+            "docker-archive:x.tar:foo/bar:v1"
+                .parse::<ImageRef>()
+                .unwrap(),
+            ImageRef::DockerArchive {
+                path: "x.tar".into(),
+                reference: Some(ArchiveRef::Tag("foo/bar:v1".into()))
+            }
         );
         assert_eq!(
             "docker-archive:x.tar:@1".parse::<ImageRef>().unwrap(),
-            ImageRef::DockerArchive { path: "x.tar".into(), reference: Some(ArchiveRef::Index(1)) }
+            ImageRef::DockerArchive {
+                path: "x.tar".into(),
+                reference: Some(ArchiveRef::Index(1))
+            }
         );
-        for bad in ["", "oci:", "foo:bar", "docker-archive:x.tar:notag", "docker://x/y:z", "nocolon"] {
+        for bad in [
+            "",
+            "oci:",
+            "foo:bar",
+            "docker-archive:x.tar:notag",
+            "docker://x/y:z",
+            "nocolon",
+        ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
         }
     }

@@ -28,7 +28,12 @@ impl Refs {
     /// Every root the refs keep alive.
     pub fn roots(&self) -> Result<Vec<Cid>> {
         let mut out = Vec::new();
-        for s in self.names.values().chain(self.blobs.values()).chain(self.pins.iter()) {
+        for s in self
+            .names
+            .values()
+            .chain(self.blobs.values())
+            .chain(self.pins.iter())
+        {
             out.push(s.parse()?);
         }
         out.sort();
@@ -39,7 +44,10 @@ impl Refs {
 
 /// Checks a name given to `--tag`: printable, no whitespace, not a CID-looking string.
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = |r: &str| Error::InvalidReference { reference: name.to_string(), reason: r.to_string() };
+    let bad = |r: &str| Error::InvalidReference {
+        reference: name.to_string(),
+        reason: r.to_string(),
+    };
     if name.is_empty() || name.len() > 255 {
         return Err(bad("a name has 1 to 255 characters"));
     }
@@ -60,14 +68,20 @@ pub struct RefsFile {
 
 impl RefsFile {
     pub fn new(home: &Path) -> RefsFile {
-        RefsFile { path: home.join("refs.json"), lock_path: home.join("refs.lock") }
+        RefsFile {
+            path: home.join("refs.json"),
+            lock_path: home.join("refs.lock"),
+        }
     }
 
     pub fn load(&self) -> Result<Refs> {
         match fs::read(&self.path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| Error::Store(format!("{}: {e}", self.path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Refs { version: 1, ..Default::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Refs {
+                version: 1,
+                ..Default::default()
+            }),
             Err(e) => Err(Error::io_path(&self.path, e)),
         }
     }
@@ -80,11 +94,14 @@ impl RefsFile {
             .write(true)
             .open(&self.lock_path)
             .map_err(|e| Error::io_path(&self.lock_path, e))?;
-        lock.lock().map_err(|e| Error::io_path(&self.lock_path, e))?;
+        lock.lock()
+            .map_err(|e| Error::io_path(&self.lock_path, e))?;
         let mut refs = self.load()?;
         let out = f(&mut refs)?;
         refs.version = 1;
-        let tmp = self.path.with_extension(format!("json.tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp{}", std::process::id()));
         {
             let mut file = File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?;
             file.write_all(&serde_json::to_vec_pretty(&refs).expect("refs serialize"))?;
@@ -92,7 +109,9 @@ impl RefsFile {
         }
         fs::rename(&tmp, &self.path).map_err(|e| Error::io_path(&self.path, e))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io_path(dir, e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io_path(dir, e))?;
         }
         Ok(out)
     }

@@ -47,7 +47,12 @@ pub fn parse_numeric(field: &[u8]) -> Option<u64> {
         }
         return Some(v);
     }
-    let s: Vec<u8> = field.iter().copied().skip_while(|&b| b == b' ' || b == 0).take_while(|&b| b != 0 && b != b' ').collect();
+    let s: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ' || b == 0)
+        .take_while(|&b| b != 0 && b != b' ')
+        .collect();
     if s.is_empty() {
         return Some(0);
     }
@@ -106,7 +111,10 @@ fn pax_size(data: &[u8]) -> std::result::Result<Option<u64>, String> {
         if rest[0] == 0 {
             break;
         }
-        let sp = rest.iter().position(|&b| b == b' ').ok_or("PAX record without a length")?;
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or("PAX record without a length")?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -118,7 +126,10 @@ fn pax_size(data: &[u8]) -> std::result::Result<Option<u64>, String> {
         if let Some(v) = rec.strip_prefix(b"size=") {
             let v = v.strip_suffix(b"\n").unwrap_or(v);
             size = Some(
-                std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or("PAX size record is not a number")?,
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("PAX size record is not a number")?,
             );
         }
         rest = &rest[len..];
@@ -131,13 +142,25 @@ fn pax_size(data: &[u8]) -> std::result::Result<Option<u64>, String> {
 pub fn split(r: &mut dyn Read, blob: &str, sink: &mut dyn TarSink) -> Result<TarSummary> {
     let mut sum = TarSummary::default();
     let mut pending_size: Option<u64> = None;
-    let err = |offset: u64, reason: String| Error::Tar { blob: blob.to_string(), offset, reason };
+    let err = |offset: u64, reason: String| Error::Tar {
+        blob: blob.to_string(),
+        offset,
+        reason,
+    };
     let io_err = |offset: u64, e: io::Error| match e.into_inner() {
         Some(inner) => match inner.downcast::<Error>() {
             Ok(e) => *e,
-            Err(inner) => Error::Tar { blob: blob.to_string(), offset, reason: format!("read failed: {inner}") },
+            Err(inner) => Error::Tar {
+                blob: blob.to_string(),
+                offset,
+                reason: format!("read failed: {inner}"),
+            },
         },
-        None => Error::Tar { blob: blob.to_string(), offset, reason: "read failed".into() },
+        None => Error::Tar {
+            blob: blob.to_string(),
+            offset,
+            reason: "read failed".into(),
+        },
     };
     let mut h = [0u8; BLOCK];
     loop {
@@ -164,7 +187,10 @@ pub fn split(r: &mut dyn Read, blob: &str, sink: &mut dyn TarSink) -> Result<Tar
             }
         }
         if let Err((stored, unsigned, signed)) = check_checksum(&h) {
-            let stored = stored.map_or_else(|| format!("{:?}", String::from_utf8_lossy(&h[148..156])), |s| s.to_string());
+            let stored = stored.map_or_else(
+                || format!("{:?}", String::from_utf8_lossy(&h[148..156])),
+                |s| s.to_string(),
+            );
             return Err(err(
                 at,
                 format!("header checksum mismatch: stored {stored}, unsigned sum {unsigned}, signed sum {signed}"),
@@ -172,20 +198,33 @@ pub fn split(r: &mut dyn Read, blob: &str, sink: &mut dyn TarSink) -> Result<Tar
         }
         sum.headers += 1;
         let typeflag = h[156];
-        let raw_size = parse_numeric(&h[124..136])
-            .ok_or_else(|| err(at, format!("invalid size field {:?}", String::from_utf8_lossy(&h[124..136]))))?;
+        let raw_size = parse_numeric(&h[124..136]).ok_or_else(|| {
+            err(
+                at,
+                format!(
+                    "invalid size field {:?}",
+                    String::from_utf8_lossy(&h[124..136])
+                ),
+            )
+        })?;
         sink.meta(&h)?;
         sum.bytes += BLOCK as u64;
         let size = match typeflag {
             b'x' | b'g' | b'L' | b'K' => {
                 if raw_size > MAX_SPECIAL {
-                    return Err(err(at, format!("extension header of {raw_size} bytes (limit {MAX_SPECIAL})")));
+                    return Err(err(
+                        at,
+                        format!("extension header of {raw_size} bytes (limit {MAX_SPECIAL})"),
+                    ));
                 }
                 let padded = raw_size.div_ceil(BLOCK as u64) * BLOCK as u64;
                 let mut data = vec![0u8; padded as usize];
                 let k = read_full(r, &mut data).map_err(|e| io_err(sum.bytes, e))?;
                 if k < padded as usize {
-                    return Err(err(sum.bytes + k as u64, "truncated extension header".into()));
+                    return Err(err(
+                        sum.bytes + k as u64,
+                        "truncated extension header".into(),
+                    ));
                 }
                 if typeflag == b'x' {
                     pending_size = pax_size(&data[..raw_size as usize]).map_err(|m| err(at, m))?;
@@ -200,17 +239,29 @@ pub fn split(r: &mut dyn Read, blob: &str, sink: &mut dyn TarSink) -> Result<Tar
         pending_size = None;
         if size > 0 {
             let start = sum.bytes;
-            let mut counted = Counted { inner: r.take(size), n: 0, size, short: false };
+            let mut counted = Counted {
+                inner: r.take(size),
+                n: 0,
+                size,
+                short: false,
+            };
             let res = sink.file(size, &mut counted);
             if counted.short {
-                return Err(err(start + counted.n, format!("truncated file data ({} of {size} bytes)", counted.n)));
+                return Err(err(
+                    start + counted.n,
+                    format!("truncated file data ({} of {size} bytes)", counted.n),
+                ));
             }
             res?;
             if counted.n != size {
                 // The sink stopped early or the input ended: drain to tell which.
-                let rest = io::copy(&mut counted, &mut io::sink()).map_err(|e| io_err(start + counted.n, e))?;
+                let rest = io::copy(&mut counted, &mut io::sink())
+                    .map_err(|e| io_err(start + counted.n, e))?;
                 if counted.n != size {
-                    return Err(err(start + counted.n, format!("truncated file data ({} of {size} bytes)", counted.n)));
+                    return Err(err(
+                        start + counted.n,
+                        format!("truncated file data ({} of {size} bytes)", counted.n),
+                    ));
                 }
                 debug_assert_eq!(rest, 0, "sink must consume the whole file");
             }
@@ -287,7 +338,11 @@ pub(crate) mod tests {
         h[257..263].copy_from_slice(b"ustar\0");
         h[263..265].copy_from_slice(b"00");
         h[148..156].copy_from_slice(b"        ");
-        let sum: i64 = if signed { h.iter().map(|&b| b as i8 as i64).sum() } else { h.iter().map(|&b| b as i64).sum() };
+        let sum: i64 = if signed {
+            h.iter().map(|&b| b as i8 as i64).sum()
+        } else {
+            h.iter().map(|&b| b as i64).sum()
+        };
         h[148..155].copy_from_slice(format!("{:06o}\0", sum as u64 & 0o777777).as_bytes());
         h
     }
@@ -339,15 +394,22 @@ pub(crate) mod tests {
         }
         let mut bad = header(b"x", b'0', 0, false);
         bad[148..155].copy_from_slice(b"000001\0");
-        let e = split(&mut &bad[..], "layer0", &mut Collect::default()).unwrap_err().to_string();
-        assert!(e.contains("checksum mismatch") && e.contains("layer0"), "{e}");
+        let e = split(&mut &bad[..], "layer0", &mut Collect::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("checksum mismatch") && e.contains("layer0"),
+            "{e}"
+        );
     }
 
     #[test]
     fn truncated_data_is_an_error() {
         let mut t = header(b"f", b'0', 100, false).to_vec();
         t.extend_from_slice(&[1u8; 40]);
-        let e = split(&mut &t[..], "t", &mut Collect::default()).unwrap_err().to_string();
+        let e = split(&mut &t[..], "t", &mut Collect::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("truncated file data (40 of 100 bytes)"), "{e}");
     }
 

@@ -68,17 +68,27 @@ pub struct DiskStore {
 }
 
 fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn unique_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    format!("{:032x}-{}-{}", now_nanos(), std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:032x}-{}-{}",
+        now_nanos(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io_path(dir, e))
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io_path(dir, e))
 }
 
 impl DiskStore {
@@ -97,12 +107,22 @@ impl DiskStore {
             .open(&lock_path)
             .map_err(|e| Error::io_path(&lock_path, e))?;
         match mode {
-            LockMode::Shared => lock.lock_shared().map_err(|e| Error::io_path(&lock_path, e))?,
+            LockMode::Shared => lock
+                .lock_shared()
+                .map_err(|e| Error::io_path(&lock_path, e))?,
             LockMode::Exclusive => lock.try_lock().map_err(|_| {
-                Error::Store("the store is in use by another shp process; garbage collection needs it alone".into())
+                Error::Store(
+                    "the store is in use by another shp process; garbage collection needs it alone"
+                        .into(),
+                )
             })?,
         }
-        let store = DiskStore { dir: dir.to_path_buf(), state: RwLock::new(State::default()), level: 3, _lock: lock };
+        let store = DiskStore {
+            dir: dir.to_path_buf(),
+            state: RwLock::new(State::default()),
+            level: 3,
+            _lock: lock,
+        };
         store.refresh()?;
         Ok(store)
     }
@@ -125,13 +145,20 @@ impl DiskStore {
         names.sort();
         let new: Vec<String> = {
             let st = self.state.read().unwrap();
-            names.into_iter().filter(|n| !st.known.contains_key(n)).collect()
+            names
+                .into_iter()
+                .filter(|n| !st.known.contains_key(n))
+                .collect()
         };
         for name in new {
             let entries = match self.read_idx(&name) {
                 Ok(e) => e,
                 // gc removed it between listing and reading
-                Err(Error::IoPath { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(Error::IoPath { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
             };
             let pack_path = dir.join(format!("{name}.pack"));
@@ -206,12 +233,24 @@ impl DiskStore {
         file.read_exact_at(&mut buf, loc.offset)?;
         let data = match loc.comp {
             COMP_RAW => buf,
-            COMP_ZSTD => zstd::bulk::decompress(&buf, loc.raw as usize)
-                .map_err(|e| Error::CorruptBlock { cid: cid.to_string(), reason: format!("zstd: {e}") })?,
-            c => return Err(Error::CorruptBlock { cid: cid.to_string(), reason: format!("unknown compression {c}") }),
+            COMP_ZSTD => {
+                zstd::bulk::decompress(&buf, loc.raw as usize).map_err(|e| Error::CorruptBlock {
+                    cid: cid.to_string(),
+                    reason: format!("zstd: {e}"),
+                })?
+            }
+            c => {
+                return Err(Error::CorruptBlock {
+                    cid: cid.to_string(),
+                    reason: format!("unknown compression {c}"),
+                })
+            }
         };
         if data.len() != loc.raw as usize || !cid.matches(&data) {
-            return Err(Error::CorruptBlock { cid: cid.to_string(), reason: "bytes on disk do not hash to the CID".into() });
+            return Err(Error::CorruptBlock {
+                cid: cid.to_string(),
+                reason: "bytes on disk do not hash to the CID".into(),
+            });
         }
         Ok(data)
     }
@@ -244,7 +283,9 @@ impl Blockstore for DiskStore {
                 break;
             }
         }
-        Err(Error::BlockNotFound { cid: cid.to_string() })
+        Err(Error::BlockNotFound {
+            cid: cid.to_string(),
+        })
     }
 
     fn has(&self, cid: &Cid) -> Result<bool> {
@@ -257,9 +298,18 @@ impl Blockstore for DiskStore {
 
     fn size_of(&self, cid: &Cid) -> Result<u64> {
         if !self.has(cid)? {
-            return Err(Error::BlockNotFound { cid: cid.to_string() });
+            return Err(Error::BlockNotFound {
+                cid: cid.to_string(),
+            });
         }
-        Ok(self.state.read().unwrap().index.get(cid).map(|l| l.raw as u64).unwrap_or(0))
+        Ok(self
+            .state
+            .read()
+            .unwrap()
+            .index
+            .get(cid)
+            .map(|l| l.raw as u64)
+            .unwrap_or(0))
     }
 
     fn cids(&self) -> Result<Vec<Cid>> {
@@ -277,7 +327,11 @@ impl Blockstore for DiskStore {
         stats.bytes_freed += self.stale_tmp()?;
         let packs: Vec<(u32, String, Arc<File>)> = {
             let st = self.state.read().unwrap();
-            st.packs.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|(n, f)| (i as u32, n.clone(), f.clone()))).collect()
+            st.packs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|(n, f)| (i as u32, n.clone(), f.clone())))
+                .collect()
         };
         let dir = self.packs_dir();
         for (id, name, file) in packs {
@@ -286,8 +340,12 @@ impl Blockstore for DiskStore {
             if live.len() == entries.len() {
                 continue;
             }
-            let old_size = fs::metadata(dir.join(format!("{name}.pack"))).map(|m| m.len()).unwrap_or(0)
-                + fs::metadata(dir.join(format!("{name}.idx"))).map(|m| m.len()).unwrap_or(0);
+            let old_size = fs::metadata(dir.join(format!("{name}.pack")))
+                .map(|m| m.len())
+                .unwrap_or(0)
+                + fs::metadata(dir.join(format!("{name}.idx")))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
             let mut new_size = 0;
             if !live.is_empty() {
                 let mut w = PackBatch::new(self, false)?;
@@ -351,7 +409,11 @@ impl<'a> PackBatch<'a> {
 
     fn start(&mut self) -> Result<()> {
         self.name = unique_name();
-        self.pack_tmp = self.store.dir.join("tmp").join(format!("{}.pack", self.name));
+        self.pack_tmp = self
+            .store
+            .dir
+            .join("tmp")
+            .join(format!("{}.pack", self.name));
         let f = File::create(&self.pack_tmp).map_err(|e| Error::io_path(&self.pack_tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         w.write_all(PACK_MAGIC)?;
@@ -420,7 +482,11 @@ impl Batch for PackBatch<'_> {
             self.start()?;
         }
         let compressed = self.comp.compress(data)?;
-        let (comp, payload) = if compressed.len() < data.len() { (COMP_ZSTD, &compressed[..]) } else { (COMP_RAW, data) };
+        let (comp, payload) = if compressed.len() < data.len() {
+            (COMP_ZSTD, &compressed[..])
+        } else {
+            (COMP_RAW, data)
+        };
         let mut head = [0u8; REC_HEAD];
         head[..CID_LEN].copy_from_slice(&cid.to_bytes());
         head[CID_LEN] = comp;
@@ -429,7 +495,13 @@ impl Batch for PackBatch<'_> {
         let w = self.w.as_mut().expect("started");
         w.write_all(&head)?;
         w.write_all(payload)?;
-        let loc = Loc { pack: 0, offset: self.offset + REC_HEAD as u64, stored: payload.len() as u32, raw: data.len() as u32, comp };
+        let loc = Loc {
+            pack: 0,
+            offset: self.offset + REC_HEAD as u64,
+            stored: payload.len() as u32,
+            raw: data.len() as u32,
+            comp,
+        };
         self.offset += (REC_HEAD + payload.len()) as u64;
         self.entries.push((*cid, loc));
         if self.offset >= PACK_ROLL {
@@ -464,7 +536,9 @@ mod tests {
     #[test]
     fn put_get_persist_and_sweep() {
         let dir = tempfile::tempdir().unwrap();
-        let blocks: Vec<Vec<u8>> = (0..100u32).map(|i| format!("block {i} ").repeat(i as usize + 1).into_bytes()).collect();
+        let blocks: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| format!("block {i} ").repeat(i as usize + 1).into_bytes())
+            .collect();
         let cids: Vec<Cid> = blocks.iter().map(|b| Cid::hash(RAW, b)).collect();
         {
             let s = DiskStore::open(dir.path(), LockMode::Shared).unwrap();
@@ -504,13 +578,20 @@ mod tests {
         let data = vec![7u8; 5000];
         let cid = Cid::hash(RAW, &data);
         s.put(&cid, &data).unwrap();
-        let pack = fs::read_dir(dir.path().join("packs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().unwrap() == "pack").unwrap();
+        let pack = fs::read_dir(dir.path().join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().unwrap() == "pack")
+            .unwrap();
         let mut bytes = fs::read(&pack).unwrap();
         let n = bytes.len();
         bytes[n - 3] ^= 0xff;
         fs::write(&pack, bytes).unwrap();
         let s2 = DiskStore::open(dir.path(), LockMode::Shared).unwrap();
         assert!(matches!(s2.get(&cid), Err(Error::CorruptBlock { .. })));
-        assert!(matches!(s.put(&Cid::hash(RAW, b"a"), b"b"), Err(Error::CorruptBlock { .. })));
+        assert!(matches!(
+            s.put(&Cid::hash(RAW, b"a"), b"b"),
+            Err(Error::CorruptBlock { .. })
+        ));
     }
 }

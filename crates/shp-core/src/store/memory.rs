@@ -21,9 +21,14 @@ impl MemoryStore {
 impl Blockstore for MemoryStore {
     fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
         let data = self.blocks.read().unwrap().get(cid).cloned();
-        let data = data.ok_or_else(|| Error::BlockNotFound { cid: cid.to_string() })?;
+        let data = data.ok_or_else(|| Error::BlockNotFound {
+            cid: cid.to_string(),
+        })?;
         if !cid.matches(&data) {
-            return Err(Error::CorruptBlock { cid: cid.to_string(), reason: "bytes do not hash to the CID".into() });
+            return Err(Error::CorruptBlock {
+                cid: cid.to_string(),
+                reason: "bytes do not hash to the CID".into(),
+            });
         }
         Ok(data.to_vec())
     }
@@ -34,7 +39,10 @@ impl Blockstore for MemoryStore {
         Ok(self.blocks.read().unwrap().keys().copied().collect())
     }
     fn batch(&self) -> Result<Box<dyn Batch + '_>> {
-        Ok(Box::new(MemoryBatch { store: self, staged: HashMap::new() }))
+        Ok(Box::new(MemoryBatch {
+            store: self,
+            staged: HashMap::new(),
+        }))
     }
     fn retain(&self, keep: &dyn Fn(&Cid) -> bool) -> Result<SweepStats> {
         let mut stats = SweepStats::default();
@@ -49,7 +57,13 @@ impl Blockstore for MemoryStore {
         Ok(stats)
     }
     fn stored_bytes(&self) -> Result<u64> {
-        Ok(self.blocks.read().unwrap().values().map(|d| d.len() as u64).sum())
+        Ok(self
+            .blocks
+            .read()
+            .unwrap()
+            .values()
+            .map(|d| d.len() as u64)
+            .sum())
     }
 }
 

@@ -64,10 +64,17 @@ pub struct SweepStats {
 /// Checks a block about to be stored: size limit and hash.
 pub(crate) fn check_block(cid: &Cid, data: &[u8]) -> Result<()> {
     if data.len() > MAX_BLOCK {
-        return Err(Error::BlockTooLarge { cid: cid.to_string(), size: data.len(), limit: MAX_BLOCK });
+        return Err(Error::BlockTooLarge {
+            cid: cid.to_string(),
+            size: data.len(),
+            limit: MAX_BLOCK,
+        });
     }
     if !cid.matches(data) {
-        return Err(Error::CorruptBlock { cid: cid.to_string(), reason: "bytes do not hash to the CID".into() });
+        return Err(Error::CorruptBlock {
+            cid: cid.to_string(),
+            reason: "bytes do not hash to the CID".into(),
+        });
     }
     Ok(())
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# test.sh — everything shp's tests need, then every test. Works on a fresh Debian bookworm machine
+# with the Rust toolchain (rustup) present; run as root or with sudo for the apt step.
+#   1. scripts/ci-deps.sh: apt packages (skopeo, umoci, busybox-static, zstd, …) and npm tools
+#   2. formatting and lints
+#   3. cargo test for the whole workspace (unit, property, CLI integration over real images)
+#   4. npm-side self-test of the CAR verifier, and a short run of every fuzz target if cargo-fuzz works
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+say() { printf '\n== %s\n' "$*"; }
+
+say "dependencies"
+bash scripts/ci-deps.sh
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo build --workspace --locked
+cargo test --workspace --locked
+
+say "CAR verifier self-test (npm @ipld/car)"
+(cd tests/interop/node && node --test selftest.mjs)
+
+if [ -x scripts/fuzz-smoke.sh ] && [ "${SHP_SKIP_FUZZ:-0}" != 1 ]; then
+  say "fuzz smoke"
+  bash scripts/fuzz-smoke.sh "${SHP_FUZZ_SECONDS:-10}"
+fi
+say "all tests passed"
