@@ -115,11 +115,9 @@ fn progress_bar(quiet: bool) -> (ProgressBar, impl Fn(Progress)) {
         ProgressBar::new(0)
     };
     pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap()
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
     );
     let p = pb.clone();
     let f = move |ev: Progress| match ev {
@@ -172,10 +170,7 @@ fn run(cli: Cli) -> Result<u8> {
                             b.new_bytes
                         );
                     }
-                    println!(
-                        "name {}",
-                        rep.name.as_deref().unwrap_or("(pinned, unnamed)")
-                    );
+                    println!("name {}", rep.name.as_deref().unwrap_or("(pinned, unnamed)"));
                     println!(
                         "added {} of {} bytes in {} new blocks",
                         imp.stats.new_bytes, imp.stats.bytes, imp.stats.new_blocks
@@ -228,11 +223,7 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("size       {}", i.size);
                 println!("source     {}", i.source);
                 for m in &i.manifests {
-                    println!(
-                        "manifest   {} {}",
-                        m.digest,
-                        m.platform.as_deref().unwrap_or("")
-                    );
+                    println!("manifest   {} {}", m.digest, m.platform.as_deref().unwrap_or(""));
                     if let Some(c) = &m.config {
                         println!("  config   {} {:>12}", c.digest, c.size);
                     }
@@ -256,10 +247,7 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("images        {}", s.images);
                 println!("blobs         {}", s.blobs);
                 if s.stored_bytes > 0 {
-                    println!(
-                        "ratio         {:.3}",
-                        s.logical_bytes as f64 / s.stored_bytes as f64
-                    );
+                    println!("ratio         {:.3}", s.logical_bytes as f64 / s.stored_bytes as f64);
                 }
             }
         }
@@ -278,19 +266,14 @@ fn run(cli: Cli) -> Result<u8> {
                         "{:<32} {:>14} {:>14} {:>14} {:>14}",
                         r.image, r.total_bytes, r.layer_bytes, r.file_bytes, r.chunk_bytes
                     );
-                    for (a, b) in t.iter_mut().zip([
-                        r.total_bytes,
-                        r.layer_bytes,
-                        r.file_bytes,
-                        r.chunk_bytes,
-                    ]) {
+                    for (a, b) in t
+                        .iter_mut()
+                        .zip([r.total_bytes, r.layer_bytes, r.file_bytes, r.chunk_bytes])
+                    {
                         *a += b;
                     }
                 }
-                println!(
-                    "{:<32} {:>14} {:>14} {:>14} {:>14}",
-                    "total", t[0], t[1], t[2], t[3]
-                );
+                println!("{:<32} {:>14} {:>14} {:>14} {:>14}", "total", t[0], t[1], t[2], t[3]);
             }
         }
         Cmd::Verify { rebuild, json } => {
@@ -306,11 +289,7 @@ fn run(cli: Cli) -> Result<u8> {
                     r.blocks_checked,
                     r.roots_checked,
                     r.blobs_rebuilt,
-                    if r.problems.is_empty() {
-                        "ok"
-                    } else {
-                        "PROBLEMS"
-                    }
+                    if r.problems.is_empty() { "ok" } else { "PROBLEMS" }
                 );
             }
             if !r.problems.is_empty() {
@@ -330,10 +309,7 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Rm { name } => {
             if !open()?.remove(&name)? {
-                return Err(Error::ImageNotFound(format!(
-                    "{name:?} (no such name, pin or blob ref)"
-                ))
-                .into());
+                return Err(Error::ImageNotFound(format!("{name:?} (no such name, pin or blob ref)")).into());
             }
         }
         Cmd::Car {

@@ -176,12 +176,7 @@ fn decoder<'a, R: BufRead + 'a>(codec: Codec, r: R) -> Result<Box<dyn Read + 'a>
     })
 }
 
-fn check_digest(
-    name: &str,
-    expected: Option<(&[u8; 32], u64)>,
-    actual: &[u8; 32],
-    size: u64,
-) -> Result<()> {
+fn check_digest(name: &str, expected: Option<(&[u8; 32], u64)>, actual: &[u8; 32], size: u64) -> Result<()> {
     if let Some((d, s)) = expected {
         if d != actual || s != size {
             return Err(Error::DigestMismatch {
@@ -206,9 +201,7 @@ pub fn import_blob(
     children: &[Cid],
     opts: &ImportOptions,
 ) -> Result<ImportedBlob> {
-    let name = expected
-        .map(|(d, _)| format_digest(d))
-        .unwrap_or_else(|| "blob".into());
+    let name = expected.map(|(d, _)| format_digest(d)).unwrap_or_else(|| "blob".into());
     let mut fields = vec![("t", Value::text("blob"))];
     let (digest, size, storage, diff_id);
     match kind {
@@ -217,9 +210,7 @@ pub fn import_blob(
             let mut buf = Vec::new();
             // Sizes come from the descriptor when known; otherwise read to the end (small JSON).
             let links = match expected {
-                Some((_, s)) => w
-                    .put_chunked(&mut h, s)
-                    .map_err(|e| short_to_mismatch(e, &name))?,
+                Some((_, s)) => w.put_chunked(&mut h, s).map_err(|e| short_to_mismatch(e, &name))?,
                 None => {
                     h.read_to_end(&mut buf)?;
                     w.put_chunked(&mut &buf[..], buf.len() as u64)?
@@ -294,10 +285,7 @@ pub fn import_blob(
         fields.push(("children", Value::links(children)));
     }
     let cid = w.put_node(&Value::Map(
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+        fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     ))?;
     Ok(ImportedBlob {
         cid,

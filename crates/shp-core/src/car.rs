@@ -12,11 +12,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 
 /// The CIDs of the whole DAG under `root`, depth-first, each once. Fails on a missing block.
-pub fn walk(
-    store: &dyn Blockstore,
-    root: &Cid,
-    f: &mut dyn FnMut(&Cid, &[u8]) -> Result<()>,
-) -> Result<u64> {
+pub fn walk(store: &dyn Blockstore, root: &Cid, f: &mut dyn FnMut(&Cid, &[u8]) -> Result<()>) -> Result<u64> {
     let mut seen = HashSet::new();
     let mut stack = vec![*root];
     let mut n = 0;
@@ -77,8 +73,7 @@ fn read_frame(r: &mut dyn Read, limit: usize) -> Result<Option<Vec<u8>>> {
         }
     }
     let mut pos = 0;
-    let len = read_varint(&len_bytes, &mut pos)
-        .map_err(|e| Error::Car(format!("length prefix: {e}")))? as usize;
+    let len = read_varint(&len_bytes, &mut pos).map_err(|e| Error::Car(format!("length prefix: {e}")))? as usize;
     if len > limit {
         return Err(Error::Car(format!(
             "section of {len} bytes, over the {limit}-byte limit"
@@ -95,38 +90,28 @@ pub fn import(batch: &mut dyn Batch, r: &mut dyn Read) -> Result<(Vec<Cid>, u64)
     let header = read_frame(r, 1 << 20)?.ok_or_else(|| Error::Car("empty file".into()))?;
     let h = cbor::decode(&header).map_err(|e| Error::Car(format!("header: {e}")))?;
     if h.get("version").and_then(Value::as_u64) != Some(1) {
-        return Err(Error::Car(
-            "header version is not 1 (only CARv1 is supported)".into(),
-        ));
+        return Err(Error::Car("header version is not 1 (only CARv1 is supported)".into()));
     }
     let roots: Vec<Cid> = h
         .get("roots")
         .and_then(Value::as_array)
         .ok_or_else(|| Error::Car("header has no roots".into()))?
         .iter()
-        .map(|v| {
-            v.as_link()
-                .ok_or_else(|| Error::Car("a root is not a CID".into()))
-        })
+        .map(|v| v.as_link().ok_or_else(|| Error::Car("a root is not a CID".into())))
         .collect::<Result<_>>()?;
     let mut n = 0;
     while let Some(sec) = read_frame(r, MAX_BLOCK + 64)? {
-        let (cid, used) =
-            Cid::read_bytes(&sec).map_err(|e| Error::Car(format!("block {n}: {e}")))?;
+        let (cid, used) = Cid::read_bytes(&sec).map_err(|e| Error::Car(format!("block {n}: {e}")))?;
         let data = &sec[used..];
         if !cid.matches(data) {
-            return Err(Error::Car(format!(
-                "block {n} ({cid}): bytes do not hash to its CID"
-            )));
+            return Err(Error::Car(format!("block {n} ({cid}): bytes do not hash to its CID")));
         }
         batch.put(&cid, data)?;
         n += 1;
     }
     for root in &roots {
         if !batch.has(root)? {
-            return Err(Error::Car(format!(
-                "root {root} is not in the file or the store"
-            )));
+            return Err(Error::Car(format!("root {root} is not in the file or the store")));
         }
     }
     Ok((roots, n))
@@ -166,10 +151,6 @@ mod tests {
             .contains("do not hash"));
         drop(batch);
         assert!(c.cids().unwrap().is_empty());
-        assert!(import(
-            &mut *MemoryStore::new().batch().unwrap(),
-            &mut &car[..car.len() - 2]
-        )
-        .is_err());
+        assert!(import(&mut *MemoryStore::new().batch().unwrap(), &mut &car[..car.len() - 2]).is_err());
     }
 }

@@ -29,12 +29,7 @@ const MAX_DEPTH: usize = 32;
 
 impl Value {
     pub fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
-        Value::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        )
+        Value::Map(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
     pub fn text(s: impl Into<String>) -> Value {
         Value::Text(s.into())
@@ -91,9 +86,7 @@ impl Value {
 }
 
 fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.len()
-        .cmp(&b.len())
-        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 fn head(major: u8, n: u64, out: &mut Vec<u8>) {
@@ -183,9 +176,7 @@ impl Decoder<'_> {
     }
 
     fn take(&mut self, n: u64) -> Result<&[u8]> {
-        let n = usize::try_from(n)
-            .ok()
-            .filter(|n| self.b.len() - self.pos >= *n);
+        let n = usize::try_from(n).ok().filter(|n| self.b.len() - self.pos >= *n);
         match n {
             Some(n) => {
                 let s = &self.b[self.pos..self.pos + n];
@@ -270,9 +261,7 @@ impl Decoder<'_> {
                     let k = self.text(kn)?;
                     if let Some((prev, _)) = m.last() {
                         if key_order(prev, &k) != std::cmp::Ordering::Less {
-                            return self.err(format!(
-                                "map keys out of canonical order or repeated ({prev:?}, {k:?})"
-                            ));
+                            return self.err(format!("map keys out of canonical order or repeated ({prev:?}, {k:?})"));
                         }
                     }
                     let v = self.value(depth + 1)?;
@@ -322,11 +311,7 @@ mod tests {
 
     #[test]
     fn canonical_bytes() {
-        let v = Value::map([
-            ("bb", Value::UInt(1)),
-            ("a", Value::UInt(500)),
-            ("c", Value::Null),
-        ]);
+        let v = Value::map([("bb", Value::UInt(1)), ("a", Value::UInt(500)), ("c", Value::Null)]);
         assert_eq!(
             encode(&v),
             [0xa3, 0x61, b'a', 0x19, 0x01, 0xf4, 0x61, b'c', 0xf6, 0x62, b'b', b'b', 0x01]
@@ -356,8 +341,7 @@ mod tests {
             any::<u64>().prop_map(Value::NegInt),
             proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
             ".{0,12}".prop_map(Value::Text),
-            proptest::collection::vec(any::<u8>(), 0..8)
-                .prop_map(|b| Value::Link(Cid::hash(RAW, &b))),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(|b| Value::Link(Cid::hash(RAW, &b))),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![

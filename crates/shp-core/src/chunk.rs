@@ -11,11 +11,7 @@ pub const MAX_CHUNK: u32 = 256 * 1024;
 
 /// Cuts `size` bytes from `r` into chunks, calling `f` with each in order. Memory use is bounded
 /// by the largest chunk, whatever `size` is.
-pub fn chunk_stream(
-    r: &mut dyn Read,
-    size: u64,
-    f: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
+pub fn chunk_stream(r: &mut dyn Read, size: u64, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
     if size <= MIN_CHUNK as u64 {
         // FastCDC never cuts below the minimum: one chunk, read without the chunker's buffers.
         let mut buf = Vec::with_capacity(size as usize);

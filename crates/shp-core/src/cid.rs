@@ -71,14 +71,10 @@ impl Cid {
         let mut pos = 0;
         let version = read_varint(b, &mut pos)?;
         if version == 0x12 {
-            return Err(Error::InvalidCid(
-                "CIDv0 is not supported (shp uses CIDv1)".into(),
-            ));
+            return Err(Error::InvalidCid("CIDv0 is not supported (shp uses CIDv1)".into()));
         }
         if version != 1 {
-            return Err(Error::InvalidCid(format!(
-                "unsupported CID version {version}"
-            )));
+            return Err(Error::InvalidCid(format!("unsupported CID version {version}")));
         }
         let codec = read_varint(b, &mut pos)?;
         if codec != RAW && codec != DAG_CBOR {
@@ -94,9 +90,7 @@ impl Cid {
         }
         let len = read_varint(b, &mut pos)?;
         if len != 32 {
-            return Err(Error::InvalidCid(format!(
-                "sha2-256 digest length {len}, expected 32"
-            )));
+            return Err(Error::InvalidCid(format!("sha2-256 digest length {len}, expected 32")));
         }
         let digest: [u8; 32] = b
             .get(pos..pos + 32)
@@ -211,9 +205,10 @@ impl FromStr for Cid {
         let (mut acc, mut bits) = (0u32, 0u32);
         for c in rest.bytes() {
             let c = if lower { c } else { c.to_ascii_lowercase() };
-            let v = B32.iter().position(|&x| x == c).ok_or_else(|| {
-                Error::InvalidCid(format!("{s:?}: character {:?} is not base32", c as char))
-            })?;
+            let v = B32
+                .iter()
+                .position(|&x| x == c)
+                .ok_or_else(|| Error::InvalidCid(format!("{s:?}: character {:?} is not base32", c as char)))?;
             acc = (acc << 5) | v as u32;
             bits += 5;
             if bits >= 8 {
@@ -237,11 +232,7 @@ pub fn parse_digest(s: &str) -> Result<[u8; 32]> {
     let hex = s
         .strip_prefix("sha256:")
         .ok_or_else(|| Error::InvalidDigest(s.to_string()))?;
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-    {
+    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
         return Err(Error::InvalidDigest(s.to_string()));
     }
     let mut out = [0u8; 32];
@@ -283,9 +274,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        assert!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
-            .parse::<Cid>()
-            .is_err());
+        assert!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>().is_err());
         assert!("bafy!".parse::<Cid>().is_err());
         assert!("".parse::<Cid>().is_err());
         assert!("zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA"

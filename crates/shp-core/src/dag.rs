@@ -363,12 +363,8 @@ fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
             out.push_back(Item::Link(c, depth));
         }
     } else if let (Some(e), Some(m)) = (node.get("e"), node.get("m")) {
-        let m = m
-            .as_bytes()
-            .ok_or_else(|| schema_err(cid, "m is not bytes"))?;
-        let e = e
-            .as_array()
-            .ok_or_else(|| schema_err(cid, "e is not a list"))?;
+        let m = m.as_bytes().ok_or_else(|| schema_err(cid, "m is not bytes"))?;
+        let e = e.as_array().ok_or_else(|| schema_err(cid, "e is not a list"))?;
         let mut pos = 0usize;
         for ent in e {
             let f = ent
@@ -377,8 +373,7 @@ fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
                 .ok_or_else(|| schema_err(cid, "entry is not [meta_len, size, links]"))?;
             let ml = f[0]
                 .as_u64()
-                .ok_or_else(|| schema_err(cid, "meta_len is not a number"))?
-                as usize;
+                .ok_or_else(|| schema_err(cid, "meta_len is not a number"))? as usize;
             let meta = m
                 .get(pos..pos.saturating_add(ml))
                 .ok_or_else(|| schema_err(cid, "meta_len runs past m"))?;
@@ -405,10 +400,7 @@ fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
             out.push_back(Item::Bytes(tail.to_vec()));
         }
     } else {
-        return Err(schema_err(
-            cid,
-            "not a byte-stream node (link tree, entry list or tar)",
-        ));
+        return Err(schema_err(cid, "not a byte-stream node (link tree, entry list or tar)"));
     }
     Ok(out)
 }
@@ -458,9 +450,7 @@ mod tests {
         assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(t)));
         b.commit().unwrap();
         let mut back = Vec::new();
-        DagReader::new(&store, &[cid])
-            .read_to_end(&mut back)
-            .unwrap();
+        DagReader::new(&store, &[cid]).read_to_end(&mut back).unwrap();
         assert_eq!(back, t);
         (store, cid)
     }
@@ -472,12 +462,7 @@ mod tests {
             t.extend_from_slice(&header(format!("d{i}/").as_bytes(), b'5', 0, false));
             if i % 7 == 0 {
                 let body = format!("file {i}").repeat(i as usize % 300);
-                t.extend_from_slice(&header(
-                    format!("f{i}").as_bytes(),
-                    b'0',
-                    body.len() as u64,
-                    false,
-                ));
+                t.extend_from_slice(&header(format!("f{i}").as_bytes(), b'0', body.len() as u64, false));
                 t.extend_from_slice(body.as_bytes());
                 t.resize(t.len().div_ceil(512) * 512, 0);
             }
@@ -490,17 +475,8 @@ mod tests {
     #[test]
     fn link_tree_levels() {
         let store = MemoryStore::new();
-        for n in [
-            0usize,
-            1,
-            FANOUT - 1,
-            FANOUT,
-            FANOUT + 1,
-            3 * FANOUT * FANOUT / 2 + 3,
-        ] {
-            let leaves: Vec<Cid> = (0..n)
-                .map(|i| Cid::hash(RAW, &(i as u64).to_le_bytes()))
-                .collect();
+        for n in [0usize, 1, FANOUT - 1, FANOUT, FANOUT + 1, 3 * FANOUT * FANOUT / 2 + 3] {
+            let leaves: Vec<Cid> = (0..n).map(|i| Cid::hash(RAW, &(i as u64).to_le_bytes())).collect();
             let mut b = store.batch().unwrap();
             let top = {
                 let mut w = DagWriter::new(&mut *b);

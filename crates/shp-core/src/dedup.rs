@@ -36,13 +36,7 @@ struct Seen {
     blocks: HashSet<Cid>,
 }
 
-fn leaves(
-    store: &dyn Blockstore,
-    links: &[Cid],
-    seen: &mut Seen,
-    row: &mut DedupRow,
-    depth: u8,
-) -> Result<()> {
+fn leaves(store: &dyn Blockstore, links: &[Cid], seen: &mut Seen, row: &mut DedupRow, depth: u8) -> Result<()> {
     for c in links {
         let new_block = seen.blocks.insert(*c);
         if c.codec() == RAW {
@@ -59,13 +53,7 @@ fn leaves(
             if new_block {
                 row.block_bytes += store.size_of(c)?;
             }
-            leaves(
-                store,
-                &links_of(c, node.get("l"), "l")?,
-                seen,
-                row,
-                depth + 1,
-            )?;
+            leaves(store, &links_of(c, node.get("l"), "l")?, seen, row, depth + 1)?;
         }
     }
     Ok(())
@@ -111,10 +99,7 @@ pub fn account(store: &dyn Blockstore, images: &[(String, Cid)]) -> Result<Vec<D
                 Some(tar) => {
                     count_node(store, &tar, &mut seen, &mut row)?;
                     let t = get_node(store, &tar)?;
-                    let tail = t
-                        .get("tail")
-                        .and_then(Value::as_bytes)
-                        .map_or(0, |b| b.len() as u64);
+                    let tail = t.get("tail").and_then(Value::as_bytes).map_or(0, |b| b.len() as u64);
                     row.file_bytes += tail;
                     row.chunk_bytes += tail;
                     let mut lists = Vec::new();
@@ -129,10 +114,7 @@ pub fn account(store: &dyn Blockstore, images: &[(String, Cid)]) -> Result<Vec<D
                     for l in lists {
                         count_node(store, &l, &mut seen, &mut row)?;
                         let node = get_node(store, &l)?;
-                        let m = node
-                            .get("m")
-                            .and_then(Value::as_bytes)
-                            .map_or(0, |b| b.len() as u64);
+                        let m = node.get("m").and_then(Value::as_bytes).map_or(0, |b| b.len() as u64);
                         row.file_bytes += m;
                         row.chunk_bytes += m;
                         for e in node.get("e").and_then(Value::as_array).unwrap_or(&[]) {
@@ -169,14 +151,7 @@ fn flatten(
                 return Err(schema_err(c, "link tree deeper than 16"));
             }
             count_node(store, c, seen, row)?;
-            flatten(
-                store,
-                &links_of(c, Some(l), "l")?,
-                out,
-                seen,
-                row,
-                depth + 1,
-            )?;
+            flatten(store, &links_of(c, Some(l), "l")?, out, seen, row, depth + 1)?;
         } else {
             out.push(*c);
         }

@@ -61,8 +61,7 @@ pub fn list_members(path: &Path) -> Result<Vec<Member>> {
             break;
         }
         check_checksum(&h).map_err(|_| bad(off, "header checksum mismatch".into()))?;
-        let size =
-            parse_numeric(&h[124..136]).ok_or_else(|| bad(off, "invalid size field".into()))?;
+        let size = parse_numeric(&h[124..136]).ok_or_else(|| bad(off, "invalid size field".into()))?;
         let data = off + 512;
         let next = data + size.div_ceil(512) * 512;
         if data + size > len {
@@ -184,36 +183,33 @@ pub fn import_archive(
         what: format!("{}: manifest.json", path.display()),
         reason: r,
     };
-    let mj = find("manifest.json")
-        .ok_or_else(|| bad("the archive has no manifest.json (not a docker-archive?)".into()))?;
+    let mj =
+        find("manifest.json").ok_or_else(|| bad("the archive has no manifest.json (not a docker-archive?)".into()))?;
     let mj: Json = serde_json::from_slice(&read_member(path, mj, oci::MAX_MANIFEST)?)
         .map_err(|e| bad(format!("not JSON: {e}")))?;
     let images = mj.as_array().ok_or_else(|| bad("not a list".into()))?;
     let tags_of = |i: &Json| -> Vec<String> {
         i.get("RepoTags")
             .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     };
-    let image =
-        match reference {
-            Some(ArchiveRef::Index(n)) => images
-                .get(*n)
-                .ok_or_else(|| bad(format!("no image @{n} (it has {})", images.len())))?,
-            Some(ArchiveRef::Tag(t)) => images
-                .iter()
-                .find(|i| tags_of(i).contains(t))
-                .ok_or_else(|| Error::ImageNotFound(format!("{t} in {}", path.display())))?,
-            None if images.len() == 1 => &images[0],
-            None => return Err(bad(format!(
+    let image = match reference {
+        Some(ArchiveRef::Index(n)) => images
+            .get(*n)
+            .ok_or_else(|| bad(format!("no image @{n} (it has {})", images.len())))?,
+        Some(ArchiveRef::Tag(t)) => images
+            .iter()
+            .find(|i| tags_of(i).contains(t))
+            .ok_or_else(|| Error::ImageNotFound(format!("{t} in {}", path.display())))?,
+        None if images.len() == 1 => &images[0],
+        None => {
+            return Err(bad(format!(
                 "the archive holds {} images: name one with docker-archive:PATH:NAME:TAG or :@N",
                 images.len()
-            ))),
-        };
+            )))
+        }
+    };
     let config_name = image
         .get("Config")
         .and_then(Json::as_str)
@@ -223,10 +219,7 @@ pub fn import_archive(
         .and_then(Json::as_array)
         .ok_or_else(|| bad("image has no Layers".into()))?
         .iter()
-        .map(|l| {
-            l.as_str()
-                .ok_or_else(|| bad("a layer name is not a string".into()))
-        })
+        .map(|l| l.as_str().ok_or_else(|| bad("a layer name is not a string".into())))
         .collect::<Result<_>>()?;
     let config_m = find(config_name).ok_or_else(|| Error::MissingBlob {
         digest: config_name.to_string(),
@@ -248,8 +241,7 @@ pub fn import_archive(
             });
         }
     }
-    let config: Json = serde_json::from_slice(&config_bytes)
-        .map_err(|e| bad(format!("config is not JSON: {e}")))?;
+    let config: Json = serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("config is not JSON: {e}")))?;
     let diff_ids: Vec<&str> = config
         .get("rootfs")
         .and_then(|r| r.get("diff_ids"))
@@ -312,20 +304,10 @@ pub fn import_archive(
             let name = Value::text(m.name.clone());
             recs.push(match m.typeflag {
                 b'5' => Value::Array(vec![Value::text("dir"), name]),
-                b'2' => Value::Array(vec![
-                    Value::text("symlink"),
-                    name,
-                    Value::text(m.linkname.clone()),
-                ]),
-                b'1' => Value::Array(vec![
-                    Value::text("hardlink"),
-                    name,
-                    Value::text(m.linkname.clone()),
-                ]),
+                b'2' => Value::Array(vec![Value::text("symlink"), name, Value::text(m.linkname.clone())]),
+                b'1' => Value::Array(vec![Value::text("hardlink"), name, Value::text(m.linkname.clone())]),
                 _ => match blob_names.get(clean(&m.name)) {
-                    Some(d) => {
-                        Value::Array(vec![Value::text("blob"), name, Value::Bytes(d.to_vec())])
-                    }
+                    Some(d) => Value::Array(vec![Value::text("blob"), name, Value::Bytes(d.to_vec())]),
                     None => {
                         let mut f = File::open(path)?;
                         f.seek(SeekFrom::Start(m.offset))?;
@@ -343,10 +325,7 @@ pub fn import_archive(
     }
     let tags = tags_of(image);
     let archive = Value::map([
-        (
-            "tags",
-            Value::Array(tags.iter().cloned().map(Value::Text).collect()),
-        ),
+        ("tags", Value::Array(tags.iter().cloned().map(Value::Text).collect())),
         ("members", Value::Array(recs)),
     ]);
     let src = ArchiveSource {
@@ -354,10 +333,7 @@ pub fn import_archive(
         by_digest,
         manifest: (top.clone(), mbytes),
     };
-    Ok((
-        import_image(batch, &src, &top, Some(archive), opts, progress)?,
-        tags,
-    ))
+    Ok((import_image(batch, &src, &top, Some(archive), opts, progress)?, tags))
 }
 
 fn ustar_header(name: &str, typeflag: u8, size: u64, linkname: &str, mode: u32) -> Vec<u8> {
@@ -408,8 +384,7 @@ impl<W: Write> TarOut<W> {
         data: Option<&mut dyn Read>,
     ) -> Result<()> {
         let mode = if typeflag == b'5' { 0o755 } else { 0o644 };
-        self.w
-            .write_all(&ustar_header(name, typeflag, size, linkname, mode))?;
+        self.w.write_all(&ustar_header(name, typeflag, size, linkname, mode))?;
         if let Some(r) = data {
             let n = std::io::copy(&mut r.take(size), &mut self.w).map_err(crate::dag::unwrap_io)?;
             if n != size {
@@ -447,9 +422,7 @@ pub fn export_archive(
         .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.shp-tmp{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("archive"),
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("archive"),
         std::process::id()
     ));
     let res = (|| -> Result<()> {
@@ -475,39 +448,28 @@ pub fn export_archive(
                 .and_then(Value::as_array)
                 .ok_or_else(|| crate::dag::schema_err(&root.cid, "archive members missing"))?;
             for m in members {
-                let f = m.as_array().ok_or_else(|| {
-                    crate::dag::schema_err(&root.cid, "archive member is not a list")
-                })?;
+                let f = m
+                    .as_array()
+                    .ok_or_else(|| crate::dag::schema_err(&root.cid, "archive member is not a list"))?;
                 let kind = f.first().and_then(Value::as_str).unwrap_or("");
-                let name = f.get(1).and_then(Value::as_str).ok_or_else(|| {
-                    crate::dag::schema_err(&root.cid, "archive member has no name")
-                })?;
+                let name = f
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| crate::dag::schema_err(&root.cid, "archive member has no name"))?;
                 match kind {
                     "dir" => out.entry(name, b'5', 0, "", None)?,
                     "symlink" | "hardlink" => {
                         let target = f.get(2).and_then(Value::as_str).unwrap_or("");
-                        out.entry(
-                            name,
-                            if kind == "symlink" { b'2' } else { b'1' },
-                            0,
-                            target,
-                            None,
-                        )?
+                        out.entry(name, if kind == "symlink" { b'2' } else { b'1' }, 0, target, None)?
                     }
                     "blob" => {
-                        let d = f.get(2).and_then(Value::as_bytes).ok_or_else(|| {
-                            crate::dag::schema_err(&root.cid, "blob member has no digest")
+                        let d = f
+                            .get(2)
+                            .and_then(Value::as_bytes)
+                            .ok_or_else(|| crate::dag::schema_err(&root.cid, "blob member has no digest"))?;
+                        let b = blobs.iter().find(|b| b.node.digest[..] == *d).ok_or_else(|| {
+                            crate::dag::schema_err(&root.cid, format!("member {name} names a blob the image lacks"))
                         })?;
-                        let b =
-                            blobs
-                                .iter()
-                                .find(|b| b.node.digest[..] == *d)
-                                .ok_or_else(|| {
-                                    crate::dag::schema_err(
-                                        &root.cid,
-                                        format!("member {name} names a blob the image lacks"),
-                                    )
-                                })?;
                         progress(Progress::Blob {
                             digest: b.node.digest_str(),
                             size: b.node.size,
@@ -515,17 +477,12 @@ pub fn export_archive(
                         out.entry(name, b'0', b.node.size, "", Some(&mut *b.node.open(store)))?
                     }
                     "file" => {
-                        let size = f.get(2).and_then(Value::as_u64).ok_or_else(|| {
-                            crate::dag::schema_err(&root.cid, "file member has no size")
-                        })?;
+                        let size = f
+                            .get(2)
+                            .and_then(Value::as_u64)
+                            .ok_or_else(|| crate::dag::schema_err(&root.cid, "file member has no size"))?;
                         let links = crate::dag::links_of(&root.cid, f.get(3), "file member links")?;
-                        out.entry(
-                            name,
-                            b'0',
-                            size,
-                            "",
-                            Some(&mut DagReader::new(store, &links)),
-                        )?
+                        out.entry(name, b'0', size, "", Some(&mut DagReader::new(store, &links)))?
                     }
                     k => {
                         return Err(crate::dag::schema_err(
@@ -576,17 +533,11 @@ fn write_generated<W: Write>(
                 .iter()
                 .find(|d| crate::oci::Document::platform_of(d).as_deref() == Some(want.as_str()))
                 .or(doc.manifests.first());
-            let pick =
-                pick.ok_or_else(|| Error::ImageNotFound("an image manifest in the index".into()))?;
+            let pick = pick.ok_or_else(|| Error::ImageNotFound("an image manifest in the index".into()))?;
             blobs
                 .iter()
-                .find(|b| {
-                    b.node.digest == pick.digest
-                        && b.doc.as_ref().map(|d| d.kind) == Some(DocKind::Manifest)
-                })
-                .ok_or_else(|| {
-                    Error::ImageNotFound(format!("manifest {} for docker-archive", pick.digest_str))
-                })?
+                .find(|b| b.node.digest == pick.digest && b.doc.as_ref().map(|d| d.kind) == Some(DocKind::Manifest))
+                .ok_or_else(|| Error::ImageNotFound(format!("manifest {} for docker-archive", pick.digest_str)))?
         }
         None => {
             return Err(Error::InvalidManifest {
@@ -612,13 +563,7 @@ fn write_generated<W: Write>(
     };
     let cfg_node = node_of(&cfg.digest)?;
     let cfg_name = format!("{}.json", &cfg.digest_str[7..]);
-    out.entry(
-        &cfg_name,
-        b'0',
-        cfg_node.size,
-        "",
-        Some(&mut *cfg_node.open(store)),
-    )?;
+    out.entry(&cfg_name, b'0', cfg_node.size, "", Some(&mut *cfg_node.open(store)))?;
     let mut layer_names = Vec::new();
     for l in &doc.layers {
         let node = node_of(&l.digest)?;
@@ -628,17 +573,12 @@ fn write_generated<W: Write>(
             layer_names.push(name);
         } else {
             // Compressed: decode to a temporary file to learn the tar's size and diff_id.
-            let tmp = dir.join(format!(
-                ".shp-layer-{}.tmp{}",
-                &l.digest_str[7..19],
-                std::process::id()
-            ));
+            let tmp = dir.join(format!(".shp-layer-{}.tmp{}", &l.digest_str[7..19], std::process::id()));
             let mut h = Hasher(
                 <sha2::Sha256 as sha2::Digest>::new(),
                 File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?,
             );
-            let res =
-                std::io::copy(&mut node.open_tar(store)?, &mut h).map_err(crate::dag::unwrap_io);
+            let res = std::io::copy(&mut node.open_tar(store)?, &mut h).map_err(crate::dag::unwrap_io);
             let size = match res {
                 Ok(n) => n,
                 Err(e) => {
@@ -655,16 +595,8 @@ fn write_generated<W: Write>(
         }
     }
     let tags: Vec<&str> = tag.into_iter().collect();
-    let mj =
-        serde_json::to_vec(&json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layer_names}]))
-            .expect("json");
-    out.entry(
-        "manifest.json",
-        b'0',
-        mj.len() as u64,
-        "",
-        Some(&mut &mj[..]),
-    )?;
+    let mj = serde_json::to_vec(&json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layer_names}])).expect("json");
+    out.entry("manifest.json", b'0', mj.len() as u64, "", Some(&mut &mj[..]))?;
     Ok(())
 }
 

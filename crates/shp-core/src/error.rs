@@ -17,21 +17,13 @@ pub enum Error {
     #[error("block {cid} is corrupt: {reason}")]
     CorruptBlock { cid: String, reason: String },
     #[error("block {cid} is {size} bytes, over the {limit}-byte block limit")]
-    BlockTooLarge {
-        cid: String,
-        size: usize,
-        limit: usize,
-    },
+    BlockTooLarge { cid: String, size: usize, limit: usize },
     #[error("invalid dag-cbor: {0}")]
     Cbor(String),
     #[error("DAG node {cid} does not follow schema v1: {reason}")]
     Schema { cid: String, reason: String },
     #[error("tar stream of {blob}: {reason} (at byte {offset})")]
-    Tar {
-        blob: String,
-        offset: u64,
-        reason: String,
-    },
+    Tar { blob: String, offset: u64, reason: String },
     #[error("compressed layer {blob}: {reason}")]
     Compression { blob: String, reason: String },
     #[error("layer {blob} expands past the {limit}-byte limit (decompression bomb?)")]

@@ -175,12 +175,7 @@ impl Home {
     }
 
     /// Imports an image and names it (or pins it when it has no name). Nothing changes on error.
-    pub fn push(
-        &self,
-        src: &ImageRef,
-        tag: Option<&str>,
-        progress: &dyn Fn(Progress),
-    ) -> Result<PushReport> {
+    pub fn push(&self, src: &ImageRef, tag: Option<&str>, progress: &dyn Fn(Progress)) -> Result<PushReport> {
         if let Some(t) = tag {
             check_name(t)?;
         }
@@ -195,13 +190,8 @@ impl Home {
                 )
             }
             ImageRef::DockerArchive { path, reference } => {
-                let (rep, tags) = docker_archive::import_archive(
-                    &mut *batch,
-                    path,
-                    reference.as_ref(),
-                    &self.options,
-                    progress,
-                )?;
+                let (rep, tags) =
+                    docker_archive::import_archive(&mut *batch, path, reference.as_ref(), &self.options, progress)?;
                 let name = match reference {
                     Some(ArchiveRef::Tag(t)) => Some(t.clone()),
                     _ => tags.into_iter().next(),
@@ -233,17 +223,16 @@ impl Home {
         match ImageId::parse(id) {
             ImageId::Cid(c) => {
                 if !self.store.has(&c)? {
-                    return Err(Error::ImageNotFound(format!(
-                        "{c} (no such block in this store)"
-                    )));
+                    return Err(Error::ImageNotFound(format!("{c} (no such block in this store)")));
                 }
                 Ok(c)
             }
             ImageId::Name(n) => {
                 let refs = self.refs.load()?;
-                let s = refs.names.get(&n).ok_or_else(|| {
-                    Error::ImageNotFound(format!("{n:?} (no such name; see `shp ls`)"))
-                })?;
+                let s = refs
+                    .names
+                    .get(&n)
+                    .ok_or_else(|| Error::ImageNotFound(format!("{n:?} (no such name; see `shp ls`)")))?;
                 s.parse()
             }
         }
@@ -253,9 +242,7 @@ impl Home {
     pub fn pull(&self, id: &str, dest: &ImageRef, progress: &dyn Fn(Progress)) -> Result<Cid> {
         let root = ImageRoot::load(&self.store, &self.resolve(id)?)?;
         match dest {
-            ImageRef::Oci { path, reference } => {
-                export_oci(&self.store, &root, path, reference.as_deref(), progress)?
-            }
+            ImageRef::Oci { path, reference } => export_oci(&self.store, &root, path, reference.as_deref(), progress)?,
             ImageRef::DockerArchive { path, reference } => {
                 let tag = match reference {
                     Some(ArchiveRef::Tag(t)) => Some(t.as_str()),
@@ -285,13 +272,7 @@ impl Home {
         for (name, root) in entries {
             let cid: Cid = root.parse()?;
             let img = ImageRoot::load(&self.store, &cid)?;
-            let s = |k: &str| {
-                img.desc
-                    .get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
+            let s = |k: &str| img.desc.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
             out.push(ListEntry {
                 name,
                 root,
@@ -350,17 +331,8 @@ impl Home {
                 });
             }
         }
-        let layers = manifests
-            .iter()
-            .flat_map(|m| m.layers.clone())
-            .collect::<Vec<_>>();
-        let s = |k: &str| {
-            root.desc
-                .get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
+        let layers = manifests.iter().flat_map(|m| m.layers.clone()).collect::<Vec<_>>();
+        let s = |k: &str| root.desc.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
         Ok(Inspect {
             root: cid.to_string(),
             names,
@@ -449,18 +421,12 @@ impl Home {
                 Err(e) => rep.problems.push(format!("ref {label}: {e}")),
                 Ok(c) if rebuild => {
                     let nodes: Vec<BlobNode> = match ImageRoot::load(&self.store, &c) {
-                        Ok(img) => img
-                            .blobs(&self.store)?
-                            .into_iter()
-                            .map(|b| b.node)
-                            .collect(),
+                        Ok(img) => img.blobs(&self.store)?.into_iter().map(|b| b.node).collect(),
                         Err(_) => vec![BlobNode::load(&self.store, &c)?],
                     };
                     for n in nodes {
                         rep.blobs_rebuilt += 1;
-                        if let Err(e) =
-                            std::io::copy(&mut n.open(&self.store), &mut std::io::sink())
-                        {
+                        if let Err(e) = std::io::copy(&mut n.open(&self.store), &mut std::io::sink()) {
                             rep.problems.push(format!(
                                 "ref {label}: blob {}: {}",
                                 n.digest_str(),
@@ -527,10 +493,7 @@ impl Home {
     pub fn car_import(&self, path: &Path) -> Result<(Vec<Cid>, u64)> {
         let f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
         let mut batch = self.store.batch()?;
-        let (roots, n) = car::import(
-            &mut *batch,
-            &mut std::io::BufReader::with_capacity(1 << 20, f),
-        )?;
+        let (roots, n) = car::import(&mut *batch, &mut std::io::BufReader::with_capacity(1 << 20, f))?;
         batch.commit()?;
         self.refs.update(|r| {
             r.pins.extend(roots.iter().map(|c| c.to_string()));
@@ -550,36 +513,28 @@ impl Home {
 
     /// Stores one blob on its own under its digest (what a content store does). A layer is
     /// decomposed like any pushed layer. `expected` digest is checked; nothing changes on error.
-    pub fn put_blob(
-        &self,
-        r: &mut dyn Read,
-        expected: Option<&str>,
-        layer: bool,
-    ) -> Result<ImportedBlob> {
+    pub fn put_blob(&self, r: &mut dyn Read, expected: Option<&str>, layer: bool) -> Result<ImportedBlob> {
         let expected = expected.map(crate::cid::parse_digest).transpose()?;
         // Blobs arrive as a stream: spool them so the opaque fallback can read twice.
         let spool_dir = self.dir.join("store").join("tmp");
         let mut spool = tempfile_in(&spool_dir)?;
         let size = std::io::copy(r, &mut spool.1)?;
         let path = spool.0.clone();
-        let open = || -> Result<Box<dyn Read>> {
-            Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
-                &path,
-            )?)))
-        };
+        let open = || -> Result<Box<dyn Read>> { Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))) };
         let res = (|| {
             let mut batch = self.store.batch()?;
-            let mut w = DagWriter::new(&mut *batch);
-            let kind = if layer {
-                BlobKind::Layer
-            } else {
-                BlobKind::Other
+            let kind = if layer { BlobKind::Layer } else { BlobKind::Other };
+            let imported = {
+                let mut w = DagWriter::new(&mut *batch);
+                import_blob(
+                    &mut w,
+                    kind,
+                    &open,
+                    expected.as_ref().map(|d| (d, size)),
+                    &[],
+                    &self.options,
+                )?
             };
-            let imported = match expected.as_ref() {
-                Some(d) => import_blob(&mut w, kind, &open, Some((d, size)), &[], &self.options)?,
-                None => import_blob(&mut w, kind, &open, None, &[], &self.options)?,
-            };
-            drop(w);
             batch.commit()?;
             let (d, c) = (format_digest(&imported.digest), imported.cid.to_string());
             self.refs.update(|r| {
@@ -611,9 +566,8 @@ impl Home {
 
     /// Removes a name or a pin (the blocks go at the next gc).
     pub fn remove(&self, id: &str) -> Result<bool> {
-        self.refs.update(|r| {
-            Ok(r.names.remove(id).is_some() | r.pins.remove(id) | r.blobs.remove(id).is_some())
-        })
+        self.refs
+            .update(|r| Ok(r.names.remove(id).is_some() | r.pins.remove(id) | r.blobs.remove(id).is_some()))
     }
 
     #[doc(hidden)]

@@ -70,10 +70,7 @@ fn read_manifest(src: &dyn BlobSource, d: &Descriptor, referrer: &str) -> Result
     if d.size > MAX_MANIFEST {
         return Err(Error::InvalidManifest {
             what: d.digest_str.clone(),
-            reason: format!(
-                "{} bytes, over the {MAX_MANIFEST}-byte manifest limit",
-                d.size
-            ),
+            reason: format!("{} bytes, over the {MAX_MANIFEST}-byte manifest limit", d.size),
         });
     }
     let (r, _) = src.open(d)?.ok_or_else(|| Error::MissingBlob {
@@ -136,10 +133,7 @@ fn plan(
             children,
         });
     } else {
-        out.push(Plan::Blob {
-            desc: d.clone(),
-            layer,
-        });
+        out.push(Plan::Blob { desc: d.clone(), layer });
     }
     Ok(())
 }
@@ -193,21 +187,13 @@ pub fn import_image(
     for item in &items {
         let before = w.stats;
         let (desc, imported) = match item {
-            Plan::Json {
-                desc,
-                bytes,
-                children,
-            } => {
+            Plan::Json { desc, bytes, children } => {
                 progress(Progress::Blob {
                     digest: desc.digest_str.clone(),
                     size: desc.size,
                 });
-                let kids: Vec<Cid> = children
-                    .iter()
-                    .filter_map(|d| cids.get(d).copied())
-                    .collect();
-                let open =
-                    || -> Result<Box<dyn Read>> { Ok(Box::new(Cursor::new(bytes.as_slice()))) };
+                let kids: Vec<Cid> = children.iter().filter_map(|d| cids.get(d).copied()).collect();
+                let open = || -> Result<Box<dyn Read>> { Ok(Box::new(Cursor::new(bytes.as_slice()))) };
                 (
                     desc,
                     import_blob(
@@ -232,21 +218,10 @@ pub fn import_image(
                     })?;
                     Ok(Box::new(Counting { inner: r, progress }))
                 };
-                let kind = if *layer {
-                    BlobKind::Layer
-                } else {
-                    BlobKind::Other
-                };
+                let kind = if *layer { BlobKind::Layer } else { BlobKind::Other };
                 (
                     desc,
-                    import_blob(
-                        &mut w,
-                        kind,
-                        &open,
-                        Some((&desc.digest, desc.size)),
-                        &[],
-                        opts,
-                    )?,
+                    import_blob(&mut w, kind, &open, Some((&desc.digest, desc.size)), &[], opts)?,
                 )
             }
         };
@@ -260,10 +235,7 @@ pub fn import_image(
         });
     }
     let mut desc_json = top.json.clone();
-    if let Some(ann) = desc_json
-        .get_mut("annotations")
-        .and_then(Json::as_object_mut)
-    {
+    if let Some(ann) = desc_json.get_mut("annotations").and_then(Json::as_object_mut) {
         ann.remove(crate::oci::REF_NAME);
         if ann.is_empty() {
             desc_json
@@ -382,10 +354,7 @@ fn walk(
     if depth > 10 {
         return Err(schema_err(&node.cid, "image nested deeper than 10"));
     }
-    let doc = if !node.children.is_empty()
-        || media_type.contains("manifest")
-        || media_type.contains("index")
-    {
+    let doc = if !node.children.is_empty() || media_type.contains("manifest") || media_type.contains("index") {
         let mut bytes = Vec::new();
         node.open(store)
             .read_to_end(&mut bytes)
@@ -456,8 +425,7 @@ impl OciLayout {
                 .find(|d| named(d).as_deref() == Some(r))
                 .cloned()
                 .ok_or_else(|| {
-                    let names: Vec<String> =
-                        doc.manifests.iter().filter_map(|d| named(&d)).collect();
+                    let names: Vec<String> = doc.manifests.iter().filter_map(|d| named(&d)).collect();
                     Error::ImageNotFound(format!(
                         "{r:?} in {} (it has: {})",
                         self.path.display(),
@@ -465,10 +433,9 @@ impl OciLayout {
                     ))
                 }),
             None if doc.manifests.len() == 1 => Ok(doc.manifests[0].clone()),
-            None if doc.manifests.is_empty() => Err(Error::ImageNotFound(format!(
-                "{} has no images",
-                self.path.display()
-            ))),
+            None if doc.manifests.is_empty() => {
+                Err(Error::ImageNotFound(format!("{} has no images", self.path.display())))
+            }
             None => Err(Error::InvalidReference {
                 reference: format!("oci:{}", self.path.display()),
                 reason: format!(
@@ -486,10 +453,7 @@ impl BlobSource for OciLayout {
         match std::fs::File::open(&p) {
             Ok(f) => {
                 let len = f.metadata()?.len();
-                Ok(Some((
-                    Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
-                    len,
-                )))
+                Ok(Some((Box::new(std::io::BufReader::with_capacity(256 * 1024, f)), len)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io_path(&p, e)),
@@ -561,10 +525,7 @@ pub fn export_oci(
         };
         write_verified(&p, &mut r)?;
     }
-    std::fs::write(
-        path.join("oci-layout"),
-        b"{\"imageLayoutVersion\":\"1.0.0\"}",
-    )?;
+    std::fs::write(path.join("oci-layout"), b"{\"imageLayoutVersion\":\"1.0.0\"}")?;
     let idx_path = path.join("index.json");
     let mut index: Json = match std::fs::read(&idx_path) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::InvalidManifest {
@@ -581,9 +542,7 @@ pub fn export_oci(
         let obj = desc
             .as_object_mut()
             .ok_or_else(|| schema_err(&root.cid, "desc is not an object"))?;
-        let ann = obj
-            .entry("annotations")
-            .or_insert_with(|| serde_json::json!({}));
+        let ann = obj.entry("annotations").or_insert_with(|| serde_json::json!({}));
         ann.as_object_mut()
             .ok_or_else(|| schema_err(&root.cid, "annotations is not an object"))?
             .insert(crate::oci::REF_NAME.into(), Json::String(r.into()));

@@ -36,20 +36,13 @@ impl Descriptor {
             what: what.to_string(),
             reason: r,
         };
-        let obj = v
-            .as_object()
-            .ok_or_else(|| bad("descriptor is not an object".into()))?;
-        let media_type = obj
-            .get("mediaType")
-            .and_then(Json::as_str)
-            .unwrap_or("")
-            .to_string();
+        let obj = v.as_object().ok_or_else(|| bad("descriptor is not an object".into()))?;
+        let media_type = obj.get("mediaType").and_then(Json::as_str).unwrap_or("").to_string();
         let digest_str = obj
             .get("digest")
             .and_then(Json::as_str)
             .ok_or_else(|| bad("descriptor has no digest".into()))?;
-        let digest =
-            parse_digest(digest_str).map_err(|e| bad(format!("descriptor digest: {e}")))?;
+        let digest = parse_digest(digest_str).map_err(|e| bad(format!("descriptor digest: {e}")))?;
         let size = obj
             .get("size")
             .and_then(Json::as_u64)
@@ -111,11 +104,8 @@ impl Document {
             what: what.to_string(),
             reason: r,
         };
-        let json: Json =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let obj = json
-            .as_object()
-            .ok_or_else(|| bad("not a JSON object".into()))?;
+        let json: Json = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let obj = json.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
         let schema = obj.get("schemaVersion").and_then(Json::as_u64);
         if schema == Some(1) {
             return Err(bad("docker schema1 manifests are not supported".into()));
@@ -123,20 +113,13 @@ impl Document {
         if schema != Some(2) {
             return Err(bad("schemaVersion is not 2".into()));
         }
-        let media_type = obj
-            .get("mediaType")
-            .and_then(Json::as_str)
-            .unwrap_or("")
-            .to_string();
+        let media_type = obj.get("mediaType").and_then(Json::as_str).unwrap_or("").to_string();
         let list = |key: &str| -> Result<Vec<Descriptor>> {
             match obj.get(key) {
                 None => Ok(Vec::new()),
                 Some(Json::Array(a)) => {
                     if a.len() > MAX_CHILDREN {
-                        return Err(bad(format!(
-                            "{key} has {} entries (limit {MAX_CHILDREN})",
-                            a.len()
-                        )));
+                        return Err(bad(format!("{key} has {} entries (limit {MAX_CHILDREN})", a.len())));
                     }
                     a.iter().map(|d| Descriptor::parse(d, what)).collect()
                 }
@@ -157,10 +140,7 @@ impl Document {
                 json,
             });
         }
-        let config = obj
-            .get("config")
-            .map(|c| Descriptor::parse(c, what))
-            .transpose()?;
+        let config = obj.get("config").map(|c| Descriptor::parse(c, what)).transpose()?;
         if config.is_none() {
             return Err(bad("manifest has neither config nor manifests".into()));
         }
@@ -214,10 +194,7 @@ mod tests {
         assert_eq!(d.children().len(), 2);
         assert!(d.children()[1].1);
         let bad = br#"{"schemaVersion":2,"config":{"digest":"sha256:zz","size":1}}"#;
-        assert!(Document::parse(bad, "m")
-            .unwrap_err()
-            .to_string()
-            .contains("digest"));
+        assert!(Document::parse(bad, "m").unwrap_err().to_string().contains("digest"));
         assert!(Document::parse(b"{\"schemaVersion\":1}", "m")
             .unwrap_err()
             .to_string()

@@ -8,10 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// `oci:PATH[:REF]`: an OCI image layout directory and an optional ref name.
-    Oci {
-        path: PathBuf,
-        reference: Option<String>,
-    },
+    Oci { path: PathBuf, reference: Option<String> },
     /// `docker-archive:PATH[:NAME:TAG|:@INDEX]`: a `docker save` tarball.
     DockerArchive {
         path: PathBuf,
@@ -69,10 +66,7 @@ impl std::str::FromStr for ImageRef {
                         r[1..].parse().map_err(|_| bad("@INDEX must be a number"))?,
                     )),
                     Some(r) => {
-                        if !r.contains(':')
-                            || r.ends_with(':')
-                            || r.chars().any(|c| c.is_whitespace())
-                        {
+                        if !r.contains(':') || r.ends_with(':') || r.chars().any(|c| c.is_whitespace()) {
                             return Err(bad("expected NAME:TAG after the path"));
                         }
                         Some(ArchiveRef::Tag(r.to_string()))
@@ -130,9 +124,7 @@ mod tests {
             }
         );
         assert_eq!(
-            "docker-archive:x.tar:foo/bar:v1"
-                .parse::<ImageRef>()
-                .unwrap(),
+            "docker-archive:x.tar:foo/bar:v1".parse::<ImageRef>().unwrap(),
             ImageRef::DockerArchive {
                 path: "x.tar".into(),
                 reference: Some(ArchiveRef::Tag("foo/bar:v1".into()))

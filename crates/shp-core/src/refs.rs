@@ -28,12 +28,7 @@ impl Refs {
     /// Every root the refs keep alive.
     pub fn roots(&self) -> Result<Vec<Cid>> {
         let mut out = Vec::new();
-        for s in self
-            .names
-            .values()
-            .chain(self.blobs.values())
-            .chain(self.pins.iter())
-        {
+        for s in self.names.values().chain(self.blobs.values()).chain(self.pins.iter()) {
             out.push(s.parse()?);
         }
         out.sort();
@@ -76,8 +71,7 @@ impl RefsFile {
 
     pub fn load(&self) -> Result<Refs> {
         match fs::read(&self.path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| Error::Store(format!("{}: {e}", self.path.display()))),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Store(format!("{}: {e}", self.path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Refs {
                 version: 1,
                 ..Default::default()
@@ -94,14 +88,11 @@ impl RefsFile {
             .write(true)
             .open(&self.lock_path)
             .map_err(|e| Error::io_path(&self.lock_path, e))?;
-        lock.lock()
-            .map_err(|e| Error::io_path(&self.lock_path, e))?;
+        lock.lock().map_err(|e| Error::io_path(&self.lock_path, e))?;
         let mut refs = self.load()?;
         let out = f(&mut refs)?;
         refs.version = 1;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp{}", std::process::id()));
+        let tmp = self.path.with_extension(format!("json.tmp{}", std::process::id()));
         {
             let mut file = File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?;
             file.write_all(&serde_json::to_vec_pretty(&refs).expect("refs serialize"))?;

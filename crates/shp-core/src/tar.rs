@@ -201,10 +201,7 @@ pub fn split(r: &mut dyn Read, blob: &str, sink: &mut dyn TarSink) -> Result<Tar
         let raw_size = parse_numeric(&h[124..136]).ok_or_else(|| {
             err(
                 at,
-                format!(
-                    "invalid size field {:?}",
-                    String::from_utf8_lossy(&h[124..136])
-                ),
+                format!("invalid size field {:?}", String::from_utf8_lossy(&h[124..136])),
             )
         })?;
         sink.meta(&h)?;
@@ -221,10 +218,7 @@ pub fn split(r: &mut dyn Read, blob: &str, sink: &mut dyn TarSink) -> Result<Tar
                 let mut data = vec![0u8; padded as usize];
                 let k = read_full(r, &mut data).map_err(|e| io_err(sum.bytes, e))?;
                 if k < padded as usize {
-                    return Err(err(
-                        sum.bytes + k as u64,
-                        "truncated extension header".into(),
-                    ));
+                    return Err(err(sum.bytes + k as u64, "truncated extension header".into()));
                 }
                 if typeflag == b'x' {
                     pending_size = pax_size(&data[..raw_size as usize]).map_err(|m| err(at, m))?;
@@ -255,8 +249,7 @@ pub fn split(r: &mut dyn Read, blob: &str, sink: &mut dyn TarSink) -> Result<Tar
             res?;
             if counted.n != size {
                 // The sink stopped early or the input ended: drain to tell which.
-                let rest = io::copy(&mut counted, &mut io::sink())
-                    .map_err(|e| io_err(start + counted.n, e))?;
+                let rest = io::copy(&mut counted, &mut io::sink()).map_err(|e| io_err(start + counted.n, e))?;
                 if counted.n != size {
                     return Err(err(
                         start + counted.n,
@@ -397,10 +390,7 @@ pub(crate) mod tests {
         let e = split(&mut &bad[..], "layer0", &mut Collect::default())
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("checksum mismatch") && e.contains("layer0"),
-            "{e}"
-        );
+        assert!(e.contains("checksum mismatch") && e.contains("layer0"), "{e}");
     }
 
     #[test]

@@ -107,14 +107,9 @@ impl DiskStore {
             .open(&lock_path)
             .map_err(|e| Error::io_path(&lock_path, e))?;
         match mode {
-            LockMode::Shared => lock
-                .lock_shared()
-                .map_err(|e| Error::io_path(&lock_path, e))?,
+            LockMode::Shared => lock.lock_shared().map_err(|e| Error::io_path(&lock_path, e))?,
             LockMode::Exclusive => lock.try_lock().map_err(|_| {
-                Error::Store(
-                    "the store is in use by another shp process; garbage collection needs it alone"
-                        .into(),
-                )
+                Error::Store("the store is in use by another shp process; garbage collection needs it alone".into())
             })?,
         }
         let store = DiskStore {
@@ -145,20 +140,13 @@ impl DiskStore {
         names.sort();
         let new: Vec<String> = {
             let st = self.state.read().unwrap();
-            names
-                .into_iter()
-                .filter(|n| !st.known.contains_key(n))
-                .collect()
+            names.into_iter().filter(|n| !st.known.contains_key(n)).collect()
         };
         for name in new {
             let entries = match self.read_idx(&name) {
                 Ok(e) => e,
                 // gc removed it between listing and reading
-                Err(Error::IoPath { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    continue
-                }
+                Err(Error::IoPath { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             let pack_path = dir.join(format!("{name}.pack"));
@@ -233,12 +221,10 @@ impl DiskStore {
         file.read_exact_at(&mut buf, loc.offset)?;
         let data = match loc.comp {
             COMP_RAW => buf,
-            COMP_ZSTD => {
-                zstd::bulk::decompress(&buf, loc.raw as usize).map_err(|e| Error::CorruptBlock {
-                    cid: cid.to_string(),
-                    reason: format!("zstd: {e}"),
-                })?
-            }
+            COMP_ZSTD => zstd::bulk::decompress(&buf, loc.raw as usize).map_err(|e| Error::CorruptBlock {
+                cid: cid.to_string(),
+                reason: format!("zstd: {e}"),
+            })?,
             c => {
                 return Err(Error::CorruptBlock {
                     cid: cid.to_string(),
@@ -283,9 +269,7 @@ impl Blockstore for DiskStore {
                 break;
             }
         }
-        Err(Error::BlockNotFound {
-            cid: cid.to_string(),
-        })
+        Err(Error::BlockNotFound { cid: cid.to_string() })
     }
 
     fn has(&self, cid: &Cid) -> Result<bool> {
@@ -298,9 +282,7 @@ impl Blockstore for DiskStore {
 
     fn size_of(&self, cid: &Cid) -> Result<u64> {
         if !self.has(cid)? {
-            return Err(Error::BlockNotFound {
-                cid: cid.to_string(),
-            });
+            return Err(Error::BlockNotFound { cid: cid.to_string() });
         }
         Ok(self
             .state
@@ -409,11 +391,7 @@ impl<'a> PackBatch<'a> {
 
     fn start(&mut self) -> Result<()> {
         self.name = unique_name();
-        self.pack_tmp = self
-            .store
-            .dir
-            .join("tmp")
-            .join(format!("{}.pack", self.name));
+        self.pack_tmp = self.store.dir.join("tmp").join(format!("{}.pack", self.name));
         let f = File::create(&self.pack_tmp).map_err(|e| Error::io_path(&self.pack_tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         w.write_all(PACK_MAGIC)?;

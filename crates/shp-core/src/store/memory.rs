@@ -21,9 +21,7 @@ impl MemoryStore {
 impl Blockstore for MemoryStore {
     fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
         let data = self.blocks.read().unwrap().get(cid).cloned();
-        let data = data.ok_or_else(|| Error::BlockNotFound {
-            cid: cid.to_string(),
-        })?;
+        let data = data.ok_or_else(|| Error::BlockNotFound { cid: cid.to_string() })?;
         if !cid.matches(&data) {
             return Err(Error::CorruptBlock {
                 cid: cid.to_string(),
@@ -57,13 +55,7 @@ impl Blockstore for MemoryStore {
         Ok(stats)
     }
     fn stored_bytes(&self) -> Result<u64> {
-        Ok(self
-            .blocks
-            .read()
-            .unwrap()
-            .values()
-            .map(|d| d.len() as u64)
-            .sum())
+        Ok(self.blocks.read().unwrap().values().map(|d| d.len() as u64).sum())
     }
 }
 
