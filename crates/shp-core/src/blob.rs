@@ -232,27 +232,23 @@ pub fn import_blob(
             diff_id = None;
         }
         BlobKind::Layer => {
-            let mut r = BufReader::with_capacity(256 * 1024, Hashing::new(open()?));
+            let mut r = BufReader::with_capacity(256 * 1024, open()?);
             let codec = sniff(r.fill_buf()?);
             let limit = opts.max_layer_bytes;
             if codec == Codec::None {
-                let mut dec = Decoded {
-                    inner: r,
-                    n: 0,
-                    limit,
-                    blob: &name,
-                    codec: "tar",
-                };
+                // The tar is the blob: its sha256 (computed by TarDag) is the digest.
+                let mut dec = Decoded { inner: r, n: 0, limit, blob: &name, codec: "tar" };
                 let mut sink = TarDag::new(w);
                 split(&mut dec, &name, &mut sink)?;
-                let (tar, _, sha) = sink.finish()?;
-                (digest, size) = dec.inner.into_inner().finish();
+                let (tar, tar_size, sha) = sink.finish()?;
+                (digest, size) = (sha, tar_size);
                 check_digest(&name, expected, &digest, size)?;
                 fields.push(("enc", Value::text("tar")));
                 fields.push(("tar", Value::Link(tar)));
                 storage = Storage::Uncompressed;
                 diff_id = Some(sha);
             } else {
+                let mut r = BufReader::with_capacity(256 * 1024, Hashing::new(r));
                 let cname = if codec == Codec::Gzip { "gzip" } else { "zstd" };
                 // Pass 1: decode and validate the whole stream (bounded), hashing what we read.
                 let mut dec = Decoded {

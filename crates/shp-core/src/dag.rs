@@ -62,7 +62,7 @@ impl<'b> DagWriter<'b> {
                 limit: MAX_BLOCK,
             });
         }
-        let new = self.batch.put(&cid, data)?;
+        let new = self.batch.put_own(&cid, data)?;
         self.stats.blocks += 1;
         self.stats.bytes += data.len() as u64;
         if new {

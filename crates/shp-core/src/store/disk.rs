@@ -300,7 +300,7 @@ impl Blockstore for DiskStore {
     }
 
     fn batch(&self) -> Result<Box<dyn Batch + '_>> {
-        Ok(Box::new(PackBatch::new(self, true)?))
+        Ok(Box::new(PackBatch::new(self)?))
     }
 
     fn retain(&self, keep: &dyn Fn(&Cid) -> bool) -> Result<SweepStats> {
@@ -330,12 +330,13 @@ impl Blockstore for DiskStore {
                     .unwrap_or(0);
             let mut new_size = 0;
             if !live.is_empty() {
-                let mut w = PackBatch::new(self, false)?;
+                let mut w = PackWriter::new(&self.dir, self.level)?;
                 for (cid, loc) in &live {
                     let data = self.read_block(cid, Loc { pack: id, ..*loc }, &file)?;
                     w.put(cid, &data)?;
                 }
-                new_size = w.commit_pack()?;
+                new_size = w.seal()?;
+                self.refresh()?;
             }
             // The live blocks are durable elsewhere now: drop the index first, then the pack.
             let idx = dir.join(format!("{name}.idx"));
@@ -359,39 +360,34 @@ impl Blockstore for DiskStore {
     }
 }
 
-/// Writes blocks into a fresh pack under `tmp/`, published on commit.
-struct PackBatch<'a> {
-    store: &'a DiskStore,
-    dedup: bool,
+/// Writes blocks into a fresh pack under `tmp/`; `seal` publishes it. Used synchronously by gc and
+/// on a worker thread by [`PackBatch`].
+struct PackWriter {
+    dir: PathBuf,
     name: String,
     pack_tmp: PathBuf,
     w: Option<BufWriter<File>>,
     offset: u64,
     entries: Vec<(Cid, Loc)>,
-    seen: HashSet<Cid>,
     comp: zstd::bulk::Compressor<'static>,
-    published: Vec<(String, Vec<(Cid, Loc)>)>,
 }
 
-impl<'a> PackBatch<'a> {
-    fn new(store: &'a DiskStore, dedup: bool) -> Result<Self> {
-        Ok(PackBatch {
-            store,
-            dedup,
+impl PackWriter {
+    fn new(dir: &Path, level: i32) -> Result<Self> {
+        Ok(PackWriter {
+            dir: dir.to_path_buf(),
             name: String::new(),
             pack_tmp: PathBuf::new(),
             w: None,
             offset: 0,
             entries: Vec::new(),
-            seen: HashSet::new(),
-            comp: zstd::bulk::Compressor::new(store.level)?,
-            published: Vec::new(),
+            comp: zstd::bulk::Compressor::new(level)?,
         })
     }
 
     fn start(&mut self) -> Result<()> {
         self.name = unique_name();
-        self.pack_tmp = self.store.dir.join("tmp").join(format!("{}.pack", self.name));
+        self.pack_tmp = self.dir.join("tmp").join(format!("{}.pack", self.name));
         let f = File::create(&self.pack_tmp).map_err(|e| Error::io_path(&self.pack_tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         w.write_all(PACK_MAGIC)?;
@@ -400,62 +396,7 @@ impl<'a> PackBatch<'a> {
         Ok(())
     }
 
-    /// Publishes the current pack (if any); returns the bytes it occupies.
-    fn seal(&mut self) -> Result<u64> {
-        let Some(w) = self.w.take() else { return Ok(0) };
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        drop(f);
-        let mut entries = std::mem::take(&mut self.entries);
-        entries.sort_by_key(|(c, _)| c.to_bytes());
-        let mut idx = Vec::with_capacity(16 + entries.len() * IDX_ENTRY + 32);
-        idx.extend_from_slice(IDX_MAGIC);
-        idx.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-        for (cid, loc) in &entries {
-            idx.extend_from_slice(&cid.to_bytes());
-            idx.extend_from_slice(&loc.offset.to_le_bytes());
-            idx.extend_from_slice(&loc.stored.to_le_bytes());
-            idx.extend_from_slice(&loc.raw.to_le_bytes());
-            idx.push(loc.comp);
-        }
-        let sum = Sha256::digest(&idx);
-        idx.extend_from_slice(&sum);
-        let tmp = self.store.dir.join("tmp");
-        let idx_tmp = tmp.join(format!("{}.idx", self.name));
-        {
-            let mut f = File::create(&idx_tmp).map_err(|e| Error::io_path(&idx_tmp, e))?;
-            f.write_all(&idx)?;
-            f.sync_all()?;
-        }
-        fsync_dir(&tmp)?;
-        let packs = self.store.packs_dir();
-        let pack_final = packs.join(format!("{}.pack", self.name));
-        fs::rename(&self.pack_tmp, &pack_final).map_err(|e| Error::io_path(&pack_final, e))?;
-        fsync_dir(&packs)?;
-        let idx_final = packs.join(format!("{}.idx", self.name));
-        fs::rename(&idx_tmp, &idx_final).map_err(|e| Error::io_path(&idx_final, e))?;
-        fsync_dir(&packs)?;
-        let size = self.offset + idx.len() as u64;
-        self.published.push((self.name.clone(), entries));
-        Ok(size)
-    }
-
-    fn commit_pack(&mut self) -> Result<u64> {
-        let n = self.seal()?;
-        self.store.refresh()?;
-        Ok(n)
-    }
-}
-
-impl Batch for PackBatch<'_> {
-    fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
-        check_block(cid, data)?;
-        if self.dedup && self.has(cid)? {
-            return Ok(false);
-        }
-        if !self.seen.insert(*cid) && !self.dedup {
-            return Ok(false);
-        }
+    fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
         if self.w.is_none() {
             self.start()?;
         }
@@ -485,6 +426,135 @@ impl Batch for PackBatch<'_> {
         if self.offset >= PACK_ROLL {
             self.seal()?;
         }
+        Ok(())
+    }
+
+    /// Publishes the current pack (if any); returns the bytes it occupies.
+    fn seal(&mut self) -> Result<u64> {
+        let Some(w) = self.w.take() else { return Ok(0) };
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by_key(|(c, _)| c.to_bytes());
+        let mut idx = Vec::with_capacity(16 + entries.len() * IDX_ENTRY + 32);
+        idx.extend_from_slice(IDX_MAGIC);
+        idx.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (cid, loc) in &entries {
+            idx.extend_from_slice(&cid.to_bytes());
+            idx.extend_from_slice(&loc.offset.to_le_bytes());
+            idx.extend_from_slice(&loc.stored.to_le_bytes());
+            idx.extend_from_slice(&loc.raw.to_le_bytes());
+            idx.push(loc.comp);
+        }
+        let sum = Sha256::digest(&idx);
+        idx.extend_from_slice(&sum);
+        let tmp = self.dir.join("tmp");
+        let idx_tmp = tmp.join(format!("{}.idx", self.name));
+        {
+            let mut f = File::create(&idx_tmp).map_err(|e| Error::io_path(&idx_tmp, e))?;
+            f.write_all(&idx)?;
+            f.sync_all()?;
+        }
+        fsync_dir(&tmp)?;
+        let packs = self.dir.join("packs");
+        let pack_final = packs.join(format!("{}.pack", self.name));
+        fs::rename(&self.pack_tmp, &pack_final).map_err(|e| Error::io_path(&pack_final, e))?;
+        fsync_dir(&packs)?;
+        let idx_final = packs.join(format!("{}.idx", self.name));
+        fs::rename(&idx_tmp, &idx_final).map_err(|e| Error::io_path(&idx_final, e))?;
+        fsync_dir(&packs)?;
+        Ok(self.offset + idx.len() as u64)
+    }
+
+    /// Removes an unpublished pack.
+    fn abort(&mut self) {
+        if self.w.take().is_some() {
+            let _ = fs::remove_file(&self.pack_tmp);
+        }
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+enum Msg {
+    Block(Cid, Vec<u8>),
+    Finish,
+}
+
+/// A batch: dedup and bookkeeping on the caller's thread, compression and writing on a worker
+/// thread, so importing uses both cores.
+struct PackBatch<'a> {
+    store: &'a DiskStore,
+    seen: HashSet<Cid>,
+    tx: Option<std::sync::mpsc::SyncSender<Msg>>,
+    worker: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl<'a> PackBatch<'a> {
+    fn new(store: &'a DiskStore) -> Result<Self> {
+        let mut writer = PackWriter::new(&store.dir, store.level)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
+        let worker = std::thread::Builder::new().name("shp-pack-writer".into()).spawn(move || {
+            loop {
+                match rx.recv() {
+                    Ok(Msg::Block(cid, data)) => {
+                        if let Err(e) = writer.put(&cid, &data) {
+                            writer.abort();
+                            return Err(e);
+                        }
+                    }
+                    Ok(Msg::Finish) => return writer.seal().map(|_| ()),
+                    // The batch was dropped: discard what was written.
+                    Err(_) => {
+                        writer.abort();
+                        return Ok(());
+                    }
+                }
+            }
+        })?;
+        Ok(PackBatch { store, seen: HashSet::new(), tx: Some(tx), worker: Some(worker) })
+    }
+
+    /// Waits for the worker and returns its outcome.
+    fn join(&mut self) -> Result<()> {
+        self.tx.take();
+        match self.worker.take() {
+            Some(h) => h.join().unwrap_or_else(|_| Err(Error::Store("pack writer thread panicked".into()))),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(msg).is_ok()).unwrap_or(false);
+        if !sent {
+            // The worker stopped: it failed; report why.
+            self.join()?;
+            return Err(Error::Store("pack writer stopped".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Batch for PackBatch<'_> {
+    fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
+        check_block(cid, data)?;
+        self.put_own(cid, data)
+    }
+
+    fn put_own(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
+        if data.len() > super::MAX_BLOCK {
+            return Err(Error::BlockTooLarge { cid: cid.to_string(), size: data.len(), limit: super::MAX_BLOCK });
+        }
+        if self.has(cid)? {
+            return Ok(false);
+        }
+        self.seen.insert(*cid);
+        self.send(Msg::Block(*cid, data.to_vec()))?;
         Ok(true)
     }
 
@@ -493,16 +563,15 @@ impl Batch for PackBatch<'_> {
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
-        self.seal()?;
+        self.send(Msg::Finish)?;
+        self.join()?;
         self.store.refresh()
     }
 }
 
 impl Drop for PackBatch<'_> {
     fn drop(&mut self) {
-        if self.w.take().is_some() {
-            let _ = fs::remove_file(&self.pack_tmp);
-        }
+        let _ = self.join();
     }
 }
 

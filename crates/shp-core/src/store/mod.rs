@@ -48,6 +48,11 @@ pub trait Blockstore: Send + Sync {
 pub trait Batch: Send {
     /// Adds a block; returns false when the store or this batch already has it.
     fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<bool>;
+    /// Adds a block whose CID the caller has just computed from these very bytes (skips the
+    /// re-hash; the size limit still applies). Everything else must use [`Batch::put`].
+    fn put_own(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
+        self.put(cid, data)
+    }
     /// Whether the store or this batch has the block.
     fn has(&self, cid: &Cid) -> Result<bool>;
     /// Makes every block of the batch durable and visible.
