@@ -237,7 +237,13 @@ pub fn import_blob(
             let limit = opts.max_layer_bytes;
             if codec == Codec::None {
                 // The tar is the blob: its sha256 (computed by TarDag) is the digest.
-                let mut dec = Decoded { inner: r, n: 0, limit, blob: &name, codec: "tar" };
+                let mut dec = Decoded {
+                    inner: r,
+                    n: 0,
+                    limit,
+                    blob: &name,
+                    codec: "tar",
+                };
                 let mut sink = TarDag::new(w);
                 split(&mut dec, &name, &mut sink)?;
                 let (tar, tar_size, sha) = sink.finish()?;
@@ -250,7 +256,13 @@ pub fn import_blob(
             } else {
                 let mut r = BufReader::with_capacity(256 * 1024, Hashing::new(r));
                 let cname = if codec == Codec::Gzip { "gzip" } else { "zstd" };
-                // Pass 1: decode and validate the whole stream (bounded), hashing what we read.
+                let recipe = if codec == Codec::Gzip {
+                    probe_recipe(open, limit)
+                } else {
+                    None
+                };
+                // Pass 1: decode the whole stream (bounded), hashing what we read; with a recipe
+                // candidate, write the tar DAG and re-encode in parallel to prove the recipe.
                 let mut dec = Decoded {
                     inner: decoder(codec, &mut r)?,
                     n: 0,
@@ -258,20 +270,60 @@ pub fn import_blob(
                     blob: &name,
                     codec: cname,
                 };
-                let mut sha = Hashing::new(&mut dec);
-                split(&mut sha, &name, &mut Validate)?;
-                let (tar_sha, _) = sha.finish();
+                let mut proven = None;
+                let tar_sha = match &recipe {
+                    None => {
+                        let mut sha = Hashing::new(&mut dec);
+                        split(&mut sha, &name, &mut Validate)?;
+                        sha.finish().0
+                    }
+                    Some(rc) => {
+                        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+                        let rc2 = rc.clone();
+                        let prover = std::thread::spawn(move || {
+                            let mut h = Hashing::new(rc2.encoder(ChannelReader {
+                                rx,
+                                buf: Vec::new(),
+                                pos: 0,
+                            }));
+                            io::copy(&mut h, &mut io::sink()).map(|_| h.finish())
+                        });
+                        let mut tee = Tee {
+                            inner: &mut dec,
+                            tx: Some(tx),
+                        };
+                        let mut sink = TarDag::new(w);
+                        let res = split(&mut tee, &name, &mut sink).and_then(|_| sink.finish());
+                        tee.tx.take();
+                        let reenc = prover
+                            .join()
+                            .map_err(|_| Error::Store("recipe prover panicked".into()))?;
+                        let (tar, _, sha) = res?;
+                        proven = Some((tar, reenc.ok()));
+                        sha
+                    }
+                };
                 drop(dec);
                 io::copy(&mut r, &mut io::sink())?;
                 (digest, size) = r.into_inner().finish();
                 check_digest(&name, expected, &digest, size)?;
-                // No recipe reproduces this stream yet: pass 2 keeps the compressed bytes.
-                let links = w.put_chunked(&mut *open()?, size)?;
-                fields.push(("enc", Value::text("raw")));
-                fields.push(("data", Value::links(&links)));
-                fields.push(("codec", Value::text(cname)));
-                storage = Storage::Opaque;
                 diff_id = Some(tar_sha);
+                match (recipe, proven) {
+                    (Some(rc), Some((tar, Some(reenc)))) if reenc == (digest, size) => {
+                        fields.push(("enc", Value::text("recipe")));
+                        fields.push(("tar", Value::Link(tar)));
+                        fields.push(("recipe", rc.to_value()));
+                        storage = Storage::Recipe(rc.profile());
+                    }
+                    _ => {
+                        // No recipe reproduces this stream: pass 2 keeps the compressed bytes.
+                        let links = w.put_chunked(&mut *open()?, size)?;
+                        fields.push(("enc", Value::text("raw")));
+                        fields.push(("data", Value::links(&links)));
+                        fields.push(("codec", Value::text(cname)));
+                        storage = Storage::Opaque;
+                    }
+                }
             }
         }
     }
@@ -290,6 +342,63 @@ pub fn import_blob(
         storage,
         diff_id,
     })
+}
+
+/// Probes the stream's start for a recipe candidate (cheap: the first MiB).
+fn probe_recipe(open: Opener, limit: u64) -> Option<crate::recipe::Recipe> {
+    let mut head = Vec::new();
+    open().ok()?.take(1 << 20).read_to_end(&mut head).ok()?;
+    let mut tar = Vec::new();
+    let mut d = flate2::bufread::GzDecoder::new(&head[..]);
+    let complete = match (&mut d).take((1 << 20).min(limit)).read_to_end(&mut tar) {
+        Ok(_) => tar.len() < 1 << 20 && head.len() < 1 << 20,
+        Err(_) => false,
+    };
+    crate::recipe::probe(&head, &tar, complete)
+}
+
+/// Copies what it reads into a channel (to the recipe prover).
+struct Tee<'a, R> {
+    inner: &'a mut R,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(tx) = &self.tx {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    self.tx = None; // the prover gave up; the proof will fail
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn short_to_mismatch(e: Error, name: &str) -> Error {
@@ -314,6 +423,7 @@ pub struct BlobNode {
     pub codec: Option<String>,
     pub data: Vec<Cid>,
     pub tar: Option<Cid>,
+    pub recipe: Option<crate::recipe::Recipe>,
     pub children: Vec<Cid>,
 }
 
@@ -339,7 +449,7 @@ impl BlobNode {
             .to_string();
         let (data, tar) = match enc.as_str() {
             "raw" => (links_of(cid, v.get("data"), "data")?, None),
-            "tar" => (
+            "tar" | "recipe" => (
                 Vec::new(),
                 Some(
                     v.get("tar")
@@ -359,6 +469,12 @@ impl BlobNode {
             None => Vec::new(),
         };
         let codec = v.get("codec").and_then(Value::as_str).map(str::to_string);
+        let recipe = match enc.as_str() {
+            "recipe" => Some(crate::recipe::Recipe::from_value(
+                v.get("recipe").ok_or_else(|| schema_err(cid, "recipe missing"))?,
+            )?),
+            _ => None,
+        };
         Ok(BlobNode {
             cid: *cid,
             digest,
@@ -367,6 +483,7 @@ impl BlobNode {
             codec,
             data,
             tar,
+            recipe,
             children,
         })
     }
@@ -379,6 +496,7 @@ impl BlobNode {
     pub fn storage(&self, is_layer: bool) -> Storage {
         match (self.enc.as_str(), &self.codec) {
             ("tar", _) => Storage::Uncompressed,
+            ("recipe", _) => Storage::Recipe(self.recipe.as_ref().map(|r| r.profile()).unwrap_or_default()),
             (_, Some(_)) => Storage::Opaque,
             _ if is_layer => Storage::Opaque,
             _ => Storage::Verbatim,
@@ -391,8 +509,12 @@ impl BlobNode {
             Some(t) => vec![*t],
             None => self.data.clone(),
         };
+        let inner: Box<dyn Read + 's> = match &self.recipe {
+            Some(r) => r.encoder(DagReader::new(store, &roots)),
+            None => Box::new(DagReader::new(store, &roots)),
+        };
         Box::new(Verified {
-            inner: DagReader::new(store, &roots),
+            inner,
             sha: Sha256::new(),
             n: 0,
             digest: self.digest,
@@ -403,6 +525,27 @@ impl BlobNode {
 
     /// The layer's uncompressed tar (decoding opaque compressed layers on the fly).
     pub fn open_tar<'s>(&self, store: &'s dyn Blockstore) -> Result<Box<dyn Read + 's>> {
+        if let (Some(tar), Some(_)) = (self.tar, &self.recipe) {
+            // The tar DAG is at hand: read it directly, verified against its own sha256.
+            let node = get_node(store, &tar)?;
+            let sha: [u8; 32] = node
+                .get("sha256")
+                .and_then(Value::as_bytes)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| schema_err(&tar, "sha256 is not 32 bytes"))?;
+            let size = node
+                .get("size")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| schema_err(&tar, "size missing"))?;
+            return Ok(Box::new(Verified {
+                inner: DagReader::new(store, &[tar]),
+                sha: Sha256::new(),
+                n: 0,
+                digest: sha,
+                size,
+                done: false,
+            }));
+        }
         let raw = self.open(store);
         Ok(match self.codec.as_deref() {
             Some("gzip") => decoder(Codec::Gzip, BufReader::new(raw))?,

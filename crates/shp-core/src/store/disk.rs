@@ -499,32 +499,41 @@ impl<'a> PackBatch<'a> {
     fn new(store: &'a DiskStore) -> Result<Self> {
         let mut writer = PackWriter::new(&store.dir, store.level)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
-        let worker = std::thread::Builder::new().name("shp-pack-writer".into()).spawn(move || {
-            loop {
-                match rx.recv() {
-                    Ok(Msg::Block(cid, data)) => {
-                        if let Err(e) = writer.put(&cid, &data) {
+        let worker = std::thread::Builder::new()
+            .name("shp-pack-writer".into())
+            .spawn(move || {
+                loop {
+                    match rx.recv() {
+                        Ok(Msg::Block(cid, data)) => {
+                            if let Err(e) = writer.put(&cid, &data) {
+                                writer.abort();
+                                return Err(e);
+                            }
+                        }
+                        Ok(Msg::Finish) => return writer.seal().map(|_| ()),
+                        // The batch was dropped: discard what was written.
+                        Err(_) => {
                             writer.abort();
-                            return Err(e);
+                            return Ok(());
                         }
                     }
-                    Ok(Msg::Finish) => return writer.seal().map(|_| ()),
-                    // The batch was dropped: discard what was written.
-                    Err(_) => {
-                        writer.abort();
-                        return Ok(());
-                    }
                 }
-            }
-        })?;
-        Ok(PackBatch { store, seen: HashSet::new(), tx: Some(tx), worker: Some(worker) })
+            })?;
+        Ok(PackBatch {
+            store,
+            seen: HashSet::new(),
+            tx: Some(tx),
+            worker: Some(worker),
+        })
     }
 
     /// Waits for the worker and returns its outcome.
     fn join(&mut self) -> Result<()> {
         self.tx.take();
         match self.worker.take() {
-            Some(h) => h.join().unwrap_or_else(|_| Err(Error::Store("pack writer thread panicked".into()))),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Store("pack writer thread panicked".into()))),
             None => Ok(()),
         }
     }
@@ -548,7 +557,11 @@ impl Batch for PackBatch<'_> {
 
     fn put_own(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
         if data.len() > super::MAX_BLOCK {
-            return Err(Error::BlockTooLarge { cid: cid.to_string(), size: data.len(), limit: super::MAX_BLOCK });
+            return Err(Error::BlockTooLarge {
+                cid: cid.to_string(),
+                size: data.len(),
+                limit: super::MAX_BLOCK,
+            });
         }
         if self.has(cid)? {
             return Ok(false);
