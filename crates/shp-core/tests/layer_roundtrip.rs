@@ -61,7 +61,7 @@ fn header(name: &[u8], typeflag: u8, size: u64, linkname: &[u8], signed: bool) -
 }
 
 fn pad(out: &mut Vec<u8>, fill: u8) {
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(fill);
     }
 }
@@ -266,7 +266,6 @@ fn identical_files_share_chunks() {
     .unwrap();
     // Only structure and the small file are new: the 300 KB file's chunks are all shared.
     assert!(w.stats.new_bytes < 4000, "new bytes {}", w.stats.new_bytes);
-    drop(w);
     batch.commit().unwrap();
     assert!(store.cids().unwrap().len() - before <= 5);
 }
@@ -321,7 +320,6 @@ fn bad_layers_are_refused_and_leave_nothing() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("sha256:0000"), "{e}");
-    drop(w);
     drop(batch);
     assert!(store.cids().unwrap().is_empty());
 }
