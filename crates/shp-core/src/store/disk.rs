@@ -31,6 +31,8 @@ const REC_HEAD: usize = CID_LEN + 1 + 4 + 4;
 const IDX_ENTRY: usize = CID_LEN + 8 + 4 + 4 + 1;
 /// A batch starts a new pack file past this size.
 const PACK_ROLL: u64 = 1 << 30;
+/// gc merges packs smaller than this.
+const SMALL_PACK: u64 = 64 << 20;
 const COMP_RAW: u8 = 0;
 const COMP_ZSTD: u8 = 1;
 
@@ -316,36 +318,43 @@ impl Blockstore for DiskStore {
                 .collect()
         };
         let dir = self.packs_dir();
-        for (id, name, file) in packs {
-            let entries: Vec<(Cid, Loc)> = self.read_idx(&name)?;
+        let size_of = |name: &str| -> u64 {
+            ["pack", "idx"]
+                .iter()
+                .map(|ext| fs::metadata(dir.join(format!("{name}.{ext}"))).map_or(0, |m| m.len()))
+                .sum()
+        };
+        // Rewrite packs holding garbage, and merge small packs (every import adds one; merging
+        // keeps the number of open files and index loads bounded).
+        let small: Vec<bool> = packs.iter().map(|(_, n, _)| size_of(n) < SMALL_PACK).collect();
+        let merge_small = small.iter().filter(|s| **s).count() >= 2;
+        let mut w = PackWriter::new(&self.dir, self.level)?;
+        let mut rewritten = Vec::new();
+        let mut old_bytes = 0;
+        for ((id, name, file), small) in packs.iter().zip(small) {
+            let entries: Vec<(Cid, Loc)> = self.read_idx(name)?;
             let live: Vec<&(Cid, Loc)> = entries.iter().filter(|(c, _)| keep(c)).collect();
-            if live.len() == entries.len() {
+            if live.len() == entries.len() && !(small && merge_small) {
                 continue;
             }
-            let old_size = fs::metadata(dir.join(format!("{name}.pack")))
-                .map(|m| m.len())
-                .unwrap_or(0)
-                + fs::metadata(dir.join(format!("{name}.idx")))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-            let mut new_size = 0;
-            if !live.is_empty() {
-                let mut w = PackWriter::new(&self.dir, self.level)?;
-                for (cid, loc) in &live {
-                    let data = self.read_block(cid, Loc { pack: id, ..*loc }, &file)?;
-                    w.put(cid, &data)?;
-                }
-                new_size = w.seal()?;
-                self.refresh()?;
+            for (cid, loc) in &live {
+                let data = self.read_block(cid, Loc { pack: *id, ..*loc }, file)?;
+                w.put(cid, &data)?;
             }
-            // The live blocks are durable elsewhere now: drop the index first, then the pack.
+            stats.blocks_removed += (entries.len() - live.len()) as u64;
+            old_bytes += size_of(name);
+            rewritten.push(name.clone());
+        }
+        let new_bytes = w.seal()?;
+        drop(w);
+        // The live blocks are durable in the new pack now: drop each old index, then its pack.
+        for name in &rewritten {
             let idx = dir.join(format!("{name}.idx"));
             fs::remove_file(&idx).map_err(|e| Error::io_path(&idx, e))?;
             let _ = fs::remove_file(dir.join(format!("{name}.pack")));
-            fsync_dir(&dir)?;
-            stats.blocks_removed += (entries.len() - live.len()) as u64;
-            stats.bytes_freed += old_size.saturating_sub(new_size);
         }
+        fsync_dir(&dir)?;
+        stats.bytes_freed += old_bytes.saturating_sub(new_bytes);
         self.reload()?;
         Ok(stats)
     }
@@ -572,7 +581,9 @@ impl Batch for PackBatch<'_> {
     }
 
     fn has(&self, cid: &Cid) -> Result<bool> {
-        Ok(self.seen.contains(cid) || self.store.has(cid)?)
+        // The index as loaded when the batch began (plus what it wrote): no directory scan per
+        // block. A block another process adds meanwhile may be stored twice; gc merges it away.
+        Ok(self.seen.contains(cid) || self.store.state.read().unwrap().index.contains_key(cid))
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
