@@ -1,0 +1,212 @@
+//! The store handle, and the calls that need no stream: stat, list, whole-image import/export.
+
+use crate::boundary::{self, borrow, out_handle, path, utf8};
+use crate::status::{shp_status, Failure};
+use crate::SHP_CID_BUF_LEN;
+use shp_core::image::{ImageRoot, Progress};
+use shp_core::reference::ImageRef;
+use shp_core::{Cid, Home};
+use std::collections::BTreeSet;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::Arc;
+
+/// An open store (an shp home directory).
+///
+/// Thread safety: one handle may be used from any number of threads at once. Readers and writers
+/// opened from it keep the store alive, so the handle may be freed while they are still in use.
+pub struct shp_store {
+    pub(crate) home: Arc<Home>,
+}
+
+// The handle is shared between threads: the engine's home must allow it.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Home>();
+};
+
+/// Opens the store in the directory `home`, creating the directory and an empty store if absent.
+///
+/// - `home`: a NUL-terminated path (any bytes the OS accepts); borrowed for the call.
+/// - `out`: receives a new handle on success and NULL on failure. The caller owns the handle and
+///   releases it with `shp_store_free`.
+///
+/// Returns `SHP_OK`, `SHP_INVALID_ARGUMENT` (NULL or empty argument), `SHP_IO` or `SHP_STORE`.
+///
+/// # Safety
+/// `home` is NULL or a NUL-terminated string; `out` is NULL or points to writable storage for a
+/// pointer.
+#[no_mangle]
+pub unsafe extern "C" fn shp_store_open(home: *const c_char, out: *mut *mut shp_store) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let (out, dir) = unsafe { (out_handle(out, "out")?, path(home, "home")?) };
+        let home = Home::init(dir)?;
+        *out = Box::into_raw(Box::new(shp_store { home: Arc::new(home) }));
+        Ok(())
+    })
+}
+
+/// Releases a store handle. NULL is fine. Readers and writers opened from it stay usable.
+///
+/// # Safety
+/// `store` is NULL or a handle from `shp_store_open` not yet freed; no other thread uses this
+/// handle during or after the call.
+#[no_mangle]
+pub unsafe extern "C" fn shp_store_free(store: *mut shp_store) {
+    boundary::void(|| {
+        if !store.is_null() {
+            // SAFETY: a live handle from Box::into_raw, freed once, as the caller promises.
+            drop(unsafe { Box::from_raw(store) });
+        }
+    })
+}
+
+/// The size in bytes of the blob with this digest (`sha256:<64 lowercase hex>`), stored by a
+/// writer or as part of any image in the store.
+///
+/// - `digest`: borrowed for the call.
+/// - `size_out`: receives the size on success; untouched on failure.
+///
+/// Returns `SHP_OK`, `SHP_NOT_FOUND`, `SHP_INVALID_ARGUMENT` (NULL, malformed digest), `SHP_IO`,
+/// `SHP_CORRUPT`.
+///
+/// # Safety
+/// `store` is NULL or a live handle; `digest` is NULL or a NUL-terminated string; `size_out` is
+/// NULL or points to a writable `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn shp_blob_stat(store: *mut shp_store, digest: *const c_char, size_out: *mut u64) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let (store, digest) = unsafe { (borrow(store, "store")?, utf8(digest, "digest")?) };
+        // SAFETY: as above.
+        let size_out = unsafe { size_out.as_mut() }.ok_or_else(|| Failure::invalid("size_out is NULL"))?;
+        *size_out = store.home.blob(digest)?.size;
+        Ok(())
+    })
+}
+
+/// Called by `shp_blob_list` once per digest. `digest` (`sha256:<hex>`, NUL-terminated) is
+/// borrowed: valid only during the call; copy it to keep it. `ctx` is the caller's pointer,
+/// passed through untouched. Return 0 to go on, anything else to stop. The callback may call
+/// other `shp_*` functions (no lock is held), and must not unwind (C++ exceptions, longjmp).
+pub type shp_digest_callback = Option<unsafe extern "C" fn(digest: *const c_char, ctx: *mut c_void) -> c_int>;
+
+/// Calls `callback` once for each blob digest in the store, in ascending order: blobs stored by a
+/// writer and the blobs (manifests, configs, layers) of every named or pinned image. The list is
+/// a snapshot taken before the first call; blobs added meanwhile may be missed.
+///
+/// - `callback`: required; see `shp_digest_callback`.
+/// - `ctx`: passed to every call; shp never dereferences it.
+///
+/// Returns `SHP_OK` after the last digest, `SHP_ABORTED` if the callback returned non-zero,
+/// `SHP_INVALID_ARGUMENT`, `SHP_IO` or `SHP_CORRUPT`.
+///
+/// # Safety
+/// `store` is NULL or a live handle; `callback` follows the contract of `shp_digest_callback`.
+#[no_mangle]
+pub unsafe extern "C" fn shp_blob_list(
+    store: *mut shp_store,
+    callback: shp_digest_callback,
+    ctx: *mut c_void,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let store = unsafe { borrow(store, "store")? };
+        let callback = callback.ok_or_else(|| Failure::invalid("callback is NULL"))?;
+        for d in blob_digests(&store.home)? {
+            let c = CString::new(d).expect("digests are hex");
+            // SAFETY: the callback's contract: a valid function taking a borrowed string and ctx.
+            if unsafe { callback(c.as_ptr(), ctx) } != 0 {
+                return Err(Failure::new(
+                    shp_status::SHP_ABORTED,
+                    "the callback stopped the listing",
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Every digest `Home::blob` resolves: blob refs, then the blobs of every image a name or pin
+/// keeps. (A listing of this kind belongs in shp-core; this walks its public API meanwhile.)
+fn blob_digests(home: &Home) -> Result<BTreeSet<String>, Failure> {
+    let refs = home.refs()?;
+    let mut out: BTreeSet<String> = refs.blobs.keys().cloned().collect();
+    let mut roots = BTreeSet::new();
+    for s in refs.names.values().chain(refs.pins.iter()) {
+        roots.insert(s.parse::<Cid>()?);
+    }
+    for root in roots {
+        // Pins may hold DAGs that are not images (CAR imports): those hold no blobs by digest.
+        let Ok(img) = ImageRoot::load(home.store(), &root) else {
+            continue;
+        };
+        out.extend(img.blobs(home.store())?.iter().map(|b| b.node.digest_str()));
+    }
+    Ok(out)
+}
+
+fn no_progress(_: Progress) {}
+
+/// Imports a whole image, as `shp push` does, and names it by the source's reference when it has
+/// one (`oci:DIR:REF` → `REF`), else pins it.
+///
+/// - `source`: `"oci:DIR[:REF]"` or `"docker-archive:FILE[:NAME:TAG|:@INDEX]"`; borrowed.
+/// - `cid_out`: NULL, or a buffer of `cap` ≥ `SHP_CID_BUF_LEN` bytes that receives the image's
+///   root CID, NUL-terminated. Checked before anything is imported.
+///
+/// Returns `SHP_OK`, `SHP_INVALID_ARGUMENT` (bad reference), `SHP_BUFFER_TOO_SMALL`, `SHP_IO`,
+/// `SHP_INVALID_INPUT`, `SHP_DIGEST_MISMATCH` (a blob does not match its descriptor). Nothing is
+/// stored on failure.
+///
+/// # Safety
+/// `store` is NULL or a live handle; `source` is NULL or NUL-terminated; `cid_out` is NULL or
+/// points to `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shp_image_import(
+    store: *mut shp_store,
+    source: *const c_char,
+    cid_out: *mut c_char,
+    cap: usize,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let (store, source) = unsafe { (borrow(store, "store")?, utf8(source, "source")?) };
+        boundary::check_buf(cid_out, cap, SHP_CID_BUF_LEN, "cid_out")?;
+        let src: ImageRef = source.parse()?;
+        let report = store.home.push(&src, None, &no_progress)?;
+        // SAFETY: cid_out is NULL or holds cap bytes.
+        unsafe { boundary::write_str(cid_out, cap, &report.import.root.to_string(), "cid_out") }
+    })
+}
+
+/// Writes an image back out, bit-exact (the same blobs and digests it was imported with).
+///
+/// - `cid_or_name`: the image's root CID or a name it was given; borrowed.
+/// - `dest`: `"oci:DIR[:REF]"` (created or added to) or `"docker-archive:FILE[:NAME:TAG]"`;
+///   borrowed.
+///
+/// Returns `SHP_OK`, `SHP_NOT_FOUND`, `SHP_INVALID_ARGUMENT`, `SHP_IO`, `SHP_CORRUPT`.
+///
+/// # Safety
+/// `store` is NULL or a live handle; `cid_or_name` and `dest` are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn shp_image_export(
+    store: *mut shp_store,
+    cid_or_name: *const c_char,
+    dest: *const c_char,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let (store, id, dest) = unsafe {
+            (
+                borrow(store, "store")?,
+                utf8(cid_or_name, "cid_or_name")?,
+                utf8(dest, "dest")?,
+            )
+        };
+        let dest: ImageRef = dest.parse()?;
+        store.home.pull(id, &dest, &no_progress)?;
+        Ok(())
+    })
+}
