@@ -212,7 +212,11 @@ fn same_image_same_root_and_no_new_blocks_on_repush() {
             0,
             "{source}: second push added bytes: {again}"
         );
-        assert_eq!(num(&again, "blocks"), num(&first, "blocks"));
+        // Blobs the store already holds are not read again, so the second push touches fewer blocks.
+        assert!(
+            num(&again, "blocks") < num(&first, "blocks"),
+            "{source}: second push re-read blobs: {again}"
+        );
         assert_eq!(a.state(), before, "{source}: second push changed the store");
     }
 }

@@ -171,6 +171,7 @@ pub fn import_archive(
     path: &Path,
     reference: Option<&ArchiveRef>,
     opts: &ImportOptions,
+    known: crate::image::Known,
     progress: &dyn Fn(Progress),
 ) -> Result<(ImportReport, Vec<String>)> {
     let members = list_members(path)?;
@@ -333,7 +334,10 @@ pub fn import_archive(
         by_digest,
         manifest: (top.clone(), mbytes),
     };
-    Ok((import_image(batch, &src, &top, Some(archive), opts, progress)?, tags))
+    Ok((
+        import_image(batch, &src, &top, Some(archive), opts, known, progress)?,
+        tags,
+    ))
 }
 
 fn ustar_header(name: &str, typeflag: u8, size: u64, linkname: &str, mode: u32) -> Vec<u8> {

@@ -179,19 +179,30 @@ impl Home {
         if let Some(t) = tag {
             check_name(t)?;
         }
+        let index = self.refs.load()?.index;
+        let known = |d: &[u8; 32]| -> Option<BlobNode> {
+            let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
+            BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
+        };
         let mut batch = self.store.batch()?;
         let (import, default_name) = match src {
             ImageRef::Oci { path, reference } => {
                 let layout = OciLayout { path: path.clone() };
                 let top = layout.resolve(reference.as_deref())?;
                 (
-                    import_image(&mut *batch, &layout, &top, None, &self.options, progress)?,
+                    import_image(&mut *batch, &layout, &top, None, &self.options, &known, progress)?,
                     reference.clone(),
                 )
             }
             ImageRef::DockerArchive { path, reference } => {
-                let (rep, tags) =
-                    docker_archive::import_archive(&mut *batch, path, reference.as_ref(), &self.options, progress)?;
+                let (rep, tags) = docker_archive::import_archive(
+                    &mut *batch,
+                    path,
+                    reference.as_ref(),
+                    &self.options,
+                    &known,
+                    progress,
+                )?;
                 let name = match reference {
                     Some(ArchiveRef::Tag(t)) => Some(t.clone()),
                     _ => tags.into_iter().next(),
@@ -212,6 +223,9 @@ impl Home {
                 None => {
                     r.pins.insert(root.clone());
                 }
+            }
+            for b in &import.blobs {
+                r.index.insert(b.digest.clone(), b.cid.to_string());
             }
             Ok(())
         })?;
@@ -452,6 +466,10 @@ impl Home {
             })?;
         }
         let swept = self.store.retain(&|c| live.contains(c))?;
+        self.refs.update(|r| {
+            r.index.retain(|_, c| c.parse::<Cid>().is_ok_and(|c| live.contains(&c)));
+            Ok(())
+        })?;
         Ok(GcReport {
             live_blocks: live.len() as u64,
             blocks_removed: swept.blocks_removed,

@@ -4,7 +4,7 @@
 //! manifest/index), "desc": text (the top descriptor as JSON, without its ref-name annotation),
 //! "archive": optional docker-archive record (see `docker_archive`)}`.
 
-use crate::blob::{import_blob, BlobKind, BlobNode, ImportOptions, Storage};
+use crate::blob::{import_blob, BlobKind, BlobNode, ImportOptions, ImportedBlob, Storage};
 use crate::cbor::Value;
 use crate::cid::{format_digest, Cid};
 use crate::dag::{get_node, schema_err, DagWriter, WriteStats, SCHEMA_VERSION};
@@ -17,6 +17,14 @@ use std::io::{Cursor, Read};
 
 /// Version of the recipe-profile set this build knows; recorded in every image root.
 pub const PROFILE_SET: u64 = 1;
+
+/// Looks a digest up among blobs the store already holds (a cache; None when unknown).
+pub type Known<'a> = &'a dyn Fn(&[u8; 32]) -> Option<BlobNode>;
+
+/// Knows no blobs: every blob is read and imported.
+pub fn none_known(_: &[u8; 32]) -> Option<BlobNode> {
+    None
+}
 
 /// Where an import reads blobs from.
 pub trait BlobSource {
@@ -38,6 +46,7 @@ pub enum Progress {
 /// Per-blob outcome of an import.
 #[derive(Debug, Clone)]
 pub struct BlobReport {
+    pub cid: Cid,
     pub digest: String,
     pub size: u64,
     pub media_type: String,
@@ -159,6 +168,7 @@ pub fn import_image(
     top: &Descriptor,
     archive: Option<Value>,
     opts: &ImportOptions,
+    known: Known,
     progress: &dyn Fn(Progress),
 ) -> Result<ImportReport> {
     let mut items = Vec::new();
@@ -219,14 +229,46 @@ pub fn import_image(
                     Ok(Box::new(Counting { inner: r, progress }))
                 };
                 let kind = if *layer { BlobKind::Layer } else { BlobKind::Other };
-                (
-                    desc,
-                    import_blob(&mut w, kind, &open, Some((&desc.digest, desc.size)), &[], opts)?,
-                )
+                // A blob the store already holds is not read again: the source must still have
+                // it, with the size its descriptor states.
+                let have = known(&desc.digest).filter(|n| n.size == desc.size);
+                match have {
+                    Some(node) => {
+                        let (_, len) = src.open(desc)?.ok_or_else(|| Error::MissingBlob {
+                            digest: desc.digest_str.clone(),
+                            referrer: "its manifest".into(),
+                        })?;
+                        if len != desc.size {
+                            return Err(Error::DigestMismatch {
+                                expected: desc.digest_str.clone(),
+                                actual: "(not read: the store has this digest)".into(),
+                                size: len,
+                                expected_size: desc.size,
+                            });
+                        }
+                        progress(Progress::Bytes(desc.size));
+                        let storage = node.storage(*layer);
+                        (
+                            desc,
+                            ImportedBlob {
+                                cid: node.cid,
+                                digest: node.digest,
+                                size: node.size,
+                                storage,
+                                diff_id: None,
+                            },
+                        )
+                    }
+                    None => (
+                        desc,
+                        import_blob(&mut w, kind, &open, Some((&desc.digest, desc.size)), &[], opts)?,
+                    ),
+                }
             }
         };
         cids.insert(desc.digest, imported.cid);
         reports.push(BlobReport {
+            cid: imported.cid,
             digest: desc.digest_str.clone(),
             size: desc.size,
             media_type: desc.media_type.clone(),

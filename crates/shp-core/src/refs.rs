@@ -22,6 +22,10 @@ pub struct Refs {
     pub blobs: BTreeMap<String, String>,
     #[serde(default)]
     pub pins: BTreeSet<String>,
+    /// digest → blob node of every blob imported as part of an image. A cache that lets a push
+    /// skip blobs the store holds; not a root (gc prunes entries it collects).
+    #[serde(default)]
+    pub index: BTreeMap<String, String>,
 }
 
 impl Refs {
