@@ -43,7 +43,14 @@ fn cstr(b: &[u8]) -> String {
 /// Lists the members of a tar file (names from ustar prefix, GNU long names or PAX `path`).
 pub fn list_members(path: &Path) -> Result<Vec<Member>> {
     let f = File::open(path).map_err(|e| Error::io_path(path, e))?;
-    let len = f.metadata()?.len();
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::InvalidReference {
+            reference: format!("docker-archive:{}", path.display()),
+            reason: "not a regular file (archives are read by seeking; save a pipe to a file first)".into(),
+        });
+    }
+    let len = meta.len();
     let what = path.display().to_string();
     let bad = |offset: u64, reason: String| Error::Tar {
         blob: what.clone(),

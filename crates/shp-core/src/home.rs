@@ -21,7 +21,7 @@ use crate::refs::{check_name, Refs, RefsFile};
 use crate::store::{Blockstore, DiskStore, LockMode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// An open home.
@@ -535,9 +535,23 @@ impl Home {
         let expected = expected.map(crate::cid::parse_digest).transpose()?;
         // Blobs arrive as a stream: spool them so the opaque fallback can read twice.
         let spool_dir = self.dir.join("store").join("tmp");
-        let mut spool = tempfile_in(&spool_dir)?;
-        let size = std::io::copy(r, &mut spool.1)?;
+        let spool = tempfile_in(&spool_dir)?;
         let path = spool.0.clone();
+        let mut w = SpoolWriter {
+            file: std::io::BufWriter::new(spool.1),
+            sha: <sha2::Sha256 as sha2::Digest>::new(),
+        };
+        let copied = std::io::copy(r, &mut w).and_then(|n| w.file.flush().map(|_| n));
+        let size = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
+        };
+        // Without an expected digest the content's own is used, so the import streams either way.
+        let computed: [u8; 32] = sha2::Digest::finalize(w.sha).into();
+        let expected = Some(expected.unwrap_or(computed));
         let open = || -> Result<Box<dyn Read>> { Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))) };
         let res = (|| {
             let mut batch = self.store.batch()?;
@@ -594,6 +608,22 @@ impl Home {
     }
 }
 
+struct SpoolWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    sha: sha2::Sha256,
+}
+
+impl std::io::Write for SpoolWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(b)?;
+        sha2::Digest::update(&mut self.sha, &b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
     let p = dir.join(format!(
@@ -606,4 +636,44 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     ));
     let f = std::fs::File::create(&p).map_err(|e| Error::io_path(&p, e))?;
     Ok((p, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::init(dir.path()).unwrap();
+        let json = br#"{"architecture":"amd64","os":"linux"}"#.repeat(5000);
+        let b = home.put_blob(&mut &json[..], None, false).unwrap();
+        let digest = format_digest(&b.digest);
+        assert_eq!(
+            digest,
+            format_digest(&<sha2::Sha256 as sha2::Digest>::digest(&json).into())
+        );
+        let mut back = Vec::new();
+        home.blob(&digest)
+            .unwrap()
+            .open(home.store())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, json);
+        // A wrong expected digest changes nothing.
+        let blocks = home.store().cids().unwrap().len();
+        let wrong = format_digest(&[1u8; 32]);
+        let e = home.put_blob(&mut &b"other"[..], Some(&wrong), false).unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+        assert_eq!(home.store().cids().unwrap().len(), blocks);
+        assert!(home.blob(&wrong).is_err());
+        assert_eq!(std::fs::read_dir(dir.path().join("store/tmp")).unwrap().count(), 0);
+        // A layer is decomposed.
+        let mut tar = crate::tar::tests::header(b"f", b'0', 5, false).to_vec();
+        tar.extend_from_slice(b"hello");
+        tar.resize(2048, 0);
+        let l = home.put_blob(&mut &tar[..], None, true).unwrap();
+        assert_eq!(l.storage, crate::blob::Storage::Uncompressed);
+        assert_eq!(home.verify(true).unwrap().problems, Vec::<String>::new());
+    }
 }
