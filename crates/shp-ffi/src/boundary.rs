@@ -36,15 +36,14 @@ pub fn status(body: impl FnOnce() -> Result<(), Failure>) -> c_int {
     run(|s| s as c_int, || body().map(|()| shp_status::SHP_OK as c_int))
 }
 
-/// [`run`] for entry points that return nothing (the `*_free` functions).
+/// The boundary for entry points that return nothing (the `*_free` functions). Unlike [`run`]
+/// it leaves this thread's last error alone, so C can free a handle between a failed call and
+/// reading its message.
 pub fn void(body: impl FnOnce()) {
-    run(
-        |_| (),
-        || {
-            body();
-            Ok(())
-        },
-    )
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(body)) {
+        set_last_error(&format!("shp panicked (a bug; please report it): {}", panic_text(&*payload)));
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    }
 }
 
 fn panic_text(p: &(dyn Any + Send)) -> &str {

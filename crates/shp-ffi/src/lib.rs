@@ -14,6 +14,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// Declared in the order the header lists their functions (cbindgen keeps source order).
 pub mod boundary;
 pub mod reader;
 pub mod status;

@@ -119,8 +119,10 @@ pub(crate) fn clear_last_error() {
 
 /// The message of the last failed call made on this thread, or NULL if the last call succeeded.
 ///
-/// Ownership: the string belongs to shp and stays valid until the next `shp_*` call on this
-/// thread (any call but this one); copy it to keep it. Never free it.
+/// Ownership: the string belongs to shp and stays valid until the next call on this thread of a
+/// function that returns a status (the `*_free` functions, `shp_status_name` and this one leave
+/// it alone, so a handle may be freed before the message is read); copy it to keep it. Never
+/// free it.
 ///
 /// Threading: the message is per OS thread. A caller whose calls may move between threads (Go's
 /// goroutines) must read it on the thread that made the failed call: the Go package locks the
