@@ -108,6 +108,14 @@ fn head(major: u8, n: u64, out: &mut Vec<u8>) {
 }
 
 /// Canonical dag-cbor bytes of `v`.
+///
+/// ```
+/// use shp_core::cbor::{decode, encode, Value};
+/// let v = Value::map([("size", Value::UInt(3)), ("t", Value::text("tar"))]);
+/// let bytes = encode(&v);
+/// assert_eq!(bytes[0], 0xa2); // a map of two entries, keys sorted length-first ("t" < "size")
+/// assert_eq!(encode(&decode(&bytes).unwrap()), bytes);
+/// ```
 pub fn encode(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     encode_into(v, &mut out);

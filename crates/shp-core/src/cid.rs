@@ -25,6 +25,13 @@ pub struct Cid {
 
 impl Cid {
     /// The CID of `data` under `codec` ([`RAW`] or [`DAG_CBOR`]).
+    ///
+    /// ```
+    /// use shp_core::cid::{Cid, RAW};
+    /// let cid = Cid::hash(RAW, b"hello");
+    /// assert!(cid.to_string().starts_with("bafkrei"));
+    /// assert_eq!(cid.to_string().parse::<Cid>().unwrap(), cid);
+    /// ```
     pub fn hash(codec: u64, data: &[u8]) -> Cid {
         Cid::from_digest(codec, Sha256::digest(data).into())
     }
