@@ -41,7 +41,10 @@ pub fn status(body: impl FnOnce() -> Result<(), Failure>) -> c_int {
 /// reading its message.
 pub fn void(body: impl FnOnce()) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(body)) {
-        set_last_error(&format!("shp panicked (a bug; please report it): {}", panic_text(&*payload)));
+        set_last_error(&format!(
+            "shp panicked (a bug; please report it): {}",
+            panic_text(&*payload)
+        ));
         let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
     }
 }
