@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# fuzz-smoke.sh [SECONDS] [TARGET...] -- builds every fuzz target in fuzz/ and runs each for
+# SECONDS (default 20) from its seed corpus (fuzz/corpus/TARGET, read only; new inputs go to a
+# scratch directory), after replaying the inputs of past bugs (fuzz/artifacts-found/TARGET/).
+# Exits non-zero if any target crashes, fails a property, times out on one input or runs out of
+# memory; the input is kept under fuzz/artifacts/TARGET/.
+#
+# Works on a stable toolchain: the default sanitizer is `none` (libFuzzer's coverage-guided
+# search and the targets' own assertions, no AddressSanitizer -- shp-core has no unsafe code).
+# FUZZ_SANITIZER=address adds ASan: on stable that needs RUSTC_BOOTSTRAP=1, which this script
+# sets for it. Other knobs: FUZZ_TIMEOUT (seconds one input may take, default 20),
+# FUZZ_RSS_MB (default 2048), FUZZ_SKIP="t1 t2" (targets to leave out). Needs cargo-fuzz:
+# `cargo install cargo-fuzz --locked`.
+set -euo pipefail
+SECS=${1:-20}
+shift || true
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+FUZZ=$ROOT/fuzz
+SAN=${FUZZ_SANITIZER:-none}
+TIMEOUT=${FUZZ_TIMEOUT:-20}
+RSS=${FUZZ_RSS_MB:-2048}
+SKIP=" ${FUZZ_SKIP:-} "
+
+command -v cargo-fuzz >/dev/null || { echo "fuzz-smoke.sh: cargo-fuzz not found: cargo install cargo-fuzz --locked" >&2; exit 2; }
+if [ "$SAN" != none ] && ! rustc --version | grep -q nightly; then
+  export RUSTC_BOOTSTRAP=1   # -Zsanitizer on a stable compiler
+fi
+# ASan and plain builds differ in RUSTFLAGS: keep them apart so switching does not rebuild all.
+TARGET_DIR=$FUZZ/target/san-$SAN
+
+cd "$ROOT"
+mkdir -p "$FUZZ/target"
+echo "== building fuzz targets (sanitizer: $SAN)"
+cargo fuzz build --fuzz-dir "$FUZZ" -s "$SAN" --target-dir "$TARGET_DIR" >"$FUZZ/target/.smoke-build.log" 2>&1 \
+  || { tail -40 "$FUZZ/target/.smoke-build.log" >&2; echo "fuzz-smoke.sh: build failed" >&2; exit 1; }
+
+if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list --fuzz-dir "$FUZZ"); fi
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/shp-fuzz-smoke.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
+
+run_one() {
+  local t=$1
+  mkdir -p "$SCRATCH/$t" "$FUZZ/artifacts/$t"
+  cargo fuzz run --fuzz-dir "$FUZZ" -s "$SAN" --target-dir "$TARGET_DIR" "$t" "$SCRATCH/$t" "$FUZZ/corpus/$t" -- \
+    -max_total_time="$SECS" -timeout="$TIMEOUT" -rss_limit_mb="$RSS" -print_final_stats=1 \
+    -artifact_prefix="$FUZZ/artifacts/$t/" >"$SCRATCH/$t.log" 2>&1
+}
+
+failed=()
+for t in "${targets[@]}"; do
+  case $SKIP in *" $t "*) echo "== $t: skipped (FUZZ_SKIP)"; continue ;; esac
+  # Inputs that once showed a bug must keep passing: replay them first.
+  found=("$FUZZ/artifacts-found/$t"/*)
+  if [ -e "${found[0]}" ]; then
+    echo "== $t: replaying ${#found[@]} input(s) from fuzz/artifacts-found/$t"
+    if ! cargo fuzz run --fuzz-dir "$FUZZ" -s "$SAN" --target-dir "$TARGET_DIR" "$t" "${found[@]}" -- \
+      -timeout="$TIMEOUT" -rss_limit_mb="$RSS" >"$SCRATCH/$t.replay.log" 2>&1; then
+      failed+=("$t")
+      echo "   FAILED: $(grep -a -m1 -E 'panicked at|ERROR: libFuzzer' "$SCRATCH/$t.replay.log" || echo 'see log')"
+      echo "   (a known bug is still there: see fuzz/README.md, \"Bugs found\")"
+      continue
+    fi
+  fi
+  echo "== $t: ${SECS}s"
+  if run_one "$t"; then
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$SCRATCH/$t.log")
+    echo "   ok: ${runs:-?} runs, $(find "$SCRATCH/$t" -type f | wc -l) new inputs"
+  else
+    failed+=("$t")
+    echo "   FAILED: $(grep -a -m1 -E 'panicked at|ERROR: libFuzzer' "$SCRATCH/$t.log" || echo 'see log')"
+    grep -a -A3 'panicked at' "$SCRATCH/$t.log" | head -6 | sed 's/^/   /' || true
+    grep -a -E '^\s+(fuzz/)?artifacts/|Test unit written to' "$SCRATCH/$t.log" | head -2 | sed 's/^/   /' || true
+  fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz-smoke.sh: failing targets: ${failed[*]} (new inputs in fuzz/artifacts/; known ones in fuzz/artifacts-found/)" >&2
+  exit 1
+fi
+echo "fuzz-smoke.sh: all targets ran ${SECS}s without a failure"
