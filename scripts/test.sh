@@ -4,7 +4,8 @@
 #   1. scripts/ci-deps.sh: apt packages (skopeo, umoci, busybox-static, zstd, …) and npm tools
 #   2. formatting and lints
 #   3. cargo test for the whole workspace (unit, property, CLI integration over real images)
-#   4. npm-side self-test of the CAR verifier, and a short run of every fuzz target if cargo-fuzz works
+#   4. scripts/test-ffi.sh: include/shp.h freshness, the C example under ASan, go test -race
+#   5. npm-side self-test of the CAR verifier, and a short run of every fuzz target if cargo-fuzz works
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -22,6 +23,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test"
 cargo build --workspace --locked
 cargo test --workspace --locked
+
+say "FFI: header freshness, C example under ASan, Go bindings (go test -race)"
+bash scripts/test-ffi.sh
 
 say "CAR verifier self-test (npm @ipld/car)"
 (cd tests/interop/node && node --test selftest.mjs)
