@@ -1,0 +1,259 @@
+//! The C ABI driven from Rust: the paths the C and Go examples cannot reach easily (kind
+//! fallback, a corrupt store, status mapping, threads sharing one handle).
+
+use sha2::{Digest, Sha256};
+use shp_ffi::*;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::io::Write;
+use std::ptr::null_mut;
+
+fn digest(b: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(b))
+}
+
+fn last_error() -> String {
+    let p = shp_last_error_message();
+    assert!(!p.is_null(), "a failed call leaves a message");
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+struct Store(*mut shp_store);
+// The handle is documented thread-safe; this wrapper lets the tests share it.
+unsafe impl Send for Store {}
+unsafe impl Sync for Store {}
+
+impl Store {
+    fn open(dir: &std::path::Path) -> Store {
+        let c = CString::new(dir.to_str().unwrap()).unwrap();
+        let mut s = null_mut();
+        assert_eq!(unsafe { shp_store_open(c.as_ptr(), &mut s) }, 0);
+        Store(s)
+    }
+
+    fn put(&self, expected: Option<&str>, kind: shp_blob_kind, data: &[u8]) -> Result<String, (c_int, String)> {
+        let e = expected.map(|d| CString::new(d).unwrap());
+        let mut w = null_mut();
+        unsafe {
+            let rc = shp_blob_writer_new_kind(
+                self.0,
+                e.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+                kind as c_int,
+                &mut w,
+            );
+            if rc != 0 {
+                return Err((rc, last_error()));
+            }
+            for piece in data.chunks(7919) {
+                assert_eq!(shp_blob_writer_write(w, piece.as_ptr(), piece.len()), 0);
+            }
+            let mut out = [0 as c_char; SHP_DIGEST_BUF_LEN];
+            let rc = shp_blob_writer_commit(w, out.as_mut_ptr(), out.len());
+            shp_blob_writer_free(w);
+            if rc != 0 {
+                return Err((rc, last_error()));
+            }
+            Ok(CStr::from_ptr(out.as_ptr()).to_str().unwrap().to_string())
+        }
+    }
+
+    fn get(&self, d: &str) -> Result<Vec<u8>, (i64, String)> {
+        let c = CString::new(d).unwrap();
+        let mut r = null_mut();
+        unsafe {
+            let rc = shp_blob_reader_open(self.0, c.as_ptr(), &mut r);
+            if rc != 0 {
+                return Err((rc as i64, last_error()));
+            }
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            let res = loop {
+                match shp_blob_reader_read(r, buf.as_mut_ptr(), buf.len()) {
+                    0 => break Ok(out),
+                    n if n > 0 => out.extend_from_slice(&buf[..n as usize]),
+                    e => {
+                        let msg = last_error();
+                        // A failed reader keeps failing the same way.
+                        assert_eq!(shp_blob_reader_read(r, buf.as_mut_ptr(), buf.len()), e);
+                        break Err((e, msg));
+                    }
+                }
+            };
+            shp_blob_reader_free(r);
+            res
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        unsafe { shp_store_free(self.0) }
+    }
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn anything_that_looks_like_a_layer_but_is_not_is_kept_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path());
+    let not_tar = gzip(&pseudo_random(200_000, 7)); // gzip magic, no tar inside
+    let mut bad_gzip = vec![0x1f, 0x8b];
+    bad_gzip.extend(pseudo_random(50_000, 9)); // gzip magic, corrupt stream
+    for blob in [&not_tar, &bad_gzip] {
+        let d = digest(blob);
+        assert_eq!(s.put(Some(&d), shp_blob_kind::SHP_BLOB_AUTO, blob).unwrap(), d);
+        assert_eq!(&s.get(&d).unwrap(), blob);
+        // Forced to be a layer, it is refused as invalid input.
+        let (rc, msg) = s.put(Some(&d), shp_blob_kind::SHP_BLOB_LAYER, blob).unwrap_err();
+        assert_eq!(rc, shp_status::SHP_INVALID_INPUT as c_int, "{msg}");
+    }
+    // The wrong digest still wins over the fallback.
+    let (rc, _) = s
+        .put(Some(&digest(b"x")), shp_blob_kind::SHP_BLOB_AUTO, &not_tar)
+        .unwrap_err();
+    assert_eq!(rc, shp_status::SHP_DIGEST_MISMATCH as c_int);
+}
+
+/// A one-file ustar archive.
+fn tar(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"14536336200\0");
+    h[156] = b'0';
+    h[257..265].copy_from_slice(b"ustar\x0000");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+#[test]
+fn layers_are_decomposed_and_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path());
+    let file = pseudo_random(3 << 20, 11);
+    let plain = tar("data/big.bin", &file);
+    let gz = gzip(&plain);
+    for blob in [&plain, &gz] {
+        let d = digest(blob);
+        assert_eq!(s.put(None, shp_blob_kind::SHP_BLOB_AUTO, blob).unwrap(), d);
+        assert_eq!(&s.get(&d).unwrap(), blob);
+    }
+    // The second layer holds the same file: it cost only its own few blocks, so the store is
+    // far smaller than the two layers together.
+    let packs: u64 = std::fs::read_dir(dir.path().join("store/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        packs < (plain.len() + gz.len()) as u64 * 3 / 5,
+        "store holds {packs} bytes"
+    );
+}
+
+#[test]
+fn a_corrupt_store_is_reported_not_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path());
+    let blob = pseudo_random(1 << 20, 3);
+    let d = s.put(None, shp_blob_kind::SHP_BLOB_OTHER, &blob).unwrap();
+    drop(s);
+    // Flip bytes in the middle of every pack: blocks no longer hash to their CIDs.
+    for e in std::fs::read_dir(dir.path().join("store/packs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "pack") {
+            let mut b = std::fs::read(&p).unwrap();
+            let mid = b.len() / 2;
+            for x in &mut b[mid..mid + 64] {
+                *x ^= 0xff;
+            }
+            std::fs::write(&p, b).unwrap();
+        }
+    }
+    let s = Store::open(dir.path());
+    let (rc, msg) = s.get(&d).unwrap_err();
+    assert_eq!(rc, -(shp_status::SHP_CORRUPT as i64), "{msg}");
+    assert!(msg.contains("corrupt"), "{msg}");
+}
+
+#[test]
+fn one_handle_many_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path());
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..4 {
+                    let b = pseudo_random(10_000 + (t * 4 + i) as usize * 997, t * 100 + i + 1);
+                    let d = s.put(None, shp_blob_kind::SHP_BLOB_AUTO, &b).unwrap();
+                    assert_eq!(s.get(&d).unwrap(), b);
+                }
+            });
+        }
+    });
+    extern "C" fn count(_: *const c_char, ctx: *mut c_void) -> c_int {
+        unsafe { *(ctx as *mut usize) += 1 };
+        0
+    }
+    let mut n = 0usize;
+    assert_eq!(
+        unsafe { shp_blob_list(s.0, Some(count), &mut n as *mut usize as *mut c_void) },
+        0
+    );
+    assert_eq!(n, 32);
+}
+
+#[test]
+fn status_names_and_messages() {
+    for code in 0..=10 {
+        let name = unsafe { CStr::from_ptr(shp_status_name(code)) }.to_str().unwrap();
+        assert!(name.starts_with("SHP_") && name != "SHP_UNKNOWN", "{code}: {name}");
+    }
+    assert_eq!(
+        unsafe { CStr::from_ptr(shp_status_name(99)) }.to_str().unwrap(),
+        "SHP_UNKNOWN"
+    );
+    // Not a home and cannot be made one: a file stands where the directory should be.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let c = CString::new(file.join("home").to_str().unwrap()).unwrap();
+    let mut s = null_mut();
+    let rc = unsafe { shp_store_open(c.as_ptr(), &mut s) };
+    assert_eq!(rc, shp_status::SHP_IO as c_int);
+    assert!(s.is_null());
+    assert!(last_error().contains("file/home"), "{}", last_error());
+    // Messages are per thread.
+    std::thread::spawn(|| assert!(shp_last_error_message().is_null()))
+        .join()
+        .unwrap();
+    // A non-UTF-8 digest.
+    let s = Store::open(&dir.path().join("home"));
+    let bad = [0xffu8 as c_char, 0];
+    let mut size = 0u64;
+    assert_eq!(
+        unsafe { shp_blob_stat(s.0, bad.as_ptr(), &mut size) },
+        shp_status::SHP_INVALID_ARGUMENT as c_int
+    );
+}
