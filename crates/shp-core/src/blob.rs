@@ -584,6 +584,13 @@ impl<R: Read> Read for Verified<R> {
         }
         self.sha.update(&buf[..k]);
         self.n += k as u64;
+        if self.n > self.size {
+            // Stop at once: a DAG that stands for more than its node says is not read to the end.
+            return Err(io::Error::other(Error::RebuildMismatch {
+                digest: format_digest(&self.digest),
+                actual: format!("more than the recorded {} bytes", self.size),
+            }));
+        }
         Ok(k)
     }
 }

@@ -224,8 +224,10 @@ impl FromStr for Cid {
                 acc &= (1 << bits) - 1;
             }
         }
-        if acc != 0 {
-            return Err(Error::InvalidCid(format!("{s:?}: non-zero padding bits")));
+        if acc != 0 || bits >= 5 {
+            return Err(Error::InvalidCid(format!(
+                "{s:?}: not canonical base32 (extra characters or padding bits)"
+            )));
         }
         Cid::from_bytes(&out).map_err(|e| match e {
             Error::InvalidCid(m) => Error::InvalidCid(format!("{s:?}: {m}")),
@@ -284,6 +286,10 @@ mod tests {
         assert!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>().is_err());
         assert!("bafy!".parse::<Cid>().is_err());
         assert!("".parse::<Cid>().is_err());
+        // One character too many still decodes to the same bytes: refused, one text per CID.
+        assert!("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvykua"
+            .parse::<Cid>()
+            .is_err());
         assert!("zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA"
             .parse::<Cid>()
             .is_err());

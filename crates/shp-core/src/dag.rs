@@ -311,7 +311,16 @@ pub struct DagReader<'s> {
     queue: Vec<VecDeque<Item>>,
     buf: Vec<u8>,
     pos: usize,
+    fetches: u64,
+    produced: u64,
 }
+
+/// Block fetches allowed beyond one per [`BYTES_PER_FETCH`] bytes produced. A DAG shp writes
+/// produces far more than that per block (chunks are ≥ 16 KiB but for small files, and every tar
+/// entry brings a 512-byte header); a hostile DAG that shares subtrees to fan out over empty work
+/// is stopped here instead of running for ever.
+const FETCH_ALLOWANCE: u64 = 4096;
+const BYTES_PER_FETCH: u64 = 64;
 
 const MAX_DEPTH: u8 = 16;
 
@@ -324,6 +333,8 @@ impl<'s> DagReader<'s> {
             queue: vec![q],
             buf: Vec::new(),
             pos: 0,
+            fetches: 0,
+            produced: 0,
         }
     }
 
@@ -337,11 +348,27 @@ impl<'s> DagReader<'s> {
                 self.queue.pop();
                 continue;
             };
+            if let Item::Link(cid, _) = &item {
+                self.fetches += 1;
+                if self.fetches > FETCH_ALLOWANCE + self.produced / BYTES_PER_FETCH {
+                    return Err(schema_err(
+                        cid,
+                        "DAG fans out over far more blocks than the bytes it holds (refused)",
+                    ));
+                }
+            }
             match item {
-                Item::Bytes(b) => return Ok(Some(b)),
-                Item::Link(cid, depth) if cid.codec() == RAW => {
-                    let _ = depth;
-                    return Ok(Some(self.store.get(&cid)?));
+                Item::Bytes(b) => {
+                    self.produced += b.len() as u64;
+                    return Ok(Some(b));
+                }
+                Item::Link(cid, _) if cid.codec() == RAW => {
+                    let b = self.store.get(&cid)?;
+                    if b.is_empty() {
+                        return Err(schema_err(&cid, "empty raw leaf (shp never writes one)"));
+                    }
+                    self.produced += b.len() as u64;
+                    return Ok(Some(b));
                 }
                 Item::Link(cid, depth) => {
                     if depth > MAX_DEPTH {
@@ -359,7 +386,14 @@ impl<'s> DagReader<'s> {
 fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
     let mut out = VecDeque::new();
     if let Some(l) = node.get("l") {
-        for c in links_of(cid, Some(l), "l")? {
+        let links = links_of(cid, Some(l), "l")?;
+        if links.is_empty() || links.len() > FANOUT {
+            return Err(schema_err(
+                cid,
+                format!("link tree node with {} links (1 to {FANOUT})", links.len()),
+            ));
+        }
+        for c in links {
             out.push_back(Item::Link(c, depth));
         }
     } else if let (Some(e), Some(m)) = (node.get("e"), node.get("m")) {

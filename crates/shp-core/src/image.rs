@@ -397,6 +397,12 @@ fn walk(
         return Err(schema_err(&node.cid, "image nested deeper than 10"));
     }
     let doc = if !node.children.is_empty() || media_type.contains("manifest") || media_type.contains("index") {
+        if node.size > MAX_MANIFEST {
+            return Err(schema_err(
+                &node.cid,
+                format!("manifest of {} bytes, over the limit", node.size),
+            ));
+        }
         let mut bytes = Vec::new();
         node.open(store)
             .read_to_end(&mut bytes)
