@@ -30,8 +30,9 @@ bash scripts/test-ffi.sh
 say "CAR verifier self-test (npm @ipld/car)"
 (cd tests/interop/node && node --test selftest.mjs)
 
-if [ -x scripts/fuzz-smoke.sh ] && [ "${SHP_SKIP_FUZZ:-0}" != 1 ]; then
-  say "fuzz smoke"
+if [ "${SHP_SKIP_FUZZ:-0}" != 1 ]; then
+  say "fuzz smoke (every target, replaying past findings first)"
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
   bash scripts/fuzz-smoke.sh "${SHP_FUZZ_SECONDS:-10}"
 fi
 say "all tests passed"
