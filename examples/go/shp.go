@@ -144,7 +144,8 @@ func Open(home string) (*Store, error) {
 	return s, nil
 }
 
-// Close releases the store. Readers from GetBlob stay usable. Closing twice is fine.
+// Close releases the store, after the calls in progress return. Readers from GetBlob stay
+// usable; later calls fail with ErrClosed. Closing twice is fine.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -115,7 +115,8 @@ pub unsafe extern "C" fn shp_blob_list(
         let store = unsafe { borrow(store, "store")? };
         let callback = callback.ok_or_else(|| Failure::invalid("callback is NULL"))?;
         for d in blob_digests(&store.home)? {
-            let c = CString::new(d).expect("digests are hex");
+            let c = CString::new(d)
+                .map_err(|e| Failure::new(shp_status::SHP_CORRUPT, format!("refs hold a digest with a NUL: {e}")))?;
             // SAFETY: the callback's contract: a valid function taking a borrowed string and ctx.
             if unsafe { callback(c.as_ptr(), ctx) } != 0 {
                 return Err(Failure::new(
