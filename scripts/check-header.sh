@@ -7,12 +7,16 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CBINDGEN_VERSION=0.29.4   # also named in crates/shp-ffi/cbindgen.toml
 
-if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
-  echo "check-header: installing cbindgen $CBINDGEN_VERSION"
-  cargo install cbindgen --version "=$CBINDGEN_VERSION" --locked --quiet
+CBINDGEN=$(command -v cbindgen || true)
+if [ -z "$CBINDGEN" ] || [ "$("$CBINDGEN" --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+  CBINDGEN=${CARGO_HOME:-$HOME/.cargo}/bin/cbindgen
+  if [ "$("$CBINDGEN" --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+    echo "check-header: installing cbindgen $CBINDGEN_VERSION"
+    cargo install cbindgen --version "=$CBINDGEN_VERSION" --locked --quiet --force
+  fi
 fi
 
-gen() { cbindgen --quiet --config crates/shp-ffi/cbindgen.toml --crate shp-ffi --output "$1"; }
+gen() { "$CBINDGEN" --quiet --config crates/shp-ffi/cbindgen.toml --crate shp-ffi --output "$1"; }
 
 if [ "${1:-}" = --write ]; then
   gen include/shp.h
