@@ -625,16 +625,23 @@ impl std::io::Write for SpoolWriter {
 }
 
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Unique per process, thread and call; create_new so two writers can never share a spool.
     let p = dir.join(format!(
-        "spool-{}-{:x}",
+        "spool-{}-{nanos:x}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
+        SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let f = std::fs::File::create(&p).map_err(|e| Error::io_path(&p, e))?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .map_err(|e| Error::io_path(&p, e))?;
     Ok((p, f))
 }
 
