@@ -411,9 +411,9 @@ impl<W: Write> TarOut<W> {
         }
         Ok(())
     }
-    fn finish(mut self) -> Result<W> {
+    fn finish(mut self) -> Result<()> {
         self.w.write_all(&[0u8; 1024])?;
-        Ok(self.w)
+        Ok(())
     }
 }
 
@@ -431,16 +431,8 @@ pub fn export_archive(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.shp-tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("archive"),
-        std::process::id()
-    ));
-    let res = (|| -> Result<()> {
-        let f = File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?;
-        let mut out = TarOut {
-            w: std::io::BufWriter::with_capacity(1 << 20, f),
-        };
+    crate::publish::publish(path, |w| {
+        let mut out = TarOut { w };
         let verbatim = root.archive.as_ref().filter(|a| {
             let tags: Vec<&str> = a
                 .get("tags")
@@ -506,16 +498,9 @@ pub fn export_archive(
         } else {
             write_generated(store, &blobs, &mut out, tag, dir)?;
         }
-        let w = out.finish()?;
-        let f = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io_path(path, e))?;
+        out.finish()?;
         Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    })
 }
 
 fn write_generated<W: Write>(

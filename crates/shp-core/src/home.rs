@@ -480,31 +480,7 @@ impl Home {
     /// Writes the DAG under an image (or any CID) as a CARv1 file.
     pub fn car_export(&self, id: &str, path: &Path) -> Result<u64> {
         let cid = self.resolve(id)?;
-        let mut n = 0;
-        // Stream into a temp file and publish by rename.
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.shp-tmp{}",
-            path.file_name().and_then(|f| f.to_str()).unwrap_or("car"),
-            std::process::id()
-        ));
-        let res = (|| -> Result<()> {
-            let mut w = std::io::BufWriter::with_capacity(
-                1 << 20,
-                std::fs::File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?,
-            );
-            n = car::export(&self.store, &cid, &mut w)?;
-            let f = w.into_inner().map_err(|e| Error::Io(e.into_error()))?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path).map_err(|e| Error::io_path(path, e))
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res.map(|_| n)
+        crate::publish::publish(path, |w| car::export(&self.store, &cid, w))
     }
 
     /// Imports a CARv1 file; its roots are pinned. Nothing is stored unless all of it is valid.

@@ -512,28 +512,7 @@ impl BlobSource for OciLayout {
 /// Writes `r` to `path` through a temporary file, publishing it only if the reader (which
 /// verifies digests) ends cleanly.
 pub fn write_verified(path: &std::path::Path, r: &mut dyn Read) -> Result<u64> {
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.shp-tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
-        std::process::id()
-    ));
-    let res = (|| {
-        let mut f = std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(&tmp).map_err(|e| Error::io_path(&tmp, e))?,
-        );
-        let n = std::io::copy(r, &mut f).map_err(crate::dag::unwrap_io)?;
-        let f = f.into_inner().map_err(|e| Error::Io(e.into_error()))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io_path(path, e))?;
-        Ok(n)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    crate::publish::publish(path, |w| std::io::copy(r, w).map_err(crate::dag::unwrap_io))
 }
 
 /// Writes the image into an OCI layout at `path` (created if absent), naming it `reference`.

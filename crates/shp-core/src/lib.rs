@@ -19,6 +19,7 @@ pub mod gzip;
 pub mod home;
 pub mod image;
 pub mod oci;
+pub mod publish;
 pub mod recipe;
 pub mod reference;
 pub mod refs;
