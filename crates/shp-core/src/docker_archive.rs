@@ -347,40 +347,6 @@ pub fn import_archive(
     ))
 }
 
-fn ustar_header(name: &str, typeflag: u8, size: u64, linkname: &str, mode: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let put = |name: &[u8], typeflag: u8, size: u64, linkname: &[u8]| {
-        let mut h = [0u8; 512];
-        let n = name.len().min(100);
-        h[..n].copy_from_slice(&name[..n]);
-        h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = typeflag;
-        let l = linkname.len().min(100);
-        h[157..157 + l].copy_from_slice(&linkname[..l]);
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        h
-    };
-    for (long, flag, s) in [(linkname, b'K', linkname.len()), (name, b'L', name.len())] {
-        if s > 100 {
-            let mut d = long.as_bytes().to_vec();
-            d.push(0);
-            out.extend_from_slice(&put(b"././@LongLink", flag, d.len() as u64, b""));
-            out.extend_from_slice(&d);
-            out.resize(out.len().div_ceil(512) * 512, 0);
-        }
-    }
-    out.extend_from_slice(&put(name.as_bytes(), typeflag, size, linkname.as_bytes()));
-    out
-}
-
 struct TarOut<W: Write> {
     w: W,
 }
@@ -395,7 +361,14 @@ impl<W: Write> TarOut<W> {
         data: Option<&mut dyn Read>,
     ) -> Result<()> {
         let mode = if typeflag == b'5' { 0o755 } else { 0o644 };
-        self.w.write_all(&ustar_header(name, typeflag, size, linkname, mode))?;
+        self.w.write_all(
+            &crate::tar::HeaderBuilder {
+                linkname: linkname.as_bytes(),
+                mode,
+                ..crate::tar::HeaderBuilder::new(name.as_bytes(), typeflag, size)
+            }
+            .with_long_names(),
+        )?;
         if let Some(r) = data {
             let n = std::io::copy(&mut r.take(size), &mut self.w).map_err(crate::dag::unwrap_io)?;
             if n != size {

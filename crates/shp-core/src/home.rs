@@ -557,19 +557,105 @@ impl Home {
 
     /// A blob stored by digest (by `put_blob` or as part of any image).
     pub fn blob(&self, digest: &str) -> Result<BlobNode> {
-        crate::cid::parse_digest(digest)?;
-        let refs = self.refs.load()?;
-        if let Some(c) = refs.blobs.get(digest) {
-            return BlobNode::load(&self.store, &c.parse()?);
-        }
-        for r in self.image_roots(&refs)? {
-            for b in ImageRoot::load(&self.store, &r)?.blobs(&self.store)? {
-                if b.node.digest_str() == digest {
-                    return Ok(b.node);
+        let d = crate::cid::parse_digest(digest)?;
+        self.find_blob(&self.refs.load()?, &d)?
+            .ok_or_else(|| Error::ImageNotFound(format!("blob {digest}")))
+    }
+
+    /// Looks a blob up by digest: blobs stored on their own, then the digest index, then (for
+    /// homes written before the index existed) every image. A node is trusted only if it loads
+    /// and carries that digest.
+    fn find_blob(&self, refs: &Refs, d: &[u8; 32]) -> Result<Option<BlobNode>> {
+        let key = format_digest(d);
+        for c in [refs.blobs.get(&key), refs.index.get(&key)].into_iter().flatten() {
+            if let Ok(n) = BlobNode::load(&self.store, &c.parse()?) {
+                if &n.digest == d {
+                    return Ok(Some(n));
                 }
             }
         }
-        Err(Error::ImageNotFound(format!("blob {digest}")))
+        for r in self.image_roots(refs)? {
+            for b in ImageRoot::load(&self.store, &r)?.blobs(&self.store)? {
+                if &b.node.digest == d {
+                    return Ok(Some(b.node));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes an image of a manifest or index whose blobs the store already holds (put with
+    /// `put_blob`, or part of any image) and names it `name` (or pins it). This is how a registry
+    /// push or a containers/image destination ends: blobs first, then the manifest. The manifest
+    /// bytes are kept exactly as given; `media_type` is the type the client declared (else the
+    /// document's own `mediaType`). A blob the store lacks is `Error::MissingBlob` naming it.
+    /// Nothing changes on error.
+    pub fn commit_image(&self, manifest: &[u8], media_type: Option<&str>, name: Option<&str>) -> Result<PushReport> {
+        if let Some(n) = name {
+            check_name(n)?;
+        }
+        if manifest.len() as u64 > crate::oci::MAX_MANIFEST {
+            return Err(Error::InvalidManifest {
+                what: "the manifest".into(),
+                reason: format!("over the {}-byte manifest limit", crate::oci::MAX_MANIFEST),
+            });
+        }
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(manifest).into();
+        let digest_str = format_digest(&digest);
+        let doc = Document::parse(manifest, &digest_str)?;
+        let media_type = match media_type.filter(|m| !m.is_empty()) {
+            Some(m) => m.to_string(),
+            None if !doc.media_type.is_empty() => doc.media_type.clone(),
+            None => {
+                return Err(Error::InvalidManifest {
+                    what: digest_str,
+                    reason: "no media type: neither declared nor in the document".into(),
+                })
+            }
+        };
+        let top_json = serde_json::json!({"mediaType": media_type, "digest": digest_str, "size": manifest.len()});
+        let top = crate::oci::Descriptor::parse(&top_json, "the manifest")?;
+        if !(top.is_index() || top.is_manifest()) {
+            return Err(Error::InvalidManifest {
+                what: digest_str,
+                reason: format!("media type {media_type:?} is not a manifest or index"),
+            });
+        }
+        let refs = self.refs.load()?;
+        let src = StoredBlobs {
+            home: self,
+            refs: &refs,
+            top: (digest, manifest),
+        };
+        let known = |d: &[u8; 32]| -> Option<BlobNode> { self.find_blob(&refs, d).ok().flatten() };
+        let mut batch = self.store.batch()?;
+        let import = import_image(&mut *batch, &src, &top, None, &self.options, &known, &no_progress)?;
+        batch.commit()?;
+        let root = import.root.to_string();
+        self.refs.update(|r| {
+            match name {
+                Some(n) => {
+                    r.names.insert(n.to_string(), root.clone());
+                }
+                None => {
+                    r.pins.insert(root.clone());
+                }
+            }
+            for b in &import.blobs {
+                r.index.insert(b.digest.clone(), b.cid.to_string());
+            }
+            Ok(())
+        })?;
+        Ok(PushReport {
+            import,
+            name: name.map(str::to_string),
+        })
+    }
+
+    /// The digest of the manifest or index at the top of the image `id` names.
+    pub fn top_digest(&self, id: &str) -> Result<String> {
+        let root = ImageRoot::load(&self.store, &self.resolve(id)?)?;
+        Ok(BlobNode::load(&self.store, &root.top)?.digest_str())
     }
 
     /// Removes a name or a pin (the blocks go at the next gc).
@@ -581,6 +667,25 @@ impl Home {
     #[doc(hidden)]
     pub fn no_progress() -> &'static dyn Fn(Progress) {
         &no_progress
+    }
+}
+
+/// The store's own blobs as an import source (for `commit_image`), plus the new top manifest.
+struct StoredBlobs<'h> {
+    home: &'h Home,
+    refs: &'h Refs,
+    top: ([u8; 32], &'h [u8]),
+}
+
+impl crate::image::BlobSource for StoredBlobs<'_> {
+    fn open(&self, d: &crate::oci::Descriptor) -> Result<Option<(Box<dyn Read + '_>, u64)>> {
+        if d.digest == self.top.0 {
+            return Ok(Some((Box::new(self.top.1), self.top.1.len() as u64)));
+        }
+        Ok(self
+            .home
+            .find_blob(self.refs, &d.digest)?
+            .map(|n| (n.open(&self.home.store), n.size)))
     }
 }
 

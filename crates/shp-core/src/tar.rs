@@ -294,6 +294,86 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// Builds ustar header blocks: for the archives shp writes (docker-archive export) and for
+/// tests that need exact tars. Numeric fields are zero-padded octal with a NUL, as GNU tar and
+/// Docker write them; names and link targets over 100 bytes get GNU `././@LongLink` records.
+#[derive(Debug, Clone)]
+pub struct HeaderBuilder<'a> {
+    pub name: &'a [u8],
+    pub typeflag: u8,
+    pub size: u64,
+    pub linkname: &'a [u8],
+    pub mode: u32,
+    pub mtime: u64,
+    /// Sum the header bytes as signed chars (an old, still valid convention) instead of unsigned.
+    pub signed_checksum: bool,
+}
+
+impl<'a> HeaderBuilder<'a> {
+    /// A regular-file-style header: mode 0644, mtime 0, no link target.
+    pub fn new(name: &'a [u8], typeflag: u8, size: u64) -> HeaderBuilder<'a> {
+        HeaderBuilder {
+            name,
+            typeflag,
+            size,
+            linkname: b"",
+            mode: 0o644,
+            mtime: 0,
+            signed_checksum: false,
+        }
+    }
+
+    /// The one 512-byte header block (name and link target cut at 100 bytes).
+    pub fn block(&self) -> [u8; BLOCK] {
+        let mut h = [0u8; BLOCK];
+        let n = self.name.len().min(100);
+        h[..n].copy_from_slice(&self.name[..n]);
+        h[100..108].copy_from_slice(format!("{:07o}\0", self.mode & 0o7777777).as_bytes());
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", self.size & 0o77777777777).as_bytes());
+        h[136..148].copy_from_slice(format!("{:011o}\0", self.mtime & 0o77777777777).as_bytes());
+        h[156] = self.typeflag;
+        let l = self.linkname.len().min(100);
+        h[157..157 + l].copy_from_slice(&self.linkname[..l]);
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: i64 = if self.signed_checksum {
+            h.iter().map(|&b| b as i8 as i64).sum()
+        } else {
+            h.iter().map(|&b| b as i64).sum()
+        };
+        h[148..156].copy_from_slice(format!("{:06o}\0 ", sum as u64 & 0o777777).as_bytes());
+        h
+    }
+
+    /// The header block preceded by GNU long-link and long-name records where needed.
+    pub fn with_long_names(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (flag, long) in [(b'K', self.linkname), (b'L', self.name)] {
+            if long.len() > 100 {
+                let mut d = long.to_vec();
+                d.push(0);
+                let rec = HeaderBuilder {
+                    name: b"././@LongLink",
+                    typeflag: flag,
+                    size: d.len() as u64,
+                    linkname: b"",
+                    mode: self.mode,
+                    mtime: 0,
+                    signed_checksum: self.signed_checksum,
+                };
+                out.extend_from_slice(&rec.block());
+                out.extend_from_slice(&d);
+                out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+            }
+        }
+        out.extend_from_slice(&self.block());
+        out
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -322,22 +402,12 @@ pub(crate) mod tests {
     }
 
     pub fn header(name: &[u8], typeflag: u8, size: u64, signed: bool) -> [u8; 512] {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name);
-        h[100..107].copy_from_slice(b"0000644");
-        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-        h[136..147].copy_from_slice(b"14000000000");
-        h[156] = typeflag;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: i64 = if signed {
-            h.iter().map(|&b| b as i8 as i64).sum()
-        } else {
-            h.iter().map(|&b| b as i64).sum()
-        };
-        h[148..155].copy_from_slice(format!("{:06o}\0", sum as u64 & 0o777777).as_bytes());
-        h
+        HeaderBuilder {
+            signed_checksum: signed,
+            mtime: 0o14000000000,
+            ..HeaderBuilder::new(name, typeflag, size)
+        }
+        .block()
     }
 
     #[test]

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use shp_core::blob::{import_blob, BlobKind, BlobNode, ImportOptions, Storage};
 use shp_core::dag::DagWriter;
 use shp_core::store::{Blockstore, MemoryStore};
+use shp_core::tar::HeaderBuilder;
 use std::io::{Read, Write};
 
 #[derive(Debug, Clone)]
@@ -39,25 +40,13 @@ enum Ent {
 }
 
 fn header(name: &[u8], typeflag: u8, size: u64, linkname: &[u8], signed: bool) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    let n = name.len().min(100);
-    h[..n].copy_from_slice(&name[..n]);
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"14712345670\0");
-    h[156] = typeflag;
-    let l = linkname.len().min(100);
-    h[157..157 + l].copy_from_slice(&linkname[..l]);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: i64 = if signed {
-        h.iter().map(|&b| b as i8 as i64).sum()
-    } else {
-        h.iter().map(|&b| b as i64).sum()
-    };
-    h[148..156].copy_from_slice(format!("{:06o}\0 ", sum as u64 & 0o777777).as_bytes());
-    h
+    HeaderBuilder {
+        linkname,
+        mtime: 0o14712345670,
+        signed_checksum: signed,
+        ..HeaderBuilder::new(name, typeflag, size)
+    }
+    .block()
 }
 
 fn pad(out: &mut Vec<u8>, fill: u8) {
