@@ -1,0 +1,12 @@
+//! The shp station: serves a home as an OCI Distribution registry (`/v2/`) and an IPFS trustless
+//! gateway (`/ipfs/`) on one port, and pulls DAGs from other stations and gateways over
+//! pluggable transports.
+//!
+//! Modules (one job each; data flows from the HTTP edge into `shp_core::Home` and back):
+//! - `server`    — `shp start`: config, listener, routing, logging, graceful shutdown.
+//! - `registry`  — the OCI Distribution Spec 1.1 endpoints.
+//! - `auth`      — push (and optionally pull) authentication.
+//! - `gateway`   — the trustless gateway (`/ipfs/<cid>`, raw blocks and CARs).
+//! - `transport` — the `Transport` trait, its HTTP implementation, and the multi-peer fetcher.
+//! - `remote`    — a client for remote registries (`docker://HOST/REPO:TAG`).
+#![forbid(unsafe_code)]
