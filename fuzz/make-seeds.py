@@ -125,11 +125,40 @@ def tiny_layout(d):
     return man
 
 
+def gzip_seeds(out):
+    """Seeds for gzip_members and recipe: members with optional header fields, a tail, records."""
+    import gzip, zlib
+    plain = gzip.compress(b"hello tar " * 50, compresslevel=6, mtime=0)
+    named = b"\x1f\x8b\x08\x08\x00\x00\x00\x00\x00\x03layer.tar\x00" + zlib.compress(b"abc", 9)[2:-4] + \
+        (zlib.crc32(b"abc")).to_bytes(4, "little") + (3).to_bytes(4, "little")
+    write(out, "gzip_members", "python-6.gz", plain)
+    write(out, "gzip_members", "named.gz", named)
+    write(out, "gzip_members", "two-members-and-tail.gz", plain + named + b"\0" * 16)
+    write(out, "gzip_members", "truncated.gz", plain[:len(plain) // 2])
+
+    def text(t):
+        b = t.encode()
+        return bytes([0x60 + len(b)]) + b if len(b) < 24 else bytes([0x78, len(b)]) + b
+
+    def bstr(b):
+        return bytes([0x40 + len(b)]) + b if len(b) < 24 else bytes([0x58, len(b)]) + b
+
+    header = plain[:10]
+    # canonical dag-cbor maps: keys sorted by length, then bytewise
+    write(out, "recipe", "single.cbor", b"\xa2" + text("header") + bstr(header) + text("profile") + text("zlib-1.2/6"))
+    member = b"\xa2" + text("size") + b"\x19\x01\xf4" + text("header") + bstr(header)
+    write(out, "recipe", "members.cbor", b"\xa3" + text("tail") + bstr(b"\0\0") + text("members") + b"\x82" + member + member
+          + text("profile") + text("zlib-1.2/9"))
+    write(out, "recipe", "unknown-profile.cbor", b"\xa2" + text("header") + bstr(header) + text("profile") + text("nope/1"))
+
+
 def main():
     shp = os.path.abspath(sys.argv[1])
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
     tmp = tempfile.mkdtemp(prefix="shp-seeds.")
     try:
+        gzip_seeds(out)
+
         # --- tar_split ------------------------------------------------------------------
         for name, fmt, long_names in [("python-ustar.tar", tarfile.USTAR_FORMAT, False),
                                       ("python-gnu.tar", tarfile.GNU_FORMAT, True),

@@ -11,9 +11,12 @@ use crate::cbor::Value;
 use crate::cid::{format_digest, Cid};
 use crate::dag::{get_node, links_of, schema_err, unwrap_io, DagReader, DagWriter, TarDag};
 use crate::error::{Error, Result};
+use crate::gzip::{Boundary, MemberDecoder};
+use crate::recipe::{Feed, Member, Profile, Recipe};
 use crate::store::Blockstore;
 use crate::tar::{split, TarSink, TarSummary};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Read};
 
 /// How a blob is kept, as `shp inspect` reports it.
@@ -168,9 +171,13 @@ fn sniff(head: &[u8]) -> Codec {
     }
 }
 
-fn decoder<'a, R: BufRead + 'a>(codec: Codec, r: R) -> Result<Box<dyn Read + 'a>> {
+fn decoder<'a, R: BufRead + 'a>(
+    codec: Codec,
+    r: R,
+    events: Option<&'a RefCell<Vec<Boundary>>>,
+) -> Result<Box<dyn Read + 'a>> {
     Ok(match codec {
-        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Codec::Gzip => Box::new(MemberDecoder::new(r, events)),
         Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
         Codec::None => Box::new(r),
     })
@@ -256,44 +263,51 @@ pub fn import_blob(
             } else {
                 let mut r = BufReader::with_capacity(256 * 1024, Hashing::new(r));
                 let cname = if codec == Codec::Gzip { "gzip" } else { "zstd" };
-                let recipe = if codec == Codec::Gzip {
-                    probe_recipe(open, limit)
-                } else {
-                    None
-                };
+                let profile = probe_recipe(codec, open, limit);
                 // Pass 1: decode the whole stream (bounded), hashing what we read; with a recipe
                 // candidate, write the tar DAG and re-encode in parallel to prove the recipe.
+                let events = RefCell::new(Vec::new());
                 let mut dec = Decoded {
-                    inner: decoder(codec, &mut r)?,
+                    inner: decoder(codec, &mut r, Some(&events))?,
                     n: 0,
                     limit,
                     blob: &name,
                     codec: cname,
                 };
                 let mut proven = None;
-                let tar_sha = match &recipe {
+                let mut framing = Framing::default();
+                let tar_sha = match &profile {
                     None => {
-                        let mut sha = Hashing::new(&mut dec);
+                        let mut tee = Tee {
+                            inner: &mut dec,
+                            tx: None,
+                            events: &events,
+                            framing: &mut framing,
+                        };
+                        let mut sha = Hashing::new(&mut tee);
                         split(&mut sha, &name, &mut Validate)?;
                         sha.finish().0
                     }
-                    Some(rc) => {
-                        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
-                        let rc2 = rc.clone();
+                    Some(p) => {
+                        let (tx, rx) = std::sync::mpsc::sync_channel::<Feed>(32);
+                        let p2 = p.clone();
                         let prover = std::thread::spawn(move || {
-                            let mut h = Hashing::new(rc2.encoder(ChannelReader {
-                                rx,
-                                buf: Vec::new(),
-                                pos: 0,
-                            }));
+                            let mut h = Hashing::new(crate::recipe::proving_encoder(&p2, rx));
                             io::copy(&mut h, &mut io::sink()).map(|_| h.finish())
                         });
                         let mut tee = Tee {
                             inner: &mut dec,
                             tx: Some(tx),
+                            events: &events,
+                            framing: &mut framing,
                         };
                         let mut sink = TarDag::new(w);
                         let res = split(&mut tee, &name, &mut sink).and_then(|_| sink.finish());
+                        // The decoder reports the tail once it has read to the end.
+                        let res = res.and_then(|r| {
+                            io::copy(&mut tee, &mut io::sink())?;
+                            Ok(r)
+                        });
                         tee.tx.take();
                         let reenc = prover
                             .join()
@@ -303,11 +317,15 @@ pub fn import_blob(
                         sha
                     }
                 };
+                // Whatever the tar left unread (end-of-archive padding, trailing bytes) is
+                // decoded and checked too.
+                io::copy(&mut dec, &mut io::sink())?;
                 drop(dec);
                 io::copy(&mut r, &mut io::sink())?;
                 (digest, size) = r.into_inner().finish();
                 check_digest(&name, expected, &digest, size)?;
                 diff_id = Some(tar_sha);
+                let recipe = profile.and_then(|p| framing.recipe(p));
                 match (recipe, proven) {
                     (Some(rc), Some((tar, Some(reenc)))) if reenc == (digest, size) => {
                         fields.push(("enc", Value::text("recipe")));
@@ -344,59 +362,132 @@ pub fn import_blob(
     })
 }
 
-/// Probes the stream's start for a recipe candidate (cheap: the first MiB).
-fn probe_recipe(open: Opener, limit: u64) -> Option<crate::recipe::Recipe> {
+/// How much of a compressed blob the probe reads, and how much it decodes at most.
+const PROBE_HEAD: u64 = 4 << 20;
+const PROBE_DATA: u64 = 16 << 20;
+
+/// Probes the stream's start for a recipe candidate (cheap: the first MiBs).
+fn probe_recipe(codec: Codec, open: Opener, limit: u64) -> Option<Profile> {
     let mut head = Vec::new();
-    open().ok()?.take(1 << 20).read_to_end(&mut head).ok()?;
-    let mut tar = Vec::new();
-    let mut d = flate2::bufread::GzDecoder::new(&head[..]);
-    let complete = match (&mut d).take((1 << 20).min(limit)).read_to_end(&mut tar) {
-        Ok(_) => tar.len() < 1 << 20 && head.len() < 1 << 20,
-        Err(_) => false,
-    };
-    crate::recipe::probe(&head, &tar, complete)
-}
-
-/// Copies what it reads into a channel (to the recipe prover).
-struct Tee<'a, R> {
-    inner: &'a mut R,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            if let Some(tx) = &self.tx {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    self.tx = None; // the prover gave up; the proof will fail
+    open().ok()?.take(PROBE_HEAD).read_to_end(&mut head).ok()?;
+    match codec {
+        Codec::Gzip => {
+            let h = crate::gzip::parse_header(&head).ok()?;
+            let stream = &head[h.bytes.len()..];
+            let mut z = flate2::Decompress::new(false);
+            let cap = PROBE_DATA.min(limit) as usize;
+            let mut data = Vec::with_capacity(cap.min(4 << 20));
+            let mut complete = false;
+            while data.len() < cap {
+                data.reserve((cap - data.len()).min(1 << 20));
+                let before = (z.total_in(), z.total_out());
+                let used = z.total_in() as usize;
+                match z.decompress_vec(&stream[used..], &mut data, flate2::FlushDecompress::None) {
+                    Ok(flate2::Status::StreamEnd) => {
+                        complete = true;
+                        break;
+                    }
+                    Ok(_) if (z.total_in(), z.total_out()) == before => break,
+                    Ok(_) => {}
+                    Err(_) => return None,
                 }
             }
+            let used = z.total_in() as usize;
+            crate::recipe::probe_deflate(&stream[..if complete { used } else { stream.len() }], &data, complete)
         }
-        Ok(n)
+        _ => None,
     }
 }
 
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
+/// A compressed stream's framing, as the decoder reported it.
+#[derive(Default)]
+struct Framing {
+    members: Vec<(Vec<u8>, u64)>,
+    tail: Vec<u8>,
+    tail_len: u64,
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.buf = b;
-                    self.pos = 0;
+impl Framing {
+    fn record(&mut self, b: &Boundary) {
+        match b {
+            Boundary::Member(h) => self.members.push((h.clone(), 0)),
+            Boundary::End(n) => {
+                if let Some(m) = self.members.last_mut() {
+                    m.1 = *n;
                 }
-                Err(_) => return Ok(0),
+            }
+            Boundary::Tail(t, n) => {
+                self.tail = t.clone();
+                self.tail_len = *n;
             }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
+    }
+
+    /// The recipe for `profile` over this framing, if a recipe can hold it.
+    fn recipe(self, profile: Profile) -> Option<Recipe> {
+        if !profile.is_deflate() {
+            return self.members.is_empty().then_some(Recipe {
+                profile,
+                members: Vec::new(),
+                tail: Vec::new(),
+            });
+        }
+        if self.members.is_empty()
+            || self.members.len() > crate::recipe::MAX_MEMBERS
+            || self.tail_len > crate::recipe::MAX_TAIL as u64
+        {
+            return None;
+        }
+        let single = self.members.len() == 1 && self.tail.is_empty();
+        Some(Recipe {
+            profile,
+            members: self
+                .members
+                .into_iter()
+                .map(|(header, n)| Member {
+                    header,
+                    size: (!single).then_some(n),
+                })
+                .collect(),
+            tail: self.tail,
+        })
+    }
+}
+
+/// Passes decoded bytes on (to the recipe prover, with the framing events in stream order) and
+/// records the framing.
+struct Tee<'a, 'e, R> {
+    inner: &'a mut R,
+    tx: Option<std::sync::mpsc::SyncSender<Feed>>,
+    events: &'e RefCell<Vec<Boundary>>,
+    framing: &'a mut Framing,
+}
+
+impl<R: Read> Tee<'_, '_, R> {
+    fn send(&mut self, f: Feed) {
+        if let Some(tx) = &self.tx {
+            if tx.send(f).is_err() {
+                self.tx = None; // the prover gave up; the proof will fail
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Tee<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let events: Vec<Boundary> = self.events.borrow_mut().drain(..).collect();
+        for b in events {
+            self.framing.record(&b);
+            match b {
+                Boundary::Member(h) => self.send(Feed::Member(h)),
+                Boundary::Tail(t, _) => self.send(Feed::Tail(t)),
+                Boundary::End(_) => {}
+            }
+        }
+        if n > 0 {
+            self.send(Feed::Data(buf[..n].to_vec()));
+        }
         Ok(n)
     }
 }
@@ -548,8 +639,8 @@ impl BlobNode {
         }
         let raw = self.open(store);
         Ok(match self.codec.as_deref() {
-            Some("gzip") => decoder(Codec::Gzip, BufReader::new(raw))?,
-            Some("zstd") => decoder(Codec::Zstd, BufReader::new(raw))?,
+            Some("gzip") => decoder(Codec::Gzip, BufReader::new(raw), None)?,
+            Some("zstd") => decoder(Codec::Zstd, BufReader::new(raw), None)?,
             _ => raw,
         })
     }

@@ -88,9 +88,228 @@ pub fn trailer(crc: u32, size: u64) -> [u8; 8] {
     t
 }
 
+/// What a [`MemberDecoder`] passes on framing, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boundary {
+    /// A member begins with this header (verbatim).
+    Member(Vec<u8>),
+    /// The member ended (trailer checked) after this many decoded bytes.
+    End(u64),
+    /// Bytes after the last member: the first `MAX_TAIL_KEPT` of them, and how many there were.
+    Tail(Vec<u8>, u64),
+}
+
+/// How many trailing bytes a [`MemberDecoder`] keeps for its `Tail` event.
+pub const MAX_TAIL_KEPT: usize = 64 * 1024 + 1;
+
+enum MemberState {
+    Between,
+    Body,
+    Done,
+}
+
+/// Decodes a gzip stream member by member (RFC 1952): checks each trailer (CRC-32 and size),
+/// reports headers, member ends and bytes after the last member to `events`, and yields the
+/// concatenated data. Trailing bytes that do not start a member end the stream (kept, not
+/// decoded); a truncated or corrupt member is an error.
+pub struct MemberDecoder<'a, R> {
+    inner: R,
+    z: flate2::Decompress,
+    crc: flate2::Crc,
+    state: MemberState,
+    events: Option<&'a std::cell::RefCell<Vec<Boundary>>>,
+}
+
+impl<'a, R: std::io::BufRead> MemberDecoder<'a, R> {
+    /// A decoder reporting its framing to `events` (None: not reported).
+    pub fn new(inner: R, events: Option<&'a std::cell::RefCell<Vec<Boundary>>>) -> Self {
+        MemberDecoder {
+            inner,
+            z: flate2::Decompress::new(false),
+            crc: flate2::Crc::new(),
+            state: MemberState::Between,
+            events,
+        }
+    }
+
+    fn event(&self, b: Boundary) {
+        if let Some(e) = self.events {
+            e.borrow_mut().push(b);
+        }
+    }
+
+    fn byte(&mut self) -> std::io::Result<Option<u8>> {
+        let b = self.inner.fill_buf()?;
+        let Some(&c) = b.first() else { return Ok(None) };
+        self.inner.consume(1);
+        Ok(Some(c))
+    }
+
+    fn need(&mut self, what: &str) -> std::io::Result<u8> {
+        self.byte()?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("truncated gzip {what}")))
+    }
+
+    /// Reads the rest of a header whose first two bytes (the magic) were read.
+    fn header(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut h = vec![0x1f, 0x8b];
+        for _ in 0..8 {
+            h.push(self.need("header")?);
+        }
+        let flags = h[3];
+        if flags & FEXTRA != 0 {
+            let (a, b) = (self.need("header")?, self.need("header")?);
+            h.extend_from_slice(&[a, b]);
+            for _ in 0..u16::from_le_bytes([a, b]) {
+                h.push(self.need("header")?);
+            }
+        }
+        for flag in [FNAME, FCOMMENT] {
+            if flags & flag != 0 {
+                loop {
+                    let c = self.need("header")?;
+                    h.push(c);
+                    if c == 0 {
+                        break;
+                    }
+                    if h.len() > MAX_HEADER {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "gzip header over 64 KiB",
+                        ));
+                    }
+                }
+            }
+        }
+        if flags & FHCRC != 0 {
+            h.push(self.need("header")?);
+            h.push(self.need("header")?);
+        }
+        parse_header(&h).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(h)
+    }
+
+    fn tail(&mut self, first: Vec<u8>) -> std::io::Result<()> {
+        let mut kept = first;
+        let mut total = kept.len() as u64;
+        loop {
+            let b = self.inner.fill_buf()?;
+            if b.is_empty() {
+                break;
+            }
+            let n = b.len();
+            let room = MAX_TAIL_KEPT.saturating_sub(kept.len()).min(n);
+            kept.extend_from_slice(&b[..room]);
+            total += n as u64;
+            self.inner.consume(n);
+        }
+        self.event(Boundary::Tail(kept, total));
+        Ok(())
+    }
+}
+
+impl<R: std::io::BufRead> std::io::Read for MemberDecoder<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::{Error as IoError, ErrorKind};
+        loop {
+            match self.state {
+                MemberState::Done => return Ok(0),
+                MemberState::Between => {
+                    let Some(a) = self.byte()? else {
+                        self.state = MemberState::Done;
+                        continue;
+                    };
+                    let b = if a == 0x1f { self.byte()? } else { None };
+                    if a != 0x1f || b != Some(0x8b) {
+                        let mut first = vec![a];
+                        first.extend(b);
+                        self.tail(first)?;
+                        self.state = MemberState::Done;
+                        continue;
+                    }
+                    let h = self.header()?;
+                    self.event(Boundary::Member(h));
+                    self.z.reset(false);
+                    self.crc.reset();
+                    self.state = MemberState::Body;
+                }
+                MemberState::Body => {
+                    if out.is_empty() {
+                        return Ok(0);
+                    }
+                    let input = self.inner.fill_buf()?;
+                    let at_eof = input.is_empty();
+                    let (bi, bo) = (self.z.total_in(), self.z.total_out());
+                    let st = self
+                        .z
+                        .decompress(input, out, flate2::FlushDecompress::None)
+                        .map_err(|e| IoError::new(ErrorKind::InvalidData, e))?;
+                    let used = (self.z.total_in() - bi) as usize;
+                    let made = (self.z.total_out() - bo) as usize;
+                    self.inner.consume(used);
+                    self.crc.update(&out[..made]);
+                    if st == flate2::Status::StreamEnd {
+                        let mut t = [0u8; 8];
+                        for b in t.iter_mut() {
+                            *b = self.need("trailer")?;
+                        }
+                        if u32::from_le_bytes(t[..4].try_into().unwrap()) != self.crc.sum() {
+                            return Err(IoError::new(ErrorKind::InvalidData, "gzip member CRC mismatch"));
+                        }
+                        if u32::from_le_bytes(t[4..].try_into().unwrap()) != self.crc.amount() {
+                            return Err(IoError::new(ErrorKind::InvalidData, "gzip member length mismatch"));
+                        }
+                        self.event(Boundary::End(self.z.total_out()));
+                        self.state = MemberState::Between;
+                    } else if made == 0 && used == 0 && at_eof {
+                        return Err(IoError::new(ErrorKind::UnexpectedEof, "truncated gzip stream"));
+                    }
+                    if made > 0 {
+                        return Ok(made);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_and_tail() {
+        use std::io::{Read, Write};
+        let mut stream = Vec::new();
+        for (i, part) in [&b"hello "[..], &b""[..], &b"world"[..]].iter().enumerate() {
+            let mut e = flate2::GzBuilder::new()
+                .filename(format!("m{i}"))
+                .write(Vec::new(), flate2::Compression::new(6));
+            e.write_all(part).unwrap();
+            stream.extend(e.finish().unwrap());
+        }
+        stream.extend_from_slice(&[0, 0, 0, 7]);
+        let ev = std::cell::RefCell::new(Vec::new());
+        let mut out = Vec::new();
+        MemberDecoder::new(&stream[..], Some(&ev))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"hello world");
+        let ev = ev.into_inner();
+        let ends: Vec<u64> = ev
+            .iter()
+            .filter_map(|b| if let Boundary::End(n) = b { Some(*n) } else { None })
+            .collect();
+        assert_eq!(ends, [6, 0, 5]);
+        assert_eq!(ev.last(), Some(&Boundary::Tail(vec![0, 0, 0, 7], 4)));
+        // A flipped CRC byte and a cut stream are errors, not data.
+        let mut bad = stream.clone();
+        let n = stream.len() - 4;
+        bad[n - 8] ^= 1;
+        assert!(MemberDecoder::new(&bad[..], None).read_to_end(&mut Vec::new()).is_err());
+        let cut = &stream[..stream.len() - 10];
+        assert!(MemberDecoder::new(cut, None).read_to_end(&mut Vec::new()).is_err());
+    }
 
     #[test]
     fn headers() {
