@@ -595,23 +595,16 @@ impl BlobNode {
     }
 
     /// The blob's bytes, verified: the reader fails at the end if the sha256 or size differ.
-    pub fn open<'s>(&self, store: &'s dyn Blockstore) -> Box<dyn Read + 's> {
+    pub fn open<'s>(&self, store: &'s dyn Blockstore) -> Box<dyn Read + Send + 's> {
         let roots = match &self.tar {
             Some(t) => vec![*t],
             None => self.data.clone(),
         };
-        let inner: Box<dyn Read + 's> = match &self.recipe {
+        let inner: Box<dyn Read + Send + 's> = match &self.recipe {
             Some(r) => r.encoder(DagReader::new(store, &roots)),
             None => Box::new(DagReader::new(store, &roots)),
         };
-        Box::new(Verified {
-            inner,
-            sha: Sha256::new(),
-            n: 0,
-            digest: self.digest,
-            size: self.size,
-            done: false,
-        })
+        verified(inner, self.digest, self.size)
     }
 
     /// The layer's uncompressed tar (decoding opaque compressed layers on the fly).
@@ -644,6 +637,19 @@ impl BlobNode {
             _ => raw,
         })
     }
+}
+
+/// `inner` checked against `digest` and `size` as it is read: a mismatch is an error at the end
+/// (or as soon as it runs past `size`), never a clean EOF.
+pub fn verified<'a, R: Read + Send + 'a>(inner: R, digest: [u8; 32], size: u64) -> Box<dyn Read + Send + 'a> {
+    Box::new(Verified {
+        inner,
+        sha: Sha256::new(),
+        n: 0,
+        digest,
+        size,
+        done: false,
+    })
 }
 
 /// Checks sha256 and size when the stream ends; a mismatch is an error, not an EOF.

@@ -30,7 +30,11 @@ pub struct Home {
     store: DiskStore,
     refs: RefsFile,
     pub options: ImportOptions,
+    cache: crate::cache::BlobCache,
 }
+
+/// Default bound of the rebuilt-blob cache (`Home::set_cache_bytes` changes it; 0 turns it off).
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
 /// What `push` did.
 #[derive(Debug, Clone)]
@@ -159,6 +163,7 @@ impl Home {
             store: DiskStore::open(&dir.join("store"), mode)?,
             refs: RefsFile::new(dir),
             options: ImportOptions::default(),
+            cache: crate::cache::BlobCache::new(&dir.join("cache").join("blobs"), DEFAULT_CACHE_BYTES),
         })
     }
 
@@ -466,10 +471,19 @@ impl Home {
             })?;
         }
         let swept = self.store.retain(&|c| live.contains(c))?;
-        self.refs.update(|r| {
+        let refs = self.refs.update(|r| {
             r.index.retain(|_, c| c.parse::<Cid>().is_ok_and(|c| live.contains(&c)));
-            Ok(())
+            Ok(r.clone())
         })?;
+        // Cached rebuilds of blobs no longer held go too.
+        if let Ok(dir) = std::fs::read_dir(self.dir.join("cache").join("blobs")) {
+            for e in dir.flatten() {
+                let key = format!("sha256:{}", e.file_name().to_string_lossy());
+                if !refs.index.contains_key(&key) && !refs.blobs.contains_key(&key) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(GcReport {
             live_blocks: live.len() as u64,
             blocks_removed: swept.blocks_removed,
@@ -584,6 +598,24 @@ impl Home {
         Ok(None)
     }
 
+    /// Bounds the cache of rebuilt blobs (0 turns it off).
+    pub fn set_cache_bytes(&mut self, max_bytes: u64) {
+        self.cache = crate::cache::BlobCache::new(&self.dir.join("cache").join("blobs"), max_bytes);
+    }
+
+    /// The blob's bytes, verified as they are read. Recipe layers come from the rebuilt-blob cache
+    /// when a previous read left them there, else are rebuilt (and cached once read to the end);
+    /// this is the read path for serving blobs again and again (registry, FFI).
+    pub fn blob_reader(&self, node: &BlobNode) -> Box<dyn Read + Send + '_> {
+        if node.recipe.is_none() {
+            return node.open(&self.store);
+        }
+        match self.cache.open(&node.digest, node.size) {
+            Some(r) => r,
+            None => self.cache.fill(&node.digest, node.size, node.open(&self.store)),
+        }
+    }
+
     /// Makes an image of a manifest or index whose blobs the store already holds (put with
     /// `put_blob`, or part of any image) and names it `name` (or pins it). This is how a registry
     /// push or a containers/image destination ends: blobs first, then the manifest. The manifest
@@ -685,7 +717,7 @@ impl crate::image::BlobSource for StoredBlobs<'_> {
         Ok(self
             .home
             .find_blob(self.refs, &d.digest)?
-            .map(|n| (n.open(&self.home.store), n.size)))
+            .map(|n| -> (Box<dyn Read + '_>, u64) { (n.open(&self.home.store), n.size) }))
     }
 }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blob;
+pub mod cache;
 pub mod car;
 pub mod cbor;
 pub mod chunk;
