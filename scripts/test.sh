@@ -21,6 +21,9 @@ say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test"
+# The recipe tests compare against the real producers (Go, pgzip, gzip, pigz, zstd): here their
+# absence is a failure, not a skip.
+export SHP_REQUIRE_PRODUCERS=1
 cargo build --workspace --locked
 cargo test --workspace --locked
 
