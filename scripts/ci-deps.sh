@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # ci-deps.sh — installs what shp's tests need beyond the Rust toolchain, on a fresh Debian bookworm
 # machine (as root, or with sudo). Safe to run again: it only adds what is missing.
-#   apt:  skopeo umoci busybox-static casync zstd pigz python3 jq   (+ nodejs npm if `node`/`npm` are absent)
+#   apt:  skopeo umoci busybox-static casync zstd pigz gzip python3 jq zlib1g-dev libzstd-dev pkg-config,
+#         golang-go + Debian's Go sources (klauspost compress/pgzip, containers/image) for the ground-truth
+#         producers and the Go bindings, docker-registry for the station tests
+#         (+ nodejs npm if `node`/`npm` are absent)
 #   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats)
 set -euo pipefail
 
@@ -15,7 +18,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(skopeo umoci busybox-static casync zstd pigz python3 jq zlib1g-dev pkg-config)
+pkgs=(skopeo umoci busybox-static casync zstd pigz gzip python3 jq zlib1g-dev libzstd-dev pkg-config
+  golang-go golang-github-klauspost-compress-dev golang-github-klauspost-pgzip-dev
+  golang-github-containers-image-dev docker-registry)
 if command -v node >/dev/null && command -v npm >/dev/null; then
   say "node $(node --version) and npm $(npm --version) already present: not installing Debian's nodejs/npm"
 else
