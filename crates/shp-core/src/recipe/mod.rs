@@ -68,7 +68,7 @@ impl Recipe {
     }
 
     /// Streams the re-encoded blob from the tar.
-    pub fn encoder<'a, R: Read + 'a>(&self, tar: R) -> Box<dyn Read + 'a> {
+    pub fn encoder<'a, R: Read + Send + 'a>(&self, tar: R) -> Box<dyn Read + Send + 'a> {
         Box::new(GzipEncode {
             inner: tar,
             state: Phase::Header(self.header.clone(), 0),
