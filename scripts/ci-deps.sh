@@ -2,6 +2,7 @@
 # ci-deps.sh — installs what shp's tests need beyond the Rust toolchain, on a fresh Debian bookworm
 # machine (as root, or with sudo). Safe to run again: it only adds what is missing.
 #   apt:  skopeo umoci busybox-static casync zstd pigz python3 jq   (+ nodejs npm if `node`/`npm` are absent)
+#         golang-go gcc libc6-dev golang-github-containers-image-dev   (the C ABI's Go and containers/image examples)
 #   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats)
 set -euo pipefail
 
@@ -16,6 +17,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(skopeo umoci busybox-static casync zstd pigz python3 jq zlib1g-dev pkg-config)
+pkgs+=(golang-go gcc libc6-dev golang-github-containers-image-dev)  # scripts/test-ffi.sh
 if command -v node >/dev/null && command -v npm >/dev/null; then
   say "node $(node --version) and npm $(npm --version) already present: not installing Debian's nodejs/npm"
 else
