@@ -237,6 +237,68 @@ int shp_image_import(struct shp_store *store, const char *source, char *cid_out,
 // `store` is NULL or a live handle; `cid_or_name` and `dest` are NULL or NUL-terminated.
 int shp_image_export(struct shp_store *store, const char *cid_or_name, const char *dest);
 
+// Makes an image of a manifest or index whose blobs the store already holds (put with a blob
+// writer, or part of any image), and names it `name` (or pins it when `name` is NULL). This is
+// how a registry push or a containers/image destination ends: blobs first, then the manifest.
+// For an index, commit each child manifest's blobs first (the child manifests themselves may be
+// put as blobs or committed as images of their own).
+//
+// - `manifest`, `len`: the manifest or index bytes, kept exactly as given (its digest is their
+//   sha256); borrowed for the call.
+// - `media_type`: NULL or empty, or the type the client declared; without one the document's
+//   own `mediaType` is used. Borrowed.
+// - `name`: NULL, or the name to give the image (replacing what the name pointed to). Borrowed.
+// - `cid_out`: NULL, or a buffer of `cap` ≥ `SHP_CID_BUF_LEN` bytes that receives the image's
+//   root CID, NUL-terminated. Checked before anything is stored.
+//
+// Returns `SHP_OK`, `SHP_INVALID_ARGUMENT` (NULL store or manifest, bad name, not UTF-8),
+// `SHP_INVALID_INPUT` (not a manifest or index, no media type, a blob it names is missing:
+// the message names the digest), `SHP_DIGEST_MISMATCH` (a stored blob's size differs from its
+// descriptor), `SHP_BUFFER_TOO_SMALL`, `SHP_IO`, `SHP_CORRUPT`. Nothing changes on failure.
+//
+// # Safety
+// `store` is NULL or a live handle; `manifest` is NULL or points to `len` readable bytes;
+// `media_type` and `name` are NULL or NUL-terminated; `cid_out` is NULL or points to `cap`
+// writable bytes.
+int shp_image_commit(struct shp_store *store,
+                     const uint8_t *manifest,
+                     size_t len,
+                     const char *media_type,
+                     const char *name,
+                     char *cid_out,
+                     size_t cap);
+
+// The digest of the manifest or index at the top of an image: what a registry serves for the
+// image's tag. Read the manifest itself with `shp_blob_reader_open` on that digest.
+//
+// - `cid_or_name`: the image's root CID or a name it was given; borrowed.
+// - `digest_out`: NULL, or a buffer of `cap` ≥ `SHP_DIGEST_BUF_LEN` bytes that receives the
+//   digest (`sha256:<hex>`), NUL-terminated.
+//
+// Returns `SHP_OK`, `SHP_NOT_FOUND` (no such name or root), `SHP_INVALID_ARGUMENT`,
+// `SHP_BUFFER_TOO_SMALL`, `SHP_IO`, `SHP_CORRUPT` (the root is no image).
+//
+// # Safety
+// `store` is NULL or a live handle; `cid_or_name` is NULL or NUL-terminated; `digest_out` is
+// NULL or points to `cap` writable bytes.
+int shp_image_top_digest(struct shp_store *store,
+                         const char *cid_or_name,
+                         char *digest_out,
+                         size_t cap);
+
+// The root CID a name points to (or the CID itself, when the store holds that block).
+//
+// - `cid_or_name`: borrowed.
+// - `cid_out`: NULL, or a buffer of `cap` ≥ `SHP_CID_BUF_LEN` bytes that receives the root CID,
+//   NUL-terminated.
+//
+// Returns `SHP_OK`, `SHP_NOT_FOUND`, `SHP_INVALID_ARGUMENT`, `SHP_BUFFER_TOO_SMALL`, `SHP_IO`.
+//
+// # Safety
+// `store` is NULL or a live handle; `cid_or_name` is NULL or NUL-terminated; `cid_out` is NULL
+// or points to `cap` writable bytes.
+int shp_image_resolve(struct shp_store *store, const char *cid_or_name, char *cid_out, size_t cap);
+
 // Starts writing a blob, kind `SHP_BLOB_AUTO`. See `shp_blob_writer_new_kind`.
 //
 // # Safety

@@ -289,6 +289,40 @@ int main(int argc, char **argv) {
     EXPECT(SHP_OK, shp_image_export(store, tag, ref));
     EXPECT(SHP_NOT_FOUND, shp_image_export(store, "no-such-image", ref));
 
+    /* --- images from stored blobs: top digest, commit, resolve ---------------------------------- */
+    char top[SHP_DIGEST_BUF_LEN] = "", top2[SHP_DIGEST_BUF_LEN] = "", root[SHP_CID_BUF_LEN] = "";
+    EXPECT(SHP_BUFFER_TOO_SMALL, shp_image_top_digest(store, tag, top, 8));
+    EXPECT(SHP_OK, shp_image_top_digest(store, tag, top, sizeof top));
+    EXPECT(SHP_OK, shp_image_top_digest(store, cid, top2, sizeof top2));
+    CHECK(strcmp(top, top2) == 0 && strncmp(top, "sha256:", 7) == 0, "top digest %s / %s", top, top2);
+    EXPECT(SHP_NOT_FOUND, shp_image_top_digest(store, "no-such-image", top2, sizeof top2));
+    size_t mlen = 0;
+    unsigned char *manifest = read_blob(store, top, 4096, &mlen);
+    CHECK(manifest != NULL && mlen > 0, "manifest %s reads back", top);
+    if (manifest) {
+        const char *mt = "application/vnd.oci.image.manifest.v1+json";
+        EXPECT(SHP_INVALID_ARGUMENT, shp_image_commit(store, NULL, mlen, mt, "committed", NULL, 0));
+        EXPECT(SHP_BUFFER_TOO_SMALL, shp_image_commit(store, manifest, mlen, mt, "committed", root, 8));
+        EXPECT(SHP_NOT_FOUND, shp_image_resolve(store, "committed", NULL, 0));
+        EXPECT(SHP_OK, shp_image_commit(store, manifest, mlen, mt, "committed", root, sizeof root));
+        CHECK(strlen(root) == SHP_CID_BUF_LEN - 1 && root[0] == 'b', "committed root %s", root);
+        char resolved[SHP_CID_BUF_LEN];
+        EXPECT(SHP_OK, shp_image_resolve(store, "committed", resolved, sizeof resolved));
+        CHECK(strcmp(resolved, root) == 0, "resolve gives %s, commit gave %s", resolved, root);
+        EXPECT(SHP_OK, shp_image_top_digest(store, "committed", top2, sizeof top2));
+        CHECK(strcmp(top, top2) == 0, "committed top digest %s, want %s", top2, top);
+        free(manifest);
+    }
+    /* A manifest whose layer the store lacks: refused, the name untouched. */
+    static const char LONELY[] =
+        "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+        "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":"
+        "\"sha256:21e2d1e70efc0c63ab86faa94cfd48a5c07f9a4c296215c38534dc32b7a38186\",\"size\":5},\"layers\":[]}";
+    EXPECT(SHP_INVALID_INPUT, shp_image_commit(store, (const uint8_t *)LONELY, strlen(LONELY), NULL, "committed",
+                                               NULL, 0));
+    EXPECT(SHP_OK, shp_image_resolve(store, "committed", cid, sizeof cid));
+    CHECK(strcmp(cid, root) == 0, "a refused commit moved the name to %s", cid);
+
     shp_store_free(store);
     printf("shp_example: %d passed, %d failed\n", passed, failed);
     return failed != 0;

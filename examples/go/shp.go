@@ -5,7 +5,8 @@
 // package links target/release/libshp_ffi.a statically and needs no other environment.
 //
 // Errors: every failure is an *Error carrying the C status code and message; match kinds with
-// errors.Is(err, ErrNotFound), ErrDigestMismatch, ErrInvalidArgument, ErrCorrupt, ErrClosed.
+// errors.Is(err, ErrNotFound), ErrDigestMismatch, ErrInvalidArgument, ErrInvalidInput, ErrCorrupt,
+// ErrClosed.
 // The C library keeps the last error message per OS thread, so each call locks its goroutine to
 // the OS thread (runtime.LockOSThread) for the call and the read of the message.
 //
@@ -74,6 +75,9 @@ var (
 	ErrInvalidArgument = errors.New("shp: invalid argument")
 	// ErrCorrupt: the store gave back bytes that do not match their digest.
 	ErrCorrupt = errors.New("shp: store corrupt")
+	// ErrInvalidInput: content shp refuses (not a manifest, a blob a manifest names is missing,
+	// a corrupt layer put as a layer).
+	ErrInvalidInput = errors.New("shp: invalid input")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("shp: store closed")
 )
@@ -98,6 +102,8 @@ func (e *Error) Is(target error) bool {
 		return e.Status == StatusInvalidArgument
 	case ErrCorrupt:
 		return e.Status == StatusCorrupt
+	case ErrInvalidInput:
+		return e.Status == StatusInvalidInput
 	}
 	return false
 }
@@ -174,10 +180,27 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 // digest (else ErrDigestMismatch, and nothing is stored). Layers (tar, tar+gzip, tar+zstd) are
 // decomposed and deduplicated; anything else is kept verbatim.
 func (s *Store) PutBlob(digest string, r io.Reader) error {
+	if digest == "" {
+		return &Error{Op: "put", Status: StatusInvalidArgument, Message: "no digest (WriteBlob takes none)"}
+	}
+	_, _, err := s.WriteBlob(r, digest)
+	return err
+}
+
+// WriteBlob stores the content of r like PutBlob, and returns its digest and size. digest may be
+// "" when it is not known in advance: the content's own digest is used.
+func (s *Store) WriteBlob(r io.Reader, digest string) (string, int64, error) {
 	op := "put " + digest
-	cd := C.CString(digest)
-	defer C.free(unsafe.Pointer(cd))
-	return s.use(func(p *C.shp_store) error {
+	var cd *C.char
+	if digest != "" {
+		cd = C.CString(digest)
+		defer C.free(unsafe.Pointer(cd))
+	} else {
+		op = "put (digest unknown)"
+	}
+	var size int64
+	var out [C.SHP_DIGEST_BUF_LEN]C.char
+	err := s.use(func(p *C.shp_store) error {
 		var w *C.shp_blob_writer
 		if err := call(op, func() C.int { return C.shp_blob_writer_new(p, cd, &w) }); err != nil {
 			return err
@@ -195,6 +218,7 @@ func (s *Store) PutBlob(digest string, r io.Reader) error {
 				if err != nil {
 					return err
 				}
+				size += int64(n)
 			}
 			if rerr == io.EOF {
 				break
@@ -203,8 +227,12 @@ func (s *Store) PutBlob(digest string, r io.Reader) error {
 				return fmt.Errorf("shp: %s: reading the content: %w", op, rerr)
 			}
 		}
-		return call(op, func() C.int { return C.shp_blob_writer_commit(w, nil, 0) })
+		return call(op, func() C.int { return C.shp_blob_writer_commit(w, &out[0], C.size_t(len(out))) })
 	})
+	if err != nil {
+		return "", 0, err
+	}
+	return C.GoString(&out[0]), size, nil
 }
 
 // GetBlob opens the blob with this digest. The reader verifies the content: a read at the end
@@ -349,4 +377,69 @@ func (r *blobReader) Close() error {
 		r.p = nil
 	}
 	return nil
+}
+
+// CommitImage makes an image of a manifest or index whose blobs the store already holds (put
+// with PutBlob, or part of any image) and names it name ("" pins it instead). This is how a push
+// ends: blobs first, then the manifest. The manifest bytes are kept exactly as given; mediaType
+// is the declared type ("" uses the document's own mediaType). A missing blob fails the call
+// (its digest is in the message) and changes nothing. Returns the image's root CID.
+func (s *Store) CommitImage(manifest []byte, mediaType, name string) (string, error) {
+	if len(manifest) == 0 {
+		return "", &Error{Op: "commit", Status: StatusInvalidArgument, Message: "the manifest is empty"}
+	}
+	var cmt, cname *C.char
+	if mediaType != "" {
+		cmt = C.CString(mediaType)
+		defer C.free(unsafe.Pointer(cmt))
+	}
+	if name != "" {
+		cname = C.CString(name)
+		defer C.free(unsafe.Pointer(cname))
+	}
+	// Borrowed by C for the call only (cgo allows a Go pointer to memory without Go pointers).
+	cm := (*C.uint8_t)(unsafe.Pointer(&manifest[0]))
+	var cid [C.SHP_CID_BUF_LEN]C.char
+	err := s.use(func(p *C.shp_store) error {
+		return call("commit "+name, func() C.int {
+			return C.shp_image_commit(p, cm, C.size_t(len(manifest)), cmt, cname, &cid[0],
+				C.size_t(len(cid)))
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	return C.GoString(&cid[0]), nil
+}
+
+// TopDigest returns the digest of the manifest or index at the top of the image ref (a root CID
+// or a name): what a registry serves for the tag. GetBlob on it reads the manifest.
+func (s *Store) TopDigest(ref string) (string, error) {
+	cr := C.CString(ref)
+	defer C.free(unsafe.Pointer(cr))
+	var d [C.SHP_DIGEST_BUF_LEN]C.char
+	err := s.use(func(p *C.shp_store) error {
+		return call("top digest of "+ref, func() C.int {
+			return C.shp_image_top_digest(p, cr, &d[0], C.size_t(len(d)))
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	return C.GoString(&d[0]), nil
+}
+
+// Resolve returns the root CID the name ref points to (or ref itself, when it is a CID the
+// store holds).
+func (s *Store) Resolve(ref string) (string, error) {
+	cr := C.CString(ref)
+	defer C.free(unsafe.Pointer(cr))
+	var cid [C.SHP_CID_BUF_LEN]C.char
+	err := s.use(func(p *C.shp_store) error {
+		return call("resolve "+ref, func() C.int { return C.shp_image_resolve(p, cr, &cid[0], C.size_t(len(cid))) })
+	})
+	if err != nil {
+		return "", err
+	}
+	return C.GoString(&cid[0]), nil
 }

@@ -524,3 +524,103 @@ func BenchmarkGetBlob(b *testing.B) {
 		r.Close()
 	}
 }
+
+// putLayoutBlobs puts every blob of an OCI layout except skip, and returns how many it put.
+func putLayoutBlobs(t *testing.T, s *Store, dir, skip string) int {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		d := "sha256:" + e.Name()
+		if d == skip {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, "blobs", "sha256", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.PutBlob(d, f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return n
+}
+
+func TestCommitImage(t *testing.T) {
+	fx := fixtures(t)
+	const (
+		ociManifest = "application/vnd.oci.image.manifest.v1+json"
+		ociIndex    = "application/vnd.oci.image.index.v1+json"
+	)
+	for _, c := range []struct{ layout, tag, mediaType string }{
+		{"oci", "busybox-gzip", ociManifest},
+		{"multi", "multi", ociIndex},
+	} {
+		s := openStore(t)
+		dir := filepath.Join(fx, c.layout)
+		top := topDigestOf(t, dir, c.tag)
+		manifest, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(top, "sha256:")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Before its blobs are there, the commit fails, names nothing and changes nothing.
+		_, err = s.CommitImage(manifest, c.mediaType, "copy:1")
+		var e *Error
+		if !errors.As(err, &e) || e.Status != StatusInvalidInput || !strings.Contains(e.Message, "missing") {
+			t.Fatalf("%s: commit without blobs: %v", c.tag, err)
+		}
+		if _, err := s.TopDigest("copy:1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: a failed commit left a name: %v", c.tag, err)
+		}
+		// Blobs first (the layout holds other images' blobs too: harmless), then the manifest.
+		putLayoutBlobs(t, s, dir, top)
+		// umoci writes no mediaType into its manifests: then the type must be declared, as
+		// clients do.
+		var doc struct{ MediaType string }
+		if err := json.Unmarshal(manifest, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CommitImage(manifest, "", "copy:1"); doc.MediaType == "" && !errors.Is(err, ErrInvalidInput) {
+			t.Fatalf("%s: commit without a media type: %v", c.tag, err)
+		}
+		cid, err := s.CommitImage(manifest, c.mediaType, "copy:1")
+		if err != nil {
+			t.Fatalf("%s: %v", c.tag, err)
+		}
+		if got, err := s.Resolve("copy:1"); err != nil || got != cid {
+			t.Fatalf("%s: Resolve gave %q, %v; want %q", c.tag, got, err, cid)
+		}
+		for _, ref := range []string{cid, "copy:1"} {
+			if got, err := s.TopDigest(ref); err != nil || got != top {
+				t.Fatalf("%s: TopDigest(%s) gave %q, %v; want %q", c.tag, ref, got, err, top)
+			}
+		}
+		if got := readAll(t, s, top); !bytes.Equal(got, manifest) {
+			t.Fatalf("%s: the manifest read back differs", c.tag)
+		}
+		// Committed images export like imported ones: the same top digest.
+		out := t.TempDir()
+		if err := s.ExportImage("copy:1", "oci:"+out+":copy"); err != nil {
+			t.Fatal(err)
+		}
+		if topDigest(t, out) != top {
+			t.Fatalf("%s: exported top digest differs", c.tag)
+		}
+	}
+	s := openStore(t)
+	if _, err := s.CommitImage(nil, "", ""); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("empty manifest: %v", err)
+	}
+	if _, err := s.TopDigest("no-such-image"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("TopDigest of nothing: %v", err)
+	}
+	if _, err := s.CommitImage([]byte(`{"schemaVersion":2}`), "application/json", ""); err == nil {
+		t.Fatal("a non-manifest was committed")
+	}
+}

@@ -102,7 +102,7 @@ enum CarCmd {
 /// Exit codes (docs/CLI.md): 1 failure, 2 usage, 3 not found, 4 verification found problems.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
-        Some(Error::ImageNotFound(_)) | Some(Error::BlockNotFound { .. }) => 3,
+        Some(Error::ImageNotFound(_)) | Some(Error::BlobNotFound(_)) | Some(Error::BlockNotFound { .. }) => 3,
         Some(Error::InvalidReference { .. }) => 2,
         _ => 1,
     }

@@ -596,13 +596,26 @@ impl BlobNode {
 
     /// The blob's bytes, verified: the reader fails at the end if the sha256 or size differ.
     pub fn open<'s>(&self, store: &'s dyn Blockstore) -> Box<dyn Read + Send + 's> {
-        let roots = match &self.tar {
+        self.verified(DagReader::new(store, &self.roots()))
+    }
+
+    /// [`BlobNode::open`] over a shared store: the reader owns what it needs (`Send + 'static`),
+    /// so it can outlive the caller's borrow and move between threads.
+    pub fn open_shared(&self, store: std::sync::Arc<dyn Blockstore>) -> Box<dyn Read + Send> {
+        self.verified(DagReader::shared(store, &self.roots()))
+    }
+
+    fn roots(&self) -> Vec<Cid> {
+        match &self.tar {
             Some(t) => vec![*t],
             None => self.data.clone(),
-        };
+        }
+    }
+
+    fn verified<'s>(&self, dag: DagReader<'s>) -> Box<dyn Read + Send + 's> {
         let inner: Box<dyn Read + Send + 's> = match &self.recipe {
-            Some(r) => r.encoder(DagReader::new(store, &roots)),
-            None => Box::new(DagReader::new(store, &roots)),
+            Some(r) => r.encoder(dag),
+            None => Box::new(dag),
         };
         verified(inner, self.digest, self.size)
     }

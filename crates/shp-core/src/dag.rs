@@ -307,7 +307,7 @@ enum Item {
 /// Streams the bytes a DAG stands for: raw leaves, link trees, entry lists and tar nodes, in
 /// order. Memory stays bounded by a few blocks. Every block is verified by the store.
 pub struct DagReader<'s> {
-    store: &'s dyn Blockstore,
+    store: StoreRef<'s>,
     queue: Vec<VecDeque<Item>>,
     buf: Vec<u8>,
     pos: usize,
@@ -324,9 +324,27 @@ const BYTES_PER_FETCH: u64 = 64;
 
 const MAX_DEPTH: u8 = 16;
 
+/// The store a [`DagReader`] reads from: borrowed, or shared (an owned reader, `'static`).
+enum StoreRef<'s> {
+    Borrowed(&'s dyn Blockstore),
+    Shared(std::sync::Arc<dyn Blockstore>),
+}
+
+impl DagReader<'static> {
+    /// [`DagReader::new`] over a shared store the reader keeps alive: a reader that owns all it
+    /// needs (`Send + 'static`), for callers that hand readers to other threads or to C.
+    pub fn shared(store: std::sync::Arc<dyn Blockstore>, roots: &[Cid]) -> Self {
+        DagReader::with(StoreRef::Shared(store), roots)
+    }
+}
+
 impl<'s> DagReader<'s> {
     /// Reads the bytes under `roots` (raw chunks, link trees or a tar node).
     pub fn new(store: &'s dyn Blockstore, roots: &[Cid]) -> Self {
+        DagReader::with(StoreRef::Borrowed(store), roots)
+    }
+
+    fn with(store: StoreRef<'s>, roots: &[Cid]) -> Self {
         let q = roots.iter().map(|c| Item::Link(*c, 0)).collect();
         DagReader {
             store,
@@ -335,6 +353,13 @@ impl<'s> DagReader<'s> {
             pos: 0,
             fetches: 0,
             produced: 0,
+        }
+    }
+
+    fn store(&self) -> &dyn Blockstore {
+        match &self.store {
+            StoreRef::Borrowed(s) => *s,
+            StoreRef::Shared(s) => &**s,
         }
     }
 
@@ -363,7 +388,7 @@ impl<'s> DagReader<'s> {
                     return Ok(Some(b));
                 }
                 Item::Link(cid, _) if cid.codec() == RAW => {
-                    let b = self.store.get(&cid)?;
+                    let b = self.store().get(&cid)?;
                     if b.is_empty() {
                         return Err(schema_err(&cid, "empty raw leaf (shp never writes one)"));
                     }
@@ -374,7 +399,7 @@ impl<'s> DagReader<'s> {
                     if depth > MAX_DEPTH {
                         return Err(schema_err(&cid, "DAG deeper than 16 levels"));
                     }
-                    let node = get_node(self.store, &cid)?;
+                    let node = get_node(self.store(), &cid)?;
                     let items = expand(&cid, &node, depth + 1)?;
                     self.queue.push(items);
                 }

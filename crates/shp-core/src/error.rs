@@ -45,6 +45,9 @@ pub enum Error {
     InvalidReference { reference: String, reason: String },
     #[error("image {0} not found")]
     ImageNotFound(String),
+    /// No blob with this digest (`sha256:<hex>`) is stored, on its own or in any image.
+    #[error("blob {0} not found")]
+    BlobNotFound(String),
     #[error("invalid CAR file: {0}")]
     Car(String),
     #[error("rebuilt blob {digest} does not match (got {actual}); the store may be corrupt")]

@@ -23,6 +23,21 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a blob put on its own is taken for (see [`Home::put_blob_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutKind {
+    /// A layer (tar, tar+gzip, tar+zstd): decoded, chunked per file, rebuilt bit-exact. A blob
+    /// that is no valid layer is refused ([`Error::Tar`], [`Error::Compression`], ...).
+    Layer,
+    /// Anything else (manifest, config, index, artifact): chunked verbatim.
+    Other,
+    /// Decided by the first bytes: gzip or zstd magic, or a valid tar header, make a layer;
+    /// anything else is kept verbatim, and so is a blob that looks like a layer but is none (a
+    /// gzip file that holds no tar, a corrupt stream, a layer past the size limit).
+    Auto,
+}
 
 /// An open home.
 pub struct Home {
@@ -522,6 +537,19 @@ impl Home {
     /// Stores one blob on its own under its digest (what a content store does). A layer is
     /// decomposed like any pushed layer. `expected` digest is checked; nothing changes on error.
     pub fn put_blob(&self, r: &mut dyn Read, expected: Option<&str>, layer: bool) -> Result<ImportedBlob> {
+        self.put_blob_as(r, expected, if layer { PutKind::Layer } else { PutKind::Other })
+    }
+
+    /// [`Home::put_blob`] with [`PutKind::Auto`]: the first bytes decide whether the blob is a
+    /// layer, and a blob that looks like a layer but is none is kept verbatim (a content store
+    /// never refuses bytes that match their digest).
+    pub fn put_blob_auto(&self, r: &mut dyn Read, expected: Option<&str>) -> Result<ImportedBlob> {
+        self.put_blob_as(r, expected, PutKind::Auto)
+    }
+
+    /// Stores one blob read from a stream, as `kind` says. The stream is spooled to a file under
+    /// `HOME/store/tmp` (the import may read it twice) and the spool removed afterwards.
+    pub fn put_blob_as(&self, r: &mut dyn Read, expected: Option<&str>, kind: PutKind) -> Result<ImportedBlob> {
         let expected = expected.map(crate::cid::parse_digest).transpose()?;
         // Blobs arrive as a stream: spool them so the opaque fallback can read twice.
         let spool_dir = self.dir.join("store").join("tmp");
@@ -541,39 +569,102 @@ impl Home {
         };
         // Without an expected digest the content's own is used, so the import streams either way.
         let computed: [u8; 32] = sha2::Digest::finalize(w.sha).into();
-        let expected = Some(expected.unwrap_or(computed));
-        let open = || -> Result<Box<dyn Read>> { Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))) };
-        let res = (|| {
-            let mut batch = self.store.batch()?;
-            let kind = if layer { BlobKind::Layer } else { BlobKind::Other };
-            let imported = {
-                let mut w = DagWriter::new(&mut *batch);
-                import_blob(
-                    &mut w,
-                    kind,
-                    &open,
-                    expected.as_ref().map(|d| (d, size)),
-                    &[],
-                    &self.options,
-                )?
-            };
-            batch.commit()?;
-            let (d, c) = (format_digest(&imported.digest), imported.cid.to_string());
-            self.refs.update(|r| {
-                r.blobs.insert(d, c);
-                Ok(())
-            })?;
-            Ok(imported)
-        })();
+        let res = self.import_file(&path, size, &expected.unwrap_or(computed), kind);
         let _ = std::fs::remove_file(&spool.0);
         res
     }
 
-    /// A blob stored by digest (by `put_blob` or as part of any image).
+    /// Stores the blob in the file at `path` (left in place), as `kind` says, without copying it
+    /// first: for callers that already spooled the bytes (the C ABI's writer). `expected` digest
+    /// is checked; without one the file is hashed first. Nothing changes on error.
+    pub fn put_blob_file(&self, path: &Path, expected: Option<&str>, kind: PutKind) -> Result<ImportedBlob> {
+        let expected = expected.map(crate::cid::parse_digest).transpose()?;
+        let (digest, size) = match expected {
+            Some(d) => (d, std::fs::metadata(path).map_err(|e| Error::io_path(path, e))?.len()),
+            None => {
+                let mut f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
+                let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+                let (mut buf, mut n) = (vec![0u8; 1 << 20], 0u64);
+                loop {
+                    match f.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(k) => {
+                            sha2::Digest::update(&mut sha, &buf[..k]);
+                            n += k as u64;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io_path(path, e)),
+                    }
+                }
+                (sha2::Digest::finalize(sha).into(), n)
+            }
+        };
+        self.import_file(path, size, &digest, kind)
+    }
+
+    /// Imports the blob in `path` (`size` bytes, which must hash to `digest`) and records it.
+    fn import_file(&self, path: &Path, size: u64, digest: &[u8; 32], kind: PutKind) -> Result<ImportedBlob> {
+        let open = || -> Result<Box<dyn Read>> {
+            let f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
+            Ok(Box::new(std::io::BufReader::new(f)))
+        };
+        let layer = match kind {
+            PutKind::Layer => true,
+            PutKind::Other => false,
+            PutKind::Auto => {
+                let mut head = Vec::with_capacity(512);
+                open()?.take(512).read_to_end(&mut head)?;
+                looks_like_layer(&head)
+            }
+        };
+        let import = |layer: bool| -> Result<ImportedBlob> {
+            let mut batch = self.store.batch()?;
+            let kind = if layer { BlobKind::Layer } else { BlobKind::Other };
+            let imported = {
+                let mut w = DagWriter::new(&mut *batch);
+                import_blob(&mut w, kind, &open, Some((digest, size)), &[], &self.options)?
+            };
+            batch.commit()?;
+            Ok(imported)
+        };
+        let imported = match import(layer) {
+            // It looked like a layer but is none: a content store keeps any bytes.
+            Err(e) if layer && kind == PutKind::Auto && not_a_layer(&e) => import(false)?,
+            r => r?,
+        };
+        let (d, c) = (format_digest(&imported.digest), imported.cid.to_string());
+        self.refs.update(|r| {
+            r.blobs.insert(d, c);
+            Ok(())
+        })?;
+        Ok(imported)
+    }
+
+    /// A blob stored by digest (by `put_blob` or as part of any image). [`Error::BlobNotFound`]
+    /// when the store has no blob with that digest.
     pub fn blob(&self, digest: &str) -> Result<BlobNode> {
         let d = crate::cid::parse_digest(digest)?;
         self.find_blob(&self.refs.load()?, &d)?
-            .ok_or_else(|| Error::ImageNotFound(format!("blob {digest}")))
+            .ok_or_else(|| Error::BlobNotFound(format_digest(&d)))
+    }
+
+    /// Opens the blob with this digest for reading, verified (see [`BlobNode::open`]). The reader
+    /// owns a reference to the home, so it is `Send + 'static`: it may outlive the caller's
+    /// borrow and move between threads (the C ABI hands it to C; servers to a blocking task).
+    /// Recipe layers go through the rebuilt-blob cache, as with [`Home::blob_reader`].
+    pub fn open_blob(self: &Arc<Self>, digest: &str) -> Result<Box<dyn Read + Send>> {
+        let node = self.blob(digest)?;
+        if node.recipe.is_none() {
+            return Ok(node.open_shared(Arc::new(SharedStore(self.clone()))));
+        }
+        Ok(match self.cache.open(&node.digest, node.size) {
+            Some(r) => r,
+            None => self.cache.fill(
+                &node.digest,
+                node.size,
+                node.open_shared(Arc::new(SharedStore(self.clone()))),
+            ),
+        })
     }
 
     /// Looks a blob up by digest: blobs stored on their own, then the digest index, then (for
@@ -721,6 +812,66 @@ impl crate::image::BlobSource for StoredBlobs<'_> {
     }
 }
 
+/// Gzip or zstd magic, or a 512-byte tar header (not all zeros) whose checksum holds.
+fn looks_like_layer(head: &[u8]) -> bool {
+    if head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return true;
+    }
+    match <&[u8; 512]>::try_from(head) {
+        Ok(h) => h.iter().any(|&b| b != 0) && crate::tar::check_checksum(h).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Errors that say "these bytes are not a layer", as opposed to "they are not what was promised"
+/// (a digest mismatch) or "the store failed" (I/O).
+fn not_a_layer(e: &Error) -> bool {
+    let e = match e {
+        Error::Io(io) => match io.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+            Some(inner) => inner,
+            None => return false,
+        },
+        e => e,
+    };
+    matches!(
+        e,
+        Error::Tar { .. } | Error::Compression { .. } | Error::TooLarge { .. }
+    )
+}
+
+/// The home's store as a shared [`Blockstore`] that keeps the home open (for owned readers).
+struct SharedStore(Arc<Home>);
+
+impl Blockstore for SharedStore {
+    fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
+        self.0.store.get(cid)
+    }
+    fn has(&self, cid: &Cid) -> Result<bool> {
+        self.0.store.has(cid)
+    }
+    fn size_of(&self, cid: &Cid) -> Result<u64> {
+        self.0.store.size_of(cid)
+    }
+    fn put(&self, cid: &Cid, data: &[u8]) -> Result<()> {
+        self.0.store.put(cid, data)
+    }
+    fn delete(&self, cid: &Cid) -> Result<()> {
+        self.0.store.delete(cid)
+    }
+    fn cids(&self) -> Result<Vec<Cid>> {
+        self.0.store.cids()
+    }
+    fn batch(&self) -> Result<Box<dyn crate::store::Batch + '_>> {
+        self.0.store.batch()
+    }
+    fn retain(&self, keep: &dyn Fn(&Cid) -> bool) -> Result<crate::store::SweepStats> {
+        self.0.store.retain(keep)
+    }
+    fn stored_bytes(&self) -> Result<u64> {
+        self.0.store.stored_bytes()
+    }
+}
+
 struct SpoolWriter {
     file: std::io::BufWriter<std::fs::File>,
     sha: sha2::Sha256,
@@ -794,6 +945,83 @@ mod tests {
         tar.resize(2048, 0);
         let l = home.put_blob(&mut &tar[..], None, true).unwrap();
         assert_eq!(l.storage, crate::blob::Storage::Uncompressed);
+        assert_eq!(home.verify(true).unwrap().problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn owned_readers_file_puts_and_auto_kind() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let home = Arc::new(Home::init(&dir.path().join("home")).unwrap());
+        let sha = |b: &[u8]| format_digest(&<sha2::Sha256 as sha2::Digest>::digest(b).into());
+
+        // A file put in place: hashed when no digest is given, left where it is.
+        let json = br#"{"os":"linux","architecture":"amd64"}"#.repeat(3000);
+        let file = dir.path().join("config.json");
+        std::fs::write(&file, &json).unwrap();
+        let b = home.put_blob_file(&file, None, PutKind::Auto).unwrap();
+        assert_eq!(format_digest(&b.digest), sha(&json));
+        assert_eq!(b.storage, crate::blob::Storage::Verbatim);
+        assert_eq!(std::fs::read(&file).unwrap(), json);
+
+        // The owned reader outlives this scope's borrows and reads on another thread.
+        let reader = home.open_blob(&sha(&json)).unwrap();
+        let back = std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut v = Vec::new();
+            reader.read_to_end(&mut v).map(|_| v)
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(back, json);
+
+        // No such blob: its own error, naming the digest.
+        let absent = sha(b"absent");
+        match home.open_blob(&absent) {
+            Err(Error::BlobNotFound(d)) => assert_eq!(d, absent),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("found a blob never stored"),
+        }
+
+        // A gzip stream that holds no tar: Layer refuses it and stores nothing; Auto keeps it verbatim.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&b"not a tar archive, just text. ".repeat(100)).unwrap();
+        let gz = gz.finish().unwrap();
+        let gz_file = dir.path().join("blob.gz");
+        std::fs::write(&gz_file, &gz).unwrap();
+        let blocks = home.store().cids().unwrap().len();
+        let e = home
+            .put_blob_file(&gz_file, Some(&sha(&gz)), PutKind::Layer)
+            .unwrap_err();
+        assert!(not_a_layer(&e), "{e}");
+        assert_eq!(home.store().cids().unwrap().len(), blocks);
+        assert!(matches!(home.blob(&sha(&gz)), Err(Error::BlobNotFound(_))));
+        let b = home.put_blob_auto(&mut &gz[..], Some(&sha(&gz))).unwrap();
+        assert_eq!(b.storage, crate::blob::Storage::Verbatim);
+        let mut back = Vec::new();
+        home.open_blob(&sha(&gz)).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, gz);
+
+        // A tar is a layer in Auto mode.
+        let mut tar = crate::tar::tests::header(b"f", b'0', 5, false).to_vec();
+        tar.extend_from_slice(b"hello");
+        tar.resize(2048, 0);
+        let l = home.put_blob_auto(&mut &tar[..], None).unwrap();
+        assert_eq!(l.storage, crate::blob::Storage::Uncompressed);
+
+        // A wrong digest is a mismatch (Layer refuses the non-layer first), and changes nothing.
+        let blocks = home.store().cids().unwrap().len();
+        let refs = std::fs::read(dir.path().join("home/refs.json")).unwrap();
+        for kind in [PutKind::Auto, PutKind::Other] {
+            let e = home.put_blob_file(&gz_file, Some(&sha(b"x")), kind).unwrap_err();
+            assert!(matches!(e, Error::DigestMismatch { .. }), "{kind:?}: {e}");
+        }
+        assert!(home.put_blob_file(&gz_file, Some(&sha(b"x")), PutKind::Layer).is_err());
+        let e = home.put_blob_file(&file, Some(&sha(b"x")), PutKind::Layer).unwrap_err();
+        assert!(not_a_layer(&e), "{e}");
+        assert_eq!(home.store().cids().unwrap().len(), blocks);
+        assert_eq!(std::fs::read(dir.path().join("home/refs.json")).unwrap(), refs);
         assert_eq!(home.verify(true).unwrap().problems, Vec::<String>::new());
     }
 }

@@ -4,22 +4,15 @@
 use crate::boundary::{self, borrow, borrow_mut, out_handle, utf8};
 use crate::status::Failure;
 use crate::store::shp_store;
-use shp_core::store::Blockstore;
-use shp_core::Home;
 use std::ffi::{c_char, c_int};
 use std::io::{ErrorKind, Read};
-use std::sync::Arc;
 
 /// A blob being read. Not thread-safe: use one reader from one thread at a time (different
 /// readers may be used from different threads at once).
 pub struct shp_blob_reader {
-    // Field order matters: `inner` borrows the store owned by `_home` and must drop first (fields
-    // drop in declaration order).
-    // Not `+ Send`: the engine returns a plain `Box<dyn Read>`. Its concrete readers (DagReader,
-    // the recipe's deflate encoder, the verifying wrapper) hold only Send + Sync data, which is
-    // what lets C move a reader between threads; shp-core should say so in the type.
-    inner: Box<dyn Read + 'static>,
-    _home: Arc<Home>,
+    // The engine's owned reader: it keeps the store open itself (so the store handle may be freed
+    // first), and it is `Send`, so C may move the reader between threads between calls.
+    inner: Box<dyn Read + Send>,
     /// A read failed: every later read repeats the failure.
     failed: Option<Failure>,
 }
@@ -51,20 +44,8 @@ pub unsafe extern "C" fn shp_blob_reader_open(
                 utf8(digest, "digest")?,
             )
         };
-        let home = store.home.clone();
-        let node = home.blob(digest)?;
-        let blocks: &dyn Blockstore = home.store();
-        // SAFETY: the store lives inside the `Home` that `home` keeps alive on the heap (an Arc
-        // never moves its value), and the reader struct drops `inner` before `_home`; so the
-        // reference outlives every use the reader makes of it. `Home` is Sync, so the borrow may
-        // travel with the reader to another thread.
-        let blocks: &'static dyn Blockstore = unsafe { std::mem::transmute::<&dyn Blockstore, _>(blocks) };
-        let inner = node.open(blocks);
-        *out = Box::into_raw(Box::new(shp_blob_reader {
-            inner,
-            _home: home,
-            failed: None,
-        }));
+        let inner = store.home.open_blob(digest)?;
+        *out = Box::into_raw(Box::new(shp_blob_reader { inner, failed: None }));
         Ok(())
     })
 }

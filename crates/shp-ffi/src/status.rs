@@ -67,7 +67,7 @@ pub fn status_of(e: &Error) -> shp_status {
     match e {
         Error::Io(_) | Error::IoPath { .. } => SHP_IO,
         Error::InvalidCid(_) | Error::InvalidDigest(_) | Error::InvalidReference { .. } => SHP_INVALID_ARGUMENT,
-        Error::ImageNotFound(_) => SHP_NOT_FOUND,
+        Error::ImageNotFound(_) | Error::BlobNotFound(_) => SHP_NOT_FOUND,
         Error::DigestMismatch { .. } => SHP_DIGEST_MISMATCH,
         Error::BlockNotFound { .. }
         | Error::CorruptBlock { .. }

@@ -1,4 +1,5 @@
-//! The store handle, and the calls that need no stream: stat, list, whole-image import/export.
+//! The store handle, and the calls that need no stream: stat, list, whole-image import/export,
+//! and images made of stored blobs (commit, top digest, resolve).
 
 use crate::boundary::{self, borrow, out_handle, path, utf8};
 use crate::status::{shp_status, Failure};
@@ -211,4 +212,126 @@ pub unsafe extern "C" fn shp_image_export(
         store.home.pull(id, &dest, &no_progress)?;
         Ok(())
     })
+}
+
+/// Makes an image of a manifest or index whose blobs the store already holds (put with a blob
+/// writer, or part of any image), and names it `name` (or pins it when `name` is NULL). This is
+/// how a registry push or a containers/image destination ends: blobs first, then the manifest.
+/// For an index, commit each child manifest's blobs first (the child manifests themselves may be
+/// put as blobs or committed as images of their own).
+///
+/// - `manifest`, `len`: the manifest or index bytes, kept exactly as given (its digest is their
+///   sha256); borrowed for the call.
+/// - `media_type`: NULL or empty, or the type the client declared; without one the document's
+///   own `mediaType` is used. Borrowed.
+/// - `name`: NULL, or the name to give the image (replacing what the name pointed to). Borrowed.
+/// - `cid_out`: NULL, or a buffer of `cap` ≥ `SHP_CID_BUF_LEN` bytes that receives the image's
+///   root CID, NUL-terminated. Checked before anything is stored.
+///
+/// Returns `SHP_OK`, `SHP_INVALID_ARGUMENT` (NULL store or manifest, bad name, not UTF-8),
+/// `SHP_INVALID_INPUT` (not a manifest or index, no media type, a blob it names is missing:
+/// the message names the digest), `SHP_DIGEST_MISMATCH` (a stored blob's size differs from its
+/// descriptor), `SHP_BUFFER_TOO_SMALL`, `SHP_IO`, `SHP_CORRUPT`. Nothing changes on failure.
+///
+/// # Safety
+/// `store` is NULL or a live handle; `manifest` is NULL or points to `len` readable bytes;
+/// `media_type` and `name` are NULL or NUL-terminated; `cid_out` is NULL or points to `cap`
+/// writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shp_image_commit(
+    store: *mut shp_store,
+    manifest: *const u8,
+    len: usize,
+    media_type: *const c_char,
+    name: *const c_char,
+    cid_out: *mut c_char,
+    cap: usize,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let store = unsafe { borrow(store, "store")? };
+        if manifest.is_null() {
+            return Err(Failure::invalid("manifest is NULL"));
+        }
+        // SAFETY: non-NULL with len readable bytes, as the caller promises.
+        let manifest = unsafe { std::slice::from_raw_parts(manifest, len) };
+        // SAFETY: NULL or NUL-terminated, as the caller promises.
+        let media_type = unsafe { opt_utf8(media_type, "media_type")? };
+        // SAFETY: as above.
+        let name = unsafe { opt_utf8(name, "name")? };
+        boundary::check_buf(cid_out, cap, SHP_CID_BUF_LEN, "cid_out")?;
+        let report = store.home.commit_image(manifest, media_type, name)?;
+        // SAFETY: cid_out is NULL or holds cap bytes.
+        unsafe { boundary::write_str(cid_out, cap, &report.import.root.to_string(), "cid_out") }
+    })
+}
+
+/// The digest of the manifest or index at the top of an image: what a registry serves for the
+/// image's tag. Read the manifest itself with `shp_blob_reader_open` on that digest.
+///
+/// - `cid_or_name`: the image's root CID or a name it was given; borrowed.
+/// - `digest_out`: NULL, or a buffer of `cap` ≥ `SHP_DIGEST_BUF_LEN` bytes that receives the
+///   digest (`sha256:<hex>`), NUL-terminated.
+///
+/// Returns `SHP_OK`, `SHP_NOT_FOUND` (no such name or root), `SHP_INVALID_ARGUMENT`,
+/// `SHP_BUFFER_TOO_SMALL`, `SHP_IO`, `SHP_CORRUPT` (the root is no image).
+///
+/// # Safety
+/// `store` is NULL or a live handle; `cid_or_name` is NULL or NUL-terminated; `digest_out` is
+/// NULL or points to `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shp_image_top_digest(
+    store: *mut shp_store,
+    cid_or_name: *const c_char,
+    digest_out: *mut c_char,
+    cap: usize,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let (store, id) = unsafe { (borrow(store, "store")?, utf8(cid_or_name, "cid_or_name")?) };
+        boundary::check_buf(digest_out, cap, crate::SHP_DIGEST_BUF_LEN, "digest_out")?;
+        let digest = store.home.top_digest(id)?;
+        // SAFETY: digest_out is NULL or holds cap bytes.
+        unsafe { boundary::write_str(digest_out, cap, &digest, "digest_out") }
+    })
+}
+
+/// The root CID a name points to (or the CID itself, when the store holds that block).
+///
+/// - `cid_or_name`: borrowed.
+/// - `cid_out`: NULL, or a buffer of `cap` ≥ `SHP_CID_BUF_LEN` bytes that receives the root CID,
+///   NUL-terminated.
+///
+/// Returns `SHP_OK`, `SHP_NOT_FOUND`, `SHP_INVALID_ARGUMENT`, `SHP_BUFFER_TOO_SMALL`, `SHP_IO`.
+///
+/// # Safety
+/// `store` is NULL or a live handle; `cid_or_name` is NULL or NUL-terminated; `cid_out` is NULL
+/// or points to `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shp_image_resolve(
+    store: *mut shp_store,
+    cid_or_name: *const c_char,
+    cid_out: *mut c_char,
+    cap: usize,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let (store, id) = unsafe { (borrow(store, "store")?, utf8(cid_or_name, "cid_or_name")?) };
+        boundary::check_buf(cid_out, cap, SHP_CID_BUF_LEN, "cid_out")?;
+        let cid = store.home.resolve(id)?;
+        // SAFETY: cid_out is NULL or holds cap bytes.
+        unsafe { boundary::write_str(cid_out, cap, &cid.to_string(), "cid_out") }
+    })
+}
+
+/// An optional string argument: NULL is `None`.
+///
+/// # Safety
+/// As [`utf8`].
+unsafe fn opt_utf8<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, Failure> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL and NUL-terminated, as the caller promises.
+    unsafe { utf8(p, what) }.map(Some)
 }

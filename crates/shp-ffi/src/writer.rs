@@ -1,15 +1,17 @@
 //! Streaming blob writes. Bytes are spooled to a temporary file under the home (the engine reads a
 //! blob more than once when it has to fall back to opaque storage), and the commit hands the spool
-//! to `Home::put_blob`, which checks the digest and decomposes layers like `shp push` does.
+//! to `Home::put_blob_file`, which imports it in place: it checks the digest, decides what the
+//! blob is (`PutKind`) and decomposes layers like `shp push` does.
 
 use crate::boundary::{self, borrow, borrow_mut, out_handle, utf8};
 use crate::status::{shp_status, Failure};
 use crate::store::shp_store;
 use crate::SHP_DIGEST_BUF_LEN;
 use shp_core::cid::{format_digest, parse_digest};
+use shp_core::home::PutKind;
 use shp_core::{Error, Home};
 use std::ffi::{c_char, c_int};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use tempfile::NamedTempFile;
 
@@ -203,70 +205,14 @@ impl shp_blob_writer {
     }
 
     fn commit(&self, spool: NamedTempFile) -> Result<String, Failure> {
-        let mut file = spool.reopen().map_err(Error::Io)?;
-        let mut head = Vec::with_capacity(512);
-        (&mut file).take(512).read_to_end(&mut head).map_err(Error::Io)?;
-        let layer = match self.kind {
-            shp_blob_kind::SHP_BLOB_LAYER => true,
-            shp_blob_kind::SHP_BLOB_OTHER => false,
-            shp_blob_kind::SHP_BLOB_AUTO => looks_like_layer(&head),
+        let kind = match self.kind {
+            shp_blob_kind::SHP_BLOB_AUTO => PutKind::Auto,
+            shp_blob_kind::SHP_BLOB_LAYER => PutKind::Layer,
+            shp_blob_kind::SHP_BLOB_OTHER => PutKind::Other,
         };
-        let expected = self.expected.as_deref();
-        let mut put = |layer| -> shp_core::Result<_> {
-            file.seek(SeekFrom::Start(0))?;
-            self.home.put_blob(&mut std::io::BufReader::new(&file), expected, layer)
-        };
-        let imported = match put(layer) {
-            // It looked like a layer but is none: a content store keeps any bytes.
-            Err(e) if layer && self.kind == shp_blob_kind::SHP_BLOB_AUTO && not_a_layer(&e) => put(false)?,
-            r => r?,
-        };
+        // The engine imports the spool in place (it reads it twice when it must fall back).
+        let imported = self.home.put_blob_file(spool.path(), self.expected.as_deref(), kind)?;
         Ok(format_digest(&imported.digest))
         // `spool` drops here and removes the temporary file.
-    }
-}
-
-/// Gzip or zstd magic, or a 512-byte tar header whose checksum holds.
-fn looks_like_layer(head: &[u8]) -> bool {
-    if head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return true;
-    }
-    match <&[u8; 512]>::try_from(head) {
-        Ok(h) => h.iter().any(|&b| b != 0) && shp_core::tar::check_checksum(h).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// Errors that say "these bytes are not a layer", as opposed to "they are not what was promised".
-fn not_a_layer(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Tar { .. } | Error::Compression { .. } | Error::TooLarge { .. }
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sniffing() {
-        assert!(looks_like_layer(&[0x1f, 0x8b, 8, 0]));
-        assert!(looks_like_layer(&[0x28, 0xb5, 0x2f, 0xfd, 0]));
-        assert!(!looks_like_layer(b"{\"schemaVersion\":2}"));
-        assert!(!looks_like_layer(&[0u8; 512]));
-        // A real ustar header: name "a", mode, sizes, checksum computed like tar does.
-        let mut h = [0u8; 512];
-        h[0] = b'a';
-        h[100..107].copy_from_slice(b"0000644");
-        h[124..135].copy_from_slice(b"00000000000");
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        assert!(looks_like_layer(&h));
-        h[0] = b'b'; // checksum no longer holds
-        assert!(!looks_like_layer(&h));
     }
 }

@@ -257,3 +257,206 @@ fn status_names_and_messages() {
         shp_status::SHP_INVALID_ARGUMENT as c_int
     );
 }
+
+fn cstr(b: &[c_char]) -> String {
+    unsafe { CStr::from_ptr(b.as_ptr()) }.to_str().unwrap().to_string()
+}
+
+impl Store {
+    fn commit(&self, manifest: &[u8], media_type: Option<&str>, name: Option<&str>) -> Result<String, (c_int, String)> {
+        let mt = media_type.map(|m| CString::new(m).unwrap());
+        let n = name.map(|m| CString::new(m).unwrap());
+        let mut out = [0 as c_char; SHP_CID_BUF_LEN];
+        let rc = unsafe {
+            shp_image_commit(
+                self.0,
+                manifest.as_ptr(),
+                manifest.len(),
+                mt.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+                n.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        if rc != 0 {
+            return Err((rc, last_error()));
+        }
+        Ok(cstr(&out))
+    }
+
+    fn top_digest(&self, id: &str) -> Result<String, (c_int, String)> {
+        let c = CString::new(id).unwrap();
+        let mut out = [0 as c_char; SHP_DIGEST_BUF_LEN];
+        match unsafe { shp_image_top_digest(self.0, c.as_ptr(), out.as_mut_ptr(), out.len()) } {
+            0 => Ok(cstr(&out)),
+            rc => Err((rc, last_error())),
+        }
+    }
+
+    fn resolve(&self, id: &str) -> Result<String, (c_int, String)> {
+        let c = CString::new(id).unwrap();
+        let mut out = [0 as c_char; SHP_CID_BUF_LEN];
+        match unsafe { shp_image_resolve(self.0, c.as_ptr(), out.as_mut_ptr(), out.len()) } {
+            0 => Ok(cstr(&out)),
+            rc => Err((rc, last_error())),
+        }
+    }
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn manifest(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|l| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}"#,
+                digest(l),
+                l.len()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        digest(config),
+        config.len(),
+        layers.join(",")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn images_are_committed_from_stored_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path());
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let layer = gzip(&tar("etc/hello", b"hello\n"));
+    let m = manifest(&config, &[&layer]);
+
+    // A blob the manifest names is missing: refused, naming it, and nothing is named.
+    s.put(None, shp_blob_kind::SHP_BLOB_AUTO, &config).unwrap();
+    let (rc, msg) = s.commit(&m, None, Some("app:1")).unwrap_err();
+    assert_eq!(rc, shp_status::SHP_INVALID_INPUT as c_int, "{msg}");
+    assert!(msg.contains(&digest(&layer)), "{msg}");
+    let (rc, _) = s.resolve("app:1").unwrap_err();
+    assert_eq!(rc, shp_status::SHP_NOT_FOUND as c_int);
+
+    // Blobs first, then the manifest.
+    s.put(Some(&digest(&layer)), shp_blob_kind::SHP_BLOB_AUTO, &layer)
+        .unwrap();
+    let root = s.commit(&m, None, Some("app:1")).unwrap();
+    assert!(root.starts_with('b') && root.len() == SHP_CID_BUF_LEN - 1, "{root}");
+    assert_eq!(s.resolve("app:1").unwrap(), root);
+    assert_eq!(s.resolve(&root).unwrap(), root);
+    assert_eq!(s.top_digest("app:1").unwrap(), digest(&m));
+    assert_eq!(s.top_digest(&root).unwrap(), digest(&m));
+    // The manifest is a blob now, byte for byte, and so are the others.
+    assert_eq!(s.get(&digest(&m)).unwrap(), m);
+    assert_eq!(s.get(&digest(&layer)).unwrap(), layer);
+
+    // An index over it (its child manifest is in the store as part of app:1).
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        digest(&m),
+        m.len()
+    )
+    .into_bytes();
+    let iroot = s.commit(&index, Some(OCI_INDEX), None).unwrap();
+    assert_ne!(iroot, root);
+    assert_eq!(s.top_digest(&iroot).unwrap(), digest(&index));
+    assert_eq!(s.get(&digest(&index)).unwrap(), index);
+
+    // Bad arguments change nothing.
+    let mut small = [0 as c_char; SHP_CID_BUF_LEN - 1];
+    let rc = unsafe {
+        shp_image_commit(
+            s.0,
+            m.as_ptr(),
+            m.len(),
+            std::ptr::null(),
+            std::ptr::null(),
+            small.as_mut_ptr(),
+            small.len(),
+        )
+    };
+    assert_eq!(rc, shp_status::SHP_BUFFER_TOO_SMALL as c_int);
+    let rc = unsafe {
+        shp_image_commit(
+            s.0,
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            std::ptr::null(),
+            null_mut(),
+            0,
+        )
+    };
+    assert_eq!(rc, shp_status::SHP_INVALID_ARGUMENT as c_int);
+    let (rc, msg) = s.commit(b"{\"schemaVersion\":2}", None, None).unwrap_err();
+    assert_eq!(rc, shp_status::SHP_INVALID_INPUT as c_int, "{msg}");
+    let (rc, msg) = s.commit(&config, Some("application/json"), None).unwrap_err();
+    assert_eq!(rc, shp_status::SHP_INVALID_INPUT as c_int, "{msg}");
+    let (rc, msg) = s.commit(&m, None, Some("bad name with spaces")).unwrap_err();
+    assert_eq!(rc, shp_status::SHP_INVALID_ARGUMENT as c_int, "{msg}");
+    let (rc, _) = s.top_digest("no-such-name").unwrap_err();
+    assert_eq!(rc, shp_status::SHP_NOT_FOUND as c_int);
+    let c = CString::new("app:1").unwrap();
+    let mut small = [0 as c_char; SHP_DIGEST_BUF_LEN - 1];
+    let rc = unsafe { shp_image_top_digest(s.0, c.as_ptr(), small.as_mut_ptr(), small.len()) };
+    assert_eq!(rc, shp_status::SHP_BUFFER_TOO_SMALL as c_int);
+    // The refs hold exactly one name and one pin.
+    let refs: String = std::fs::read_to_string(dir.path().join("refs.json")).unwrap();
+    assert!(refs.contains("app:1") && refs.contains(&iroot), "{refs}");
+}
+
+struct Reader(*mut shp_blob_reader);
+// A reader may move between threads between calls (the engine's reader is Send).
+unsafe impl Send for Reader {}
+
+#[test]
+fn readers_outlive_their_store_handle_and_move_between_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path());
+    let blob = gzip(&tar("data/x.bin", &pseudo_random(1 << 20, 5)));
+    let d = s.put(None, shp_blob_kind::SHP_BLOB_AUTO, &blob).unwrap();
+    let c = CString::new(d.as_str()).unwrap();
+    let mut r = null_mut();
+    assert_eq!(unsafe { shp_blob_reader_open(s.0, c.as_ptr(), &mut r) }, 0);
+    drop(s); // frees the store handle
+    let r = Reader(r);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 100_000];
+    // Half on this thread...
+    while out.len() < blob.len() / 2 {
+        let n = unsafe { shp_blob_reader_read(r.0, buf.as_mut_ptr(), buf.len()) };
+        assert!(n > 0);
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    // ...the rest on another.
+    let out = std::thread::spawn(move || {
+        let r = r;
+        loop {
+            match unsafe { shp_blob_reader_read(r.0, buf.as_mut_ptr(), buf.len()) } {
+                0 => break,
+                n if n > 0 => out.extend_from_slice(&buf[..n as usize]),
+                e => panic!("read failed: {e}: {}", last_error()),
+            }
+        }
+        unsafe { shp_blob_reader_free(r.0) };
+        out
+    })
+    .join()
+    .unwrap();
+    assert_eq!(out, blob);
+    // No such blob: SHP_NOT_FOUND, no reader.
+    let s = Store::open(dir.path());
+    let absent = CString::new(digest(b"absent")).unwrap();
+    let mut r = std::ptr::dangling_mut();
+    assert_eq!(
+        unsafe { shp_blob_reader_open(s.0, absent.as_ptr(), &mut r) },
+        shp_status::SHP_NOT_FOUND as c_int
+    );
+    assert!(r.is_null());
+    assert!(last_error().contains(&digest(b"absent")), "{}", last_error());
+}
