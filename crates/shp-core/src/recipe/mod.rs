@@ -21,6 +21,8 @@
 
 pub mod zlib;
 
+pub mod pgzip;
+
 use crate::cbor::Value;
 use crate::error::{Error, Result};
 use crate::gzip;

@@ -1,0 +1,415 @@
+//! klauspost/pgzip framing over klauspost/compress flate: what skopeo, podman, buildah (containers/image),
+//! umoci and go-containerregistry write.
+//!
+//! # What determines the bytes
+//! pgzip cuts the input into blocks of `B` bytes. Each block is compressed by a fresh klauspost flate writer
+//! whose preset dictionary is the last 16 KiB of the previous block's *input* (none for the first block), and
+//! sync-flushed (an empty stored block, `00 00 ff ff`). The final block — the remainder, possibly empty — is
+//! also closed (a final empty fixed-code block, `03 00`). Blocks are independent given their dictionaries,
+//! so they are rebuilt on two threads and emitted in order. The flate writer hands its encoder chunks of at
+//! most 65535 bytes; levels 1–6 use klauspost's own single-pass match finders, -2 is Huffman-only, 0 stored;
+//! -1 (DefaultCompression) *is* level 5 (same bytes, same gzip header), so it is named 5.
+//!
+//! # Profile names
+//! `pgzip-1.2/kpflate-<class>/<level>/<B>`: `<class>` is the oldest klauspost/compress release known to write
+//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6`, `<B>` the block size in bytes (decimal, > 16384,
+//! ≤ 1 GiB). Classes:
+//! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm). Also what 1.18.0 writes at levels 1 and 5 (-1)
+//!   (checked against the committed 1.18.0 vectors).
+//!
+//! Not reproduced (layers stay opaque): levels 7–9 (klauspost's lazy matcher), and the output of
+//! klauspost/compress ≥ 1.19 (it changed levels 1–6).
+
+mod deflate;
+mod fast;
+mod huff;
+
+use deflate::Compressor;
+use fast::Variant;
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// pgzip's dictionary: the previous block's last bytes.
+const TAIL: usize = 16384;
+const MAX_BLOCK: u64 = 1 << 30;
+/// The levels tried by the probe, most common first (5 = DefaultCompression, 1 = BestSpeed).
+const LEVEL_ORDER: [i8; 8] = [5, 1, 6, 4, 3, 2, 0, -2];
+
+/// klauspost/compress output classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 1.15.12 (and 1.18.0 at levels 1 and 5).
+    V1_15_12,
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::V1_15_12 => "1.15.12",
+        }
+    }
+    fn from_name(s: &str) -> Option<Class> {
+        match s {
+            "1.15.12" => Some(Class::V1_15_12),
+            _ => None,
+        }
+    }
+    fn variant(self) -> Variant {
+        match self {
+            Class::V1_15_12 => Variant::V1_15,
+        }
+    }
+}
+
+/// Everything besides the gzip header that determines a pgzip stream's deflate bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub class: Class,
+    /// klauspost level with -1 mapped to 5: one of -2, 0..=6.
+    pub level: i8,
+    /// pgzip block size in bytes.
+    pub block_size: u64,
+}
+
+impl Params {
+    pub fn profile(&self) -> String {
+        format!(
+            "pgzip-1.2/kpflate-{}/{}/{}",
+            self.class.name(),
+            self.level,
+            self.block_size
+        )
+    }
+
+    pub fn from_profile(s: &str) -> Option<Params> {
+        let rest = s.strip_prefix("pgzip-1.2/kpflate-")?;
+        let mut it = rest.split('/');
+        let class = Class::from_name(it.next()?)?;
+        let level_s = it.next()?;
+        let block_s = it.next()?;
+        if it.next().is_some() {
+            return None;
+        }
+        let level: i8 = level_s.parse().ok()?;
+        let block_size: u64 = block_s.parse().ok()?;
+        // Canonical spelling only (no "+5", "05", "-0").
+        if level.to_string() != level_s || block_size.to_string() != block_s {
+            return None;
+        }
+        if !LEVEL_ORDER.contains(&level) || block_size <= TAIL as u64 || block_size > MAX_BLOCK {
+            return None;
+        }
+        Some(Params {
+            class,
+            level,
+            block_size,
+        })
+    }
+}
+
+/// Compresses one pgzip block as pgzip's `compressBlock` does.
+fn compress_block(p: &Params, dict: Option<&[u8]>, data: &[u8], last: bool) -> Vec<u8> {
+    let mut c = Compressor::new(p.level, p.class.variant(), Vec::with_capacity(data.len() / 2 + 64));
+    if let Some(d) = dict {
+        c.fill_dict(d);
+    }
+    c.write(data);
+    c.sync_flush();
+    if last {
+        c.close();
+    }
+    c.into_output()
+}
+
+/// Where sync-flush markers end in `stream`, as (compressed end offset, uncompressed offset), in order.
+/// Byte patterns that merely look like a marker (inside stored data) are included; callers verify.
+fn sync_points(stream: &[u8], limit: usize) -> Vec<(usize, u64)> {
+    let mut out = Vec::new();
+    let mut z = flate2::Decompress::new(false);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut fed = 0usize;
+    let mut i = 0usize;
+    while i + 4 <= stream.len() && out.len() < limit {
+        if stream[i..i + 4] != [0, 0, 0xff, 0xff] {
+            i += 1;
+            continue;
+        }
+        let end = i + 4;
+        while fed < end {
+            let (bi, bo) = (z.total_in(), z.total_out());
+            match z.decompress(&stream[fed..end], &mut buf, flate2::FlushDecompress::Sync) {
+                Ok(flate2::Status::StreamEnd) | Err(_) => return out,
+                Ok(_) => {}
+            }
+            fed += (z.total_in() - bi) as usize;
+            if z.total_in() == bi && z.total_out() == bo {
+                break;
+            }
+        }
+        // Drain output still pending for the bytes fed.
+        loop {
+            let bo = z.total_out();
+            if z.decompress(&[], &mut buf, flate2::FlushDecompress::Sync).is_err() || z.total_out() == bo {
+                break;
+            }
+        }
+        if fed == end {
+            out.push((end, z.total_out()));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Candidates (most likely first, fixed order) whose output matches the start of `stream` (raw deflate after
+/// the gzip header) for `data` (what that prefix decodes to); `complete`: the stream prefix is all of it.
+pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
+    let points = sync_points(stream, 4096);
+    // Block size: the uncompressed offset of the first real marker. Stored data can hold the same four bytes,
+    // so a candidate must be confirmed by the structure: a marker at twice its offset, the stream's closing
+    // bytes right after it, or no later marker in the prefix.
+    let mut sizes: Vec<u64> = Vec::new();
+    for (k, &(end, out)) in points.iter().enumerate() {
+        if out <= TAIL as u64 || out > MAX_BLOCK {
+            continue;
+        }
+        let tail = &stream[end..];
+        let closes = complete && out == data.len() as u64 && tail.starts_with(&[3, 0]);
+        let confirmed = closes
+            || points[k + 1..].iter().any(|&(_, o)| o == 2 * out)
+            || (complete && out == data.len() as u64 && tail.starts_with(&[0, 0, 0, 0xff, 0xff, 3, 0]))
+            || k + 1 == points.len();
+        if !confirmed {
+            continue;
+        }
+        let b = if closes {
+            // One closed block: any B above the length writes the same bytes; name the usual one.
+            let want = (data.len() as u64 + 1).max(1 << 20);
+            if want <= 1 << 20 {
+                1 << 20
+            } else {
+                want.next_power_of_two()
+            }
+        } else {
+            out
+        };
+        if !sizes.contains(&b) {
+            sizes.push(b);
+        }
+        if sizes.len() >= 2 {
+            break;
+        }
+    }
+    if sizes.is_empty() && complete && data.len() <= TAIL && stream.len() >= 2 {
+        // Tiny input: the lone block is shorter than the tail; the usual default names it.
+        sizes.push(1 << 20);
+    }
+    let mut found = Vec::new();
+    for &b in &sizes {
+        for level in LEVEL_ORDER {
+            let p = Params {
+                class: Class::V1_15_12,
+                level,
+                block_size: b,
+            };
+            if matches_prefix(&p, stream, data, complete) {
+                found.push(p);
+            }
+        }
+        if !found.is_empty() {
+            break;
+        }
+    }
+    found
+}
+
+/// Re-encodes as much of `data` as the budget allows and compares with `stream`.
+fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
+    let b = p.block_size as usize;
+    // Screen: the first 64 KiB chunk alone (its bytes are final once the next chunk starts).
+    let first = data.len().min(b);
+    if first > huff::MAX_STORE_BLOCK && b > huff::MAX_STORE_BLOCK {
+        let mut c = Compressor::new(p.level, p.class.variant(), Vec::new());
+        c.write(&data[..huff::MAX_STORE_BLOCK]);
+        c.write(&data[huff::MAX_STORE_BLOCK..huff::MAX_STORE_BLOCK + 1]);
+        let out = c.output();
+        let n = out.len().min(stream.len());
+        if out[..n] != stream[..n] {
+            return false;
+        }
+    }
+    // Then whole blocks, up to ~2 MiB of input.
+    let mut pos = 0usize;
+    let mut spos = 0usize;
+    let mut prev: Option<&[u8]> = None;
+    let mut checked_any = false;
+    while pos < data.len() || (complete && pos == data.len()) {
+        let end = pos + b;
+        let last = end > data.len();
+        if last && !complete {
+            break;
+        }
+        if checked_any && pos >= 2 << 20 {
+            break;
+        }
+        let blk = &data[pos..end.min(data.len())];
+        let dict = prev.filter(|d| d.len() > TAIL).map(|d| &d[d.len() - TAIL..]);
+        let out = compress_block(p, dict, blk, last);
+        let n = out.len().min(stream.len().saturating_sub(spos));
+        if out[..n] != stream[spos..spos + n] {
+            return false;
+        }
+        checked_any = true;
+        if n < out.len() || last {
+            break;
+        }
+        spos += out.len();
+        prev = Some(blk);
+        pos = end;
+    }
+    true
+}
+
+struct Job {
+    seq: u64,
+    dict: Option<Vec<u8>>,
+    data: Vec<u8>,
+    last: bool,
+}
+
+const MAX_INFLIGHT: usize = 4;
+
+/// Streams the raw deflate stream of the whole input (no gzip header or trailer).
+pub fn encoder<'a, R: Read + Send + 'a>(p: &Params, input: R) -> Box<dyn Read + Send + 'a> {
+    let (res_tx, res_rx) = channel::<(u64, Vec<u8>)>();
+    let (job_tx, job_rx) = channel::<Job>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let mut workers = 0;
+    for _ in 0..2 {
+        let (rx, tx, p) = (job_rx.clone(), res_tx.clone(), p.clone());
+        let spawned = std::thread::Builder::new()
+            .name("pgzip-encode".into())
+            .spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(g) => g.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let out = compress_block(&p, job.dict.as_deref(), &job.data, job.last);
+                if tx.send((job.seq, out)).is_err() {
+                    return;
+                }
+            });
+        if spawned.is_ok() {
+            workers += 1;
+        }
+    }
+    Box::new(Encoder {
+        p: p.clone(),
+        input,
+        jobs: if workers > 0 { Some(job_tx) } else { None },
+        results: res_rx,
+        pending: BTreeMap::new(),
+        next_seq: 0,
+        emit_seq: 0,
+        inflight: 0,
+        submitted_last: false,
+        prev_tail: None,
+        cur: Vec::new(),
+        cur_pos: 0,
+    })
+}
+
+struct Encoder<R> {
+    p: Params,
+    input: R,
+    jobs: Option<Sender<Job>>,
+    results: Receiver<(u64, Vec<u8>)>,
+    pending: BTreeMap<u64, Vec<u8>>,
+    next_seq: u64,
+    emit_seq: u64,
+    inflight: usize,
+    submitted_last: bool,
+    prev_tail: Option<Vec<u8>>,
+    cur: Vec<u8>,
+    cur_pos: usize,
+}
+
+impl<R: Read> Encoder<R> {
+    /// Reads the next block and hands it to a worker (or compresses it here when there are none).
+    fn submit(&mut self) -> io::Result<()> {
+        let b = self.p.block_size as usize;
+        let mut data = Vec::with_capacity(b.min(1 << 24));
+        (&mut self.input).take(b as u64).read_to_end(&mut data)?;
+        let last = data.len() < b;
+        let dict = self.prev_tail.take();
+        if data.len() > TAIL {
+            self.prev_tail = Some(data[data.len() - TAIL..].to_vec());
+        }
+        let job = Job {
+            seq: self.next_seq,
+            dict,
+            data,
+            last,
+        };
+        self.next_seq += 1;
+        self.submitted_last = last;
+        match &self.jobs {
+            Some(tx) => {
+                tx.send(job)
+                    .map_err(|_| io::Error::other("pgzip encoder worker ended"))?;
+                self.inflight += 1;
+            }
+            None => {
+                let out = compress_block(&self.p, job.dict.as_deref(), &job.data, job.last);
+                self.pending.insert(job.seq, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Encoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.cur_pos < self.cur.len() {
+                let n = (self.cur.len() - self.cur_pos).min(buf.len());
+                buf[..n].copy_from_slice(&self.cur[self.cur_pos..self.cur_pos + n]);
+                self.cur_pos += n;
+                return Ok(n);
+            }
+            while !self.submitted_last && self.inflight < MAX_INFLIGHT && self.pending.len() < MAX_INFLIGHT {
+                self.submit()?;
+                if self.jobs.is_none() {
+                    break;
+                }
+            }
+            if let Some(out) = self.pending.remove(&self.emit_seq) {
+                self.emit_seq += 1;
+                self.cur = out;
+                self.cur_pos = 0;
+                continue;
+            }
+            if self.inflight == 0 {
+                if self.submitted_last {
+                    return Ok(0);
+                }
+                continue;
+            }
+            let (seq, out) = self
+                .results
+                .recv()
+                .map_err(|_| io::Error::other("pgzip encoder worker failed"))?;
+            self.inflight -= 1;
+            self.pending.insert(seq, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+use super::*;
+use proptest::prelude::*;
+use std::io::Read;
+
+fn inflate(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(raw)
+        .read_to_end(&mut out)
+        .expect("valid deflate");
+    out
+}
+
+fn encode_all(p: &Params, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encoder(p, data).read_to_end(&mut out).unwrap();
+    out
+}
+
+fn sample(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let words: [&[u8]; 6] = [
+        b"usr/share/doc ",
+        b"copyright ",
+        b"\0\0\0\0\0\0\0\0",
+        b"0000644 ",
+        b"Debian ",
+        b"\n",
+    ];
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match x % 5 {
+            0 => v.extend((0..(x >> 8) % 40).map(|i| (x >> (i % 50)) as u8)),
+            _ => v.extend_from_slice(words[(x >> 3) as usize % words.len()]),
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+#[test]
+fn profile_roundtrip_and_rejects() {
+    for level in LEVEL_ORDER {
+        let p = Params {
+            class: Class::V1_15_12,
+            level,
+            block_size: 1 << 20,
+        };
+        assert_eq!(Params::from_profile(&p.profile()), Some(p.clone()));
+    }
+    for bad in [
+        "pgzip-1.2/kpflate-1.15.12/5/1048576/",
+        "pgzip-1.2/kpflate-1.15.12/05/1048576",
+        "pgzip-1.2/kpflate-1.15.12/5/16384",
+        "pgzip-1.2/kpflate-1.15.12/-1/1048576",
+        "pgzip-1.2/kpflate-1.15.12/10/1048576",
+        "pgzip-1.2/kpflate-9.9/5/1048576",
+        "pgzip-1.2/kpflate-1.15.12/5/+1048576",
+        "zlib-1.2/6",
+        "",
+    ] {
+        assert_eq!(Params::from_profile(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn every_level_inflates_back() {
+    let data = sample(700_000, 7);
+    for level in LEVEL_ORDER {
+        for b in [100_000u64, 1 << 20] {
+            let p = Params {
+                class: Class::V1_15_12,
+                level,
+                block_size: b,
+            };
+            let raw = encode_all(&p, &data);
+            assert!(inflate(&raw) == data, "{}", p.profile());
+            let found = probe(&raw, &data, true);
+            assert!(
+                found.contains(&p) || found.iter().any(|q| q.level == p.level),
+                "{} not in {found:?}",
+                p.profile()
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn arbitrary_input_inflates_back(
+        data in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), any::<u8>()], 0..150_000),
+        level in proptest::sample::select(LEVEL_ORDER.to_vec()),
+        block in proptest::sample::select(vec![16_385u64, 40_000, 1 << 20]),
+    ) {
+        let p = Params { class: Class::V1_15_12, level, block_size: block };
+        let raw = encode_all(&p, &data);
+        prop_assert_eq!(inflate(&raw), data);
+    }
+}
