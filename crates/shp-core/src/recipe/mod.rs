@@ -7,6 +7,8 @@
 //! `from_profile()`), `probe(stream, data, complete)` and a streaming `encoder(params, input)`.
 //!
 //! Profile set 2 (recorded in every image root as `"profiles"`):
+//! - `pgzip-1.2/kpflate-<version>/<L>/<B>` — klauspost pgzip over klauspost flate (skopeo,
+//!   podman, buildah, umoci, go-containerregistry), see [`pgzip`];
 //! - `zlib-1.2/L` — zlib (Python, Java, most C users), see [`zlib`].
 //!
 //! Probe order across families is fixed (the order of [`DEFLATE_FAMILIES`]): when two profiles
@@ -20,7 +22,6 @@
 //!   profile (a producer writes its members alike), each with its own header and standard trailer.
 
 pub mod zlib;
-
 pub mod pgzip;
 
 use crate::cbor::Value;
@@ -36,30 +37,33 @@ pub const MAX_TAIL: usize = 64 * 1024;
 pub const MAX_MEMBERS: usize = 4096;
 
 /// The gzip (deflate) producer families, in probe order.
-pub const DEFLATE_FAMILIES: &[&str] = &["zlib-1.2"];
+pub const DEFLATE_FAMILIES: &[&str] = &["pgzip-1.2", "zlib-1.2"];
 
 /// A versioned encoder profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Profile {
     Zlib(zlib::Params),
+    Pgzip(pgzip::Params),
 }
 
 impl Profile {
     pub fn name(&self) -> String {
         match self {
             Profile::Zlib(p) => p.profile(),
+            Profile::Pgzip(p) => p.profile(),
         }
     }
 
     /// The profile a name denotes, if this build knows it.
     pub fn parse(s: &str) -> Option<Profile> {
-        zlib::Params::from_profile(s).map(Profile::Zlib)
+        None.or_else(|| zlib::Params::from_profile(s).map(Profile::Zlib))
+            .or_else(|| pgzip::Params::from_profile(s).map(Profile::Pgzip))
     }
 
     /// Whether the profile writes raw deflate inside gzip members (else it writes the whole stream).
     pub fn is_deflate(&self) -> bool {
         match self {
-            Profile::Zlib(_) => true,
+            Profile::Zlib(_) | Profile::Pgzip(_) => true,
         }
     }
 
@@ -67,6 +71,7 @@ impl Profile {
     fn encoder<'a, R: Read + Send + 'a>(&self, input: R) -> Box<dyn Read + Send + 'a> {
         match self {
             Profile::Zlib(p) => zlib::encoder(p, input),
+            Profile::Pgzip(p) => pgzip::encoder(p, input),
         }
     }
 }
@@ -75,10 +80,9 @@ impl Profile {
 /// the raw deflate `stream` of a gzip member; `data` is what `stream` decodes to and `complete`
 /// says `stream` is the whole member.
 pub fn probe_deflate(stream: &[u8], data: &[u8], complete: bool) -> Option<Profile> {
-    zlib::probe(stream, data, complete)
-        .into_iter()
-        .next()
-        .map(Profile::Zlib)
+    let first = |v: Vec<Profile>| v.into_iter().next();
+    first(pgzip::probe(stream, data, complete).into_iter().map(Profile::Pgzip).collect())
+        .or_else(|| first(zlib::probe(stream, data, complete).into_iter().map(Profile::Zlib).collect()))
 }
 
 /// One gzip member of a recipe.
