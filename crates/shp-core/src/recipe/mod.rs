@@ -14,6 +14,9 @@
 //!
 //! Recipe record (in the blob node): `{"profile": "zlib-1.2/L", "header": bytes}`.
 
+pub mod pigz;
+pub mod zstd;
+
 use crate::cbor::Value;
 use crate::error::{Error, Result};
 use crate::gzip::{self, Header};
