@@ -15,9 +15,10 @@
 //! - single-threaded (`--single-thread`, or library users with `nbWorkers = 0`) versus libzstd's multi-threaded job
 //!   framing (`nbWorkers >= 1`: the CLI's default, `-T0`, `-T#`). libzstd's multi-threaded output does not depend on
 //!   the number of workers, so one profile covers them all; the rebuild uses two workers;
-//! - `--long[=W]`: long-distance matching with window log W.
+//! - `--long[=W]` (long-distance matching with window log W) is a profile parameter the rebuild honours as the CLI
+//!   sets it, but it is NOT verified against the CLI (a first test did not match) and `probe` never proposes it.
 //!
-//! Not reproduced: dictionaries (a frame naming a dictionary id gets no candidate), more than one frame (only the
+//! Not reproduced: `--long` (above), dictionaries (a frame naming a dictionary id gets no candidate), more than one frame (only the
 //! first frame is probed; a stream with concatenated frames fails the caller's proof), `--rsyncable`, `--adapt`,
 //! explicit advanced parameters (`--zstd=...`, `-B#` job size), and one-shot compression of a whole input held in
 //! memory (e.g. python-zstandard's `ZstdCompressor.compress()`): that compresses from one contiguous buffer, which a
@@ -316,7 +317,7 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         long,
     };
     let window = window_log(stream);
-    let mut levels: Vec<Params> = LEVELS
+    let levels: Vec<Params> = LEVELS
         .iter()
         .filter(|&&l| match window {
             // A window descriptor: the input was not known to fit in the window, so the level's own window log.
@@ -325,13 +326,7 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         })
         .map(|&l| base(l, None))
         .collect();
-    let mut survivors = first_levels(&mut c, stream, data, complete, &levels);
-    if survivors.is_empty() {
-        // --long: the window log is in the header unless the frame is a single segment (the CLI's default is 27).
-        let w = window.unwrap_or(27);
-        levels = LEVELS.iter().map(|&l| base(l, Some(w))).collect();
-        survivors = first_levels(&mut c, stream, data, complete, &levels);
-    }
+    let survivors = first_levels(&mut c, stream, data, complete, &levels);
     let mut found = Vec::new();
     for p in survivors {
         let st = p.clone();
@@ -341,20 +336,21 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
             found.push(st);
             continue;
         }
-        // Where the single-threaded input buffer wraps (none for a single-segment frame: it holds the whole input).
-        // A complete input short enough is simply re-encoded both ways.
-        let reach = match window {
-            Some(w) => Some((1usize << w) + 3 * BLOCK),
-            None if complete => Some(data.len()),
-            None => None,
-        }
-        .filter(|&r| r <= PROBE_SECOND);
+        // Where the two framings can part: the single-threaded input buffer (window + one block) wraps, the first
+        // multi-threaded job (2^max(20, window log + 2)) ends. A complete input short enough is re-encoded whole.
+        let reach = if complete && data.len() <= PROBE_SECOND {
+            Some(data.len())
+        } else {
+            window.and_then(|w| {
+                let wrap = (1usize << w) + 3 * BLOCK;
+                let job = (1usize << (w + 2).max(20)) + 3 * BLOCK;
+                let r = wrap.max(job).min(PROBE_SECOND).min(data.len());
+                (r >= wrap).then_some(r)
+            })
+        };
         match reach {
-            Some(r) if data.len() >= r || complete => {
-                let ok = stage(&mut c, stream, data, complete, &[mt, st], r);
-                found.extend(ok);
-            }
-            _ => {
+            Some(r) => found.extend(stage(&mut c, stream, data, complete, &[mt, st], r)),
+            None => {
                 found.push(mt);
                 found.push(st);
             }
