@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// How the fixture's zstd layers (written by the `zstd -3` CLI, libzstd 1.5.4) are kept.
-const ZSTD_STORAGE: &str = "opaque";
+const ZSTD_STORAGE: &str = "recipe:zstd-1.5.4/3/mt/ck/cs=5164544";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Round trips through OCI layouts

@@ -395,7 +395,17 @@ fn probe_recipe(codec: Codec, open: Opener, limit: u64) -> Option<Profile> {
             let used = z.total_in() as usize;
             crate::recipe::probe_deflate(&stream[..if complete { used } else { stream.len() }], &data, complete)
         }
-        _ => None,
+        Codec::Zstd => {
+            let cap = PROBE_DATA.min(limit);
+            let mut data = Vec::new();
+            let mut d = zstd::stream::read::Decoder::with_buffer(&head[..]).ok()?.single_frame();
+            let complete = match (&mut d).take(cap).read_to_end(&mut data) {
+                Ok(_) => (data.len() as u64) < cap && (head.len() as u64) < PROBE_HEAD,
+                Err(_) => false,
+            };
+            crate::recipe::probe_zstd(&head, &data, complete)
+        }
+        Codec::None => None,
     }
 }
 

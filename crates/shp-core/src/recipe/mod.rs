@@ -9,7 +9,10 @@
 //! Profile set 2 (recorded in every image root as `"profiles"`):
 //! - `pgzip-1.2/kpflate-<version>/<L>/<B>` — klauspost pgzip over klauspost flate (skopeo,
 //!   podman, buildah, umoci, go-containerregistry), see [`pgzip`];
-//! - `zlib-1.2/L` — zlib (Python, Java, most C users), see [`zlib`].
+//! - `zlib-1.2/L` — zlib (Python, Java, most C users), see [`zlib`];
+//! - `pigz-2.6/zlib-1.2/<L>/<KiB>[/p1]` — pigz's independent blocks over zlib, see [`pigz`];
+//! - `zstd-1.5.4/<L>/<mt|st>/<ck|nock>/<cs=N|nocs>` — the zstd CLI over the system libzstd, see
+//!   [`zstd`] (whole-stream profile: no gzip framing).
 //!
 //! Probe order across families is fixed (the order of [`DEFLATE_FAMILIES`]): when two profiles
 //! give the same bytes for a stream, the earlier one is recorded, so every machine with the same
@@ -24,6 +27,9 @@
 pub mod zlib;
 pub mod pgzip;
 
+pub mod pigz;
+pub mod zstd;
+
 use crate::cbor::Value;
 use crate::error::{Error, Result};
 use crate::gzip;
@@ -37,13 +43,15 @@ pub const MAX_TAIL: usize = 64 * 1024;
 pub const MAX_MEMBERS: usize = 4096;
 
 /// The gzip (deflate) producer families, in probe order.
-pub const DEFLATE_FAMILIES: &[&str] = &["pgzip-1.2", "zlib-1.2"];
+pub const DEFLATE_FAMILIES: &[&str] = &["pgzip-1.2", "zlib-1.2", "pigz-2.6"];
 
 /// A versioned encoder profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Profile {
     Zlib(zlib::Params),
     Pgzip(pgzip::Params),
+    Pigz(pigz::Params),
+    Zstd(zstd::Params),
 }
 
 impl Profile {
@@ -51,6 +59,8 @@ impl Profile {
         match self {
             Profile::Zlib(p) => p.profile(),
             Profile::Pgzip(p) => p.profile(),
+            Profile::Pigz(p) => p.profile(),
+            Profile::Zstd(p) => p.profile(),
         }
     }
 
@@ -58,12 +68,15 @@ impl Profile {
     pub fn parse(s: &str) -> Option<Profile> {
         None.or_else(|| zlib::Params::from_profile(s).map(Profile::Zlib))
             .or_else(|| pgzip::Params::from_profile(s).map(Profile::Pgzip))
+            .or_else(|| pigz::Params::from_profile(s).map(Profile::Pigz))
+            .or_else(|| zstd::Params::from_profile(s).map(Profile::Zstd))
     }
 
     /// Whether the profile writes raw deflate inside gzip members (else it writes the whole stream).
     pub fn is_deflate(&self) -> bool {
         match self {
-            Profile::Zlib(_) | Profile::Pgzip(_) => true,
+            Profile::Zlib(_) | Profile::Pgzip(_) | Profile::Pigz(_) => true,
+            Profile::Zstd(_) => false,
         }
     }
 
@@ -72,6 +85,8 @@ impl Profile {
         match self {
             Profile::Zlib(p) => zlib::encoder(p, input),
             Profile::Pgzip(p) => pgzip::encoder(p, input),
+            Profile::Pigz(p) => pigz::encoder(p, input),
+            Profile::Zstd(p) => zstd::encoder(p, input),
         }
     }
 }
@@ -83,6 +98,13 @@ pub fn probe_deflate(stream: &[u8], data: &[u8], complete: bool) -> Option<Profi
     let first = |v: Vec<Profile>| v.into_iter().next();
     first(pgzip::probe(stream, data, complete).into_iter().map(Profile::Pgzip).collect())
         .or_else(|| first(zlib::probe(stream, data, complete).into_iter().map(Profile::Zlib).collect()))
+        .or_else(|| first(pigz::probe(stream, data, complete).into_iter().map(Profile::Pigz).collect()))
+}
+
+/// The first zstd profile whose output starts like `stream` (a zstd stream's first bytes);
+/// `data` is what `stream` decodes to, `complete` says `stream` is all of it.
+pub fn probe_zstd(stream: &[u8], data: &[u8], complete: bool) -> Option<Profile> {
+    zstd::probe(stream, data, complete).into_iter().next().map(Profile::Zstd)
 }
 
 /// One gzip member of a recipe.
