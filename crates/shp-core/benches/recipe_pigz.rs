@@ -85,7 +85,11 @@ fn bench(c: &mut Criterion) {
                 total
             })
         });
-        let p = Params { level, block_kib: 128 };
+        let p = Params {
+            level,
+            block_kib: 128,
+            single: false,
+        };
         g.bench_function(format!("rebuild_{level}"), |b| {
             b.iter(|| io::copy(&mut encoder(&p, &tar[..]), &mut io::sink()).unwrap())
         });

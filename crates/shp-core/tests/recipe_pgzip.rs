@@ -149,7 +149,7 @@ fn tar_header(name: &str, size: usize, mode: &str) -> [u8; 512] {
     field(&mut h, 124, &format!("{size:011o}\0"));
     field(&mut h, 136, "14563217250\0");
     h[156] = b'0';
-    field(&mut h, 257, "ustar\000");
+    field(&mut h, 257, "ustar\x0000");
     field(&mut h, 265, "user");
     field(&mut h, 297, "user");
     h[148..156].fill(b' ');
@@ -191,7 +191,7 @@ fn random_tar(seed: u64, target: usize) -> Vec<u8> {
                     body.extend(std::iter::repeat_n(b, (r.next() % 5000) as usize));
                 }
                 _ => {
-                    if r.next() % 3 == 0 {
+                    if r.next().is_multiple_of(3) {
                         body.extend_from_slice(&r.next().to_le_bytes()[..3]);
                     } else {
                         body.extend_from_slice(words[(r.next() % words.len() as u64) as usize]);

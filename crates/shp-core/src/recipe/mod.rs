@@ -24,8 +24,8 @@
 //!   "size": tar bytes in the member}, …], "tail": bytes}` — every member was written by the same
 //!   profile (a producer writes its members alike), each with its own header and standard trailer.
 
-pub mod zlib;
 pub mod pgzip;
+pub mod zlib;
 
 pub mod pigz;
 pub mod zstd;
@@ -96,15 +96,37 @@ impl Profile {
 /// says `stream` is the whole member.
 pub fn probe_deflate(stream: &[u8], data: &[u8], complete: bool) -> Option<Profile> {
     let first = |v: Vec<Profile>| v.into_iter().next();
-    first(pgzip::probe(stream, data, complete).into_iter().map(Profile::Pgzip).collect())
-        .or_else(|| first(zlib::probe(stream, data, complete).into_iter().map(Profile::Zlib).collect()))
-        .or_else(|| first(pigz::probe(stream, data, complete).into_iter().map(Profile::Pigz).collect()))
+    first(
+        pgzip::probe(stream, data, complete)
+            .into_iter()
+            .map(Profile::Pgzip)
+            .collect(),
+    )
+    .or_else(|| {
+        first(
+            zlib::probe(stream, data, complete)
+                .into_iter()
+                .map(Profile::Zlib)
+                .collect(),
+        )
+    })
+    .or_else(|| {
+        first(
+            pigz::probe(stream, data, complete)
+                .into_iter()
+                .map(Profile::Pigz)
+                .collect(),
+        )
+    })
 }
 
 /// The first zstd profile whose output starts like `stream` (a zstd stream's first bytes);
 /// `data` is what `stream` decodes to, `complete` says `stream` is all of it.
 pub fn probe_zstd(stream: &[u8], data: &[u8], complete: bool) -> Option<Profile> {
-    zstd::probe(stream, data, complete).into_iter().next().map(Profile::Zstd)
+    zstd::probe(stream, data, complete)
+        .into_iter()
+        .next()
+        .map(Profile::Zstd)
 }
 
 /// One gzip member of a recipe.

@@ -172,6 +172,7 @@ impl HuffEnc {
         self.assign(&bit_count[..=max_bits as usize]);
     }
 
+    #[allow(clippy::explicit_counter_loop)]
     fn bit_counts(&mut self, mut max_bits: i32) -> ([i32; 17], i32) {
         #[derive(Clone, Copy, Default)]
         struct Level {
@@ -384,13 +385,7 @@ impl Tokens {
 }
 
 fn at_least_one(v: f32) -> f32 {
-    if v < 1.0 {
-        1.0
-    } else if v > 15.0 {
-        15.0
-    } else {
-        v
-    }
+    v.clamp(1.0, 15.0)
 }
 
 fn fast_log2(val: f32) -> f32 {
@@ -530,6 +525,7 @@ impl BitWriter {
         self.write_bits(if eof { 3 } else { 2 }, 3);
     }
 
+    #[allow(clippy::needless_range_loop)] // mirrors the producer's index loops, kept for review
     fn generate_codegen(&mut self, num_literals: usize, num_offsets: usize, huff_only: bool) {
         self.codegen_freq = [0; CODEGEN_COUNT];
         let cg = &mut self.codegen;
