@@ -180,6 +180,10 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         let confirmed = closes
             || points[k + 1..].iter().any(|&(_, o)| o == 2 * out)
             || (complete && out == data.len() as u64 && tail.starts_with(&[0, 0, 0, 0xff, 0xff, 3, 0]))
+            // the next marker ends the last, shorter block of a complete stream
+            || (complete
+                && data.len() as u64 <= 2 * out
+                && points[k + 1..].iter().any(|&(_, o)| o == data.len() as u64))
             || k + 1 == points.len();
         if !confirmed {
             continue;
