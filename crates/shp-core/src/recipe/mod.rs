@@ -14,6 +14,8 @@
 //!
 //! Recipe record (in the blob node): `{"profile": "zlib-1.2/L", "header": bytes}`.
 
+pub mod goflate;
+
 use crate::cbor::Value;
 use crate::error::{Error, Result};
 use crate::gzip::{self, Header};
