@@ -54,7 +54,10 @@ impl Params {
     /// Inverse of [`Params::profile`]; None for anything that is not exactly such a name.
     pub fn from_profile(s: &str) -> Option<Params> {
         let l = s.strip_prefix(PREFIX)?;
-        ORDER.iter().find(|&&v| v.to_string() == l).map(|&level| Params { level })
+        ORDER
+            .iter()
+            .find(|&&v| v.to_string() == l)
+            .map(|&level| Params { level })
     }
 }
 
@@ -89,8 +92,8 @@ const OFF_EXTRA: [u8; 30] = [
     0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
 ];
 const OFF_BASE: [u32; 30] = [
-    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097,
-    6145, 8193, 12289, 16385, 24577,
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145,
+    8193, 12289, 16385, 24577,
 ];
 
 /// Go's per-level matcher settings: good, lazy, nice, chain, fast-skip threshold.
@@ -252,7 +255,10 @@ impl Huffman {
     }
 
     fn bit_length(&self, freq: &[u32]) -> usize {
-        freq.iter().zip(&self.codes).map(|(&f, c)| f as usize * c.len as usize).sum()
+        freq.iter()
+            .zip(&self.codes)
+            .map(|(&f, c)| f as usize * c.len as usize)
+            .sum()
     }
 
     /// The code Go's `generate` gives these frequencies with at most `max_bits` bits.
@@ -636,7 +642,8 @@ impl Writer {
                 extra += self.off_freq[oc] as usize * OFF_EXTRA[oc] as usize;
             }
         }
-        let mut size = 3 + self.fixed_lit.bit_length(&self.lit_freq) + self.fixed_off.bit_length(&self.off_freq) + extra;
+        let mut size =
+            3 + self.fixed_lit.bit_length(&self.lit_freq) + self.fixed_off.bit_length(&self.off_freq) + extra;
         let mut fixed = true;
         self.generate_codegen(nlit, noff, false);
         self.cg.generate(&self.cg_freq, 7);
@@ -941,7 +948,11 @@ impl Chain {
                 self.hash_offset -= delta;
                 self.chain_head -= delta;
                 for v in self.prev.iter_mut().chain(self.head.iter_mut()) {
-                    *v = if *v as i64 > delta { (*v as i64 - delta) as u32 } else { 0 };
+                    *v = if *v as i64 > delta {
+                        (*v as i64 - delta) as u32
+                    } else {
+                        0
+                    };
                 }
             }
         }
@@ -1060,9 +1071,7 @@ impl Chain {
                     self.offset = o;
                 }
             }
-            if !lazy_mode && self.length >= MIN_MATCH
-                || lazy_mode && prev_len >= MIN_MATCH && self.length <= prev_len
-            {
+            if !lazy_mode && self.length >= MIN_MATCH || lazy_mode && prev_len >= MIN_MATCH && self.length <= prev_len {
                 if lazy_mode {
                     self.tokens.push(match_token(prev_len, prev_off));
                 } else {
@@ -1342,28 +1351,29 @@ struct Encoder<R> {
 fn spawn_worker() -> io::Result<Worker> {
     let (btx, brx) = mpsc::sync_channel::<Block>(4);
     let (otx, orx) = mpsc::channel::<Option<Vec<u8>>>();
-    std::thread::Builder::new()
-        .name("goflate-bits".into())
-        .spawn(move || {
-            let mut w = Writer::new();
-            while let Ok(b) = brx.recv() {
-                let last = matches!(b, Block::Finish);
-                w.write(&b);
-                if w.bits.out.is_empty() {
-                    continue;
-                }
-                let chunk = std::mem::replace(&mut w.bits.out, Vec::with_capacity(1 << 16));
-                if otx.send(Some(chunk)).is_err() {
-                    return;
-                }
-                if last {
-                    // The final block ends on a byte boundary: nothing is left behind.
-                    let _ = otx.send(None);
-                    return;
-                }
+    std::thread::Builder::new().name("goflate-bits".into()).spawn(move || {
+        let mut w = Writer::new();
+        while let Ok(b) = brx.recv() {
+            let last = matches!(b, Block::Finish);
+            w.write(&b);
+            if w.bits.out.is_empty() {
+                continue;
             }
-        })?;
-    Ok(Worker { blocks: btx, bytes: orx })
+            let chunk = std::mem::replace(&mut w.bits.out, Vec::with_capacity(1 << 16));
+            if otx.send(Some(chunk)).is_err() {
+                return;
+            }
+            if last {
+                // The final block ends on a byte boundary: nothing is left behind.
+                let _ = otx.send(None);
+                return;
+            }
+        }
+    })?;
+    Ok(Worker {
+        blocks: btx,
+        bytes: orx,
+    })
 }
 
 fn worker_died() -> io::Error {
@@ -1465,7 +1475,14 @@ mod tests {
 
     fn sample(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
-        let words: [&[u8]; 6] = [b"layer ", b"docker ", b"\0\0\0\0\0\0\0\0", b"usr/share/doc ", b"fn main() {} ", b"0644 "];
+        let words: [&[u8]; 6] = [
+            b"layer ",
+            b"docker ",
+            b"\0\0\0\0\0\0\0\0",
+            b"usr/share/doc ",
+            b"fn main() {} ",
+            b"0644 ",
+        ];
         let mut v = Vec::with_capacity(n);
         while v.len() < n {
             x ^= x << 13;
@@ -1487,9 +1504,17 @@ mod tests {
             let p = Params { level: l };
             assert_eq!(Params::from_profile(&p.profile()), Some(p));
         }
-        for bad in ["goflate-1.8/-1", "goflate-1.8/10", "goflate-1.8/06", "goflate-1.8/+6", "goflate-1.8/ 6",
-            "goflate-1.8/", "goflate-1.9/6", "zlib-1.2/6", "goflate-1.8/6 "]
-        {
+        for bad in [
+            "goflate-1.8/-1",
+            "goflate-1.8/10",
+            "goflate-1.8/06",
+            "goflate-1.8/+6",
+            "goflate-1.8/ 6",
+            "goflate-1.8/",
+            "goflate-1.9/6",
+            "zlib-1.2/6",
+            "goflate-1.8/6 ",
+        ] {
             assert_eq!(Params::from_profile(bad), None, "{bad}");
         }
     }
