@@ -638,9 +638,11 @@ impl Writer {
             for lc in 257 + 8..nlit {
                 extra += self.lit_freq[lc] as usize * LEN_EXTRA[lc - 257] as usize;
             }
-            for oc in 4..noff {
-                extra += self.off_freq[oc] as usize * OFF_EXTRA[oc] as usize;
-            }
+            extra += self.off_freq[4..noff.max(4)]
+                .iter()
+                .zip(&OFF_EXTRA[4..])
+                .map(|(&f, &e)| f as usize * e as usize)
+                .sum::<usize>();
         }
         let mut size =
             3 + self.fixed_lit.bit_length(&self.lit_freq) + self.fixed_off.bit_length(&self.off_freq) + extra;
@@ -1491,7 +1493,7 @@ mod tests {
             match x % 10 {
                 0..=5 => v.extend_from_slice(words[(x >> 8) as usize % words.len()]),
                 6..=8 => v.push((x >> 16) as u8),
-                _ => v.extend(std::iter::repeat((x >> 24) as u8).take((x >> 32) as usize % 300)),
+                _ => v.extend(std::iter::repeat_n((x >> 24) as u8, (x >> 32) as usize % 300)),
             }
         }
         v.truncate(n);
