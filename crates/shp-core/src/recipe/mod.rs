@@ -9,6 +9,8 @@
 //! Profile set 2 (recorded in every image root as `"profiles"`):
 //! - `pgzip-1.2/kpflate-<version>/<L>/<B>` — klauspost pgzip over klauspost flate (skopeo,
 //!   podman, buildah, umoci, go-containerregistry), see [`pgzip`];
+//! - `goflate-1.8/L` — Go's compress/gzip, Go 1.8 to 1.26 (docker, buildkit, containerd), see
+//!   [`goflate`];
 //! - `zlib-1.2/L` — zlib (Python, Java, most C users), see [`zlib`];
 //! - `pigz-2.6/zlib-1.2/<L>/<KiB>[/p1]` — pigz's independent blocks over zlib, see [`pigz`];
 //! - `zstd-1.5.4/<L>/<mt|st>/<ck|nock>/<cs=N|nocs>` — the zstd CLI over the system libzstd, see
@@ -30,6 +32,8 @@ pub mod zlib;
 pub mod pigz;
 pub mod zstd;
 
+pub mod goflate;
+
 use crate::cbor::Value;
 use crate::error::{Error, Result};
 use crate::gzip;
@@ -43,13 +47,14 @@ pub const MAX_TAIL: usize = 64 * 1024;
 pub const MAX_MEMBERS: usize = 4096;
 
 /// The gzip (deflate) producer families, in probe order.
-pub const DEFLATE_FAMILIES: &[&str] = &["pgzip-1.2", "zlib-1.2", "pigz-2.6"];
+pub const DEFLATE_FAMILIES: &[&str] = &["pgzip-1.2", "goflate-1.8", "zlib-1.2", "pigz-2.6"];
 
 /// A versioned encoder profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Profile {
     Zlib(zlib::Params),
     Pgzip(pgzip::Params),
+    Go(goflate::Params),
     Pigz(pigz::Params),
     Zstd(zstd::Params),
 }
@@ -59,6 +64,7 @@ impl Profile {
         match self {
             Profile::Zlib(p) => p.profile(),
             Profile::Pgzip(p) => p.profile(),
+            Profile::Go(p) => p.profile(),
             Profile::Pigz(p) => p.profile(),
             Profile::Zstd(p) => p.profile(),
         }
@@ -68,6 +74,7 @@ impl Profile {
     pub fn parse(s: &str) -> Option<Profile> {
         None.or_else(|| zlib::Params::from_profile(s).map(Profile::Zlib))
             .or_else(|| pgzip::Params::from_profile(s).map(Profile::Pgzip))
+            .or_else(|| goflate::Params::from_profile(s).map(Profile::Go))
             .or_else(|| pigz::Params::from_profile(s).map(Profile::Pigz))
             .or_else(|| zstd::Params::from_profile(s).map(Profile::Zstd))
     }
@@ -75,7 +82,7 @@ impl Profile {
     /// Whether the profile writes raw deflate inside gzip members (else it writes the whole stream).
     pub fn is_deflate(&self) -> bool {
         match self {
-            Profile::Zlib(_) | Profile::Pgzip(_) | Profile::Pigz(_) => true,
+            Profile::Zlib(_) | Profile::Pgzip(_) | Profile::Go(_) | Profile::Pigz(_) => true,
             Profile::Zstd(_) => false,
         }
     }
@@ -85,6 +92,7 @@ impl Profile {
         match self {
             Profile::Zlib(p) => zlib::encoder(p, input),
             Profile::Pgzip(p) => pgzip::encoder(p, input),
+            Profile::Go(p) => goflate::encoder(p, input),
             Profile::Pigz(p) => pigz::encoder(p, input),
             Profile::Zstd(p) => zstd::encoder(p, input),
         }
