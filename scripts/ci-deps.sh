@@ -15,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(skopeo umoci busybox-static casync zstd pigz python3 jq zlib1g-dev pkg-config)
+pkgs=(skopeo umoci busybox-static casync zstd pigz python3 jq zlib1g-dev pkg-config apache2-utils docker-registry)
 if command -v node >/dev/null && command -v npm >/dev/null; then
   say "node $(node --version) and npm $(npm --version) already present: not installing Debian's nodejs/npm"
 else
