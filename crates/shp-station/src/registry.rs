@@ -883,7 +883,7 @@ async fn start_upload(
         }
         let len = content_length(req.headers())?;
         let id = reg.uploads.create(&repo)?;
-        let res = async {
+        let res: Result<(), ApiError> = async {
             reg.uploads.append(&repo, &id, None, len, req.into_body()).await?;
             reg.uploads.finish(&reg.home, &repo, &id, &d).await
         }

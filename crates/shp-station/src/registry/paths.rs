@@ -116,7 +116,7 @@ pub fn decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
             if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
+                out.push((h << 4) | l);
                 i += 3;
                 continue;
             }

@@ -190,7 +190,7 @@ impl Uploads {
             (s.path.clone(), s.size, s.sha.clone())
         };
         let expect = range.map(|(a, b)| b - a + 1).or(len);
-        let res = async {
+        let res: Result<u64, ApiError> = async {
             let f = tokio::fs::OpenOptions::new()
                 .append(true)
                 .open(&path)
