@@ -20,7 +20,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(skopeo umoci busybox-static casync zstd pigz gzip python3 jq zlib1g-dev libzstd-dev pkg-config
   golang-go gcc libc6-dev golang-github-klauspost-compress-dev golang-github-klauspost-pgzip-dev
-  golang-github-containers-image-dev docker-registry)
+  golang-github-containers-image-dev docker-registry apache2-utils)
 if command -v node >/dev/null && command -v npm >/dev/null; then
   say "node $(node --version) and npm $(npm --version) already present: not installing Debian's nodejs/npm"
 else

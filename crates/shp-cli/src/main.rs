@@ -89,6 +89,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CarCmd,
     },
+    /// Run the station (OCI registry on /v2/) in the foreground until SIGINT/SIGTERM
+    Start {
+        /// Address to listen on (default: station.json's, else 127.0.0.1:5000; port 0 picks a free one)
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+        /// Push authentication: off, htpasswd:FILE (bcrypt entries) or token:SECRET
+        #[arg(long, value_name = "SPEC")]
+        auth: Option<String>,
+        /// Require the credentials for pulls too
+        #[arg(long)]
+        auth_reads: bool,
+        /// Allow a non-loopback address with auth off
+        #[arg(long)]
+        insecure_public: bool,
+        /// Log level: error, warn, info, debug, trace, or a RUST_LOG-style filter (default: $RUST_LOG, else info)
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +119,10 @@ enum CarCmd {
 
 /// Exit codes (docs/CLI.md): 1 failure, 2 usage, 3 not found, 4 verification found problems.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    use shp_station::{auth::AuthError, server::StationError};
+    if let Some(StationError::Listen(_) | StationError::Auth(AuthError::Spec(_))) = e.downcast_ref::<StationError>() {
+        return 2;
+    }
     match e.downcast_ref::<Error>() {
         Some(Error::ImageNotFound(_)) | Some(Error::BlobNotFound(_)) | Some(Error::BlockNotFound { .. }) => 3,
         Some(Error::InvalidReference { .. }) => 2,
@@ -134,6 +156,10 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Init => {
             let h = Home::init(&dir)?;
+            let (peer, made) = shp_station::server::init_identity(h.dir())?;
+            if made {
+                eprintln!("station id {peer}");
+            }
             println!("{}", h.dir().display());
         }
         Cmd::Push {
@@ -326,6 +352,31 @@ fn run(cli: Cli) -> Result<u8> {
             for r in roots {
                 println!("{r}");
             }
+        }
+        Cmd::Start {
+            listen,
+            auth,
+            auth_reads,
+            insecure_public,
+            log_level,
+        } => {
+            use shp_station::server::{init_logging, Config, Overrides, Station};
+            use std::io::Write;
+            init_logging(log_level.as_deref());
+            let o = Overrides {
+                listen,
+                auth,
+                auth_reads,
+                insecure_public,
+            };
+            open()?; // a clear error for a missing home before anything else
+            let cfg = Config::load(&dir, &o)?;
+            let station = Station::bind(&dir, &cfg)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", station.banner())?;
+            out.flush()?;
+            drop(out);
+            station.run_until_signal()?;
         }
     }
     Ok(0)

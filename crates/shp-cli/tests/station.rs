@@ -1,0 +1,235 @@
+//! `shp init` makes the station identity; `shp start` serves the registry, prints its address and
+//! peer id on its first stdout line, and stops cleanly on SIGTERM (requests in flight finish).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the station if a test fails before stopping it.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Guard {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits (at most 60 s) for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let out = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.0.as_mut().unwrap().try_wait().unwrap() {
+                self.0 = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shp start did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Starts `shp start` with `args`; returns the guard, the first stdout line and the stderr path.
+fn start(h: &ShpHome, args: &[&str]) -> (Guard, String, std::path::PathBuf) {
+    let log = h.scratch(&format!("station-{}.log", args.len()));
+    let mut child = h
+        .cmd()
+        .arg("start")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard(Some(child));
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert!(
+        !line.is_empty(),
+        "shp start printed nothing: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (guard, line.trim_end().to_string(), log)
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, head, body).
+fn http(addr: &str, method: &str, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    split_response(&all)
+}
+
+fn split_response(all: &[u8]) -> (u16, String, Vec<u8>) {
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let head = String::from_utf8_lossy(&all[..end]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, all[end + 4..].to_vec())
+}
+
+#[test]
+fn init_makes_the_identity_and_start_serves_until_sigterm() {
+    let h = ShpHome::new();
+    let key = h.dir.join("station.key");
+    let meta = std::fs::metadata(&key).expect("shp init writes station.key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let key_bytes = std::fs::read(&key).unwrap();
+    h.ok(&["init"]);
+    assert_eq!(std::fs::read(&key).unwrap(), key_bytes, "init keeps the identity");
+
+    let (mut g, line, log) = start(&h, &["--listen", "127.0.0.1:0", "--log-level", "debug"]);
+    // listening http://127.0.0.1:PORT peer 12D3KooW…
+    let parts: Vec<&str> = line.split(' ').collect();
+    assert_eq!(parts.len(), 4, "{line}");
+    assert_eq!((parts[0], parts[2]), ("listening", "peer"), "{line}");
+    let addr = parts[1]
+        .strip_prefix("http://127.0.0.1:")
+        .map(|p| format!("127.0.0.1:{p}"));
+    let addr = addr.unwrap_or_else(|| panic!("{line}"));
+    assert!(parts[3].starts_with("12D3KooW") && parts[3].len() > 45, "{line}");
+    let (status, head, _) = http(&addr, "GET", "/v2/", "");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("docker-distribution-api-version: registry/2.0"),
+        "{head}"
+    );
+
+    // skopeo pushes into the station; the image is then a name in the home, pulled bit-exact.
+    let fixture = oci_fixture();
+    let src = format!("oci:{}:busybox-gzip", fixture.dir.display());
+    let out = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &src,
+        &format!("docker://{addr}/test/bb:v1"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(h.names().contains("test/bb:v1"), "{:?}", h.names());
+    let dest = h.scratch("pulled");
+    h.ok(&["pull", "test/bb:v1", &format!("oci:{}:v1", dest.display())]);
+    let want = fixture.ref_digest("busybox-gzip");
+    let got: Value = serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+    assert_eq!(got["manifests"][0]["digest"], want.as_str());
+
+    // A blob download in flight when SIGTERM arrives still completes.
+    let m: Value = serde_json::from_slice(&fixture.blob(&want)).unwrap();
+    let ld = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = fixture.blob(&ld);
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET /v2/test/bb/blobs/{ld} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0);
+    let status = g.terminate();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let mut all = first[..n].to_vec();
+    all.extend_from_slice(&rest);
+    let (code, _, body) = split_response(&all);
+    assert_eq!(code, 200);
+    assert_eq!(digest_of(&body), ld, "the in-flight download completed");
+    assert_eq!(body.len(), layer.len());
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("SIGTERM") && log.contains("station stopped"), "{log}");
+    // The port is closed.
+    assert!(TcpStream::connect(&addr).is_err());
+}
+
+#[test]
+fn start_refuses_bad_configurations() {
+    let h = ShpHome::new();
+    let out = h.run(&["start", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--insecure-public"), "{}", stderr(&out));
+    let out = h.run(&["start", "--listen", "not an address"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = h.run(&["start", "--listen", "127.0.0.1:0", "--auth", "bogus"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("htpasswd:FILE"), "{}", stderr(&out));
+    std::fs::write(
+        h.dir.join("station.json"),
+        r#"{"listen": "127.0.0.1:0", "colour": "blue"}"#,
+    )
+    .unwrap();
+    let out = h.run(&["start"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("station.json") && stderr(&out).contains("colour"),
+        "{}",
+        stderr(&out)
+    );
+
+    // station.json is read and flags override it: token auth from the file.
+    std::fs::write(
+        h.dir.join("station.json"),
+        r#"{"listen": "127.0.0.1:0", "auth": "token:abc"}"#,
+    )
+    .unwrap();
+    let (mut g, line, _) = start(&h, &[]);
+    let addr = line
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .strip_prefix("http://")
+        .unwrap()
+        .to_string();
+    let (status, head, _) = http(&addr, "POST", "/v2/x/blobs/uploads/", "");
+    assert_eq!(status, 401);
+    assert!(head.contains("Bearer realm="), "{head}");
+    let (status, _, _) = http(&addr, "POST", "/v2/x/blobs/uploads/", "Authorization: Bearer abc\r\n");
+    assert_eq!(status, 202);
+    assert!(g.terminate().success());
+    let (mut g, line, _) = start(&h, &["--auth", "off"]);
+    let addr = line
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .strip_prefix("http://")
+        .unwrap()
+        .to_string();
+    let (status, _, _) = http(&addr, "POST", "/v2/x/blobs/uploads/", "");
+    assert_eq!(status, 202, "--auth off overrides the file");
+    assert!(g.terminate().success());
+    // The upload left in progress was discarded at shutdown.
+    let tmp = h.dir.join("store/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -1,0 +1,356 @@
+//! `shp start`: the station's configuration, listener, routes, logging and graceful shutdown.
+//!
+//! Configuration comes from `HOME/station.json` (all fields optional), overridden by flags:
+//!
+//! ```json
+//! {"listen": "127.0.0.1:5000", "auth": "htpasswd:/etc/shp/htpasswd", "auth_reads": false,
+//!  "insecure_public": false, "cache_size": 10737418240}
+//! ```
+//!
+//! On start the station prints one line on stdout, `listening http://ADDR:PORT peer 12D3KooW…`,
+//! then logs to stderr. SIGINT or SIGTERM stops it: the listener closes, requests in flight
+//! finish, uploads in progress are discarded, and `run` returns.
+
+pub mod identity;
+
+use crate::auth::{Auth, AuthError, AuthSpec};
+use crate::registry::{self, Registry, Uploads};
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use identity::{Identity, IdentityError};
+use serde::Deserialize;
+use shp_core::Home;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The config file's name inside the home.
+pub const CONFIG_FILE: &str = "station.json";
+/// Where a station listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+/// The default cache size (bytes) for content fetched from other stations.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StationError {
+    #[error("{path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("--listen {0:?}: expected ADDR:PORT, e.g. 127.0.0.1:5000 (port 0 picks a free one)")]
+    Listen(String),
+    #[error("refusing to listen on {0} (not a loopback address) with auth off: use --auth, or --insecure-public to serve anyone")]
+    Public(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Core(#[from] shp_core::Error),
+    #[error("station runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// `station.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<String>,
+    auth: Option<String>,
+    auth_reads: Option<bool>,
+    insecure_public: Option<bool>,
+    cache_size: Option<u64>,
+}
+
+/// What flags say; `None`/`false` leaves the config file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub auth: Option<String>,
+    pub auth_reads: bool,
+    pub insecure_public: bool,
+}
+
+/// A station's effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub auth: AuthSpec,
+    pub auth_reads: bool,
+    pub insecure_public: bool,
+    /// Bytes of fetched content to keep (for the remote fetcher).
+    pub cache_size: u64,
+}
+
+impl Config {
+    /// Reads `HOME/station.json` (absent: defaults) and applies the flags.
+    pub fn load(home: &Path, o: &Overrides) -> Result<Config, StationError> {
+        let path = home.join(CONFIG_FILE);
+        let file: ConfigFile = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StationError::Config {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
+            Err(e) => {
+                return Err(StationError::Config {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let listen = o
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = parse_listen(&listen)?;
+        let auth = match o.auth.clone().or(file.auth) {
+            Some(s) => AuthSpec::parse(&s)?,
+            None => AuthSpec::Off,
+        };
+        let c = Config {
+            listen,
+            auth,
+            auth_reads: o.auth_reads || file.auth_reads.unwrap_or(false),
+            insecure_public: o.insecure_public || file.insecure_public.unwrap_or(false),
+            cache_size: file.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+        };
+        c.check()?;
+        Ok(c)
+    }
+
+    /// A loopback-only, auth-off config on `listen` (tests, embedding).
+    pub fn local(listen: SocketAddr) -> Config {
+        Config {
+            listen,
+            auth: AuthSpec::Off,
+            auth_reads: false,
+            insecure_public: false,
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+
+    fn check(&self) -> Result<(), StationError> {
+        if self.auth.is_off() && !self.listen.ip().is_loopback() && !self.insecure_public {
+            return Err(StationError::Public(self.listen));
+        }
+        Ok(())
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, StationError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    // Host names (e.g. localhost:5000): the first address they resolve to.
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| StationError::Listen(s.to_string()))
+}
+
+/// Makes the station identity of a home if it has none (what `shp init` calls). Returns the peer
+/// id and whether it was made now.
+pub fn init_identity(home: &Path) -> Result<(String, bool), StationError> {
+    let (id, made) = Identity::load_or_create(home)?;
+    Ok((id.peer_id(), made))
+}
+
+/// Sets up logging to stderr: `RUST_LOG` if set, else `level` (error, warn, info, debug, trace).
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (level, std::env::var("RUST_LOG")) {
+        (Some(l), _) => EnvFilter::new(l),
+        (None, Ok(env)) if !env.is_empty() => EnvFilter::new(env),
+        _ => EnvFilter::new("info"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, "request");
+    } else {
+        tracing::debug!(%method, %path, status, "request");
+    }
+    res
+}
+
+/// A station ready to serve: its listener is bound.
+pub struct Station {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    peer_id: String,
+    registry: Arc<Registry>,
+}
+
+impl Station {
+    /// Opens the home, loads auth and the identity (making it for homes made before stations
+    /// existed), and binds the listener.
+    pub fn bind(home_dir: &Path, cfg: &Config) -> Result<Station, StationError> {
+        cfg.check()?;
+        let home = Arc::new(Home::open(home_dir)?);
+        let (id, made) = Identity::load_or_create(home_dir)?;
+        if made {
+            tracing::info!(
+                "made the station identity {}",
+                home_dir.join(identity::KEY_FILE).display()
+            );
+        }
+        let auth = Auth::load(&cfg.auth, cfg.auth_reads)?;
+        let listener = std::net::TcpListener::bind(cfg.listen).map_err(|source| StationError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        listener.set_nonblocking(true).map_err(StationError::Runtime)?;
+        let addr = listener.local_addr().map_err(StationError::Runtime)?;
+        tracing::info!(
+            %addr,
+            auth = %cfg.auth.describe(),
+            auth_reads = cfg.auth_reads,
+            cache_size = cfg.cache_size,
+            "station bound"
+        );
+        Ok(Station {
+            listener,
+            addr,
+            peer_id: id.peer_id(),
+            registry: Arc::new(Registry {
+                uploads: Uploads::new(home_dir),
+                home,
+                auth,
+            }),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The machine-readable first line `shp start` prints.
+    pub fn banner(&self) -> String {
+        format!("listening http://{} peer {}", self.addr, self.peer_id)
+    }
+
+    /// Every route the station serves.
+    pub fn router(&self) -> Router {
+        registry::router(self.registry.clone()).layer(axum::middleware::from_fn(log_request))
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight finish and discards
+    /// uploads in progress. Must run inside a Tokio runtime.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StationError> {
+        let app = self.router();
+        let listener = tokio::net::TcpListener::from_std(self.listener).map_err(StationError::Runtime)?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(StationError::Runtime)?;
+        let n = self.registry.uploads.discard_all();
+        tracing::info!(discarded_uploads = n, "station stopped");
+        Ok(())
+    }
+
+    /// Serves on a fresh multi-threaded runtime until SIGINT or SIGTERM (what `shp start` does).
+    pub fn run_until_signal(self) -> Result<(), StationError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(StationError::Runtime)?;
+        rt.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).map_err(StationError::Runtime)?;
+            let mut int = signal(SignalKind::interrupt()).map_err(StationError::Runtime)?;
+            self.serve(async move {
+                let which = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::info!("{which}: stopping (requests in flight finish)");
+            })
+            .await
+        })
+    }
+
+    /// Serves on a background thread with its own runtime until the handle is dropped (tests and
+    /// embedding).
+    pub fn spawn(self) -> Result<Running, StationError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let addr = self.addr;
+        let peer_id = self.peer_id.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(2)
+            .build()
+            .map_err(StationError::Runtime)?;
+        let thread = std::thread::Builder::new()
+            .name("shp-station".into())
+            .spawn(move || {
+                rt.block_on(self.serve(async move {
+                    let _ = rx.await;
+                }))
+            })
+            .map_err(StationError::Runtime)?;
+        Ok(Running {
+            addr,
+            peer_id,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A station serving on a background thread; dropping it stops it and waits for it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub peer_id: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StationError>>>,
+}
+
+impl Running {
+    /// `http://ADDR:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the station and returns how serving ended.
+    pub fn stop(mut self) -> Result<(), StationError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), StationError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(StationError::Runtime(std::io::Error::other("station thread panicked")))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
