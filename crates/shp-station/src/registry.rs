@@ -637,7 +637,7 @@ fn find_blob(home: &Home, repo: &str, d: &str) -> Result<BlobNode, ApiError> {
     }
     match home.blob(d) {
         Ok(n) => Ok(n),
-        Err(Error::ImageNotFound(_)) => Err(ApiError::blob_unknown(d)),
+        Err(Error::ImageNotFound(_) | Error::BlobNotFound(_)) => Err(ApiError::blob_unknown(d)),
         Err(e) => Err(core_err(e)),
     }
 }

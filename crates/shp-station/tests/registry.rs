@@ -36,6 +36,7 @@ fn skopeo_round_trip() {
         let dest = format!("docker://{}/test/busybox:{tag}", st.addr);
         skopeo(&[
             "copy",
+            "--preserve-digests",
             "--dest-tls-verify=false",
             &format!("oci:{}:{tag}", src.0.display()),
             &dest,
@@ -43,6 +44,7 @@ fn skopeo_round_trip() {
         let back = out.path().join(format!("back{i}"));
         skopeo(&[
             "copy",
+            "--preserve-digests",
             "--src-tls-verify=false",
             &dest,
             &format!("oci:{}:{tag}", back.display()),
@@ -96,6 +98,7 @@ fn skopeo_index_round_trip() {
     skopeo(&[
         "copy",
         "--all",
+        "--preserve-digests",
         "--dest-tls-verify=false",
         &format!("oci:{}:multi", src.0.display()),
         &dest,
@@ -104,6 +107,7 @@ fn skopeo_index_round_trip() {
     skopeo(&[
         "copy",
         "--all",
+        "--preserve-digests",
         "--src-tls-verify=false",
         &dest,
         &format!("oci:{}:multi", out.path().display()),
