@@ -20,6 +20,8 @@ use crate::gzip::{self, Header};
 use flate2::{Compress, Compression, FlushCompress, Status};
 use std::io::{self, Read};
 
+pub mod gnugzip;
+
 /// The candidate levels, in the fixed order tried (ties go to the first: deterministic).
 const LEVELS: [u32; 9] = [6, 9, 1, 5, 7, 8, 4, 3, 2];
 /// How much of the tar the probe re-encodes.
