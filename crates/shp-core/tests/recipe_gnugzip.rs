@@ -201,15 +201,13 @@ fn check_input(bin: &str, dir: &Path, name: &str, data: &[u8]) {
     for level in 1..=9u32 {
         let l = format!("-{level}");
         let by_name = run_gzip(bin, &["-c", &l, p], Stdio::null());
-        let streams = [
-            ("file", by_name.clone()),
-            ("file -n", run_gzip(bin, &["-c", "-n", &l, p], Stdio::null())),
-            (
-                "stdin",
-                run_gzip(bin, &["-c", &l], std::fs::File::open(&path).unwrap().into()),
-            ),
-            ("pipe", run_gzip_piped(bin, &l, data)),
-        ];
+        let mut streams = vec![("file -n", run_gzip(bin, &["-c", "-n", &l, p], Stdio::null()))];
+        // Standard input (redirected from the file, and a pipe) for levels of both loop kinds.
+        if [1, 3, 4, 6, 9].contains(&level) {
+            let file = std::fs::File::open(&path).unwrap();
+            streams.push(("stdin", run_gzip(bin, &["-c", &l], file.into())));
+            streams.push(("pipe", run_gzip_piped(bin, &l, data)));
+        }
         let raw = deflate_of(&by_name);
         for (how, gz) in &streams {
             assert_same(
@@ -253,9 +251,9 @@ fn check_input(bin: &str, dir: &Path, name: &str, data: &[u8]) {
 fn gnu_gzip_every_level_bit_exact() {
     let Some(bin) = gzip() else { return };
     let dir = tempfile::tempdir().unwrap();
-    check_input(bin, dir.path(), "random-a", &random_tar(0x9e37_79b9, 40));
+    check_input(bin, dir.path(), "random-a", &random_tar(0x9e37_79b9, 30));
     check_input(bin, dir.path(), "random-b", &random_tar(12345, 12));
     check_input(bin, dir.path(), "tiny", &tar(&[("a".into(), b"hello\n".to_vec())]));
-    let real = real_tar(dir.path(), 3 << 20);
+    let real = real_tar(dir.path(), 5 << 19);
     check_input(bin, dir.path(), "real", &real);
 }

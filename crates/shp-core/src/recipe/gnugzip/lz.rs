@@ -24,8 +24,12 @@ const MAX_DIST: usize = WSIZE - MIN_LOOKAHEAD;
 const TOO_FAR: usize = 4096;
 const LIT_BUFSIZE: usize = 0x8000;
 const DIST_BUFSIZE: usize = 0x8000;
-/// Bytes past the window that reads may touch without effect (only hash entries never looked up).
-const SLACK: usize = 16;
+/// The window buffer: indices are masked with `WMASK2` (a no-op, every index is below 2 * WSIZE +
+/// 300) so the hot loops need no bounds checks; the 8 spare bytes cover 8-byte reads. Bytes past
+/// 2 * WSIZE are read only into hash entries that are never looked up, or past a match's end.
+const WBUF: usize = 1 << 17;
+const WMASK2: usize = WBUF - 1;
+const WBUF_LEN: usize = WBUF + 8;
 
 pub(super) const LITERALS: usize = 256;
 pub(super) const END_BLOCK: usize = 256;
@@ -189,9 +193,9 @@ pub(super) struct Lz {
     level: u32,
     cfg: Config,
     codes: std::sync::Arc<Codes>,
-    window: Vec<u8>,
-    head: Vec<u16>,
-    prev: Vec<u16>,
+    window: Box<[u8; WBUF_LEN]>,
+    head: Box<[u16; HASH_SIZE]>,
+    prev: Box<[u16; WSIZE]>,
     ins_h: usize,
     strstart: usize,
     match_start: usize,
@@ -214,9 +218,9 @@ impl Lz {
             level,
             cfg: TABLE[level as usize],
             codes,
-            window: vec![0; WINDOW_SIZE + SLACK],
-            head: vec![0; HASH_SIZE],
-            prev: vec![0; WSIZE],
+            window: vec![0; WBUF_LEN].into_boxed_slice().try_into().expect("window size"),
+            head: vec![0; HASH_SIZE].into_boxed_slice().try_into().expect("hash size"),
+            prev: vec![0; WSIZE].into_boxed_slice().try_into().expect("prev size"),
             ins_h: 0,
             strstart: 0,
             match_start: 0,
@@ -279,7 +283,7 @@ impl Lz {
     /// Inserts the string at `s` and returns the previous head of its chain.
     #[inline(always)]
     fn insert_string(&mut self, s: usize) -> usize {
-        self.update_hash(self.window[s + MIN_MATCH - 1]);
+        self.update_hash(self.window[(s + MIN_MATCH - 1) & WMASK2]);
         let h = self.head[self.ins_h];
         self.prev[s & WMASK] = h;
         self.head[self.ins_h] = s as u16;
@@ -316,7 +320,8 @@ impl Lz {
     #[inline(always)]
     fn longest_match(&mut self, mut cur_match: usize) -> usize {
         let mut chain = self.cfg.chain;
-        let w = &self.window[..];
+        let w: &[u8; WBUF_LEN] = &self.window;
+        let prev: &[u16; WSIZE] = &self.prev;
         let scan = self.strstart;
         let mut best_len = self.prev_length;
         let limit = if self.strstart > MAX_DIST {
@@ -328,27 +333,24 @@ impl Lz {
         if self.prev_length >= self.cfg.good {
             chain >>= 2;
         }
-        let s0 = w[scan];
-        let s1 = w[scan + 1];
-        let mut scan_end1 = w[scan + best_len - 1];
-        let mut scan_end = w[scan + best_len];
-        let cur = &w[scan..scan + MAX_MATCH + 1];
+        // gzip's filter: the bytes at best_len - 1 and best_len, then the first two bytes.
+        let start = rd16(w, scan);
+        let mut end = rd16(w, scan + best_len - 1);
         loop {
             let m = cur_match;
-            if w[m + best_len] == scan_end && w[m + best_len - 1] == scan_end1 && w[m] == s0 && w[m + 1] == s1 {
+            if rd16(w, m + best_len - 1) == end && rd16(w, m) == start {
                 // Byte 2 is taken as equal (same hash, same first two bytes); compare from byte 3.
-                let len = 3 + common_prefix(&cur[3..MAX_MATCH], &w[m + 3..m + MAX_MATCH]);
+                let len = 3 + common_prefix(w, scan + 3, m + 3, MAX_MATCH - 3);
                 if len > best_len {
                     self.match_start = m;
                     best_len = len;
                     if len >= nice {
                         break;
                     }
-                    scan_end1 = cur[best_len - 1];
-                    scan_end = cur[best_len];
+                    end = rd16(w, scan + best_len - 1);
                 }
             }
-            cur_match = self.prev[cur_match & WMASK] as usize;
+            cur_match = prev[cur_match & WMASK] as usize;
             if cur_match <= limit {
                 break;
             }
@@ -524,22 +526,28 @@ impl Lz {
     }
 }
 
-/// Number of equal leading bytes of `a` and `b` (same length).
 #[inline(always)]
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    let n = a.len().min(b.len());
+fn rd16(w: &[u8; WBUF_LEN], i: usize) -> u16 {
+    let i = i & WMASK2;
+    u16::from_le_bytes([w[i], w[i + 1]])
+}
+
+#[inline(always)]
+fn rd64(w: &[u8; WBUF_LEN], i: usize) -> u64 {
+    let i = i & WMASK2;
+    u64::from_le_bytes(w[i..i + 8].try_into().expect("8 bytes"))
+}
+
+/// Number of equal leading bytes of the strings at `a` and `b`, at most `n`.
+#[inline(always)]
+fn common_prefix(w: &[u8; WBUF_LEN], a: usize, b: usize, n: usize) -> usize {
     let mut i = 0;
-    while i + 8 <= n {
-        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap());
-        let y = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        let d = x ^ y;
+    while i < n {
+        let d = rd64(w, a + i) ^ rd64(w, b + i);
         if d != 0 {
-            return i + (d.trailing_zeros() / 8) as usize;
+            return (i + (d.trailing_zeros() / 8) as usize).min(n);
         }
         i += 8;
     }
-    while i < n && a[i] == b[i] {
-        i += 1;
-    }
-    i
+    n
 }
