@@ -8,6 +8,9 @@
 //! checked every 4096 symbols for levels above 2). Reads behave like `read(2)` on a regular file:
 //! each request is filled completely unless the input ends.
 
+// Index loops mirror gzip's table-building loops one to one.
+#![allow(clippy::needless_range_loop)]
+
 use std::io;
 
 pub(super) const WSIZE: usize = 0x8000;
@@ -324,11 +327,7 @@ impl Lz {
         let prev: &[u16; WSIZE] = &self.prev;
         let scan = self.strstart;
         let mut best_len = self.prev_length;
-        let limit = if self.strstart > MAX_DIST {
-            self.strstart - MAX_DIST
-        } else {
-            0
-        };
+        let limit = self.strstart.saturating_sub(MAX_DIST);
         let nice = self.cfg.nice;
         if self.prev_length >= self.cfg.good {
             chain >>= 2;

@@ -34,7 +34,7 @@ fn sample(len: usize, seed: u64) -> Vec<u8> {
     while v.len() < len {
         match rnd() % 5 {
             0 => (0..rnd() % 3000).for_each(|_| v.push(rnd() as u8)),
-            1 => v.extend(std::iter::repeat(rnd() as u8).take((rnd() % 5000) as usize)),
+            1 => v.extend(std::iter::repeat_n(rnd() as u8, (rnd() % 5000) as usize)),
             _ => (0..rnd() % 400).for_each(|_| v.extend_from_slice(words[(rnd() % 6) as usize])),
         }
     }

@@ -6,6 +6,9 @@
 //! window and `stored_len + 4` bytes is no more than the best tree encoding, else static trees if
 //! they are no larger than dynamic ones, else dynamic trees.
 
+// Index loops mirror gzip's tree loops one to one.
+#![allow(clippy::needless_range_loop)]
+
 use super::lz::{Block, Codes, D_CODES, END_BLOCK, EXTRA_DBITS, EXTRA_LBITS, LITERALS, L_CODES};
 
 const MAX_BITS: usize = 15;
