@@ -90,7 +90,7 @@ fn random_tar(seed: u64, files: usize) -> Vec<u8> {
                 let n = r.next() % 60_000;
                 while (t.len() as u64) < n {
                     t.extend_from_slice(words[(r.next() % 8) as usize]);
-                    if r.next() % 50 == 0 {
+                    if r.next().is_multiple_of(50) {
                         t.push(r.next() as u8);
                     }
                 }
