@@ -14,7 +14,8 @@
 //! - `zlib-1.2/L` — zlib (Python, Java, most C users), see [`zlib`];
 //! - `pigz-2.6/zlib-1.2/<L>/<KiB>[/p1]` — pigz's independent blocks over zlib, see [`pigz`];
 //! - `zstd-1.5.4/<L>/<mt|st>/<ck|nock>/<cs=N|nocs>` — the zstd CLI over the system libzstd, see
-//!   [`zstd`] (whole-stream profile: no gzip framing).
+//!   [`zstd`] (whole-stream profile: no gzip framing);
+//! - `gnugzip-1.12/L` — GNU gzip's own deflate (1…9), see [`gnugzip`].
 //!
 //! Probe order across families is fixed (the order of [`DEFLATE_FAMILIES`]): when two profiles
 //! give the same bytes for a stream, the earlier one is recorded, so every machine with the same
@@ -26,13 +27,12 @@
 //!   "size": tar bytes in the member}, …], "tail": bytes}` — every member was written by the same
 //!   profile (a producer writes its members alike), each with its own header and standard trailer.
 
-pub mod pgzip;
-pub mod zlib;
-
-pub mod pigz;
-pub mod zstd;
-
+pub mod gnugzip;
 pub mod goflate;
+pub mod pgzip;
+pub mod pigz;
+pub mod zlib;
+pub mod zstd;
 
 use crate::cbor::Value;
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ pub const MAX_TAIL: usize = 64 * 1024;
 pub const MAX_MEMBERS: usize = 4096;
 
 /// The gzip (deflate) producer families, in probe order.
-pub const DEFLATE_FAMILIES: &[&str] = &["pgzip-1.2", "goflate-1.8", "zlib-1.2", "pigz-2.6"];
+pub const DEFLATE_FAMILIES: &[&str] = &["pgzip-1.2", "goflate-1.8", "zlib-1.2", "pigz-2.6", "gnugzip-1.12"];
 
 /// A versioned encoder profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,7 @@ pub enum Profile {
     Pgzip(pgzip::Params),
     Go(goflate::Params),
     Pigz(pigz::Params),
+    Gnu(gnugzip::Params),
     Zstd(zstd::Params),
 }
 
@@ -66,6 +67,7 @@ impl Profile {
             Profile::Pgzip(p) => p.profile(),
             Profile::Go(p) => p.profile(),
             Profile::Pigz(p) => p.profile(),
+            Profile::Gnu(p) => p.profile(),
             Profile::Zstd(p) => p.profile(),
         }
     }
@@ -76,13 +78,14 @@ impl Profile {
             .or_else(|| pgzip::Params::from_profile(s).map(Profile::Pgzip))
             .or_else(|| goflate::Params::from_profile(s).map(Profile::Go))
             .or_else(|| pigz::Params::from_profile(s).map(Profile::Pigz))
+            .or_else(|| gnugzip::Params::from_profile(s).map(Profile::Gnu))
             .or_else(|| zstd::Params::from_profile(s).map(Profile::Zstd))
     }
 
     /// Whether the profile writes raw deflate inside gzip members (else it writes the whole stream).
     pub fn is_deflate(&self) -> bool {
         match self {
-            Profile::Zlib(_) | Profile::Pgzip(_) | Profile::Go(_) | Profile::Pigz(_) => true,
+            Profile::Zlib(_) | Profile::Pgzip(_) | Profile::Go(_) | Profile::Pigz(_) | Profile::Gnu(_) => true,
             Profile::Zstd(_) => false,
         }
     }
@@ -94,6 +97,7 @@ impl Profile {
             Profile::Pgzip(p) => pgzip::encoder(p, input),
             Profile::Go(p) => goflate::encoder(p, input),
             Profile::Pigz(p) => pigz::encoder(p, input),
+            Profile::Gnu(p) => gnugzip::encoder(p, input),
             Profile::Zstd(p) => zstd::encoder(p, input),
         }
     }
