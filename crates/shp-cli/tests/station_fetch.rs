@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use shp_core::store::Blockstore;
 use shp_core::{car, Cid, Home};
 use shp_station::gateway::RunningGateway;
 use std::io::{BufRead, BufReader};

@@ -228,7 +228,7 @@ impl Transport for HttpTransport {
     }
 
     fn get_blocks(&self, cids: &[Cid], found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>) -> Result<()> {
-        if self.mode.load(Ordering::Relaxed) != MODE_PLAIN && cids.len() > 1 {
+        if self.mode.load(Ordering::Relaxed) != MODE_PLAIN {
             match self.post_blocks(cids)? {
                 Some(body) => {
                     self.mode.store(MODE_SHP, Ordering::Relaxed);
