@@ -176,12 +176,12 @@ enum Format {
 }
 
 /// The response format from `?format=` or `Accept` (400 for an unknown `format`, 406 otherwise).
-fn negotiate(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Format, Response> {
+fn negotiate(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Format, (StatusCode, String)> {
     if let Some(f) = query.get("format") {
         return match f.as_str() {
             "raw" => Ok(Format::Raw),
             "car" => Ok(Format::Car),
-            other => Err(text(
+            other => Err((
                 StatusCode::BAD_REQUEST,
                 format!("unsupported format={other:?}: this trustless gateway serves format=raw and format=car"),
             )),
@@ -220,10 +220,11 @@ fn negotiate(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<For
             return Ok(Format::Car);
         }
     }
-    Err(text(
+    Err((
         StatusCode::NOT_ACCEPTABLE,
         "this is a trustless gateway: ask for application/vnd.ipld.raw or application/vnd.ipld.car; version=1 \
-         (or ?format=raw / ?format=car)",
+         (or ?format=raw / ?format=car)"
+            .to_string(),
     ))
 }
 
@@ -289,7 +290,7 @@ async fn ipfs(
     };
     let format = match negotiate(&query, &headers) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let scope = match query.get("dag-scope").map(|s| s.parse::<DagScope>()) {
         None => DagScope::All,

@@ -267,7 +267,8 @@ fn errors_400_404_406() {
     let base = f.gw.url();
     let root = f.root;
     let absent = Cid::hash(RAW, b"not in this store");
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (format!("{base}/ipfs/not-a-cid?format=raw"), vec![], 400, "invalid CID"),
         (
             format!("{base}/ipfs/{root}?format=tar"),

@@ -235,7 +235,7 @@ fn missing_blocks_dead_peers_and_bad_input() {
     assert_eq!(r.peers[0].blocks, 0);
     // a dead peer alone: a clear failure, nothing stored
     let c = new_home(&tmp.path().join("c"));
-    let e = fetch(&c, &x.v1, &[dead.clone()], None).unwrap_err();
+    let e = fetch(&c, &x.v1, std::slice::from_ref(&dead), None).unwrap_err();
     assert!(e.to_string().contains(&dead), "{e}");
     assert!(c.store().cids().unwrap().is_empty());
 

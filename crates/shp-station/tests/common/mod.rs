@@ -49,7 +49,7 @@ pub fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
             _ => b" ",
         });
         // a sprinkle of numbers keeps it from compressing absurdly well
-        if (x >> 16) % 5 == 0 {
+        if (x >> 16).is_multiple_of(5) {
             out.extend_from_slice(format!("{} ", (x >> 24) % 100000).as_bytes());
         }
     }
