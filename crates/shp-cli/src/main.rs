@@ -8,6 +8,7 @@ use serde_json::json;
 use shp_core::image::Progress;
 use shp_core::reference::ImageRef;
 use shp_core::{Error, Home};
+use shp_station::transport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,7 +46,31 @@ enum Cmd {
         json: bool,
     },
     /// Export an image bit-exact: DEST is oci:DIR[:REF] or docker-archive:FILE[:NAME:TAG]
-    Pull { image: String, dest: String },
+    Pull {
+        image: String,
+        dest: String,
+        /// Fetch IMAGE (a root CID) from this station or trustless gateway first (repeatable)
+        #[arg(long = "from", value_name = "URL")]
+        from: Vec<String>,
+    },
+    /// Fetch the DAG under a CID from stations or trustless gateways into the store
+    Fetch {
+        cid: String,
+        /// A station's or gateway's base URL, http://HOST:PORT (repeatable: the work is shared)
+        #[arg(long = "from", value_name = "URL", required = true)]
+        from: Vec<String>,
+        /// Name the fetched image (default: its root is pinned unnamed)
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve this home as an IPFS trustless gateway only (`/ipfs/`, `/shp/v1/blocks`) until interrupted
+    Gateway {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+    },
     /// List named and pinned images
     Ls {
         #[arg(long)]
@@ -126,8 +151,32 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::ImageNotFound(_)) | Some(Error::BlobNotFound(_)) | Some(Error::BlockNotFound { .. }) => 3,
         Some(Error::InvalidReference { .. }) => 2,
-        _ => 1,
+        Some(_) => 1,
+        None => match e.downcast_ref::<transport::Error>() {
+            Some(t) if t.is_not_found() => 3,
+            Some(transport::Error::BadUrl { .. }) => 2,
+            Some(transport::Error::Core(Error::InvalidReference { .. })) => 2,
+            _ => 1,
+        },
     }
+}
+
+/// Fetches `cid` from `from` into `home`, naming it `tag` (or pinning it).
+fn fetch_from(home: &Home, cid: &str, from: &[String], tag: Option<&str>) -> Result<transport::FetchReport> {
+    let root: shp_core::Cid = cid.parse().map_err(|e| Error::InvalidReference {
+        reference: cid.to_string(),
+        reason: format!("not a CID: {e}"),
+    })?;
+    let peers = from
+        .iter()
+        .map(|u| transport::HttpTransport::new(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&dyn transport::Transport> = peers.iter().map(|p| p as &dyn transport::Transport).collect();
+    let rep = transport::fetch_into_home(home, &root, &refs, tag, transport::FetchOptions::default())?;
+    for p in &rep.problems {
+        eprintln!("shp: note: {p}");
+    }
+    Ok(rep)
 }
 
 fn progress_bar(quiet: bool) -> (ProgressBar, impl Fn(Progress)) {
@@ -205,14 +254,53 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("{}", imp.root);
             }
         }
-        Cmd::Pull { image, dest } => {
+        Cmd::Pull { image, dest, from } => {
             let d: ImageRef = dest.parse()?;
             let home = open()?;
+            if !from.is_empty() {
+                let rep = fetch_from(&home, &image, &from, None).with_context(|| format!("fetch {image}"))?;
+                eprintln!(
+                    "fetched {} blocks ({} bytes on the wire) from {} peers",
+                    rep.blocks_fetched,
+                    rep.bytes_fetched,
+                    rep.peers.len()
+                );
+            }
             let (pb, f) = progress_bar(false);
             let res = home.pull(&image, &d, &f);
             pb.finish_and_clear();
             let root = res.with_context(|| format!("pull {image} {dest}"))?;
             println!("{root}");
+        }
+        Cmd::Fetch { cid, from, tag, json } => {
+            let home = open()?;
+            let rep = fetch_from(&home, &cid, &from, tag.as_deref()).with_context(|| format!("fetch {cid}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&rep)?);
+            } else {
+                for p in &rep.peers {
+                    println!(
+                        "peer {} blocks {} bytes {}{}",
+                        p.url,
+                        p.blocks,
+                        p.bytes,
+                        if p.dropped { " dropped" } else { "" }
+                    );
+                }
+                println!(
+                    "fetched {} blocks ({} bytes on the wire, {} block bytes), {} already present",
+                    rep.blocks_fetched, rep.bytes_fetched, rep.block_bytes, rep.blocks_present
+                );
+                println!("name {}", rep.name.as_deref().unwrap_or("(pinned, unnamed)"));
+                println!("{}", rep.root);
+            }
+        }
+        Cmd::Gateway { listen } => {
+            let home = std::sync::Arc::new(open()?);
+            let gw = shp_station::gateway::RunningGateway::start(home, listen)
+                .with_context(|| format!("listen on {listen}"))?;
+            println!("{}", gw.url());
+            gw.wait()?;
         }
         Cmd::Ls { json } => {
             let list = open()?.list()?;

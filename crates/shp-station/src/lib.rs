@@ -12,5 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod gateway;
 pub mod registry;
 pub mod server;
+pub mod transport;

@@ -249,9 +249,14 @@ impl Station {
         format!("listening http://{} peer {}", self.addr, self.peer_id)
     }
 
-    /// Every route the station serves.
+    /// Every route the station serves: the registry (`/v2/`) and the trustless gateway
+    /// (`/ipfs/`, plus shp's `/shp/v1/blocks`) on one port.
     pub fn router(&self) -> Router {
-        registry::router(self.registry.clone()).layer(axum::middleware::from_fn(log_request))
+        registry::router(self.registry.clone())
+            .merge(crate::gateway::router(crate::gateway::GatewayState::new(
+                self.registry.home.clone(),
+            )))
+            .layer(axum::middleware::from_fn(log_request))
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish and discards
