@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ci-deps.sh — installs what shp's tests need beyond the Rust toolchain, on a fresh Debian bookworm
 # machine (as root, or with sudo). Safe to run again: it only adds what is missing.
-#   apt:  skopeo umoci busybox-static casync zstd pigz python3 jq   (+ nodejs npm if `node`/`npm` are absent)
+#   apt:  skopeo umoci busybox-static casync zstd pigz python3 jq apache2-utils (htpasswd) docker-registry   (+ nodejs npm if `node`/`npm` are absent)
 #   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats)
 set -euo pipefail
 
@@ -15,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(skopeo umoci busybox-static casync zstd pigz python3 jq zlib1g-dev pkg-config)
+pkgs=(skopeo umoci busybox-static casync zstd pigz python3 jq zlib1g-dev pkg-config apache2-utils docker-registry)
 if command -v node >/dev/null && command -v npm >/dev/null; then
   say "node $(node --version) and npm $(npm --version) already present: not installing Debian's nodejs/npm"
 else

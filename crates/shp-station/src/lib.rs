@@ -10,3 +10,5 @@
 //! - `transport` — the `Transport` trait, its HTTP implementation, and the multi-peer fetcher.
 //! - `remote`    — a client for remote registries (`docker://HOST/REPO:TAG`).
 #![forbid(unsafe_code)]
+
+pub mod remote;
