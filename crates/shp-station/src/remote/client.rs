@@ -144,7 +144,9 @@ impl Client {
             if let Some(b) = &body {
                 req = req.body(b.clone());
             }
-            let resp = self.run(req.send()).map_err(self.http_err(what.clone()))?;
+            let resp = self
+                .run(async move { req.send().await })
+                .map_err(self.http_err(what.clone()))?;
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.answer(&resp, &what)?;
                 continue;
@@ -189,7 +191,9 @@ impl Client {
                     req = req.header(AUTHORIZATION, c.basic_header());
                 }
                 let twhat = format!("GET {url} (token)");
-                let resp = self.run(req.send()).map_err(self.http_err(twhat.clone()))?;
+                let resp = self
+                    .run(async move { req.send().await })
+                    .map_err(self.http_err(twhat.clone()))?;
                 let status = resp.status();
                 let body = self.read_small(resp, 1 << 20, &twhat)?;
                 if !status.is_success() {
