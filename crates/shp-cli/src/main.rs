@@ -2,12 +2,13 @@
 //! The contract (commands, output, JSON fields, exit codes) is docs/CLI.md.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shp_core::image::Progress;
 use shp_core::reference::ImageRef;
 use shp_core::{Error, Home};
+use shp_station::remote::{self, Credentials, RemoteOptions, RemoteRef};
 use shp_station::transport;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ struct Cli {
 enum Cmd {
     /// Create the home directory and its store (idempotent)
     Init,
-    /// Import an image: SOURCE is oci:DIR[:REF] or docker-archive:FILE[:NAME:TAG|:@N]
+    /// Import an image: SOURCE is oci:DIR[:REF], docker-archive:FILE[:NAME:TAG|:@N] or docker://HOST/REPO[:TAG|@DIGEST]
     Push {
         source: String,
         /// Name the image (default: the source's ref or tag; else the root is pinned unnamed)
@@ -44,11 +45,15 @@ enum Cmd {
         max_layer_size: Option<u64>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
-    /// Export an image bit-exact: DEST is oci:DIR[:REF] or docker-archive:FILE[:NAME:TAG]
+    /// Export an image bit-exact: DEST is oci:DIR[:REF], docker-archive:FILE[:NAME:TAG] or docker://HOST/REPO[:TAG]
     Pull {
         image: String,
         dest: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
         /// Fetch IMAGE (a root CID) from this station or trustless gateway first (repeatable)
         #[arg(long = "from", value_name = "URL")]
         from: Vec<String>,
@@ -134,6 +139,39 @@ enum Cmd {
     },
 }
 
+/// How to reach a docker:// registry (ignored for other transports).
+#[derive(Args)]
+struct RemoteArgs {
+    /// Verify the registry's TLS certificate; false also allows plain http
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    tls_verify: bool,
+    /// Registry credentials
+    #[arg(long, value_name = "USER:PASS", conflicts_with = "authfile")]
+    creds: Option<String>,
+    /// Auth file (containers auth.json or docker config.json); default $REGISTRY_AUTH_FILE
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Upload blobs larger than this in PATCH chunks of this size
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_size: u64,
+}
+
+impl RemoteArgs {
+    fn options(&self) -> Result<RemoteOptions> {
+        Ok(RemoteOptions {
+            tls_verify: self.tls_verify,
+            creds: self.creds.as_deref().map(Credentials::parse).transpose()?,
+            authfile: self.authfile.clone().or_else(|| {
+                std::env::var_os("REGISTRY_AUTH_FILE")
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from)
+            }),
+            chunk_size: self.chunk_size,
+            ..RemoteOptions::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum CarCmd {
     /// Write the DAG under an image or CID to FILE
@@ -147,6 +185,19 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     use shp_station::{auth::AuthError, server::StationError};
     if let Some(StationError::Listen(_) | StationError::Auth(AuthError::Spec(_))) = e.downcast_ref::<StationError>() {
         return 2;
+    }
+    let core = match e.downcast_ref::<remote::Error>() {
+        Some(remote::Error::NotFound(_)) => return 3,
+        Some(remote::Error::InvalidReference { .. }) => return 2,
+        Some(r) => r.core(),
+        None => e.downcast_ref::<Error>(),
+    };
+    if let Some(c) = core {
+        return match c {
+            Error::ImageNotFound(_) | Error::BlobNotFound(_) | Error::BlockNotFound { .. } => 3,
+            Error::InvalidReference { .. } => 2,
+            _ => 1,
+        };
     }
     match e.downcast_ref::<Error>() {
         Some(Error::ImageNotFound(_)) | Some(Error::BlobNotFound(_)) | Some(Error::BlockNotFound { .. }) => 3,
@@ -217,23 +268,40 @@ fn run(cli: Cli) -> Result<u8> {
             quiet,
             max_layer_size,
             json,
+            remote,
         } => {
-            let src: ImageRef = source.parse()?;
+            let remote_src = source.starts_with("docker://");
+            let src = if remote_src {
+                Err(RemoteRef::parse(&source)?)
+            } else {
+                Ok(source.parse::<ImageRef>()?)
+            };
             let mut home = open()?;
             if let Some(m) = max_layer_size {
                 home.options.max_layer_bytes = m;
             }
             let (pb, f) = progress_bar(quiet || json);
-            let rep = home.push(&src, tag.as_deref(), &f);
+            let mut fetched = None;
+            let rep = match &src {
+                Ok(src) => home.push(src, tag.as_deref(), &f).map_err(anyhow::Error::from),
+                Err(r) => remote::import(&home, r, tag.as_deref(), &remote.options()?, &f)
+                    .map(|i| {
+                        fetched = Some((i.fetched_blobs, i.fetched_bytes));
+                        i.push
+                    })
+                    .map_err(anyhow::Error::from),
+            };
             pb.finish_and_clear();
             let rep = rep.with_context(|| format!("push {source}"))?;
             let imp = &rep.import;
             if json {
                 let blobs: Vec<_> = imp.blobs.iter().map(|b| json!({"digest": b.digest, "size": b.size, "media_type": b.media_type, "storage": b.storage.to_string(), "new_bytes": b.new_bytes})).collect();
-                println!(
-                    "{}",
-                    json!({"root": imp.root.to_string(), "name": rep.name, "digest": imp.top_digest, "blobs": blobs, "blocks": imp.stats.blocks, "new_blocks": imp.stats.new_blocks, "bytes": imp.stats.bytes, "new_bytes": imp.stats.new_bytes})
-                );
+                let mut doc = json!({"root": imp.root.to_string(), "name": rep.name, "digest": imp.top_digest, "blobs": blobs, "blocks": imp.stats.blocks, "new_blocks": imp.stats.new_blocks, "bytes": imp.stats.bytes, "new_bytes": imp.stats.new_bytes});
+                if let Some((n, bytes)) = fetched {
+                    doc["fetched_blobs"] = json!(n);
+                    doc["fetched_bytes"] = json!(bytes);
+                }
+                println!("{doc}");
             } else {
                 if !quiet {
                     for b in &imp.blobs {
@@ -245,6 +313,9 @@ fn run(cli: Cli) -> Result<u8> {
                             b.new_bytes
                         );
                     }
+                    if let Some((n, bytes)) = fetched {
+                        println!("fetched {n} blobs, {bytes} bytes");
+                    }
                     println!("name {}", rep.name.as_deref().unwrap_or("(pinned, unnamed)"));
                     println!(
                         "added {} of {} bytes in {} new blocks",
@@ -254,7 +325,25 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("{}", imp.root);
             }
         }
-        Cmd::Pull { image, dest, from } => {
+        Cmd::Pull {
+            image,
+            dest,
+            remote,
+            from,
+        } => {
+            if dest.starts_with("docker://") {
+                let d = RemoteRef::parse(&dest)?;
+                let home = open()?;
+                let (pb, f) = progress_bar(false);
+                let res = remote::export(&home, &image, &d, &remote.options()?, &f);
+                pb.finish_and_clear();
+                let rep = res.with_context(|| format!("pull {image} {dest}"))?;
+                for b in &rep.blobs {
+                    println!("{} {:>12} {}", b.digest, b.size, b.sent);
+                }
+                println!("{}", rep.root);
+                return Ok(0);
+            }
             let d: ImageRef = dest.parse()?;
             let home = open()?;
             if !from.is_empty() {

@@ -199,23 +199,23 @@ impl Home {
         if let Some(t) = tag {
             check_name(t)?;
         }
-        let index = self.refs.load()?.index;
-        let known = |d: &[u8; 32]| -> Option<BlobNode> {
-            let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
-            BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
-        };
-        let mut batch = self.store.batch()?;
-        let (import, default_name) = match src {
+        match src {
             ImageRef::Oci { path, reference } => {
                 let layout = OciLayout { path: path.clone() };
                 let top = layout.resolve(reference.as_deref())?;
-                (
-                    import_image(&mut *batch, &layout, &top, None, &self.options, &known, progress)?,
-                    reference.clone(),
-                )
+                let name = tag
+                    .map(str::to_string)
+                    .or(reference.clone().filter(|n| check_name(n).is_ok()));
+                self.push_from(&layout, &top, name.as_deref(), progress)
             }
             ImageRef::DockerArchive { path, reference } => {
-                let (rep, tags) = docker_archive::import_archive(
+                let index = self.refs.load()?.index;
+                let known = |d: &[u8; 32]| -> Option<BlobNode> {
+                    let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
+                    BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
+                };
+                let mut batch = self.store.batch()?;
+                let (import, tags) = docker_archive::import_archive(
                     &mut *batch,
                     path,
                     reference.as_ref(),
@@ -223,22 +223,56 @@ impl Home {
                     &known,
                     progress,
                 )?;
-                let name = match reference {
+                batch.commit()?;
+                let default_name = match reference {
                     Some(ArchiveRef::Tag(t)) => Some(t.clone()),
                     _ => tags.into_iter().next(),
                 };
-                (rep, name)
+                let name = tag
+                    .map(str::to_string)
+                    .or(default_name.filter(|n| check_name(n).is_ok()));
+                self.record(&import, name.as_deref())?;
+                Ok(PushReport { import, name })
             }
+        }
+    }
+
+    /// Imports the image `top` describes from any blob source (an OCI layout, a remote registry,
+    /// …) and names it `name` (or pins it). Blobs the store already holds are not read again (the
+    /// source must still have them, with the right size); every blob read is checked against its
+    /// descriptor's digest and size. Nothing changes on error.
+    pub fn push_from(
+        &self,
+        src: &dyn crate::image::BlobSource,
+        top: &crate::oci::Descriptor,
+        name: Option<&str>,
+        progress: &dyn Fn(Progress),
+    ) -> Result<PushReport> {
+        if let Some(n) = name {
+            check_name(n)?;
+        }
+        let index = self.refs.load()?.index;
+        let known = |d: &[u8; 32]| -> Option<BlobNode> {
+            let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
+            BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
         };
+        let mut batch = self.store.batch()?;
+        let import = import_image(&mut *batch, src, top, None, &self.options, &known, progress)?;
         batch.commit()?;
-        let name = tag
-            .map(str::to_string)
-            .or(default_name.filter(|n| check_name(n).is_ok()));
+        self.record(&import, name)?;
+        Ok(PushReport {
+            import,
+            name: name.map(str::to_string),
+        })
+    }
+
+    /// After a committed import: names (or pins) its root and indexes its blobs by digest.
+    fn record(&self, import: &ImportReport, name: Option<&str>) -> Result<()> {
         let root = import.root.to_string();
         self.refs.update(|r| {
-            match &name {
+            match name {
                 Some(n) => {
-                    r.names.insert(n.clone(), root.clone());
+                    r.names.insert(n.to_string(), root.clone());
                 }
                 None => {
                     r.pins.insert(root.clone());
@@ -248,8 +282,7 @@ impl Home {
                 r.index.insert(b.digest.clone(), b.cid.to_string());
             }
             Ok(())
-        })?;
-        Ok(PushReport { import, name })
+        })
     }
 
     /// The root CID an identifier names: a CID present in the store, or a name.
@@ -754,21 +787,7 @@ impl Home {
         let mut batch = self.store.batch()?;
         let import = import_image(&mut *batch, &src, &top, None, &self.options, &known, &no_progress)?;
         batch.commit()?;
-        let root = import.root.to_string();
-        self.refs.update(|r| {
-            match name {
-                Some(n) => {
-                    r.names.insert(n.to_string(), root.clone());
-                }
-                None => {
-                    r.pins.insert(root.clone());
-                }
-            }
-            for b in &import.blobs {
-                r.index.insert(b.digest.clone(), b.cid.to_string());
-            }
-            Ok(())
-        })?;
+        self.record(&import, name)?;
         Ok(PushReport {
             import,
             name: name.map(str::to_string),

@@ -10,9 +10,13 @@
 //! - `transport` — the `Transport` trait, its HTTP implementation, and the multi-peer fetcher.
 //! - `remote`    — a client for remote registries (`docker://HOST/REPO:TAG`).
 #![forbid(unsafe_code)]
+// `registry::ApiError` (status, code, message, detail) is built once per failed request and turned
+// into a response at once: its size is not worth boxing on every error path.
+#![allow(clippy::result_large_err)]
 
 pub mod auth;
 pub mod gateway;
 pub mod registry;
+pub mod remote;
 pub mod server;
 pub mod transport;

@@ -12,6 +12,7 @@ use std::process::Command;
 const GZIP_TAG: &str = "busybox-gzip";
 
 /// The fixture's busybox-gzip image: (manifest bytes, manifest digest, config, layer).
+#[allow(clippy::type_complexity)]
 fn gzip_image() -> (Vec<u8>, String, (String, Vec<u8>), (String, Vec<u8>)) {
     let l = Layout::fixture();
     let top = l.top(Some(GZIP_TAG));
@@ -661,7 +662,6 @@ fn concurrent_pulls() {
     put_blob(&c, &st, "many", &layer);
     let threads: Vec<_> = (0..64)
         .map(|_| {
-            let c = c.clone();
             let url = st.url(&format!("/v2/many/blobs/{ld}"));
             std::thread::spawn(move || {
                 let res = c.get(url).send().unwrap();
