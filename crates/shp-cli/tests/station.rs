@@ -155,9 +155,15 @@ fn init_makes_the_identity_and_start_serves_until_sigterm() {
     let mut first = [0u8; 64];
     let n = s.read(&mut first).unwrap();
     assert!(n > 0);
+    // Keep reading while the station shuts down: it waits for this response to finish, and the
+    // response only finishes if someone reads it.
+    let reader = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        rest
+    });
     let status = g.terminate();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
+    let rest = reader.join().unwrap();
     let mut all = first[..n].to_vec();
     all.extend_from_slice(&rest);
     let (code, _, body) = split_response(&all);
