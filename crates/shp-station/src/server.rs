@@ -202,7 +202,10 @@ impl Station {
     /// existed), and binds the listener.
     pub fn bind(home_dir: &Path, cfg: &Config) -> Result<Station, StationError> {
         cfg.check()?;
-        let home = Arc::new(Home::open(home_dir)?);
+        let mut home = Home::open(home_dir)?;
+        // The rebuilt-blob cache serves hot recipe layers without re-encoding them.
+        home.set_cache_bytes(cfg.cache_size);
+        let home = Arc::new(home);
         let (id, made) = Identity::load_or_create(home_dir)?;
         if made {
             tracing::info!(
