@@ -254,7 +254,10 @@ impl<R: std::io::BufRead> std::io::Read for MemberDecoder<'_, R> {
                             *b = self.need("trailer")?;
                         }
                         if u32::from_le_bytes(t[..4].try_into().unwrap()) != self.crc.sum() {
-                            return Err(IoError::new(ErrorKind::InvalidData, "gzip member CRC mismatch"));
+                            return Err(IoError::new(
+                                ErrorKind::InvalidData,
+                                "gzip member checksum (CRC-32) mismatch",
+                            ));
                         }
                         if u32::from_le_bytes(t[4..].try_into().unwrap()) != self.crc.amount() {
                             return Err(IoError::new(ErrorKind::InvalidData, "gzip member length mismatch"));
