@@ -202,8 +202,24 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         if !sizes.contains(&b) {
             sizes.push(b);
         }
-        if sizes.len() >= 2 {
+        if closes || sizes.len() >= 8 {
             break;
+        }
+    }
+    // A complete stream's closing marker always names a candidate, however many markers (stored
+    // data can hold the same four bytes) came before it.
+    if let Some(&(end, out)) = points.last() {
+        let closes = complete && out == data.len() as u64 && stream[end..].starts_with(&[3, 0]) && out > TAIL as u64;
+        if closes && sizes.len() >= 8 {
+            let want = (data.len() as u64 + 1).max(1 << 20);
+            let b = if want <= 1 << 20 {
+                1 << 20
+            } else {
+                want.next_power_of_two()
+            };
+            if !sizes.contains(&b) {
+                sizes.push(b);
+            }
         }
     }
     if sizes.is_empty() && complete && data.len() <= TAIL && stream.len() >= 2 {
