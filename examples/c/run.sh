@@ -19,10 +19,10 @@ fi
 OCI=$FIX/oci
 TAG=busybox-gzip
 
-# -lz: shp-core links the system zlib; the rest is what Rust's std needs in a static link.
+# -lz -lzstd: shp-core links the system zlib and libzstd (recipes must match them byte for byte); the rest is what Rust's std needs in a static link.
 gcc -std=c11 -Wall -Wextra -Werror -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
   -I"$ROOT/include" "$ROOT/examples/c/shp_example.c" "$LIB" \
-  -lz -lgcc_s -lutil -lrt -lpthread -lm -ldl -o "$WORK/shp_example"
+  -lz -lzstd -lgcc_s -lutil -lrt -lpthread -lm -ldl -o "$WORK/shp_example"
 
 MANIFEST=$(jq -r --arg t "$TAG" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$OCI/index.json")
 LAYER=$(jq -r '.layers[0].digest' "$OCI/blobs/sha256/${MANIFEST#sha256:}")

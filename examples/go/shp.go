@@ -16,7 +16,7 @@ package shp
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: ${SRCDIR}/../../target/release/libshp_ffi.a -lz -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#cgo LDFLAGS: ${SRCDIR}/../../target/release/libshp_ffi.a -lz -lzstd -lgcc_s -lutil -lrt -lpthread -lm -ldl
 #include <stdint.h>
 #include <stdlib.h>
 #include "shp.h"
