@@ -6,6 +6,7 @@
 //! - `server`    — `shp start`: config, listener, routing, logging, graceful shutdown.
 //! - `registry`  — the OCI Distribution Spec 1.1 endpoints.
 //! - `auth`      — push (and optionally pull) authentication.
+//! - `drain`     — reads what a handler left of a request body, so clients see early errors.
 //! - `gateway`   — the trustless gateway (`/ipfs/<cid>`, raw blocks and CARs).
 //! - `transport` — the `Transport` trait, its HTTP implementation, and the multi-peer fetcher.
 //! - `remote`    — a client for remote registries (`docker://HOST/REPO:TAG`).
@@ -15,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod drain;
 pub mod gateway;
 pub mod registry;
 pub mod remote;

@@ -259,6 +259,7 @@ impl Station {
             .merge(crate::gateway::router(crate::gateway::GatewayState::new(
                 self.registry.home.clone(),
             )))
+            .layer(axum::middleware::from_fn(crate::drain::drain_unread))
             .layer(axum::middleware::from_fn(log_request))
     }
 

@@ -218,6 +218,52 @@ fn chunked_upload_with_resume() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// Errors known before the body is read (unknown upload, Content-Range against the session,
+/// Content-Length against Content-Range, a bad digest) reach a client that is still sending a
+/// large body, as an error response and not a broken pipe; the session is unchanged.
+#[test]
+fn early_errors_reach_clients_sending_large_bodies() {
+    let st = TestStation::start();
+    let c = client();
+    let big = vec![0x5au8; 8 << 20];
+    let res = c.post(st.url("/v2/early/blobs/uploads/")).send().unwrap();
+    let url = st.url(res.headers()["location"].to_str().unwrap());
+    // Starts past the session's 0 bytes.
+    let res = c
+        .patch(&url)
+        .header("content-range", format!("100-{}", 100 + big.len() - 1))
+        .body(big.clone())
+        .send()
+        .expect("a 416, not a broken pipe");
+    assert_eq!(error_code(res).1, "RANGE_INVALID");
+    // Announces one byte more than it sends.
+    let res = c
+        .patch(&url)
+        .header("content-range", format!("0-{}", big.len()))
+        .body(big.clone())
+        .send()
+        .expect("a 400, not a broken pipe");
+    assert_eq!(error_code(res).1, "SIZE_INVALID");
+    // An upload that does not exist.
+    let res = c
+        .patch(st.url("/v2/early/blobs/uploads/no-such-upload"))
+        .body(big.clone())
+        .send()
+        .expect("a 404, not a broken pipe");
+    assert_eq!(error_code(res).1, "BLOB_UPLOAD_UNKNOWN");
+    // A monolithic POST whose digest is not one.
+    let res = c
+        .post(st.url("/v2/early/blobs/uploads/?digest=sha256:nothex"))
+        .body(big.clone())
+        .send()
+        .expect("a 400, not a broken pipe");
+    assert_eq!(error_code(res).1, "DIGEST_INVALID");
+    // The session still holds nothing.
+    let res = c.get(&url).send().unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(res.headers()["range"], "0-0");
+}
+
 /// Monolithic POST, a wrong digest (nothing stored), cross-repository mount, blob Range and
 /// DELETE.
 #[test]
