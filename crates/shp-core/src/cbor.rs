@@ -1,4 +1,4 @@
-//! A strict, deterministic dag-cbor codec for the subset schema v1 uses.
+//! A strict, deterministic dag-cbor codec for the subset the DAG schema uses.
 //!
 //! Encoding is canonical (shortest integer heads, map keys sorted length-first then bytewise,
 //! definite lengths), so one value has one byte form and one CID. Decoding accepts only that
@@ -8,7 +8,7 @@
 use crate::cid::Cid;
 use crate::error::{Error, Result};
 
-/// A dag-cbor value. Floats are not part of schema v1 and are rejected.
+/// A dag-cbor value. Floats are not part of the DAG schema and are rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     Null,
@@ -295,7 +295,7 @@ impl Decoder<'_> {
                 (20, _) => Value::Bool(false),
                 (21, _) => Value::Bool(true),
                 (22, _) => Value::Null,
-                (25..=27, _) => return self.err("floats are not used by shp schema v1"),
+                (25..=27, _) => return self.err("floats are not used by the shp DAG schema"),
                 _ => return self.err("undefined or unassigned simple value"),
             },
             _ => unreachable!("major type is 3 bits"),

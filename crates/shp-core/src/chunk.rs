@@ -1,6 +1,6 @@
 //! Content-defined chunking of file contents: FastCDC (2020 variant), 16/64/256 KiB.
 //!
-//! The crate version is pinned exactly in the workspace: its cut points are part of DAG schema v1.
+//! The crate version is pinned exactly in the workspace: its cut points are part of the DAG schema.
 
 use crate::error::{Error, Result};
 use std::io::Read;

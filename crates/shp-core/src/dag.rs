@@ -1,11 +1,17 @@
-//! DAG schema v1: how bytes and tar streams become blocks, and how they are read back.
+//! DAG schema v2: how bytes and tar streams become blocks, and how they are read back.
 //!
 //! Node shapes (all dag-cbor; see ARCHITECTURE.md for the full schema):
 //! - link tree node `{"l": [link…]}`: a run of links too long for one list (fan-out 1024);
-//! - entry list `{"e": [[meta_len, size, [link…]]…], "m": bytes}`: a run of tar entries; each
-//!   entry is `meta_len` verbatim bytes taken in order from `m`, then `size` bytes of data whose
-//!   chunks are the links (raw blocks, or link tree nodes);
+//! - entry list `{"d": link, "m": bytes, "ml": [meta_len…]}`: a run of tar entries; entry *i* is
+//!   `ml[i]` verbatim bytes taken in order from `m`, then the data of the *i*-th entry of the data
+//!   list `d`;
+//! - data list `{"e": [[size, [link…]]…]}`: each entry's `size` bytes of data, whose chunks are the
+//!   links (raw blocks, or link tree nodes). Kept apart from the headers so that a rebuild that
+//!   changes only metadata (mtimes, owners) shares every data list with the old layer;
 //! - tar node `{"t": "tar", "size", "sha256", "lists": [link…], "tail": bytes}`.
+//!
+//! Schema v1 (read, never written): entry lists held the data inline,
+//! `{"e": [[meta_len, size, [link…]]…], "m": bytes}`, and ended where a header hashed to a cut.
 
 use crate::cbor::{self, Value};
 use crate::chunk::chunk_stream;
@@ -17,8 +23,10 @@ use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
-/// Schema version recorded in every image root.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Schema version recorded in every image root (and written by this build).
+pub const SCHEMA_VERSION: u64 = 2;
+/// The schema versions this build reads.
+pub const SCHEMA_READ: std::ops::RangeInclusive<u64> = 1..=2;
 /// Links per list before a link tree level is added.
 pub const FANOUT: usize = 1024;
 /// Pending meta bytes beyond this are stored as chunked data instead of inline.
@@ -27,7 +35,8 @@ const META_INLINE: usize = 64 * 1024;
 const LIST_MAX_BYTES: usize = 512 * 1024;
 const LIST_MAX_ENTRIES: usize = 4096;
 const LIST_MIN_ENTRIES: usize = 16;
-/// 1 in this many entries ends a list (content-defined, so lists realign after an insertion).
+/// 1 in this many files ends a list (decided by the file's first chunk, so lists realign after an
+/// insertion and do not move when only headers change).
 const LIST_CUT_MASK: u64 = 63;
 
 /// Counts what a write added.
@@ -146,11 +155,12 @@ fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
-/// A [`TarSink`] that writes a tar stream as schema-v1 blocks.
+/// A [`TarSink`] that writes a tar stream as schema-v2 blocks.
 pub struct TarDag<'w, 'b> {
     w: &'w mut DagWriter<'b>,
     pending: Vec<u8>,
     m: Vec<u8>,
+    ml: Vec<Value>,
     e: Vec<Value>,
     est: usize,
     lists: LinkTree,
@@ -166,6 +176,7 @@ impl<'w, 'b> TarDag<'w, 'b> {
             w,
             pending: Vec::new(),
             m: Vec::new(),
+            ml: Vec::new(),
             e: Vec::new(),
             est: 0,
             lists: LinkTree::default(),
@@ -176,19 +187,15 @@ impl<'w, 'b> TarDag<'w, 'b> {
     }
 
     fn entry(&mut self, meta: Vec<u8>, size: u64, links: Vec<Cid>) -> Result<()> {
-        let cut_hash = fnv1a(&meta);
+        // The cut depends on the data only: headers change with every rebuild (mtimes), the
+        // files mostly do not.
+        let cut = links.first().is_some_and(|c| fnv1a(c.digest()) & LIST_CUT_MASK == 0);
         self.est += meta.len() + 16 + links.len() * 41;
-        self.e.push(Value::Array(vec![
-            Value::UInt(meta.len() as u64),
-            Value::UInt(size),
-            Value::links(&links),
-        ]));
+        self.ml.push(Value::UInt(meta.len() as u64));
+        self.e.push(Value::Array(vec![Value::UInt(size), Value::links(&links)]));
         self.m.extend_from_slice(&meta);
         let n = self.e.len();
-        if n >= LIST_MAX_ENTRIES
-            || self.est >= LIST_MAX_BYTES
-            || (n >= LIST_MIN_ENTRIES && cut_hash & LIST_CUT_MASK == 0)
-        {
+        if n >= LIST_MAX_ENTRIES || self.est >= LIST_MAX_BYTES || (n >= LIST_MIN_ENTRIES && cut) {
             self.close_list()?;
         }
         Ok(())
@@ -198,9 +205,12 @@ impl<'w, 'b> TarDag<'w, 'b> {
         if self.e.is_empty() {
             return Ok(());
         }
+        let data = Value::map([("e", Value::Array(std::mem::take(&mut self.e)))]);
+        let data = self.w.put_node(&data)?;
         let node = Value::map([
-            ("e", Value::Array(std::mem::take(&mut self.e))),
+            ("d", Value::Link(data)),
             ("m", Value::Bytes(std::mem::take(&mut self.m))),
+            ("ml", Value::Array(std::mem::take(&mut self.ml))),
         ]);
         self.est = 0;
         let cid = self.w.put_node(&node)?;
@@ -400,7 +410,15 @@ impl<'s> DagReader<'s> {
                         return Err(schema_err(&cid, "DAG deeper than 16 levels"));
                     }
                     let node = get_node(self.store(), &cid)?;
-                    let items = expand(&cid, &node, depth + 1)?;
+                    let items = if is_entry_list(&node) {
+                        let list = load_entry_list(self.store(), &cid, &node)?;
+                        if list.data.is_some() {
+                            self.fetches += 1;
+                        }
+                        list.items(depth + 1)
+                    } else {
+                        expand(&cid, &node, depth + 1)?
+                    };
                     self.queue.push(items);
                 }
             }
@@ -421,32 +439,6 @@ fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
         for c in links {
             out.push_back(Item::Link(c, depth));
         }
-    } else if let (Some(e), Some(m)) = (node.get("e"), node.get("m")) {
-        let m = m.as_bytes().ok_or_else(|| schema_err(cid, "m is not bytes"))?;
-        let e = e.as_array().ok_or_else(|| schema_err(cid, "e is not a list"))?;
-        let mut pos = 0usize;
-        for ent in e {
-            let f = ent
-                .as_array()
-                .filter(|f| f.len() == 3)
-                .ok_or_else(|| schema_err(cid, "entry is not [meta_len, size, links]"))?;
-            let ml = f[0]
-                .as_u64()
-                .ok_or_else(|| schema_err(cid, "meta_len is not a number"))? as usize;
-            let meta = m
-                .get(pos..pos.saturating_add(ml))
-                .ok_or_else(|| schema_err(cid, "meta_len runs past m"))?;
-            pos += ml;
-            if !meta.is_empty() {
-                out.push_back(Item::Bytes(meta.to_vec()));
-            }
-            for c in links_of(cid, Some(&f[2]), "entry links")? {
-                out.push_back(Item::Link(c, depth));
-            }
-        }
-        if pos != m.len() {
-            return Err(schema_err(cid, "m has bytes no entry uses"));
-        }
     } else if node.get("t").and_then(Value::as_str) == Some("tar") {
         for c in links_of(cid, node.get("lists"), "lists")? {
             out.push_back(Item::Link(c, depth));
@@ -462,6 +454,119 @@ fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
         return Err(schema_err(cid, "not a byte-stream node (link tree, entry list or tar)"));
     }
     Ok(out)
+}
+
+/// One tar entry of an entry list: `meta_len` bytes of the list's `m`, then `size` bytes of data
+/// in the chunks `links`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub meta_len: usize,
+    pub size: u64,
+    pub links: Vec<Cid>,
+}
+
+/// An entry list read and checked, whichever schema wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryList {
+    /// Every entry's meta bytes, concatenated.
+    pub m: Vec<u8>,
+    pub entries: Vec<ListEntry>,
+    /// The data list (schema v2); `None` for a v1 list, which holds its data inline.
+    pub data: Option<Cid>,
+}
+
+impl EntryList {
+    fn items(self, depth: u8) -> VecDeque<Item> {
+        let mut out = VecDeque::new();
+        let mut pos = 0usize;
+        for e in self.entries {
+            if e.meta_len > 0 {
+                out.push_back(Item::Bytes(self.m[pos..pos + e.meta_len].to_vec()));
+            }
+            pos += e.meta_len;
+            out.extend(e.links.into_iter().map(|c| Item::Link(c, depth)));
+        }
+        out
+    }
+}
+
+/// Whether a node is an entry list (v2 `{"d", "m", "ml"}` or v1 `{"e", "m"}`).
+pub fn is_entry_list(node: &Value) -> bool {
+    node.get("m").is_some() && (node.get("d").is_some() || node.get("e").is_some()) && node.get("t").is_none()
+}
+
+/// Reads an entry list (fetching its data list for schema v2) and checks that its parts agree:
+/// as many meta lengths as data entries, and meta lengths that use `m` exactly.
+pub fn load_entry_list(store: &dyn Blockstore, cid: &Cid, node: &Value) -> Result<EntryList> {
+    let m = node
+        .get("m")
+        .and_then(Value::as_bytes)
+        .ok_or_else(|| schema_err(cid, "m is not bytes"))?
+        .to_vec();
+    let as_len = |v: &Value, what: &str| {
+        v.as_u64()
+            .ok_or_else(|| schema_err(cid, format!("{what} is not a number")))
+    };
+    let mut entries = Vec::new();
+    let data = match node.get("d") {
+        Some(d) => {
+            let dc = d.as_link().ok_or_else(|| schema_err(cid, "d is not a link"))?;
+            let dn = get_node(store, &dc)?;
+            let ml = node
+                .get("ml")
+                .and_then(Value::as_array)
+                .ok_or_else(|| schema_err(cid, "ml is not a list"))?;
+            let e = dn
+                .get("e")
+                .and_then(Value::as_array)
+                .ok_or_else(|| schema_err(&dc, "data list: e is not a list"))?;
+            if e.len() != ml.len() {
+                return Err(schema_err(
+                    cid,
+                    format!(
+                        "{} meta lengths but its data list {dc} has {} entries",
+                        ml.len(),
+                        e.len()
+                    ),
+                ));
+            }
+            for (l, ent) in ml.iter().zip(e) {
+                let f = ent
+                    .as_array()
+                    .filter(|f| f.len() == 2)
+                    .ok_or_else(|| schema_err(&dc, "data entry is not [size, links]"))?;
+                entries.push(ListEntry {
+                    meta_len: as_len(l, "meta_len")? as usize,
+                    size: as_len(&f[0], "size")?,
+                    links: links_of(&dc, Some(&f[1]), "entry links")?,
+                });
+            }
+            Some(dc)
+        }
+        None => {
+            let e = node
+                .get("e")
+                .and_then(Value::as_array)
+                .ok_or_else(|| schema_err(cid, "e is not a list"))?;
+            for ent in e {
+                let f = ent
+                    .as_array()
+                    .filter(|f| f.len() == 3)
+                    .ok_or_else(|| schema_err(cid, "entry is not [meta_len, size, links]"))?;
+                entries.push(ListEntry {
+                    meta_len: as_len(&f[0], "meta_len")? as usize,
+                    size: as_len(&f[1], "size")?,
+                    links: links_of(cid, Some(&f[2]), "entry links")?,
+                });
+            }
+            None
+        }
+    };
+    let used = entries.iter().try_fold(0usize, |a, e| a.checked_add(e.meta_len));
+    if used != Some(m.len()) {
+        return Err(schema_err(cid, "meta lengths do not add up to m"));
+    }
+    Ok(EntryList { m, entries, data })
 }
 
 impl Read for DagReader<'_> {
@@ -561,5 +666,89 @@ mod tests {
             }
             assert_eq!(got, leaves, "n={n}");
         }
+    }
+
+    /// A tar of `n` files whose headers carry `mtime` (a rebuild changes only that).
+    fn files_tar(n: u32, mtime: u64) -> Vec<u8> {
+        let mut t = Vec::new();
+        for i in 0..n {
+            let body: Vec<u8> = (0..(i * 37 % 3000 + 1)).map(|j| (i ^ j) as u8).collect();
+            let h = crate::tar::HeaderBuilder {
+                mtime,
+                ..crate::tar::HeaderBuilder::new(format!("usr/lib/f{i}").as_bytes(), b'0', body.len() as u64)
+            }
+            .block();
+            t.extend_from_slice(&h);
+            t.extend_from_slice(&body);
+            t.resize(t.len().div_ceil(512) * 512, 0);
+        }
+        t.extend_from_slice(&[0u8; 1024]);
+        t
+    }
+
+    fn data_lists(store: &MemoryStore, tar: &Cid) -> Vec<Cid> {
+        let node = get_node(store, tar).unwrap();
+        links_of(tar, node.get("lists"), "lists")
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let list = load_entry_list(store, l, &get_node(store, l).unwrap()).unwrap();
+                list.data.expect("v2 lists have a data list")
+            })
+            .collect()
+    }
+
+    /// Every header changes (a rebuild's mtimes), no file does: the entry lists are new, every
+    /// data list — the chunk links — is the same block as before.
+    #[test]
+    fn header_only_change_shares_every_data_list() {
+        let (a, ta) = roundtrip_tar(&files_tar(600, 0o14000000000));
+        let (b, tb) = roundtrip_tar(&files_tar(600, 0o14000001234));
+        assert_ne!(ta, tb);
+        let (da, db) = (data_lists(&a, &ta), data_lists(&b, &tb));
+        assert!(da.len() > 3, "{} lists", da.len());
+        assert_eq!(da, db);
+    }
+
+    /// A schema-v1 entry list (data inline) still reads back, and a v2 list whose parts disagree
+    /// is refused with a schema error.
+    #[test]
+    fn reads_v1_lists_and_checks_v2_ones() {
+        let store = MemoryStore::new();
+        let mut b = store.batch().unwrap();
+        let mut w = DagWriter::new(&mut *b);
+        let chunk = w.put_raw(b"hello").unwrap();
+        let meta = vec![7u8; 512];
+        let v1 = Value::map([
+            (
+                "e",
+                Value::Array(vec![Value::Array(vec![
+                    Value::UInt(512),
+                    Value::UInt(5),
+                    Value::links(&[chunk]),
+                ])]),
+            ),
+            ("m", Value::Bytes(meta.clone())),
+        ]);
+        let v1 = w.put_node(&v1).unwrap();
+        let data = w
+            .put_node(&Value::map([(
+                "e",
+                Value::Array(vec![Value::Array(vec![Value::UInt(5), Value::links(&[chunk])])]),
+            )]))
+            .unwrap();
+        let bad = w
+            .put_node(&Value::map([
+                ("d", Value::Link(data)),
+                ("m", Value::Bytes(meta.clone())),
+                ("ml", Value::Array(vec![Value::UInt(512), Value::UInt(0)])),
+            ]))
+            .unwrap();
+        b.commit().unwrap();
+        let mut back = Vec::new();
+        DagReader::new(&store, &[v1]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, [meta, b"hello".to_vec()].concat());
+        let err = DagReader::new(&store, &[bad]).read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("2 meta lengths"), "{err}");
     }
 }

@@ -114,13 +114,15 @@ pub fn account(store: &dyn Blockstore, images: &[(String, Cid)]) -> Result<Vec<D
                     for l in lists {
                         count_node(store, &l, &mut seen, &mut row)?;
                         let node = get_node(store, &l)?;
-                        let m = node.get("m").and_then(Value::as_bytes).map_or(0, |b| b.len() as u64);
+                        let list = crate::dag::load_entry_list(store, &l, &node)?;
+                        if let Some(d) = list.data {
+                            count_node(store, &d, &mut seen, &mut row)?;
+                        }
+                        let m = list.m.len() as u64;
                         row.file_bytes += m;
                         row.chunk_bytes += m;
-                        for e in node.get("e").and_then(Value::as_array).unwrap_or(&[]) {
-                            let f = e.as_array().unwrap_or(&[]);
-                            let size = f.get(1).and_then(Value::as_u64).unwrap_or(0);
-                            let links = links_of(&l, f.get(2), "entry links")?;
+                        for e in list.entries {
+                            let (size, links) = (e.size, e.links);
                             if size > 0 && seen.files.insert(links.clone()) {
                                 row.file_bytes += size;
                             }

@@ -20,7 +20,7 @@ pub enum Error {
     BlockTooLarge { cid: String, size: usize, limit: usize },
     #[error("invalid dag-cbor: {0}")]
     Cbor(String),
-    #[error("DAG node {cid} does not follow schema v1: {reason}")]
+    #[error("DAG node {cid} does not follow the shp DAG schema: {reason}")]
     Schema { cid: String, reason: String },
     #[error("tar stream of {blob}: {reason} (at byte {offset})")]
     Tar { blob: String, offset: u64, reason: String },

@@ -403,7 +403,7 @@ impl Home {
         Ok(Inspect {
             root: cid.to_string(),
             names,
-            schema: crate::dag::SCHEMA_VERSION,
+            schema: root.schema,
             digest: s("digest"),
             size: root.desc.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
             media_type: s("mediaType"),

@@ -1,13 +1,13 @@
 //! Images: a top manifest or index and every blob under it, as one DAG with an image root.
 //!
-//! Image root: `{"shp": 1, "t": "image", "profiles": 1, "top": link (blob node of the top
+//! Image root: `{"shp": 2, "t": "image", "profiles": N, "top": link (blob node of the top
 //! manifest/index), "desc": text (the top descriptor as JSON, without its ref-name annotation),
 //! "archive": optional docker-archive record (see `docker_archive`)}`.
 
 use crate::blob::{import_blob, BlobKind, BlobNode, ImportOptions, ImportedBlob, Storage};
 use crate::cbor::Value;
 use crate::cid::{format_digest, Cid};
-use crate::dag::{get_node, schema_err, DagWriter, WriteStats, SCHEMA_VERSION};
+use crate::dag::{get_node, schema_err, DagWriter, WriteStats, SCHEMA_READ, SCHEMA_VERSION};
 use crate::error::{Error, Result};
 use crate::oci::{Descriptor, DocKind, Document, MAX_MANIFEST};
 use crate::store::{Batch, Blockstore};
@@ -312,6 +312,8 @@ pub fn import_image(
 #[derive(Debug, Clone)]
 pub struct ImageRoot {
     pub cid: Cid,
+    /// The DAG schema version that wrote it (one of [`SCHEMA_READ`]).
+    pub schema: u64,
     pub top: Cid,
     pub desc: Json,
     pub archive: Option<Value>,
@@ -323,16 +325,20 @@ impl ImageRoot {
         if v.get("t").and_then(Value::as_str) != Some("image") {
             return Err(schema_err(cid, "not an image root"));
         }
-        match v.get("shp").and_then(Value::as_u64) {
-            Some(SCHEMA_VERSION) => {}
+        let schema = match v.get("shp").and_then(Value::as_u64) {
+            Some(n) if SCHEMA_READ.contains(&n) => n,
             Some(n) => {
                 return Err(schema_err(
                     cid,
-                    format!("schema version {n}; this build reads version {SCHEMA_VERSION}"),
+                    format!(
+                        "schema version {n}; this build reads versions {} to {}",
+                        SCHEMA_READ.start(),
+                        SCHEMA_READ.end()
+                    ),
                 ))
             }
             None => return Err(schema_err(cid, "no schema version")),
-        }
+        };
         let top = v
             .get("top")
             .and_then(Value::as_link)
@@ -344,6 +350,7 @@ impl ImageRoot {
             .ok_or_else(|| schema_err(cid, "desc is not descriptor JSON"))?;
         Ok(ImageRoot {
             cid: *cid,
+            schema,
             top,
             desc,
             archive: v.get("archive").cloned(),

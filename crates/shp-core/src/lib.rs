@@ -1,7 +1,7 @@
 //! shp-core: container images as deduplicated, bit-exact IPLD DAGs.
 //!
 //! Data flows one way: a source (OCI layout, docker-archive) is decoded ([`tar`], gzip/zstd in
-//! [`blob`]), chunked ([`chunk`]), written as schema-v1 blocks ([`dag`], [`image`]) into a
+//! [`blob`]), chunked ([`chunk`]), written as DAG-schema blocks ([`dag`], [`image`]) into a
 //! [`store`]; export is the mirror image. Start with [`home::Home`], which ties a store and its
 //! refs together.
 #![forbid(unsafe_code)]
