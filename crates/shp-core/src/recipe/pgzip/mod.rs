@@ -42,23 +42,35 @@ const LEVEL_ORDER: [i8; 8] = [5, 1, 6, 4, 3, 2, 0, -2];
 pub enum Class {
     /// 1.15.12 (and 1.18.0 at levels 1 and 5).
     V1_15_12,
+    /// 1.18.2 (and 1.19.1 at levels 1 and 5).
+    V1_18_2,
 }
+
+/// The classes in the order the probe tries them.
+const CLASSES: [Class; 2] = [Class::V1_15_12, Class::V1_18_2];
 
 impl Class {
     fn name(self) -> &'static str {
         match self {
             Class::V1_15_12 => "1.15.12",
+            Class::V1_18_2 => "1.18.2",
         }
     }
     fn from_name(s: &str) -> Option<Class> {
         match s {
             "1.15.12" => Some(Class::V1_15_12),
+            "1.18.2" => Some(Class::V1_18_2),
             _ => None,
         }
+    }
+    /// Levels 0 (stored) and -2 (Huffman only) write the same bytes in every class: only the oldest names them.
+    fn has_level(self, level: i8) -> bool {
+        self == Class::V1_15_12 || level > 0
     }
     fn variant(self) -> Variant {
         match self {
             Class::V1_15_12 => Variant::V1_15,
+            Class::V1_18_2 => Variant::V1_18_2,
         }
     }
 }
@@ -99,6 +111,9 @@ impl Params {
             return None;
         }
         if !LEVEL_ORDER.contains(&level) || block_size <= TAIL as u64 || block_size > MAX_BLOCK {
+            return None;
+        }
+        if !class.has_level(level) {
             return None;
         }
         Some(Params {
@@ -227,19 +242,22 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         sizes.push(1 << 20);
     }
     let mut found = Vec::new();
-    for &b in &sizes {
-        for level in LEVEL_ORDER {
-            let p = Params {
-                class: Class::V1_15_12,
-                level,
-                block_size: b,
-            };
-            if matches_prefix(&p, stream, data, complete) {
-                found.push(p);
+    // Classes in order, each tried only when the ones before it match nothing at this block size.
+    'sizes: for &b in &sizes {
+        for class in CLASSES {
+            for level in LEVEL_ORDER.into_iter().filter(|&l| class.has_level(l)) {
+                let p = Params {
+                    class,
+                    level,
+                    block_size: b,
+                };
+                if matches_prefix(&p, stream, data, complete) {
+                    found.push(p);
+                }
             }
-        }
-        if !found.is_empty() {
-            break;
+            if !found.is_empty() {
+                break 'sizes;
+            }
         }
     }
     found
