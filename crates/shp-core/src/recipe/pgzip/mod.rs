@@ -245,17 +245,22 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     // Classes in order, each tried only when the ones before it match nothing at this block size.
     'sizes: for &b in &sizes {
         for class in CLASSES {
+            let mut open = false;
             for level in LEVEL_ORDER.into_iter().filter(|&l| class.has_level(l)) {
                 let p = Params {
                     class,
                     level,
                     block_size: b,
                 };
-                if matches_prefix(&p, stream, data, complete) {
+                if let Some(all) = compare_prefix(&p, stream, data, complete, PROBE_BUDGET) {
+                    open |= !all;
                     found.push(p);
                 }
             }
             if !found.is_empty() {
+                if open {
+                    found = tell_classes_apart(found, stream, data, complete);
+                }
                 break 'sizes;
             }
         }
@@ -263,8 +268,41 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     found
 }
 
-/// Re-encodes as much of `data` as the budget allows and compares with `stream`.
-fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
+/// Input the probe re-encodes per candidate (whole blocks, at least one).
+const PROBE_BUDGET: usize = 2 << 20;
+
+/// The classes differ only in block-writer choices that the first ~2 MiB may not exercise (a binary-heavy
+/// prefix can use every code, so "all codes" and "the codes used" write the same header). When an older
+/// class matched that far and a newer one matches at the same level, both are compared over all of the
+/// prefix and only the ones still agreeing stay (oldest first).
+fn tell_classes_apart(found: Vec<Params>, stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
+    let mut out = Vec::new();
+    for p in found {
+        let newer: Vec<Params> = CLASSES
+            .iter()
+            .skip_while(|&&c| c != p.class)
+            .skip(1)
+            .filter(|c| c.has_level(p.level))
+            .map(|&class| Params { class, ..p.clone() })
+            .filter(|q| compare_prefix(q, stream, data, complete, PROBE_BUDGET).is_some())
+            .collect();
+        if newer.is_empty() {
+            out.push(p);
+            continue;
+        }
+        for q in std::iter::once(p).chain(newer) {
+            if compare_prefix(&q, stream, data, complete, usize::MAX).is_some() {
+                out.push(q);
+            }
+        }
+    }
+    out
+}
+
+/// Re-encodes `data` block by block and compares with `stream`, stopping at the first block that starts
+/// `budget` input bytes in (at least one block is compared). None: a difference; Some(true): all of the
+/// prefix agrees; Some(false): it agrees as far as the budget went.
+fn compare_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool, budget: usize) -> Option<bool> {
     let b = p.block_size as usize;
     // Screen: the first 64 KiB chunk alone (its bytes are final once the next chunk starts).
     let first = data.len().min(b);
@@ -275,10 +313,10 @@ fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> boo
         let out = c.output();
         let n = out.len().min(stream.len());
         if out[..n] != stream[..n] {
-            return false;
+            return None;
         }
     }
-    // Then whole blocks, up to ~2 MiB of input.
+    // Then whole blocks, as far as the budget allows.
     let mut pos = 0usize;
     let mut spos = 0usize;
     let mut prev: Option<&[u8]> = None;
@@ -289,15 +327,15 @@ fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> boo
         if last && !complete {
             break;
         }
-        if checked_any && pos >= 2 << 20 {
-            break;
+        if checked_any && pos >= budget {
+            return Some(false);
         }
         let blk = &data[pos..end.min(data.len())];
         let dict = prev.filter(|d| d.len() > TAIL).map(|d| &d[d.len() - TAIL..]);
         let out = compress_block(p, dict, blk, last);
         let n = out.len().min(stream.len().saturating_sub(spos));
         if out[..n] != stream[spos..spos + n] {
-            return false;
+            return None;
         }
         checked_any = true;
         if n < out.len() || last {
@@ -307,7 +345,7 @@ fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> boo
         prev = Some(blk);
         pos = end;
     }
-    true
+    Some(true)
 }
 
 struct Job {
