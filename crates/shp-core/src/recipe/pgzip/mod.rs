@@ -12,13 +12,24 @@
 //!
 //! # Profile names
 //! `pgzip-1.2/kpflate-<class>/<level>/<B>`: `<class>` is the oldest klauspost/compress release known to write
-//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6`, `<B>` the block size in bytes (decimal, > 16384,
+//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6` (`1 … 6` for `1.18.2`), `<B>` the block size in bytes (decimal, > 16384,
 //! ≤ 1 GiB). Classes:
 //! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm). Also what 1.18.0 writes at levels 1 and 5 (-1)
 //!   (checked against the committed 1.18.0 vectors).
+//! - `1.18.2`: klauspost/compress 1.18.2 up to at least 1.19.1 (the newest release; checked against the
+//!   committed 1.19.1 vectors at levels 1 and 5). The match finders are unchanged; the dynamic-block writer
+//!   changed in 1.18.1/1.18.2 (PRs #1103, #1115): a block that is not the last before a flush used to announce
+//!   all 286 literal/length and 30 distance codes so that the next block could reuse its table; now every
+//!   dynamic block announces only the codes up to the highest one used, and end-of-block always counts once
+//!   in the reuse / fixed / stored size comparisons. 1.18.1 (retracted) did the former without the latter, so
+//!   its bytes can differ; no class names it. Levels 0 and -2 write the same bytes as `1.15.12` and are only
+//!   named in that class.
 //!
-//! Not reproduced (layers stay opaque): levels 7–9 (klauspost's lazy matcher), and the output of
-//! klauspost/compress ≥ 1.19 (it changed levels 1–6).
+//! The probe tries the classes oldest first. Where the first ~2 MiB leave several candidates (levels or
+//! classes: noise codes alike everywhere, and input that uses every code writes the same headers in both
+//! classes), the newer classes join and all are compared over the whole prefix it was given.
+//!
+//! Not reproduced (layers stay opaque): levels 7–9 (klauspost's lazy matcher).
 
 mod deflate;
 mod fast;
@@ -42,7 +53,7 @@ const LEVEL_ORDER: [i8; 8] = [5, 1, 6, 4, 3, 2, 0, -2];
 pub enum Class {
     /// 1.15.12 (and 1.18.0 at levels 1 and 5).
     V1_15_12,
-    /// 1.18.2 (and 1.19.1 at levels 1 and 5).
+    /// 1.18.2 … 1.19.1 at levels 1–6 (exact dynamic table sizes).
     V1_18_2,
 }
 
@@ -244,7 +255,7 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     let mut found = Vec::new();
     // Classes in order, each tried only when the ones before it match nothing at this block size.
     'sizes: for &b in &sizes {
-        for class in CLASSES {
+        for (ci, &class) in CLASSES.iter().enumerate() {
             let mut open = false;
             for level in LEVEL_ORDER.into_iter().filter(|&l| class.has_level(l)) {
                 let p = Params {
@@ -257,12 +268,13 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
                     found.push(p);
                 }
             }
-            if !found.is_empty() {
-                if open {
-                    found = tell_classes_apart(found, stream, data, complete);
-                }
-                break 'sizes;
+            if found.is_empty() {
+                continue;
             }
+            if open {
+                narrow(&mut found, &CLASSES[ci + 1..], stream, data, complete);
+            }
+            break 'sizes;
         }
     }
     found
@@ -271,32 +283,25 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
 /// Input the probe re-encodes per candidate (whole blocks, at least one).
 const PROBE_BUDGET: usize = 2 << 20;
 
-/// The classes differ only in block-writer choices that the first ~2 MiB may not exercise (a binary-heavy
-/// prefix can use every code, so "all codes" and "the codes used" write the same header). When an older
-/// class matched that far and a newer one matches at the same level, both are compared over all of the
-/// prefix and only the ones still agreeing stay (oldest first).
-fn tell_classes_apart(found: Vec<Params>, stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
-    let mut out = Vec::new();
-    for p in found {
-        let newer: Vec<Params> = CLASSES
-            .iter()
-            .skip_while(|&&c| c != p.class)
-            .skip(1)
-            .filter(|c| c.has_level(p.level))
-            .map(|&class| Params { class, ..p.clone() })
-            .filter(|q| compare_prefix(q, stream, data, complete, PROBE_BUDGET).is_some())
-            .collect();
-        if newer.is_empty() {
-            out.push(p);
-            continue;
-        }
-        for q in std::iter::once(p).chain(newer) {
-            if compare_prefix(&q, stream, data, complete, usize::MAX).is_some() {
-                out.push(q);
+/// The first ~2 MiB may not tell candidates apart: noise is Huffman-coded alike at every level 1–6, and the
+/// classes differ only in block-writer choices such a prefix may not exercise (input that uses every code
+/// writes the same headers either way). So when that check stopped short of the prefix's end, the newer
+/// classes that also match at the same levels join, and if more than one candidate is left, each is
+/// compared over the whole prefix; those still agreeing stay, in order.
+fn narrow(found: &mut Vec<Params>, newer: &[Class], stream: &[u8], data: &[u8], complete: bool) {
+    let mut more = Vec::new();
+    for &class in newer {
+        for p in found.iter().filter(|p| class.has_level(p.level)) {
+            let q = Params { class, ..p.clone() };
+            if compare_prefix(&q, stream, data, complete, PROBE_BUDGET).is_some() {
+                more.push(q);
             }
         }
     }
-    out
+    found.extend(more);
+    if found.len() > 1 {
+        found.retain(|p| compare_prefix(p, stream, data, complete, usize::MAX).is_some());
+    }
 }
 
 /// Re-encodes `data` block by block and compares with `stream`, stopping at the first block that starts
