@@ -12,8 +12,8 @@
 //!
 //! # Profile names
 //! `pgzip-1.2/kpflate-<class>/<level>/<B>`: `<class>` is the oldest klauspost/compress release known to write
-//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6` (`1 … 6` for `1.18.2`), `<B>` the block size in bytes (decimal, > 16384,
-//! ≤ 1 GiB). Classes:
+//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6` (`1 … 6` for `1.18.2`), `<B>` the block size in bytes
+//! (decimal, > 16384, ≤ 1 GiB). Classes:
 //! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm). Also what 1.18.0 writes at levels 1 and 5 (-1)
 //!   (checked against the committed 1.18.0 vectors).
 //! - `1.18.2`: klauspost/compress 1.18.2 up to at least 1.19.1 (the newest release; checked against the
