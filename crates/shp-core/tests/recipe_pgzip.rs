@@ -1,5 +1,5 @@
 //! pgzip recipe against the real producer: klauspost/pgzip 1.2.5 on klauspost/compress 1.15.12 (Debian's Go
-//! sources), built from tests/producers/pgzip, plus the committed klauspost 1.18.0 vectors.
+//! sources), built from tests/producers/pgzip, plus the committed klauspost 1.18.0 and 1.19.1 vectors.
 //!
 //! Without Go or the Debian Go sources the producer tests are skipped, unless SHP_REQUIRE_PRODUCERS=1 (CI),
 //! where they fail.
@@ -321,6 +321,42 @@ fn klauspost_1_18_0_vectors() {
             };
             check(
                 &format!("1.18.0 level {level} block {block}"),
+                &data,
+                deflate_of(&gz),
+                &want,
+            );
+        }
+    }
+}
+
+/// klauspost/compress 1.19.1 (the newest release) at levels -1 and 1: the `1.18.2` class (vectors in
+/// tests/data/pgzip, checked against their SHA256SUMS first).
+#[test]
+fn klauspost_1_19_1_vectors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("SHA256SUMS");
+    let read = |name: &str| {
+        let b = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let line = sums
+            .lines()
+            .find(|l| l.ends_with(&format!("  {name}")))
+            .unwrap_or_else(|| panic!("{name} not in SHA256SUMS"));
+        assert_eq!(sha(&b), line[..64], "{name}: sha256");
+        b
+    };
+    let data = read("input.tar");
+    for (level, plevel) in [(-1, 5i8), (1, 1)] {
+        for block in [1u64 << 20, 256 << 10] {
+            let gz = read(&format!("klauspost-1.19.1.pgzip.level{level}.block{block}.gz"));
+            let want = Params {
+                class: Class::V1_18_2,
+                level: plevel,
+                block_size: block,
+            };
+            assert_eq!(want.profile(), format!("pgzip-1.2/kpflate-1.18.2/{plevel}/{block}"));
+            assert_eq!(Params::from_profile(&want.profile()), Some(want.clone()));
+            check(
+                &format!("1.19.1 level {level} block {block}"),
                 &data,
                 deflate_of(&gz),
                 &want,

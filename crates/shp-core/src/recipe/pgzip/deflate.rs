@@ -24,6 +24,7 @@ impl Compressor {
     /// `level` is klauspost's level after mapping -1 to 5 (so one of -2, 0..=6).
     pub fn new(level: i8, variant: Variant, out: Vec<u8>) -> Compressor {
         let mut w = BitWriter::new(out);
+        w.always_eob = variant.always_eob();
         let (mode, cap) = match level {
             0 => (Mode::Store, MAX_STORE_BLOCK),
             -2 => {

@@ -146,10 +146,26 @@ impl Gen {
     }
 }
 
-/// Which variant of the level encoders to run (see `super::Version`).
+/// Which klauspost/compress generation to reproduce (see `super::Class`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
+    /// 1.15.12 … 1.18.0.
     V1_15,
+    /// 1.18.2 and later: the level 1–6 match finders are unchanged; only the block writer differs (a dynamic
+    /// block that is not the last before a flush announces exactly the codes it uses, and end-of-block always
+    /// counts in the size estimates) — see [`Variant::always_eob`].
+    V1_18_2,
+}
+
+impl Variant {
+    /// Whether `writeBlockDynamic` always counts end-of-block and sizes the alphabets exactly (1.18.2 on),
+    /// rather than announcing all 286 literal/length and 30 distance codes for a block that is not flushed.
+    pub fn always_eob(self) -> bool {
+        match self {
+            Variant::V1_15 => false,
+            Variant::V1_18_2 => true,
+        }
+    }
 }
 
 pub struct FastEnc {

@@ -419,6 +419,8 @@ pub struct BitWriter {
     codegen_enc: HuffEnc,
     last_header: i64,
     pub log_new_table_penalty: u32,
+    /// 1.18.2 and later: see `Variant::always_eob`.
+    pub always_eob: bool,
     literal_freq: [u16; LENGTH_CODES_START + 32],
     offset_freq: [u16; 32],
     codegen_freq: [u16; CODEGEN_COUNT],
@@ -445,6 +447,7 @@ impl BitWriter {
             codegen_enc: HuffEnc::new(CODEGEN_COUNT),
             last_header: 0,
             log_new_table_penalty: 0,
+            always_eob: false,
             literal_freq: [0; LENGTH_CODES_START + 32],
             offset_freq: [0; 32],
             codegen_freq: [0; CODEGEN_COUNT],
@@ -702,6 +705,11 @@ impl BitWriter {
         if filled {
             return (LITERAL_COUNT, OFFSET_CODE_COUNT);
         }
+        self.used_sizes()
+    }
+
+    /// The alphabet sizes up to the highest used code (at least one distance code, counted if none is).
+    fn used_sizes(&mut self) -> (usize, usize) {
         let mut nl = self.literal_freq.len();
         while self.literal_freq[nl - 1] == 0 {
             nl -= 1;
@@ -715,6 +723,18 @@ impl BitWriter {
             no = 1;
         }
         (nl, no)
+    }
+
+    /// The 1.18.2+ indexing for dynamic blocks: end-of-block counted once whatever the tokens hold, and
+    /// the alphabet sizes trimmed to the highest code in use, flushed or not.
+    fn index_tokens_with_eob(&mut self, t: &Tokens) -> (usize, usize) {
+        if t.n() == 0 {
+            return self.index_tokens(t, false);
+        }
+        // (copies the histograms; the sizes it returns are not the ones wanted here)
+        self.index_tokens(t, true);
+        self.literal_freq[END_BLOCK] = 1;
+        self.used_sizes()
     }
 
     fn generate(&mut self) {
@@ -739,7 +759,11 @@ impl BitWriter {
             self.write_code(c);
             self.last_header = 0;
         }
-        let (num_literals, num_offsets) = self.index_tokens(tokens, !sync);
+        let (num_literals, num_offsets) = if self.always_eob {
+            self.index_tokens_with_eob(tokens)
+        } else {
+            self.index_tokens(tokens, !sync)
+        };
         let mut extra = 0;
         let (ssize, storable) = Self::stored_size(input);
         if storable || self.last_header > 0 {

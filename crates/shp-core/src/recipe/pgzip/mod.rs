@@ -12,13 +12,24 @@
 //!
 //! # Profile names
 //! `pgzip-1.2/kpflate-<class>/<level>/<B>`: `<class>` is the oldest klauspost/compress release known to write
-//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6`, `<B>` the block size in bytes (decimal, > 16384,
-//! ≤ 1 GiB). Classes:
+//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6` (`1 … 6` for `1.18.2`), `<B>` the block size in bytes
+//! (decimal, > 16384, ≤ 1 GiB). Classes:
 //! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm). Also what 1.18.0 writes at levels 1 and 5 (-1)
 //!   (checked against the committed 1.18.0 vectors).
+//! - `1.18.2`: klauspost/compress 1.18.2 up to at least 1.19.1 (the newest release; checked against the
+//!   committed 1.19.1 vectors at levels 1 and 5). The match finders are unchanged; the dynamic-block writer
+//!   changed in 1.18.1/1.18.2 (PRs #1103, #1115): a block that is not the last before a flush used to announce
+//!   all 286 literal/length and 30 distance codes so that the next block could reuse its table; now every
+//!   dynamic block announces only the codes up to the highest one used, and end-of-block always counts once
+//!   in the reuse / fixed / stored size comparisons. 1.18.1 (retracted) did the former without the latter, so
+//!   its bytes can differ; no class names it. Levels 0 and -2 write the same bytes as `1.15.12` and are only
+//!   named in that class.
 //!
-//! Not reproduced (layers stay opaque): levels 7–9 (klauspost's lazy matcher), and the output of
-//! klauspost/compress ≥ 1.19 (it changed levels 1–6).
+//! The probe tries the classes oldest first. Where the first ~2 MiB leave several candidates (levels or
+//! classes: noise codes alike everywhere, and input that uses every code writes the same headers in both
+//! classes), the newer classes join and all are compared over the whole prefix it was given.
+//!
+//! Not reproduced (layers stay opaque): levels 7–9 (klauspost's lazy matcher).
 
 mod deflate;
 mod fast;
@@ -42,23 +53,35 @@ const LEVEL_ORDER: [i8; 8] = [5, 1, 6, 4, 3, 2, 0, -2];
 pub enum Class {
     /// 1.15.12 (and 1.18.0 at levels 1 and 5).
     V1_15_12,
+    /// 1.18.2 … 1.19.1 at levels 1–6 (exact dynamic table sizes).
+    V1_18_2,
 }
+
+/// The classes in the order the probe tries them.
+const CLASSES: [Class; 2] = [Class::V1_15_12, Class::V1_18_2];
 
 impl Class {
     fn name(self) -> &'static str {
         match self {
             Class::V1_15_12 => "1.15.12",
+            Class::V1_18_2 => "1.18.2",
         }
     }
     fn from_name(s: &str) -> Option<Class> {
         match s {
             "1.15.12" => Some(Class::V1_15_12),
+            "1.18.2" => Some(Class::V1_18_2),
             _ => None,
         }
+    }
+    /// Levels 0 (stored) and -2 (Huffman only) write the same bytes in every class: only the oldest names them.
+    fn has_level(self, level: i8) -> bool {
+        self == Class::V1_15_12 || level > 0
     }
     fn variant(self) -> Variant {
         match self {
             Class::V1_15_12 => Variant::V1_15,
+            Class::V1_18_2 => Variant::V1_18_2,
         }
     }
 }
@@ -99,6 +122,9 @@ impl Params {
             return None;
         }
         if !LEVEL_ORDER.contains(&level) || block_size <= TAIL as u64 || block_size > MAX_BLOCK {
+            return None;
+        }
+        if !class.has_level(level) {
             return None;
         }
         Some(Params {
@@ -227,26 +253,61 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         sizes.push(1 << 20);
     }
     let mut found = Vec::new();
-    for &b in &sizes {
-        for level in LEVEL_ORDER {
-            let p = Params {
-                class: Class::V1_15_12,
-                level,
-                block_size: b,
-            };
-            if matches_prefix(&p, stream, data, complete) {
-                found.push(p);
+    // Classes in order, each tried only when the ones before it match nothing at this block size.
+    'sizes: for &b in &sizes {
+        for (ci, &class) in CLASSES.iter().enumerate() {
+            let mut open = false;
+            for level in LEVEL_ORDER.into_iter().filter(|&l| class.has_level(l)) {
+                let p = Params {
+                    class,
+                    level,
+                    block_size: b,
+                };
+                if let Some(all) = compare_prefix(&p, stream, data, complete, PROBE_BUDGET) {
+                    open |= !all;
+                    found.push(p);
+                }
             }
-        }
-        if !found.is_empty() {
-            break;
+            if found.is_empty() {
+                continue;
+            }
+            if open {
+                narrow(&mut found, &CLASSES[ci + 1..], stream, data, complete);
+            }
+            break 'sizes;
         }
     }
     found
 }
 
-/// Re-encodes as much of `data` as the budget allows and compares with `stream`.
-fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
+/// Input the probe re-encodes per candidate (whole blocks, at least one).
+const PROBE_BUDGET: usize = 2 << 20;
+
+/// The first ~2 MiB may not tell candidates apart: noise is Huffman-coded alike at every level 1–6, and the
+/// classes differ only in block-writer choices such a prefix may not exercise (input that uses every code
+/// writes the same headers either way). So when that check stopped short of the prefix's end, the newer
+/// classes that also match at the same levels join, and if more than one candidate is left, each is
+/// compared over the whole prefix; those still agreeing stay, in order.
+fn narrow(found: &mut Vec<Params>, newer: &[Class], stream: &[u8], data: &[u8], complete: bool) {
+    let mut more = Vec::new();
+    for &class in newer {
+        for p in found.iter().filter(|p| class.has_level(p.level)) {
+            let q = Params { class, ..p.clone() };
+            if compare_prefix(&q, stream, data, complete, PROBE_BUDGET).is_some() {
+                more.push(q);
+            }
+        }
+    }
+    found.extend(more);
+    if found.len() > 1 {
+        found.retain(|p| compare_prefix(p, stream, data, complete, usize::MAX).is_some());
+    }
+}
+
+/// Re-encodes `data` block by block and compares with `stream`, stopping at the first block that starts
+/// `budget` input bytes in (at least one block is compared). None: a difference; Some(true): all of the
+/// prefix agrees; Some(false): it agrees as far as the budget went.
+fn compare_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool, budget: usize) -> Option<bool> {
     let b = p.block_size as usize;
     // Screen: the first 64 KiB chunk alone (its bytes are final once the next chunk starts).
     let first = data.len().min(b);
@@ -257,10 +318,10 @@ fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> boo
         let out = c.output();
         let n = out.len().min(stream.len());
         if out[..n] != stream[..n] {
-            return false;
+            return None;
         }
     }
-    // Then whole blocks, up to ~2 MiB of input.
+    // Then whole blocks, as far as the budget allows.
     let mut pos = 0usize;
     let mut spos = 0usize;
     let mut prev: Option<&[u8]> = None;
@@ -271,15 +332,15 @@ fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> boo
         if last && !complete {
             break;
         }
-        if checked_any && pos >= 2 << 20 {
-            break;
+        if checked_any && pos >= budget {
+            return Some(false);
         }
         let blk = &data[pos..end.min(data.len())];
         let dict = prev.filter(|d| d.len() > TAIL).map(|d| &d[d.len() - TAIL..]);
         let out = compress_block(p, dict, blk, last);
         let n = out.len().min(stream.len().saturating_sub(spos));
         if out[..n] != stream[spos..spos + n] {
-            return false;
+            return None;
         }
         checked_any = true;
         if n < out.len() || last {
@@ -289,7 +350,7 @@ fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> boo
         prev = Some(blk);
         pos = end;
     }
-    true
+    Some(true)
 }
 
 struct Job {

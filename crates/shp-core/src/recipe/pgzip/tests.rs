@@ -50,7 +50,19 @@ fn profile_roundtrip_and_rejects() {
         };
         assert_eq!(Params::from_profile(&p.profile()), Some(p.clone()));
     }
+    for level in 1..=6 {
+        let p = Params {
+            class: Class::V1_18_2,
+            level,
+            block_size: 262_144,
+        };
+        assert_eq!(p.profile(), format!("pgzip-1.2/kpflate-1.18.2/{level}/262144"));
+        assert_eq!(Params::from_profile(&p.profile()), Some(p.clone()));
+    }
     for bad in [
+        "pgzip-1.2/kpflate-1.18.2/0/1048576",
+        "pgzip-1.2/kpflate-1.18.2/-2/1048576",
+        "pgzip-1.2/kpflate-1.18.1/5/1048576",
         "pgzip-1.2/kpflate-1.15.12/5/1048576/",
         "pgzip-1.2/kpflate-1.15.12/05/1048576",
         "pgzip-1.2/kpflate-1.15.12/5/16384",
@@ -84,6 +96,33 @@ fn every_level_inflates_back() {
                 p.profile()
             );
         }
+    }
+}
+
+/// 2.5 MiB of noise (Huffman-only chunks, the same bytes in both classes) and then text: the classes part
+/// only after the probe's first 2 MiB, and each stream must still be named for its own class.
+#[test]
+fn probe_tells_classes_apart_after_the_first_2_mib() {
+    let mut data = Vec::with_capacity(3 << 20);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while data.len() < 5 << 19 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.extend_from_slice(&sample(600_000, 3));
+    for level in [1i8, 5] {
+        let [old, new] = [Class::V1_15_12, Class::V1_18_2].map(|class| Params {
+            class,
+            level,
+            block_size: 1 << 20,
+        });
+        let (a, b) = (encode_all(&old, &data), encode_all(&new, &data));
+        assert_eq!(a[..a.len() / 2], b[..a.len() / 2], "level {level}: same start");
+        assert_ne!(a, b, "level {level}: different end");
+        assert_eq!(probe(&a, &data, true).first(), Some(&old));
+        assert_eq!(probe(&b, &data, true).first(), Some(&new));
     }
 }
 
