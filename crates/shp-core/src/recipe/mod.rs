@@ -199,8 +199,12 @@ impl Recipe {
             .get("profile")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("no profile".into()))?;
-        let profile = Profile::parse(name)
-            .ok_or_else(|| bad(format!("profile {name:?} is unknown to this build (profile set 2)")))?;
+        let profile = Profile::parse(name).ok_or_else(|| {
+            bad(format!(
+                "profile {name:?} is unknown to this build (profile set {})",
+                crate::image::PROFILE_SET
+            ))
+        })?;
         let header = |v: &Value| -> Result<Vec<u8>> {
             let h = v
                 .get("header")
