@@ -8,21 +8,33 @@
 //! also closed (a final empty fixed-code block, `03 00`). Blocks are independent given their dictionaries,
 //! so they are rebuilt on two threads and emitted in order. The flate writer hands its encoder chunks of at
 //! most 65535 bytes; levels 1–6 use klauspost's own single-pass match finders, -2 is Huffman-only, 0 stored;
-//! -1 (DefaultCompression) *is* level 5 (same bytes, same gzip header), so it is named 5.
+//! -1 (DefaultCompression) *is* level 5 (same bytes, same gzip header), so it is named 5. Levels 7–9 instead
+//! run a lazy hash-chain matcher over a 64 KiB window sliding by 32 KiB and cut a block every 32768 tokens
+//! (`lazy`); level 9 weighs matches by a literal cost estimate. Their dictionary is hashed into the window,
+//! and the first block's stored-size estimate counts it (as klauspost does).
 //!
 //! # Profile names
 //! `pgzip-1.2/kpflate-<class>/<level>/<B>`: `<class>` is the oldest klauspost/compress release known to write
-//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6`, `<B>` the block size in bytes (decimal, > 16384,
-//! ≤ 1 GiB). Classes:
-//! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm). Also what 1.18.0 writes at levels 1 and 5 (-1)
-//!   (checked against the committed 1.18.0 vectors).
+//! those bytes, `<level>` a klauspost level, `<B>` the block size in bytes (decimal, > 16384, ≤ 1 GiB).
+//! Classes:
+//! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm), levels `-2 0 1 2 3 4 5 6 7 8 9`. Also what
+//!   1.18.0 writes at levels 1 and 5 (-1) (checked against the committed 1.18.0 vectors).
+//! - `1.18.0`: level `9` only: 1.18.0's lazy matcher (a different second look at a match's end, level 9's
+//!   gain threshold) writes other bytes than 1.15.12's (checked against the committed 1.18.0 vectors).
 //!
-//! Not reproduced (layers stay opaque): levels 7–9 (klauspost's lazy matcher), and the output of
+//! Not reproduced (layers stay opaque): 1.18.0 at levels 2–4 and 6–8 (unverified), and the output of
 //! klauspost/compress ≥ 1.19 (it changed levels 1–6).
+//!
+//! # Probe cost
+//! The lazy levels come last and are screened cheaply: the stream's first block is read back as tokens and
+//! compared with the matcher's first 4096 tokens (`peek`), so a layer of another level or producer costs
+//! them about a millisecond.
 
 mod deflate;
 mod fast;
 mod huff;
+mod lazy;
+mod peek;
 
 use deflate::Compressor;
 use fast::Variant;
@@ -34,31 +46,64 @@ use std::sync::{Arc, Mutex};
 /// pgzip's dictionary: the previous block's last bytes.
 const TAIL: usize = 16384;
 const MAX_BLOCK: u64 = 1 << 30;
-/// The levels tried by the probe, most common first (5 = DefaultCompression, 1 = BestSpeed).
-const LEVEL_ORDER: [i8; 8] = [5, 1, 6, 4, 3, 2, 0, -2];
+/// The 1.15.12 levels, in the probe's order: most common first (5 = DefaultCompression, 1 = BestSpeed), the
+/// lazy levels (9 = BestCompression) last.
+const LEVEL_ORDER: [i8; 11] = [5, 1, 6, 4, 3, 2, 0, -2, 9, 7, 8];
+/// Candidates the probe tries, in order: 1.15.12 at every level, 1.18.0 level 9 right after 1.15.12's.
+const CANDIDATES: [(Class, i8); 12] = [
+    (Class::V1_15_12, 5),
+    (Class::V1_15_12, 1),
+    (Class::V1_15_12, 6),
+    (Class::V1_15_12, 4),
+    (Class::V1_15_12, 3),
+    (Class::V1_15_12, 2),
+    (Class::V1_15_12, 0),
+    (Class::V1_15_12, -2),
+    (Class::V1_15_12, 9),
+    (Class::V1_18_0, 9),
+    (Class::V1_15_12, 7),
+    (Class::V1_15_12, 8),
+];
 
 /// klauspost/compress output classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// 1.15.12 (and 1.18.0 at levels 1 and 5).
     V1_15_12,
+    /// 1.18.0 at level 9 (its lazy matcher changed; the only level this class names).
+    V1_18_0,
 }
 
 impl Class {
     fn name(self) -> &'static str {
         match self {
             Class::V1_15_12 => "1.15.12",
+            Class::V1_18_0 => "1.18.0",
         }
     }
     fn from_name(s: &str) -> Option<Class> {
         match s {
             "1.15.12" => Some(Class::V1_15_12),
+            "1.18.0" => Some(Class::V1_18_0),
             _ => None,
         }
     }
     fn variant(self) -> Variant {
         match self {
-            Class::V1_15_12 => Variant::V1_15,
+            Class::V1_15_12 | Class::V1_18_0 => Variant::V1_15,
+        }
+    }
+    fn lazy(self) -> lazy::Lazy {
+        match self {
+            Class::V1_15_12 => lazy::Lazy::V1_15,
+            Class::V1_18_0 => lazy::Lazy::V1_18,
+        }
+    }
+    /// Whether this class names `level`.
+    fn has_level(self, level: i8) -> bool {
+        match self {
+            Class::V1_15_12 => LEVEL_ORDER.contains(&level),
+            Class::V1_18_0 => level == 9,
         }
     }
 }
@@ -67,7 +112,7 @@ impl Class {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     pub class: Class,
-    /// klauspost level with -1 mapped to 5: one of -2, 0..=6.
+    /// klauspost level with -1 mapped to 5: one of -2, 0..=9.
     pub level: i8,
     /// pgzip block size in bytes.
     pub block_size: u64,
@@ -98,7 +143,7 @@ impl Params {
         if level.to_string() != level_s || block_size.to_string() != block_s {
             return None;
         }
-        if !LEVEL_ORDER.contains(&level) || block_size <= TAIL as u64 || block_size > MAX_BLOCK {
+        if !class.has_level(level) || block_size <= TAIL as u64 || block_size > MAX_BLOCK {
             return None;
         }
         Some(Params {
@@ -109,9 +154,18 @@ impl Params {
     }
 }
 
+/// A fresh flate writer for `p`.
+fn compressor(p: &Params, out: Vec<u8>) -> Compressor {
+    if p.level >= 7 {
+        Compressor::new_lazy(p.level as u8, p.class.lazy(), out)
+    } else {
+        Compressor::new(p.level, p.class.variant(), out)
+    }
+}
+
 /// Compresses one pgzip block as pgzip's `compressBlock` does.
 fn compress_block(p: &Params, dict: Option<&[u8]>, data: &[u8], last: bool) -> Vec<u8> {
-    let mut c = Compressor::new(p.level, p.class.variant(), Vec::with_capacity(data.len() / 2 + 64));
+    let mut c = compressor(p, Vec::with_capacity(data.len() / 2 + 64));
     if let Some(d) = dict {
         c.fill_dict(d);
     }
@@ -228,9 +282,9 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     }
     let mut found = Vec::new();
     for &b in &sizes {
-        for level in LEVEL_ORDER {
+        for (class, level) in CANDIDATES {
             let p = Params {
-                class: Class::V1_15_12,
+                class,
                 level,
                 block_size: b,
             };
@@ -245,12 +299,44 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     found
 }
 
+/// Tokens the lazy levels' screen compares.
+const SCREEN_TOKENS: usize = 4096;
+
+/// The lazy levels' screen: the stream's first tokens against the matcher's (a whole block would cost
+/// tens of milliseconds). False only on a certain mismatch.
+fn lazy_screen(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
+    let b = p.block_size as usize;
+    let blk = if data.len() >= b {
+        b
+    } else if complete {
+        data.len()
+    } else {
+        return true;
+    };
+    let Some(want) = peek::first_block_tokens(stream, SCREEN_TOKENS) else {
+        return true;
+    };
+    let n = blk.min(1 << 16);
+    let got = lazy::LazyEnc::first_tokens(p.level as u8, p.class.lazy(), &data[..n], blk == n, SCREEN_TOKENS);
+    let mut w = huff::Tokens::default();
+    for t in want {
+        match t {
+            peek::Tok::Lit(b) => w.add_literal(b),
+            peek::Tok::Match(l, d) => w.add_match_long(l as i32, d as u32 - 1),
+        }
+    }
+    got.iter().zip(&w.toks).all(|(a, b)| a == b)
+}
+
 /// Re-encodes as much of `data` as the budget allows and compares with `stream`.
 fn matches_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
     let b = p.block_size as usize;
+    if p.level >= 7 && !lazy_screen(p, stream, data, complete) {
+        return false;
+    }
     // Screen: the first 64 KiB chunk alone (its bytes are final once the next chunk starts).
     let first = data.len().min(b);
-    if first > huff::MAX_STORE_BLOCK && b > huff::MAX_STORE_BLOCK {
+    if first > huff::MAX_STORE_BLOCK && b > huff::MAX_STORE_BLOCK && p.level < 7 {
         let mut c = Compressor::new(p.level, p.class.variant(), Vec::new());
         c.write(&data[..huff::MAX_STORE_BLOCK]);
         c.write(&data[huff::MAX_STORE_BLOCK..huff::MAX_STORE_BLOCK + 1]);

@@ -50,6 +50,14 @@ fn profile_roundtrip_and_rejects() {
         };
         assert_eq!(Params::from_profile(&p.profile()), Some(p.clone()));
     }
+    for (class, level) in CANDIDATES {
+        let p = Params {
+            class,
+            level,
+            block_size: 1 << 20,
+        };
+        assert_eq!(Params::from_profile(&p.profile()), Some(p.clone()));
+    }
     for bad in [
         "pgzip-1.2/kpflate-1.15.12/5/1048576/",
         "pgzip-1.2/kpflate-1.15.12/05/1048576",
@@ -57,6 +65,8 @@ fn profile_roundtrip_and_rejects() {
         "pgzip-1.2/kpflate-1.15.12/-1/1048576",
         "pgzip-1.2/kpflate-1.15.12/10/1048576",
         "pgzip-1.2/kpflate-9.9/5/1048576",
+        "pgzip-1.2/kpflate-1.18.0/5/1048576",
+        "pgzip-1.2/kpflate-1.18.0/7/1048576",
         "pgzip-1.2/kpflate-1.15.12/5/+1048576",
         "zlib-1.2/6",
         "",
@@ -68,10 +78,10 @@ fn profile_roundtrip_and_rejects() {
 #[test]
 fn every_level_inflates_back() {
     let data = sample(700_000, 7);
-    for level in LEVEL_ORDER {
+    for (class, level) in CANDIDATES {
         for b in [100_000u64, 1 << 20] {
             let p = Params {
-                class: Class::V1_15_12,
+                class,
                 level,
                 block_size: b,
             };
@@ -92,11 +102,38 @@ proptest! {
     #[test]
     fn arbitrary_input_inflates_back(
         data in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), any::<u8>()], 0..150_000),
-        level in proptest::sample::select(LEVEL_ORDER.to_vec()),
+        (class, level) in proptest::sample::select(CANDIDATES.to_vec()),
         block in proptest::sample::select(vec![16_385u64, 40_000, 1 << 20]),
     ) {
-        let p = Params { class: Class::V1_15_12, level, block_size: block };
+        let p = Params { class, level, block_size: block };
         let raw = encode_all(&p, &data);
         prop_assert_eq!(inflate(&raw), data);
+    }
+}
+
+/// The lazy levels' screen passes on their own output and rejects other levels' output.
+#[test]
+fn lazy_screen_accepts_own_rejects_others() {
+    let data = sample(300_000, 11);
+    for (class, level) in CANDIDATES.iter().copied().filter(|c| c.1 >= 7) {
+        let p = Params {
+            class,
+            level,
+            block_size: 1 << 20,
+        };
+        let raw = encode_all(&p, &data);
+        assert!(lazy_screen(&p, &raw, &data, true), "{}", p.profile());
+        for other in [1i8, 5, 6] {
+            let q = Params {
+                class: Class::V1_15_12,
+                level: other,
+                block_size: 1 << 20,
+            };
+            assert!(
+                !lazy_screen(&p, &encode_all(&q, &data), &data, true),
+                "{} vs {other}",
+                p.profile()
+            );
+        }
     }
 }
