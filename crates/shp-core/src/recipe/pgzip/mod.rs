@@ -303,7 +303,8 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
 const SCREEN_TOKENS: usize = 4096;
 
 /// The lazy levels' screen: the stream's first tokens against the matcher's (a whole block would cost
-/// tens of milliseconds). False only on a certain mismatch.
+/// tens of milliseconds); when the first block is stored, the bytes written for the first 256 KiB.
+/// False only on a certain mismatch.
 fn lazy_screen(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
     let b = p.block_size as usize;
     let blk = if data.len() >= b {
@@ -314,6 +315,15 @@ fn lazy_screen(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
         return true;
     };
     let Some(want) = peek::first_block_tokens(stream, SCREEN_TOKENS) else {
+        let mut c = compressor(p, Vec::new());
+        for piece in data[..blk.min(256 << 10)].chunks(1 << 16) {
+            c.write(piece);
+            let out = c.output();
+            let n = out.len().min(stream.len());
+            if out[..n] != stream[..n] {
+                return false;
+            }
+        }
         return true;
     };
     let n = blk.min(1 << 16);
