@@ -304,6 +304,16 @@ fn pgzip_odd_block_sizes() {
             check(&format!("level {level} block {block}"), &data, deflate_of(&gz), &want);
         }
     }
+    // The lazy levels at the sizes where their window is exactly full (64 KiB) or barely above the dictionary.
+    for (level, block) in [(9i8, 16_385u64), (9, 65_536), (7, 65_535), (8, 100_000)] {
+        let gz = run_producer(&bin, level as i32, block, &data);
+        let want = Params {
+            class: Class::V1_15_12,
+            level,
+            block_size: block,
+        };
+        check(&format!("level {level} block {block}"), &data, deflate_of(&gz), &want);
+    }
 }
 
 /// Levels 7–9 (the lazy matcher): a generated and a real tar, small so the slow levels stay cheap, at a block
