@@ -77,6 +77,8 @@ fn match_len(a: &[u8], b: &[u8]) -> isize {
     n as isize
 }
 
+/// The matcher's state for one flate writer. Positions in `head`/`prev` are stored plus `hash_offset`, which
+/// grows by 32 KiB at each slide, so entries that slid out of the window fall below it (0 means none).
 pub struct LazyEnc {
     version: Lazy,
     lazy: isize,
@@ -100,7 +102,7 @@ pub struct LazyEnc {
     /// Level 9: code lengths of the unprocessed window's byte histogram, as running sums over the window.
     lit_code: HuffEnc,
     raw_bits: Vec<i32>,
-    pub tokens: Tokens,
+    tokens: Tokens,
     /// The matcher returns once this many tokens are pending (the probe's screen); usize::MAX otherwise.
     stop_at: usize,
 }

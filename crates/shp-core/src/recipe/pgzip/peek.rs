@@ -36,7 +36,7 @@ struct Code {
 }
 
 impl Code {
-    fn new(lengths: &[u8]) -> Option<Code> {
+    fn new(lengths: &[u8]) -> Code {
         let mut count = [0u16; 16];
         for &l in lengths {
             count[l as usize] += 1;
@@ -53,7 +53,7 @@ impl Code {
                 offs[l as usize] += 1;
             }
         }
-        Some(Code { count, symbol })
+        Code { count, symbol }
     }
 
     fn decode(&self, br: &mut Bits) -> Option<u16> {
@@ -97,7 +97,7 @@ pub fn first_block_tokens(stream: &[u8], max: usize) -> Option<Vec<Tok>> {
             let mut l = [8u8; 288];
             l[144..256].fill(9);
             l[256..280].fill(7);
-            (Code::new(&l)?, Code::new(&[5u8; 30])?)
+            (Code::new(&l), Code::new(&[5u8; 30]))
         }
         2 => {
             let nlit = br.take(5)? as usize + 257;
@@ -107,7 +107,7 @@ pub fn first_block_tokens(stream: &[u8], max: usize) -> Option<Vec<Tok>> {
             for &i in &CL_ORDER[..ncl] {
                 cl[i] = br.take(3)? as u8;
             }
-            let clc = Code::new(&cl)?;
+            let clc = Code::new(&cl);
             let mut lens = Vec::with_capacity(nlit + ndist);
             while lens.len() < nlit + ndist {
                 let (v, n) = match clc.decode(&mut br)? {
@@ -122,7 +122,7 @@ pub fn first_block_tokens(stream: &[u8], max: usize) -> Option<Vec<Tok>> {
             if lens.len() != nlit + ndist {
                 return None;
             }
-            (Code::new(&lens[..nlit])?, Code::new(&lens[nlit..])?)
+            (Code::new(&lens[..nlit]), Code::new(&lens[nlit..]))
         }
         _ => return None,
     };
