@@ -27,11 +27,11 @@ const OFF_EXTRA: [i32; 30] = [
 /// Which release's lazy matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lazy {
-    /// 1.15.12: re-checks a kept match against the chain head hashed two bytes before its end.
-    V1_15,
-    /// 1.18.0: re-checks at the match end itself, may move the match start forward by up to two
-    /// literals; level 9's gain test starts at 4 with a smaller base cost.
-    V1_18,
+    /// Up to 1.15.14: re-checks a kept match against the chain head hashed two bytes before its end.
+    V1_15_12,
+    /// 1.15.15 (klauspost/compress#739) and later: re-checks at the match end itself, may move the match
+    /// start forward by up to two literals; level 9's gain test starts at 4 with a smaller base cost.
+    V1_15_15,
 }
 
 /// The distance code klauspost's level-9 gain estimate uses. It is called with the distance itself
@@ -273,8 +273,8 @@ impl LazyEnc {
         let mut found = None;
         let weigh = self.chain >= 100;
         let (mut best_gain, base_cost) = match self.version {
-            Lazy::V1_15 => (0, 6),
-            Lazy::V1_18 => (4, 3),
+            Lazy::V1_15_12 => (0, 6),
+            Lazy::V1_15_15 => (4, 3),
         };
         let mut i = prev_head;
         while tries > 0 {
@@ -359,7 +359,7 @@ impl LazyEnc {
             if prev_length >= MIN_MATCH && self.length <= prev_length {
                 // Keep the previous match, perhaps improved by one more look near its end.
                 match self.version {
-                    Lazy::V1_15 => {
+                    Lazy::V1_15_12 => {
                         let prev_index = self.index - 1;
                         if prev_index + prev_length + 2 < self.max_insert_index {
                             let end = prev_index + lookahead.min(MAX_MATCH);
@@ -377,8 +377,8 @@ impl LazyEnc {
                             }
                         }
                     }
-                    Lazy::V1_18 => {
-                        self.recheck_v1_18(w, &mut prev_length, &mut prev_offset, lookahead, min_index, sync)
+                    Lazy::V1_15_15 => {
+                        self.recheck_v1_15_15(w, &mut prev_length, &mut prev_offset, lookahead, min_index, sync)
                     }
                 }
                 self.tokens.add_match_long(prev_length as i32, (prev_offset - 1) as u32);
@@ -430,9 +430,9 @@ impl LazyEnc {
         }
     }
 
-    /// 1.18.0's second look: the chain head hashed at the match end, extended back over up to two
+    /// 1.15.15's second look: the chain head hashed at the match end, extended back over up to two
     /// bytes; bytes it cannot cover are emitted as literals and the match starts after them.
-    fn recheck_v1_18(
+    fn recheck_v1_15_15(
         &mut self,
         w: &mut BitWriter,
         prev_length: &mut isize,

@@ -19,10 +19,13 @@
 //! Classes:
 //! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm), levels `-2 0 1 2 3 4 5 6 7 8 9`. Also what
 //!   1.18.0 writes at levels 1 and 5 (-1) (checked against the committed 1.18.0 vectors).
-//! - `1.18.0`: level `9` only: 1.18.0's lazy matcher (a different second look at a match's end, level 9's
-//!   gain threshold) writes other bytes than 1.15.12's (checked against the committed 1.18.0 vectors).
+//! - `1.15.15`: level `9` only: the lazy matcher as reworked in 1.15.15 (klauspost/compress#739: another
+//!   second look at a match's end, level 9's gain threshold), which writes other bytes than 1.15.12's and
+//!   is what 1.18.0 writes (checked against the committed 1.18.0 vectors; 1.15.15 itself checked by hand on
+//!   the same input).
 //!
-//! Not reproduced (layers stay opaque): 1.18.0 at levels 2–4 and 6–8 (unverified), and the output of
+//! Not reproduced (layers stay opaque): 1.15.15+ at levels 7 and 8 (the matcher reproduces them, but no
+//! committed vectors check it), 1.18.0 at levels 2–4 and 6 (unverified), and the output of
 //! klauspost/compress ≥ 1.19 (it changed levels 1–6).
 //!
 //! # Probe cost
@@ -49,7 +52,7 @@ const MAX_BLOCK: u64 = 1 << 30;
 /// The 1.15.12 levels, in the probe's order: most common first (5 = DefaultCompression, 1 = BestSpeed), the
 /// lazy levels (9 = BestCompression) last.
 const LEVEL_ORDER: [i8; 11] = [5, 1, 6, 4, 3, 2, 0, -2, 9, 7, 8];
-/// Candidates the probe tries, in order: 1.15.12 at every level, 1.18.0 level 9 right after 1.15.12's.
+/// Candidates the probe tries, in order: 1.15.12 at every level, 1.15.15's level 9 right after 1.15.12's.
 const CANDIDATES: [(Class, i8); 12] = [
     (Class::V1_15_12, 5),
     (Class::V1_15_12, 1),
@@ -60,7 +63,7 @@ const CANDIDATES: [(Class, i8); 12] = [
     (Class::V1_15_12, 0),
     (Class::V1_15_12, -2),
     (Class::V1_15_12, 9),
-    (Class::V1_18_0, 9),
+    (Class::V1_15_15, 9),
     (Class::V1_15_12, 7),
     (Class::V1_15_12, 8),
 ];
@@ -70,40 +73,40 @@ const CANDIDATES: [(Class, i8); 12] = [
 pub enum Class {
     /// 1.15.12 (and 1.18.0 at levels 1 and 5).
     V1_15_12,
-    /// 1.18.0 at level 9 (its lazy matcher changed; the only level this class names).
-    V1_18_0,
+    /// 1.15.15 to 1.18.0 at level 9 (the lazy matcher changed; the only level this class names).
+    V1_15_15,
 }
 
 impl Class {
     fn name(self) -> &'static str {
         match self {
             Class::V1_15_12 => "1.15.12",
-            Class::V1_18_0 => "1.18.0",
+            Class::V1_15_15 => "1.15.15",
         }
     }
     fn from_name(s: &str) -> Option<Class> {
         match s {
             "1.15.12" => Some(Class::V1_15_12),
-            "1.18.0" => Some(Class::V1_18_0),
+            "1.15.15" => Some(Class::V1_15_15),
             _ => None,
         }
     }
     fn variant(self) -> Variant {
         match self {
-            Class::V1_15_12 | Class::V1_18_0 => Variant::V1_15,
+            Class::V1_15_12 | Class::V1_15_15 => Variant::V1_15,
         }
     }
     fn lazy(self) -> lazy::Lazy {
         match self {
-            Class::V1_15_12 => lazy::Lazy::V1_15,
-            Class::V1_18_0 => lazy::Lazy::V1_18,
+            Class::V1_15_12 => lazy::Lazy::V1_15_12,
+            Class::V1_15_15 => lazy::Lazy::V1_15_15,
         }
     }
     /// Whether this class names `level`.
     fn has_level(self, level: i8) -> bool {
         match self {
             Class::V1_15_12 => LEVEL_ORDER.contains(&level),
-            Class::V1_18_0 => level == 9,
+            Class::V1_15_15 => level == 9,
         }
     }
 }
