@@ -30,8 +30,8 @@
 //!
 //! # Probe cost
 //! The lazy levels come last and are screened cheaply: the stream's first block is read back as tokens and
-//! compared with the matcher's first 4096 tokens (`peek`), so a layer of another level or producer costs
-//! them about a millisecond.
+//! compared with the matcher's first 384, then 4096 tokens (`peek`), so a layer of another level or
+//! producer costs them well under a millisecond each; a stored first block is compared by its bytes.
 
 mod deflate;
 mod fast;
@@ -302,12 +302,11 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     found
 }
 
-/// Tokens the lazy levels' screen compares.
-const SCREEN_TOKENS: usize = 4096;
+/// Tokens the lazy levels' screen compares: a few first (other levels' output differs early), then more.
+const SCREEN_TOKENS: [usize; 2] = [384, 4096];
 
 /// The lazy levels' screen: the stream's first tokens against the matcher's (a whole block would cost
-/// tens of milliseconds); when the first block is stored, the bytes written for the first 256 KiB.
-/// False only on a certain mismatch.
+/// tens of milliseconds). False only on a certain mismatch.
 fn lazy_screen(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
     let b = p.block_size as usize;
     let blk = if data.len() >= b {
@@ -317,28 +316,39 @@ fn lazy_screen(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
     } else {
         return true;
     };
-    let Some(want) = peek::first_block_tokens(stream, SCREEN_TOKENS) else {
-        let mut c = compressor(p, Vec::new());
-        for piece in data[..blk.min(256 << 10)].chunks(1 << 16) {
-            c.write(piece);
-            let out = c.output();
-            let n = out.len().min(stream.len());
-            if out[..n] != stream[..n] {
-                return false;
+    let n = blk.min(1 << 16);
+    for k in SCREEN_TOKENS {
+        let Some(want) = peek::first_block_tokens(stream, k) else {
+            return stored_screen(p, stream, &data[..blk]);
+        };
+        let mut w = huff::Tokens::default();
+        for t in want {
+            match t {
+                peek::Tok::Lit(b) => w.add_literal(b),
+                peek::Tok::Match(l, d) => w.add_match_long(l as i32, d as u32 - 1),
             }
         }
-        return true;
-    };
-    let n = blk.min(1 << 16);
-    let got = lazy::LazyEnc::first_tokens(p.level as u8, p.class.lazy(), &data[..n], blk == n, SCREEN_TOKENS);
-    let mut w = huff::Tokens::default();
-    for t in want {
-        match t {
-            peek::Tok::Lit(b) => w.add_literal(b),
-            peek::Tok::Match(l, d) => w.add_match_long(l as i32, d as u32 - 1),
+        let got = lazy::LazyEnc::first_tokens(p.level as u8, p.class.lazy(), &data[..n], blk == n, k);
+        if got.iter().zip(&w.toks).any(|(a, b)| a != b) {
+            return false;
         }
     }
-    got.iter().zip(&w.toks).all(|(a, b)| a == b)
+    true
+}
+
+/// The lazy levels' screen when the first block is stored: the bytes written for the first 256 KiB of
+/// the first block `blk`.
+fn stored_screen(p: &Params, stream: &[u8], blk: &[u8]) -> bool {
+    let mut c = compressor(p, Vec::new());
+    for piece in blk[..blk.len().min(256 << 10)].chunks(1 << 16) {
+        c.write(piece);
+        let out = c.output();
+        let n = out.len().min(stream.len());
+        if out[..n] != stream[..n] {
+            return false;
+        }
+    }
+    true
 }
 
 /// Re-encodes as much of `data` as the budget allows and compares with `stream`.
