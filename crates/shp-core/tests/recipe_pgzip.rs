@@ -304,6 +304,54 @@ fn pgzip_odd_block_sizes() {
             check(&format!("level {level} block {block}"), &data, deflate_of(&gz), &want);
         }
     }
+    // The lazy levels at the sizes where their window is exactly full (64 KiB) or barely above the dictionary.
+    for (level, block) in [(9i8, 16_385u64), (9, 65_536), (7, 65_535), (8, 100_000)] {
+        let gz = run_producer(&bin, level as i32, block, &data);
+        let want = Params {
+            class: Class::V1_15_12,
+            level,
+            block_size: block,
+        };
+        check(&format!("level {level} block {block}"), &data, deflate_of(&gz), &want);
+    }
+}
+
+/// Levels 7–9 (the lazy matcher): a generated and a real tar, small so the slow levels stay cheap, at a block
+/// size that cuts them into several blocks (each with its predecessor's tail as dictionary) and at the default.
+#[test]
+fn pgzip_1_15_12_lazy_levels() {
+    let Some(bin) = producer() else { return };
+    let mut inputs = vec![
+        ("random-tar".to_string(), random_tar(0x1a27, 600_000)),
+        ("tiny".to_string(), b"hello, layer\n".to_vec()),
+    ];
+    match real_tar(3) {
+        Some(mut t) => {
+            t.truncate(700_000);
+            inputs.push(("real-tar".to_string(), t));
+        }
+        None if require() => panic!("SHP_REQUIRE_PRODUCERS=1 but no real tar could be made"),
+        None => eprintln!("no real tar (tar or /usr/share/doc missing)"),
+    }
+    for level in [9i8, 7, 8] {
+        for block in [1u64 << 20, 200_000] {
+            for (name, data) in &inputs {
+                let gz = run_producer(&bin, level as i32, block, data);
+                let b = if (data.len() as u64) < block { 1 << 20 } else { block };
+                let want = Params {
+                    class: Class::V1_15_12,
+                    level,
+                    block_size: b,
+                };
+                check(
+                    &format!("{name} level {level} block {block}"),
+                    data,
+                    deflate_of(&gz),
+                    &want,
+                );
+            }
+        }
+    }
 }
 
 /// klauspost/compress 1.18.0 writes what 1.15.12 writes at levels -1 and 1 (vectors in tests/data/pgzip).
@@ -362,5 +410,22 @@ fn klauspost_1_19_1_vectors() {
                 &want,
             );
         }
+    }
+}
+
+/// klauspost/compress 1.18.0 at level 9: the lazy matcher as 1.15.15 reworked it (class 1.15.15), the committed
+/// vectors.
+#[test]
+fn klauspost_1_18_0_level9_vectors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
+    let data = std::fs::read(dir.join("input.tar")).expect("input.tar");
+    for block in [1u64 << 20, 256 << 10] {
+        let gz = std::fs::read(dir.join(format!("klauspost-1.18.0.pgzip.level9.block{block}.gz"))).unwrap();
+        let want = Params {
+            class: Class::V1_15_15,
+            level: 9,
+            block_size: block,
+        };
+        check(&format!("1.18.0 level 9 block {block}"), &data, deflate_of(&gz), &want);
     }
 }

@@ -1,14 +1,17 @@
 //! klauspost/compress flate's `compressor`: how input is cut into windows and which block writer each level
-//! uses (stored for 0, literal-only Huffman for -2, the fast encoders for 1–6), plus
-//! sync flush and close.
+//! uses (stored for 0, literal-only Huffman for -2, the fast encoders for 1–6, the lazy matcher for 7–9),
+//! plus sync flush and close.
 
 use super::fast::{FastEnc, Variant};
 use super::huff::{BitWriter, Tokens, MAX_STORE_BLOCK};
+use super::lazy::{Lazy, LazyEnc};
 
 enum Mode {
     Store,
     Huff,
     Fast(Box<FastEnc>),
+    /// Levels 7–9 keep their own window (64 KiB, sliding) and tokens.
+    Lazy(Box<LazyEnc>),
 }
 
 pub struct Compressor {
@@ -50,6 +53,20 @@ impl Compressor {
         }
     }
 
+    /// A level 7–9 compressor of the given release.
+    pub fn new_lazy(level: u8, version: Lazy, out: Vec<u8>) -> Compressor {
+        let mut w = BitWriter::new(out);
+        w.log_new_table_penalty = 8;
+        Compressor {
+            w,
+            mode: Mode::Lazy(Box::new(LazyEnc::new(level, version))),
+            window: Vec::new(),
+            window_cap: 0,
+            tokens: Tokens::default(),
+            sync: false,
+        }
+    }
+
     /// Primes the history with a preset dictionary (no output), as `ResetDict` does.
     pub fn fill_dict(&mut self, dict: &[u8]) {
         match &mut self.mode {
@@ -59,10 +76,15 @@ impl Compressor {
                 f.encode(&mut self.tokens, d);
                 self.tokens.reset();
             }
+            Mode::Lazy(l) => l.fill_dict(dict),
         }
     }
 
     pub fn write(&mut self, mut b: &[u8]) {
+        if let Mode::Lazy(l) = &mut self.mode {
+            l.write(&mut self.w, b);
+            return;
+        }
         while !b.is_empty() {
             if self.window.len() == self.window_cap || self.sync {
                 self.step();
@@ -77,6 +99,7 @@ impl Compressor {
         let sync = self.sync;
         let full = self.window.len() == self.window_cap;
         match &mut self.mode {
+            Mode::Lazy(l) => l.step(&mut self.w, sync),
             Mode::Store => {
                 if !self.window.is_empty() && (full || sync) {
                     self.w.write_stored(&self.window);

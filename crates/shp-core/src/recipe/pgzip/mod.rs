@@ -8,14 +8,21 @@
 //! also closed (a final empty fixed-code block, `03 00`). Blocks are independent given their dictionaries,
 //! so they are rebuilt on two threads and emitted in order. The flate writer hands its encoder chunks of at
 //! most 65535 bytes; levels 1–6 use klauspost's own single-pass match finders, -2 is Huffman-only, 0 stored;
-//! -1 (DefaultCompression) *is* level 5 (same bytes, same gzip header), so it is named 5.
+//! -1 (DefaultCompression) *is* level 5 (same bytes, same gzip header), so it is named 5. Levels 7–9 instead
+//! run a lazy hash-chain matcher over a 64 KiB window sliding by 32 KiB and cut a block every 32768 tokens
+//! (`lazy`); level 9 weighs matches by a literal cost estimate. Their dictionary is hashed into the window,
+//! and the first block's stored-size estimate counts it (as klauspost does).
 //!
 //! # Profile names
 //! `pgzip-1.2/kpflate-<class>/<level>/<B>`: `<class>` is the oldest klauspost/compress release known to write
-//! those bytes, `<level>` one of `-2 0 1 2 3 4 5 6` (`1 … 6` for `1.18.2`), `<B>` the block size in bytes
-//! (decimal, > 16384, ≤ 1 GiB). Classes:
-//! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm). Also what 1.18.0 writes at levels 1 and 5 (-1)
-//!   (checked against the committed 1.18.0 vectors).
+//! those bytes, `<level>` a klauspost level the class names, `<B>` the block size in bytes (decimal,
+//! > 16384, ≤ 1 GiB). Classes:
+//! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm), levels `-2 0 1 2 3 4 5 6 7 8 9`. Also what
+//!   1.18.0 writes at levels 1 and 5 (-1) (checked against the committed 1.18.0 vectors).
+//! - `1.15.15`: level `9` only: the lazy matcher as reworked in 1.15.15 (klauspost/compress#739: another
+//!   second look at a match's end, level 9's gain threshold), which writes other bytes than 1.15.12's and
+//!   is what 1.18.0 writes (checked against the committed 1.18.0 vectors; 1.15.15 itself checked by hand on
+//!   the same input).
 //! - `1.18.2`: klauspost/compress 1.18.2 up to at least 1.19.1 (the newest release; checked against the
 //!   committed 1.19.1 vectors at levels 1 and 5). The match finders are unchanged; the dynamic-block writer
 //!   changed in 1.18.1/1.18.2 (PRs #1103, #1115): a block that is not the last before a flush used to announce
@@ -29,11 +36,20 @@
 //! classes: noise codes alike everywhere, and input that uses every code writes the same headers in both
 //! classes), the newer classes join and all are compared over the whole prefix it was given.
 //!
-//! Not reproduced (layers stay opaque): levels 7–9 (klauspost's lazy matcher).
+//! Not reproduced (layers stay opaque): 1.15.15+ at levels 7 and 8 (the matcher reproduces them, but no
+//! committed vectors check it), 1.18.2+ at levels 7–9 (1.19.1's level 9 also caps the literal histogram),
+//! 1.18.0 at levels 2–4 and 6 (unverified).
+//!
+//! # Probe cost
+//! The lazy levels come last and are screened cheaply: the stream's first block is read back as tokens and
+//! compared with the matcher's first 384, then 4096 tokens (`peek`), so a layer of another level or
+//! producer costs them well under a millisecond each; a stored first block is compared by its bytes.
 
 mod deflate;
 mod fast;
 mod huff;
+mod lazy;
+mod peek;
 
 use deflate::Compressor;
 use fast::Variant;
@@ -45,43 +61,61 @@ use std::sync::{Arc, Mutex};
 /// pgzip's dictionary: the previous block's last bytes.
 const TAIL: usize = 16384;
 const MAX_BLOCK: u64 = 1 << 30;
-/// The levels tried by the probe, most common first (5 = DefaultCompression, 1 = BestSpeed).
-const LEVEL_ORDER: [i8; 8] = [5, 1, 6, 4, 3, 2, 0, -2];
+/// The levels in the probe's order: most common first (5 = DefaultCompression, 1 = BestSpeed), the lazy
+/// levels (9 = BestCompression) last.
+const LEVEL_ORDER: [i8; 11] = [5, 1, 6, 4, 3, 2, 0, -2, 9, 7, 8];
 
 /// klauspost/compress output classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// 1.15.12 (and 1.18.0 at levels 1 and 5).
     V1_15_12,
+    /// 1.15.15 to 1.18.0 at level 9 (the lazy matcher changed; the only level this class names).
+    V1_15_15,
     /// 1.18.2 … 1.19.1 at levels 1–6 (exact dynamic table sizes).
     V1_18_2,
 }
 
 /// The classes in the order the probe tries them.
-const CLASSES: [Class; 2] = [Class::V1_15_12, Class::V1_18_2];
+const CLASSES: [Class; 3] = [Class::V1_15_12, Class::V1_15_15, Class::V1_18_2];
 
 impl Class {
     fn name(self) -> &'static str {
         match self {
             Class::V1_15_12 => "1.15.12",
+            Class::V1_15_15 => "1.15.15",
             Class::V1_18_2 => "1.18.2",
         }
     }
     fn from_name(s: &str) -> Option<Class> {
         match s {
             "1.15.12" => Some(Class::V1_15_12),
+            "1.15.15" => Some(Class::V1_15_15),
             "1.18.2" => Some(Class::V1_18_2),
             _ => None,
         }
     }
-    /// Levels 0 (stored) and -2 (Huffman only) write the same bytes in every class: only the oldest names them.
+    /// The levels a class names. Levels 0 (stored) and -2 (Huffman only) write the same bytes in every
+    /// class: only the oldest names them.
     fn has_level(self, level: i8) -> bool {
-        self == Class::V1_15_12 || level > 0
+        match self {
+            Class::V1_15_12 => LEVEL_ORDER.contains(&level),
+            Class::V1_15_15 => level == 9,
+            Class::V1_18_2 => (1..=6).contains(&level),
+        }
     }
     fn variant(self) -> Variant {
         match self {
-            Class::V1_15_12 => Variant::V1_15,
+            Class::V1_15_12 | Class::V1_15_15 => Variant::V1_15,
             Class::V1_18_2 => Variant::V1_18_2,
+        }
+    }
+    /// The lazy matcher of a class that names levels 7–9.
+    fn lazy(self) -> lazy::Lazy {
+        match self {
+            Class::V1_15_12 => lazy::Lazy::V1_15_12,
+            // 1.18.2 names no lazy level; 1.15.15's matcher is the nearest.
+            Class::V1_15_15 | Class::V1_18_2 => lazy::Lazy::V1_15_15,
         }
     }
 }
@@ -90,7 +124,7 @@ impl Class {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     pub class: Class,
-    /// klauspost level with -1 mapped to 5: one of -2, 0..=6.
+    /// klauspost level with -1 mapped to 5: one of -2, 0..=9.
     pub level: i8,
     /// pgzip block size in bytes.
     pub block_size: u64,
@@ -121,10 +155,7 @@ impl Params {
         if level.to_string() != level_s || block_size.to_string() != block_s {
             return None;
         }
-        if !LEVEL_ORDER.contains(&level) || block_size <= TAIL as u64 || block_size > MAX_BLOCK {
-            return None;
-        }
-        if !class.has_level(level) {
+        if !class.has_level(level) || block_size <= TAIL as u64 || block_size > MAX_BLOCK {
             return None;
         }
         Some(Params {
@@ -135,9 +166,18 @@ impl Params {
     }
 }
 
+/// A fresh flate writer for `p`.
+fn compressor(p: &Params, out: Vec<u8>) -> Compressor {
+    if p.level >= 7 {
+        Compressor::new_lazy(p.level as u8, p.class.lazy(), out)
+    } else {
+        Compressor::new(p.level, p.class.variant(), out)
+    }
+}
+
 /// Compresses one pgzip block as pgzip's `compressBlock` does.
 fn compress_block(p: &Params, dict: Option<&[u8]>, data: &[u8], last: bool) -> Vec<u8> {
-    let mut c = Compressor::new(p.level, p.class.variant(), Vec::with_capacity(data.len() / 2 + 64));
+    let mut c = compressor(p, Vec::with_capacity(data.len() / 2 + 64));
     if let Some(d) = dict {
         c.fill_dict(d);
     }
@@ -304,14 +344,66 @@ fn narrow(found: &mut Vec<Params>, newer: &[Class], stream: &[u8], data: &[u8], 
     }
 }
 
+/// Tokens the lazy levels' screen compares: a few first (other levels' output differs early), then more.
+const SCREEN_TOKENS: [usize; 2] = [384, 4096];
+
+/// The lazy levels' screen: the stream's first tokens against the matcher's (a whole block would cost
+/// tens of milliseconds). False only on a certain mismatch.
+fn lazy_screen(p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
+    let b = p.block_size as usize;
+    let blk = if data.len() >= b {
+        b
+    } else if complete {
+        data.len()
+    } else {
+        return true;
+    };
+    let n = blk.min(1 << 16);
+    for k in SCREEN_TOKENS {
+        let Some(want) = peek::first_block_tokens(stream, k) else {
+            return stored_screen(p, stream, &data[..blk]);
+        };
+        let mut w = huff::Tokens::default();
+        for t in want {
+            match t {
+                peek::Tok::Lit(b) => w.add_literal(b),
+                peek::Tok::Match(l, d) => w.add_match_long(l as i32, d as u32 - 1),
+            }
+        }
+        let got = lazy::LazyEnc::first_tokens(p.level as u8, p.class.lazy(), &data[..n], blk == n, k);
+        if got.iter().zip(&w.toks).any(|(a, b)| a != b) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The lazy levels' screen when the first block is stored: the bytes written for the first 256 KiB of
+/// the first block `blk`.
+fn stored_screen(p: &Params, stream: &[u8], blk: &[u8]) -> bool {
+    let mut c = compressor(p, Vec::new());
+    for piece in blk[..blk.len().min(256 << 10)].chunks(1 << 16) {
+        c.write(piece);
+        let out = c.output();
+        let n = out.len().min(stream.len());
+        if out[..n] != stream[..n] {
+            return false;
+        }
+    }
+    true
+}
+
 /// Re-encodes `data` block by block and compares with `stream`, stopping at the first block that starts
 /// `budget` input bytes in (at least one block is compared). None: a difference; Some(true): all of the
 /// prefix agrees; Some(false): it agrees as far as the budget went.
 fn compare_prefix(p: &Params, stream: &[u8], data: &[u8], complete: bool, budget: usize) -> Option<bool> {
     let b = p.block_size as usize;
+    if p.level >= 7 && !lazy_screen(p, stream, data, complete) {
+        return None;
+    }
     // Screen: the first 64 KiB chunk alone (its bytes are final once the next chunk starts).
     let first = data.len().min(b);
-    if first > huff::MAX_STORE_BLOCK && b > huff::MAX_STORE_BLOCK {
+    if first > huff::MAX_STORE_BLOCK && b > huff::MAX_STORE_BLOCK && p.level < 7 {
         let mut c = Compressor::new(p.level, p.class.variant(), Vec::new());
         c.write(&data[..huff::MAX_STORE_BLOCK]);
         c.write(&data[huff::MAX_STORE_BLOCK..huff::MAX_STORE_BLOCK + 1]);

@@ -40,6 +40,19 @@ fn sample(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// Every (class, level) the profile grammar names, in the probe's order.
+fn candidates() -> Vec<(Class, i8)> {
+    CLASSES
+        .iter()
+        .flat_map(|&c| {
+            LEVEL_ORDER
+                .into_iter()
+                .filter(move |&l| c.has_level(l))
+                .map(move |l| (c, l))
+        })
+        .collect()
+}
+
 #[test]
 fn profile_roundtrip_and_rejects() {
     for level in LEVEL_ORDER {
@@ -50,13 +63,16 @@ fn profile_roundtrip_and_rejects() {
         };
         assert_eq!(Params::from_profile(&p.profile()), Some(p.clone()));
     }
-    for level in 1..=6 {
+    for (class, level) in candidates() {
         let p = Params {
-            class: Class::V1_18_2,
+            class,
             level,
             block_size: 262_144,
         };
-        assert_eq!(p.profile(), format!("pgzip-1.2/kpflate-1.18.2/{level}/262144"));
+        assert_eq!(
+            p.profile(),
+            format!("pgzip-1.2/kpflate-{}/{level}/262144", class.name())
+        );
         assert_eq!(Params::from_profile(&p.profile()), Some(p.clone()));
     }
     for bad in [
@@ -69,6 +85,10 @@ fn profile_roundtrip_and_rejects() {
         "pgzip-1.2/kpflate-1.15.12/-1/1048576",
         "pgzip-1.2/kpflate-1.15.12/10/1048576",
         "pgzip-1.2/kpflate-9.9/5/1048576",
+        "pgzip-1.2/kpflate-1.15.15/5/1048576",
+        "pgzip-1.2/kpflate-1.15.15/7/1048576",
+        "pgzip-1.2/kpflate-1.18.0/9/1048576",
+        "pgzip-1.2/kpflate-1.18.2/9/1048576",
         "pgzip-1.2/kpflate-1.15.12/5/+1048576",
         "zlib-1.2/6",
         "",
@@ -79,17 +99,19 @@ fn profile_roundtrip_and_rejects() {
 
 #[test]
 fn every_level_inflates_back() {
-    let data = sample(700_000, 7);
-    for level in LEVEL_ORDER {
+    let big = sample(700_000, 7);
+    for (class, level) in candidates() {
+        // The lazy levels are slow in unoptimised builds: a smaller input, still several blocks.
+        let data = if level >= 7 { &big[..250_000] } else { &big[..] };
         for b in [100_000u64, 1 << 20] {
             let p = Params {
-                class: Class::V1_15_12,
+                class,
                 level,
                 block_size: b,
             };
-            let raw = encode_all(&p, &data);
+            let raw = encode_all(&p, data);
             assert!(inflate(&raw) == data, "{}", p.profile());
-            let found = probe(&raw, &data, true);
+            let found = probe(&raw, data, true);
             assert!(
                 found.contains(&p) || found.iter().any(|q| q.level == p.level),
                 "{} not in {found:?}",
@@ -131,11 +153,67 @@ proptest! {
     #[test]
     fn arbitrary_input_inflates_back(
         data in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), any::<u8>()], 0..150_000),
-        level in proptest::sample::select(LEVEL_ORDER.to_vec()),
+        (class, level) in proptest::sample::select(candidates().into_iter().filter(|c| c.1 < 7).collect::<Vec<_>>()),
         block in proptest::sample::select(vec![16_385u64, 40_000, 1 << 20]),
     ) {
-        let p = Params { class: Class::V1_15_12, level, block_size: block };
+        let p = Params { class, level, block_size: block };
         let raw = encode_all(&p, &data);
         prop_assert_eq!(inflate(&raw), data);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    #[test]
+    fn lazy_levels_inflate_back(
+        data in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), any::<u8>()], 0..70_000),
+        (class, level) in proptest::sample::select(candidates().into_iter().filter(|c| c.1 >= 7).collect::<Vec<_>>()),
+        block in proptest::sample::select(vec![16_385u64, 40_000, 1 << 20]),
+    ) {
+        let p = Params { class, level, block_size: block };
+        let raw = encode_all(&p, &data);
+        prop_assert_eq!(inflate(&raw), data);
+    }
+}
+
+/// The lazy levels' screen passes on their own output and rejects other levels' output, whether the first
+/// block holds tokens or is stored (incompressible input).
+#[test]
+fn lazy_screen_accepts_own_rejects_others() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for data in [sample(300_000, 11), noise] {
+        lazy_screen_case(&data);
+    }
+}
+
+fn lazy_screen_case(data: &[u8]) {
+    for (class, level) in candidates().into_iter().filter(|c| c.1 >= 7) {
+        let p = Params {
+            class,
+            level,
+            block_size: 1 << 20,
+        };
+        let raw = encode_all(&p, data);
+        assert!(lazy_screen(&p, &raw, data, true), "{}", p.profile());
+        for other in [1i8, 5, 6] {
+            let q = Params {
+                class: Class::V1_15_12,
+                level: other,
+                block_size: 1 << 20,
+            };
+            assert!(
+                !lazy_screen(&p, &encode_all(&q, data), data, true),
+                "{} vs {other}",
+                p.profile()
+            );
+        }
     }
 }
