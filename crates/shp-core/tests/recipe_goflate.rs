@@ -344,3 +344,52 @@ fn io_copy_sized_writes_give_the_same_bytes() {
         }
     }
 }
+
+/// A Go-written layer imported through the store (as `shp push`, the registry and the C ABI do)
+/// is kept as a goflate recipe and read back bit-exact. Its first MiB is noise, which several
+/// levels write alike, so the probe hands over more than one candidate: when the first one's
+/// proof fails the import proves the next ones instead of falling back to opaque.
+#[test]
+fn imported_layers_become_goflate_recipes() {
+    let Some(bin) = producer() else { return };
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..(1 << 20) + 300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut text = random_tar(7, 600_000);
+    text.truncate(text.len() - 1024); // drop its end-of-archive blocks; ours follow
+    let mut tar = tar_header("noise.bin", noise.len()).to_vec();
+    tar.extend_from_slice(&noise);
+    tar.resize(tar.len().div_ceil(512) * 512, 0);
+    tar.extend_from_slice(&text);
+    tar.extend_from_slice(&[0u8; 1024]);
+    let plain = random_tar(11, 400_000);
+    let dir = std::env::temp_dir().join(format!("shp-goflate-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let home = std::sync::Arc::new(shp_core::Home::init(&dir).expect("init"));
+    for (what, data, level) in [
+        ("plain", &plain, 6i8),
+        ("plain", &plain, 1),
+        ("noise first", &tar, 4),
+        ("noise first", &tar, 2),
+    ] {
+        let gz = go_gzip(&bin, data, level, 0);
+        let digest = format!("sha256:{}", hex(&Sha256::digest(&gz)));
+        let got = home.put_blob(&mut &gz[..], Some(&digest), true).expect("import");
+        assert_eq!(
+            got.storage.to_string(),
+            format!("recipe:goflate-1.8/{level}"),
+            "{what}, level {level}"
+        );
+        let mut back = Vec::new();
+        home.open_blob(&digest).unwrap().read_to_end(&mut back).unwrap();
+        assert!(back == gz, "{what}, level {level}: read back differs");
+    }
+    drop(home);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -103,42 +103,63 @@ impl Profile {
     }
 }
 
-/// The first profile (in family order, then each family's own order) whose output starts like
-/// the raw deflate `stream` of a gzip member; `data` is what `stream` decodes to and `complete`
-/// says `stream` is the whole member.
+/// The first deflate profile whose output starts like `stream` (a gzip member's deflate bytes);
+/// `data` is what `stream` inflates to, `complete` says `stream` is all of it.
 pub fn probe_deflate(stream: &[u8], data: &[u8], complete: bool) -> Option<Profile> {
-    let first = |v: Vec<Profile>| v.into_iter().next();
-    first(
-        pgzip::probe(stream, data, complete)
-            .into_iter()
-            .map(Profile::Pgzip)
-            .collect(),
-    )
-    .or_else(|| {
-        first(
+    probe_deflate_all(stream, data, complete).into_iter().next()
+}
+
+/// Every deflate candidate for `stream`, best first: the families in the fixed order of
+/// [`DEFLATE_FAMILIES`], stopping at the first family that has any (its candidates in its own
+/// order). The import proves the first and, if that proof fails, a few more.
+pub fn probe_deflate_all(stream: &[u8], data: &[u8], complete: bool) -> Vec<Profile> {
+    let families: [&dyn Fn() -> Vec<Profile>; 5] = [
+        &|| {
+            pgzip::probe(stream, data, complete)
+                .into_iter()
+                .map(Profile::Pgzip)
+                .collect()
+        },
+        &|| {
+            goflate::probe(stream, data, complete)
+                .into_iter()
+                .map(Profile::Go)
+                .collect()
+        },
+        &|| {
             zlib::probe(stream, data, complete)
                 .into_iter()
                 .map(Profile::Zlib)
-                .collect(),
-        )
-    })
-    .or_else(|| {
-        first(
+                .collect()
+        },
+        &|| {
             pigz::probe(stream, data, complete)
                 .into_iter()
                 .map(Profile::Pigz)
-                .collect(),
-        )
-    })
+                .collect()
+        },
+        &|| {
+            gnugzip::probe(stream, data, complete)
+                .into_iter()
+                .map(Profile::Gnu)
+                .collect()
+        },
+    ];
+    families.iter().map(|f| f()).find(|c| !c.is_empty()).unwrap_or_default()
 }
 
 /// The first zstd profile whose output starts like `stream` (a zstd stream's first bytes);
 /// `data` is what `stream` decodes to, `complete` says `stream` is all of it.
 pub fn probe_zstd(stream: &[u8], data: &[u8], complete: bool) -> Option<Profile> {
+    probe_zstd_all(stream, data, complete).into_iter().next()
+}
+
+/// Every zstd candidate for `stream`, best first.
+pub fn probe_zstd_all(stream: &[u8], data: &[u8], complete: bool) -> Vec<Profile> {
     zstd::probe(stream, data, complete)
         .into_iter()
-        .next()
         .map(Profile::Zstd)
+        .collect()
 }
 
 /// One gzip member of a recipe.
