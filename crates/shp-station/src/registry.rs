@@ -688,7 +688,8 @@ pub fn stream_blob(home: Arc<Home>, node: BlobNode, start: u64, len: u64) -> Bod
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let whole = start == 0 && len == node.size;
     tokio::task::spawn_blocking(move || {
-        let mut r = node.open(home.store());
+        // The rebuilt-blob cache serves a hot recipe layer without re-encoding it.
+        let mut r = home.blob_reader(&node);
         let res = (|| -> std::io::Result<()> {
             if start > 0 {
                 // Ranges rebuild from the blob's start (the first slice costs a rebuild up to it).

@@ -205,6 +205,17 @@ fn chunked_upload_with_resume() {
     let back = c.get(st.url(&format!("/v2/chunks/blobs/{ld}"))).send().unwrap();
     assert_eq!(back.headers()["docker-content-digest"], ld.as_str());
     assert_eq!(back.bytes().unwrap().as_ref(), &layer[..]);
+    // The layer is a recipe: the full read left the rebuilt bytes in the cache, so the next pull
+    // (and ranges of it) are served without re-encoding.
+    let cached = st.home.path().join("cache/blobs").join(&ld["sha256:".len()..]);
+    assert_eq!(std::fs::read(&cached).expect("cached rebuild"), layer);
+    let again = c
+        .get(st.url(&format!("/v2/chunks/blobs/{ld}")))
+        .header("range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 206);
+    assert_eq!(again.bytes().unwrap().as_ref(), &layer[100..200]);
     // The session is over.
     let (status, code, _) = error_code(c.get(&url).send().unwrap());
     assert_eq!((status, code.as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
