@@ -4,51 +4,20 @@
 //!
 //! Without Go the test is skipped, unless SHP_REQUIRE_PRODUCERS=1 (CI), where it fails.
 
+mod common;
+
+use common::missing;
 use sha2::{Digest, Sha256};
 use shp_core::recipe::goflate::{self, Params};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 const LEVELS: [i8; 11] = [-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 
-fn require() -> bool {
-    std::env::var("SHP_REQUIRE_PRODUCERS").is_ok_and(|v| v == "1")
-}
-
-fn missing(what: &str) -> Option<PathBuf> {
-    if require() {
-        panic!("SHP_REQUIRE_PRODUCERS=1 but {what}");
-    }
-    eprintln!("skipping: {what}");
-    None
-}
-
 /// Builds tests/producers/gostd once per test binary.
 fn producer() -> Option<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/producers/gostd/main.go");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gostd");
-        let st = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .env("GO111MODULE", "off")
-            .env("GOPATH", "/usr/share/gocode")
-            .env("GOFLAGS", "")
-            .status();
-        match st {
-            Ok(s) if s.success() => Ok(out),
-            Ok(s) => Err(format!("`go build` of {} failed ({s})", src.display())),
-            Err(e) => Err(format!("the Go toolchain (`go`) is not available: {e}")),
-        }
-    });
-    match r {
-        Ok(p) => Some(p.clone()),
-        Err(e) => missing(e),
-    }
+    common::go_producer("gostd", None)
 }
 
 /// Go's gzip of `data` at `level`, written with writes of `chunk` bytes (0: one write).
@@ -322,7 +291,7 @@ fn real_tar_every_level() {
     let Some(bin) = producer() else { return };
     let debug = cfg!(debug_assertions);
     let Some(data) = real_tar(if debug { 2 << 20 } else { 6 << 20 }) else {
-        missing("no files under /usr/share/doc and /usr/bin to tar");
+        missing::<()>("no files under /usr/share/doc and /usr/bin to tar");
         return;
     };
     verify(&bin, "real tar", &data, &LEVELS, true);

@@ -4,60 +4,25 @@
 //! Without Go or the Debian Go sources the producer tests are skipped, unless SHP_REQUIRE_PRODUCERS=1 (CI),
 //! where they fail.
 
+mod common;
+
 use sha2::{Digest, Sha256};
 use shp_core::recipe::pgzip::{self, Class, Params};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 const PROBE_STREAM: usize = 4 << 20;
 
-fn require() -> bool {
-    std::env::var("SHP_REQUIRE_PRODUCERS").is_ok_and(|v| v == "1")
-}
-
-fn skip(why: &str) -> Option<PathBuf> {
-    if require() {
-        panic!("SHP_REQUIRE_PRODUCERS=1 but the pgzip producer is unavailable: {why}");
-    }
-    eprintln!("skipping pgzip producer tests: {why}");
-    None
-}
-
 /// Builds tests/producers/pgzip once per test binary.
 fn producer() -> Option<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/producers/pgzip/main.go");
-        let gopath = "/usr/share/gocode";
-        if !Path::new(gopath)
-            .join("src/github.com/klauspost/pgzip/gzip.go")
-            .exists()
-        {
-            return Err(format!(
-                "{gopath}/src/github.com/klauspost/pgzip missing (golang-github-klauspost-pgzip-dev)"
-            ));
-        }
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pgzip-producer-{}", std::process::id()));
-        let st = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .env("GO111MODULE", "off")
-            .env("GOPATH", gopath)
-            .env("GOFLAGS", "")
-            .status();
-        match st {
-            Ok(s) if s.success() => Ok(out),
-            Ok(s) => Err(format!("go build failed: {s}")),
-            Err(e) => Err(format!("go not runnable: {e}")),
-        }
-    });
-    match r {
-        Ok(p) => Some(p.clone()),
-        Err(e) => skip(e),
-    }
+    common::go_producer(
+        "pgzip",
+        Some((
+            "github.com/klauspost/pgzip/gzip.go",
+            "golang-github-klauspost-pgzip-dev",
+        )),
+    )
 }
 
 fn run_producer(bin: &Path, level: i32, block: u64, input: &[u8]) -> Vec<u8> {
@@ -258,7 +223,7 @@ fn inputs() -> Vec<(String, Vec<u8>)> {
     ];
     match real_tar(3) {
         Some(t) => v.push(("real-tar".to_string(), t)),
-        None if require() => panic!("SHP_REQUIRE_PRODUCERS=1 but no real tar could be made"),
+        None if common::require_producers() => panic!("SHP_REQUIRE_PRODUCERS=1 but no real tar could be made"),
         None => eprintln!("no real tar (tar or /usr/share/doc missing)"),
     }
     v
@@ -330,7 +295,7 @@ fn pgzip_1_15_12_lazy_levels() {
             t.truncate(700_000);
             inputs.push(("real-tar".to_string(), t));
         }
-        None if require() => panic!("SHP_REQUIRE_PRODUCERS=1 but no real tar could be made"),
+        None if common::require_producers() => panic!("SHP_REQUIRE_PRODUCERS=1 but no real tar could be made"),
         None => eprintln!("no real tar (tar or /usr/share/doc missing)"),
     }
     for level in [9i8, 7, 8] {

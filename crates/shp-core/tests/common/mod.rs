@@ -6,6 +6,54 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Whether a missing producer is a failure (CI sets `SHP_REQUIRE_PRODUCERS=1`) rather than a skip.
+pub fn require_producers() -> bool {
+    std::env::var("SHP_REQUIRE_PRODUCERS").as_deref() == Ok("1")
+}
+
+/// A producer or input that is not there: a failure under `SHP_REQUIRE_PRODUCERS=1`, else a skip.
+pub fn missing<T>(what: &str) -> Option<T> {
+    if require_producers() {
+        panic!("SHP_REQUIRE_PRODUCERS=1 but {what}");
+    }
+    eprintln!("skipping: {what}");
+    None
+}
+
+/// Builds the Go program `tests/producers/<name>/main.go` once per test binary, in GOPATH mode
+/// against Debian's Go sources; `needs` is the GOPATH source file it imports from and the Debian
+/// package that ships it, checked first so a missing package is named.
+pub fn go_producer(name: &str, needs: Option<(&str, &str)>) -> Option<PathBuf> {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    const GOPATH: &str = "/usr/share/gocode";
+    let r = BIN.get_or_init(|| {
+        if let Some((file, package)) = needs {
+            if !Path::new(GOPATH).join("src").join(file).exists() {
+                return Err(format!("{GOPATH}/src/{file} is missing (apt-get install {package})"));
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/producers/{name}/main.go"));
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-producer-{}", std::process::id()));
+        let st = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH)
+            .env("GOFLAGS", "")
+            .status();
+        match st {
+            Ok(s) if s.success() => Ok(out),
+            Ok(s) => Err(format!("`go build` of {} failed ({s})", src.display())),
+            Err(e) => Err(format!("the Go toolchain (`go`) is not available: {e}")),
+        }
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(e) => missing(e),
+    }
+}
+
 pub fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -13,7 +61,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        if std::env::var("SHP_REQUIRE_PRODUCERS").as_deref() == Ok("1") {
+        if require_producers() {
             panic!("producer `{name}` is not installed but SHP_REQUIRE_PRODUCERS=1 (apt-get install {name})");
         }
         eprintln!("skipping: producer `{name}` is not installed");
