@@ -14,11 +14,11 @@ trap 'rm -rf "$WORK"' EXIT
 TAR=${1:-}
 if [ -z "$TAR" ]; then
   TAR=$WORK/usr.tar
-  tar -C / --sort=name -cf "$TAR" usr/lib/x86_64-linux-gnu usr/share/perl 2>/dev/null || true
-  head -c 200000000 "$TAR" > "$TAR.cut" && mv "$TAR.cut" "$TAR"
-  python3 -c "
-import sys; p=sys.argv[1]; b=open(p,'rb').read(); n=len(b)//512*512
-open(p,'wb').write(b[:n]+b'\0'*1024)" "$TAR"
+  # Whole files only (a tar cut mid-file is not a layer any tool would write): regular files under
+  # /usr/lib and /usr/share under 20 MB each, in name order, until 200 MB.
+  find /usr/lib /usr/share -xdev -type f -printf '%s\t%p\n' 2>/dev/null | sort -t "$(printf '\t')" -k2 |
+    awk -F'\t' '$1 < 20000000 && t + $1 <= 200000000 {t += $1; print substr($2, 2)}' > "$WORK/files"
+  tar -C / --sort=name -cf "$TAR" -T "$WORK/files"
 fi
 cargo build --release -q -p shp-cli --manifest-path "$ROOT/Cargo.toml"
 SHP=$ROOT/target/release/shp
@@ -63,7 +63,7 @@ json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.
 open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
 PY
     export SHP_HOME=$WORK/home
-    "$SHP" init >/dev/null
+    "$SHP" init >/dev/null 2>&1
     t0=$(now); "$SHP" push --json "oci:$WORK/oci:img" > "$WORK/push.json"; t1=$(now)
     it+=("$(echo "$t1 - $t0" | bc)")
     t0=$(now); "$SHP" pull img "oci:$WORK/out:img" >/dev/null; t1=$(now)

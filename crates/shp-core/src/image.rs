@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
 /// Version of the recipe-profile set this build knows; recorded in every image root.
-pub const PROFILE_SET: u64 = 3;
+pub const PROFILE_SET: u64 = 4;
 
 /// Looks a digest up among blobs the store already holds (a cache; None when unknown).
 pub type Known<'a> = &'a dyn Fn(&[u8; 32]) -> Option<BlobNode>;

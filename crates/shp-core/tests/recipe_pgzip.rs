@@ -43,6 +43,18 @@ fn run_producer(bin: &Path, level: i32, block: u64, input: &[u8]) -> Vec<u8> {
 }
 
 /// The raw deflate stream of a one-member gzip file whose header has no optional fields (as pgzip writes).
+/// A committed vector, checked against tests/data/pgzip/SHA256SUMS first.
+fn vector(dir: &Path, name: &str) -> Vec<u8> {
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("SHA256SUMS");
+    let b = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let line = sums
+        .lines()
+        .find(|l| l.ends_with(&format!("  {name}")))
+        .unwrap_or_else(|| panic!("{name} not in SHA256SUMS"));
+    assert_eq!(sha(&b), line[..64], "{name}: sha256");
+    b
+}
+
 fn deflate_of(gz: &[u8]) -> &[u8] {
     assert_eq!(&gz[..4], &[0x1f, 0x8b, 8, 0], "plain gzip header");
     &gz[10..gz.len() - 8]
@@ -323,10 +335,10 @@ fn pgzip_1_15_12_lazy_levels() {
 #[test]
 fn klauspost_1_18_0_vectors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
-    let data = std::fs::read(dir.join("input.tar")).expect("input.tar");
+    let data = vector(&dir, "input.tar");
     for (level, plevel) in [(-1, 5i8), (1, 1)] {
         for block in [1u64 << 20, 256 << 10] {
-            let gz = std::fs::read(dir.join(format!("klauspost-1.18.0.pgzip.level{level}.block{block}.gz"))).unwrap();
+            let gz = vector(&dir, &format!("klauspost-1.18.0.pgzip.level{level}.block{block}.gz"));
             let want = Params {
                 class: Class::V1_15_12,
                 level: plevel,
@@ -347,20 +359,10 @@ fn klauspost_1_18_0_vectors() {
 #[test]
 fn klauspost_1_19_1_vectors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
-    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("SHA256SUMS");
-    let read = |name: &str| {
-        let b = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let line = sums
-            .lines()
-            .find(|l| l.ends_with(&format!("  {name}")))
-            .unwrap_or_else(|| panic!("{name} not in SHA256SUMS"));
-        assert_eq!(sha(&b), line[..64], "{name}: sha256");
-        b
-    };
-    let data = read("input.tar");
+    let data = vector(&dir, "input.tar");
     for (level, plevel) in [(-1, 5i8), (1, 1)] {
         for block in [1u64 << 20, 256 << 10] {
-            let gz = read(&format!("klauspost-1.19.1.pgzip.level{level}.block{block}.gz"));
+            let gz = vector(&dir, &format!("klauspost-1.19.1.pgzip.level{level}.block{block}.gz"));
             let want = Params {
                 class: Class::V1_18_2,
                 level: plevel,
@@ -378,19 +380,68 @@ fn klauspost_1_19_1_vectors() {
     }
 }
 
-/// klauspost/compress 1.18.0 at level 9: the lazy matcher as 1.15.15 reworked it (class 1.15.15), the committed
-/// vectors.
+/// klauspost/compress 1.18.0 at levels 7–9: the lazy matcher as 1.15.15 reworked it (class 1.15.15). Level 9 is
+/// the shared vectors at both block sizes; levels 7 and 8 (256 KiB blocks) were written here by pgzip 1.2.5 on
+/// klauspost/compress 1.18.0 (see the README).
 #[test]
-fn klauspost_1_18_0_level9_vectors() {
+fn klauspost_1_18_0_lazy_vectors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
-    let data = std::fs::read(dir.join("input.tar")).expect("input.tar");
-    for block in [1u64 << 20, 256 << 10] {
-        let gz = std::fs::read(dir.join(format!("klauspost-1.18.0.pgzip.level9.block{block}.gz"))).unwrap();
+    let data = vector(&dir, "input.tar");
+    for (level, block) in [(9, 1u64 << 20), (9, 256 << 10), (7, 256 << 10), (8, 256 << 10)] {
+        let gz = vector(&dir, &format!("klauspost-1.18.0.pgzip.level{level}.block{block}.gz"));
         let want = Params {
             class: Class::V1_15_15,
+            level,
+            block_size: block,
+        };
+        check(&format!("1.18.0 level {level} block {block}"), &data, deflate_of(&gz), &want);
+    }
+}
+
+/// klauspost/compress 1.19.1 at level 9: 1.15.15's lazy matcher with the literal histogram capped at 32768
+/// bytes and 1.18.2's block writer (class 1.18.2).
+#[test]
+fn klauspost_1_19_1_level9_vectors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
+    let data = vector(&dir, "input.tar");
+    for block in [1u64 << 20, 256 << 10] {
+        let gz = vector(&dir, &format!("klauspost-1.19.1.pgzip.level9.block{block}.gz"));
+        let want = Params {
+            class: Class::V1_18_2,
             level: 9,
             block_size: block,
         };
-        check(&format!("1.18.0 level 9 block {block}"), &data, deflate_of(&gz), &want);
+        check(&format!("1.19.1 level 9 block {block}"), &data, deflate_of(&gz), &want);
+    }
+}
+
+/// The remaining levels of the newer releases, on the first MiB of input.tar in 256 KiB blocks (four blocks,
+/// three of them with a dictionary): 1.18.0 at 2, 3, 4 and 6, and 1.19.1 at 2, 3, 4, 6, 7 and 8. Written here by
+/// pgzip 1.2.5 on klauspost/compress 1.18.0 and 1.19.1 (see the README).
+#[test]
+fn klauspost_newer_levels_vectors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
+    let input = vector(&dir, "input.tar");
+    let data = &input[..1 << 20];
+    let cases = [
+        ("1.18.0", 2, Class::V1_15_12),
+        ("1.18.0", 3, Class::V1_15_12),
+        ("1.18.0", 4, Class::V1_18_0),
+        ("1.18.0", 6, Class::V1_15_12),
+        ("1.19.1", 2, Class::V1_18_2),
+        ("1.19.1", 3, Class::V1_18_2),
+        ("1.19.1", 4, Class::V1_18_2),
+        ("1.19.1", 6, Class::V1_18_2),
+        ("1.19.1", 7, Class::V1_18_2),
+        ("1.19.1", 8, Class::V1_18_2),
+    ];
+    for (version, level, class) in cases {
+        let gz = vector(&dir, &format!("klauspost-{version}.pgzip.level{level}.block262144.first1MiB.gz"));
+        let want = Params {
+            class,
+            level,
+            block_size: 256 << 10,
+        };
+        check(&format!("{version} level {level}"), data, deflate_of(&gz), &want);
     }
 }

@@ -57,6 +57,8 @@ impl Compressor {
     pub fn new_lazy(level: u8, version: Lazy, out: Vec<u8>) -> Compressor {
         let mut w = BitWriter::new(out);
         w.log_new_table_penalty = 8;
+        // 1.18.2's block writer came with its matcher change (see `Variant::always_eob`).
+        w.always_eob = version == Lazy::V1_18_2;
         Compressor {
             w,
             mode: Mode::Lazy(Box::new(LazyEnc::new(level, version))),

@@ -149,11 +149,14 @@ impl Gen {
 /// Which klauspost/compress generation to reproduce (see `super::Class`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
-    /// 1.15.12 … 1.18.0.
+    /// 1.15.12 … 1.17.11.
     V1_15,
-    /// 1.18.2 and later: the level 1–6 match finders are unchanged; only the block writer differs (a dynamic
-    /// block that is not the last before a flush announces exactly the codes it uses, and end-of-block always
-    /// counts in the size estimates) — see [`Variant::always_eob`].
+    /// 1.18.0: level 4's second look at the next position's long candidate measures it at the wrong place
+    /// (see [`Variant::l4_next_at_distance`]); everything else as `V1_15`.
+    V1_18_0,
+    /// 1.18.2 and later: 1.18.0's level 4, and the block writer differs (a dynamic block that is not the last
+    /// before a flush announces exactly the codes it uses, and end-of-block always counts in the size
+    /// estimates) — see [`Variant::always_eob`].
     V1_18_2,
 }
 
@@ -162,9 +165,16 @@ impl Variant {
     /// rather than announcing all 286 literal/length and 30 distance codes for a block that is not flushed.
     pub fn always_eob(self) -> bool {
         match self {
-            Variant::V1_15 => false,
+            Variant::V1_15 | Variant::V1_18_0 => false,
             Variant::V1_18_2 => true,
         }
+    }
+
+    /// Since 1.18.0, level 4 compares the next position's long candidate by the match length found at the
+    /// candidate's *distance* taken as a position (`src[nextS-lOff+4:]` after `lOff` became the candidate's
+    /// position): the comparison still decides which match is kept, so it changes the bytes.
+    pub fn l4_next_at_distance(self) -> bool {
+        !matches!(self, Variant::V1_15)
     }
 }
 
@@ -512,6 +522,7 @@ impl FastEnc {
     }
 
     fn l4(&mut self, dst: &mut Tokens, mut s: i32) {
+        let next_at_distance = self.variant.l4_next_at_distance();
         let src = &self.g.hist;
         let cur = self.g.cur;
         let (table, btable) = (&mut self.table, &mut self.btable);
@@ -544,7 +555,8 @@ impl FastEnc {
                     let l_off = next_s - (l_cand - cur);
                     if l_off < MAX_MATCH_OFFSET && load32(src, l_cand - cur) == next as u32 {
                         let l1 = match_len(&src[s as usize + 4..], &src[t as usize + 4..]);
-                        let l2 = match_len(&src[next_s as usize + 4..], &src[(next_s - l_off + 4) as usize..]);
+                        let at = if next_at_distance { l_off } else { l_cand - cur };
+                        let l2 = match_len(&src[next_s as usize + 4..], &src[(at + 4) as usize..]);
                         if l2 > l1 {
                             s = next_s;
                             t = l_cand - cur;

@@ -29,9 +29,12 @@ const OFF_EXTRA: [i32; 30] = [
 pub enum Lazy {
     /// Up to 1.15.14: re-checks a kept match against the chain head hashed two bytes before its end.
     V1_15_12,
-    /// 1.15.15 (klauspost/compress#739) and later: re-checks at the match end itself, may move the match
+    /// 1.15.15 (klauspost/compress#739) to 1.18.1: re-checks at the match end itself, may move the match
     /// start forward by up to two literals; level 9's gain test starts at 4 with a smaller base cost.
     V1_15_15,
+    /// 1.18.2 and later: 1.15.15's matcher, but level 9's literal histogram counts at most the first 32768
+    /// unprocessed bytes of the window (one block's worth of tokens), not all of them.
+    V1_18_2,
 }
 
 /// The distance code klauspost's level-9 gain estimate uses. It is called with the distance itself
@@ -246,7 +249,11 @@ impl LazyEnc {
     /// Level 9's literal cost table for the unprocessed part of the window.
     fn literal_costs(&mut self) {
         let mut hist = [0u16; 256];
-        for &b in &self.window[self.index as usize..self.window_end as usize] {
+        let mut counted = &self.window[self.index as usize..self.window_end as usize];
+        if self.version == Lazy::V1_18_2 {
+            counted = &counted[..counted.len().min(BLOCK_TOKENS)];
+        }
+        for &b in counted {
             hist[b as usize] = hist[b as usize].wrapping_add(1);
         }
         self.lit_code.generate(&hist, 15);
@@ -274,7 +281,7 @@ impl LazyEnc {
         let weigh = self.chain >= 100;
         let (mut best_gain, base_cost) = match self.version {
             Lazy::V1_15_12 => (0, 6),
-            Lazy::V1_15_15 => (4, 3),
+            Lazy::V1_15_15 | Lazy::V1_18_2 => (4, 3),
         };
         let mut i = prev_head;
         while tries > 0 {
@@ -377,7 +384,7 @@ impl LazyEnc {
                             }
                         }
                     }
-                    Lazy::V1_15_15 => {
+                    Lazy::V1_15_15 | Lazy::V1_18_2 => {
                         self.recheck_v1_15_15(w, &mut prev_length, &mut prev_offset, lookahead, min_index, sync)
                     }
                 }

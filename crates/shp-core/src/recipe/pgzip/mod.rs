@@ -18,27 +18,34 @@
 //! those bytes, `<level>` a klauspost level the class names, `<B>` the block size in bytes (decimal,
 //! > 16384, ≤ 1 GiB). Classes:
 //! - `1.15.12`: klauspost/compress 1.15.12 (Debian bookworm), levels `-2 0 1 2 3 4 5 6 7 8 9`. Also what
-//!   1.18.0 writes at levels 1 and 5 (-1) (checked against the committed 1.18.0 vectors).
-//! - `1.15.15`: level `9` only: the lazy matcher as reworked in 1.15.15 (klauspost/compress#739: another
+//!   1.18.0 writes at levels 1, 2, 3, 5 (-1) and 6 (checked against the committed 1.18.0 vectors).
+//! - `1.15.15`: levels `7 8 9` only: the lazy matcher as reworked in 1.15.15 (klauspost/compress#739: another
 //!   second look at a match's end, level 9's gain threshold), which writes other bytes than 1.15.12's and
-//!   is what 1.18.0 writes (checked against the committed 1.18.0 vectors; 1.15.15 itself checked by hand on
-//!   the same input).
+//!   is what 1.18.0 writes (checked against the committed 1.18.0 vectors at levels 7, 8 and 9; 1.15.15
+//!   itself checked by hand on the same input at level 9).
+//! - `1.18.0`: level `4` only: 1.18.0 rewrote level 4's second look at the next position's long candidate
+//!   and since measures that candidate's match length at its distance taken as a position; the comparison
+//!   decides which match is kept, so the bytes differ from 1.15.12's (checked against the committed 1.18.0
+//!   vector; 1.17.11 still has the old code).
 //! - `1.18.2`: klauspost/compress 1.18.2 up to at least 1.19.1 (the newest release; checked against the
-//!   committed 1.19.1 vectors at levels 1 and 5). The match finders are unchanged; the dynamic-block writer
+//!   committed 1.19.1 vectors at every level 1–9), with 1.18.0's level 4. The match finders are unchanged; the dynamic-block writer
 //!   changed in 1.18.1/1.18.2 (PRs #1103, #1115): a block that is not the last before a flush used to announce
 //!   all 286 literal/length and 30 distance codes so that the next block could reuse its table; now every
 //!   dynamic block announces only the codes up to the highest one used, and end-of-block always counts once
 //!   in the reuse / fixed / stored size comparisons. 1.18.1 (retracted) did the former without the latter, so
 //!   its bytes can differ; no class names it. Levels 0 and -2 write the same bytes as `1.15.12` and are only
-//!   named in that class.
+//!   named in that class. At levels 7–9 the class is 1.15.15's lazy matcher with the new block writer, and
+//!   level 9's literal-cost histogram counts only the first 32768 unprocessed bytes of the window (1.18.2);
+//!   checked against the committed 1.19.1 vectors at levels 7, 8 and 9.
 //!
 //! The probe tries the classes oldest first. Where the first ~2 MiB leave several candidates (levels or
 //! classes: noise codes alike everywhere, and input that uses every code writes the same headers in both
 //! classes), the newer classes join and all are compared over the whole prefix it was given.
 //!
-//! Not reproduced (layers stay opaque): 1.15.15+ at levels 7 and 8 (the matcher reproduces them, but no
-//! committed vectors check it), 1.18.2+ at levels 7–9 (1.19.1's level 9 also caps the literal histogram),
-//! 1.18.0 at levels 2–4 and 6 (unverified).
+//! Not reproduced (layers stay opaque): the retracted 1.18.1 at the levels where its half of the block-writer
+//! change shows. Releases 1.16.0–1.17.11 were not compared with any class here (no vectors, no producer): a
+//! layer they wrote is a recipe only if one of the classes above happens to write its bytes, which the proof
+//! decides.
 //!
 //! # Probe cost
 //! The lazy levels come last and are screened cheaply: the stream's first block is read back as tokens and
@@ -70,20 +77,23 @@ const LEVEL_ORDER: [i8; 11] = [5, 1, 6, 4, 3, 2, 0, -2, 9, 7, 8];
 pub enum Class {
     /// 1.15.12 (and 1.18.0 at levels 1 and 5).
     V1_15_12,
-    /// 1.15.15 to 1.18.0 at level 9 (the lazy matcher changed; the only level this class names).
+    /// 1.18.0 at level 4 (level 4's changed second look; the only level this class names).
+    V1_18_0,
+    /// 1.15.15 to 1.18.0 at levels 7–9 (the lazy matcher changed; the only levels this class names).
     V1_15_15,
-    /// 1.18.2 … 1.19.1 at levels 1–6 (exact dynamic table sizes).
+    /// 1.18.2 … 1.19.1 at levels 1–9 (exact dynamic table sizes; level 9's histogram capped).
     V1_18_2,
 }
 
 /// The classes in the order the probe tries them.
-const CLASSES: [Class; 3] = [Class::V1_15_12, Class::V1_15_15, Class::V1_18_2];
+const CLASSES: [Class; 4] = [Class::V1_15_12, Class::V1_15_15, Class::V1_18_0, Class::V1_18_2];
 
 impl Class {
     fn name(self) -> &'static str {
         match self {
             Class::V1_15_12 => "1.15.12",
             Class::V1_15_15 => "1.15.15",
+            Class::V1_18_0 => "1.18.0",
             Class::V1_18_2 => "1.18.2",
         }
     }
@@ -91,6 +101,7 @@ impl Class {
         match s {
             "1.15.12" => Some(Class::V1_15_12),
             "1.15.15" => Some(Class::V1_15_15),
+            "1.18.0" => Some(Class::V1_18_0),
             "1.18.2" => Some(Class::V1_18_2),
             _ => None,
         }
@@ -100,13 +111,15 @@ impl Class {
     fn has_level(self, level: i8) -> bool {
         match self {
             Class::V1_15_12 => LEVEL_ORDER.contains(&level),
-            Class::V1_15_15 => level == 9,
-            Class::V1_18_2 => (1..=6).contains(&level),
+            Class::V1_15_15 => (7..=9).contains(&level),
+            Class::V1_18_0 => level == 4,
+            Class::V1_18_2 => (1..=9).contains(&level),
         }
     }
     fn variant(self) -> Variant {
         match self {
             Class::V1_15_12 | Class::V1_15_15 => Variant::V1_15,
+            Class::V1_18_0 => Variant::V1_18_0,
             Class::V1_18_2 => Variant::V1_18_2,
         }
     }
@@ -114,8 +127,9 @@ impl Class {
     fn lazy(self) -> lazy::Lazy {
         match self {
             Class::V1_15_12 => lazy::Lazy::V1_15_12,
-            // 1.18.2 names no lazy level; 1.15.15's matcher is the nearest.
-            Class::V1_15_15 | Class::V1_18_2 => lazy::Lazy::V1_15_15,
+            // 1.18.0 names no lazy level (its lazy bytes are 1.15.15's).
+            Class::V1_15_15 | Class::V1_18_0 => lazy::Lazy::V1_15_15,
+            Class::V1_18_2 => lazy::Lazy::V1_18_2,
         }
     }
 }
