@@ -6,7 +6,7 @@
 //! matched at import. One module per producer family; each exposes `Params` (with `profile()` /
 //! `from_profile()`), `probe(stream, data, complete)` and a streaming `encoder(params, input)`.
 //!
-//! Profile set 2 (recorded in every image root as `"profiles"`):
+//! Profile set 4 (recorded in every image root as `"profiles"`):
 //! - `pgzip-1.2/kpflate-<version>/<L>/<B>` — klauspost pgzip over klauspost flate (skopeo,
 //!   podman, buildah, umoci, go-containerregistry), see [`pgzip`];
 //! - `goflate-1.8/L` — Go's compress/gzip, Go 1.8 to 1.26 (docker, buildkit, containerd), see
