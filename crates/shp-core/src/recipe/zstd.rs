@@ -289,10 +289,11 @@ fn level_window(level: i32) -> u32 {
 /// Candidates for a zstd stream whose first bytes are `stream`, decoding to `data` (see the module doc).
 ///
 /// The frame header gives the checksum flag and the content size, and (unless the frame is a single segment) the
-/// window log, which narrows the levels; the first block is re-encoded at each remaining level, then the first two.
-/// Single- and multi-threaded framing agree until libzstd's single-threaded input buffer (window + one block) wraps;
-/// when `data` reaches past that point both are re-encoded that far, otherwise both are returned, multi-threaded (the
-/// CLI's default) first.
+/// window log, which narrows the levels. Levels are tried in order: the first block, then the first two, are
+/// re-encoded; a level that agrees is then compared as far as single- and multi-threaded framing can part (they
+/// agree until libzstd's single-threaded input buffer, window + one block, wraps), multi-threaded (the CLI's
+/// default) first. The first level that agrees all the way is the answer; when the data is too short to get that
+/// far, both framings of every level that agrees as far as it goes are returned, in order.
 pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     let Some(h) = parse_header(stream) else {
         return Vec::new();
@@ -326,14 +327,24 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         })
         .map(|&l| base(l, None))
         .collect();
-    let survivors = first_levels(&mut c, stream, data, complete, &levels);
+    // A compressed first block tells levels apart, mostly: neighbouring levels can write the same first blocks
+    // (11 and 12 often do), so a level is the answer only once it also survives the longer comparison below;
+    // until then the next levels are tried too.
+    let telling = stream.get(h.len).is_some_and(|b| (b >> 1) & 3 == 2) && data.len() >= BLOCK;
     let mut found = Vec::new();
-    for p in survivors {
+    for p in &levels {
+        let ok = stage(&mut c, stream, data, complete, std::slice::from_ref(p), BLOCK);
+        let Some(p) = stage(&mut c, stream, data, complete, &ok, PROBE_FIRST).pop() else {
+            continue;
+        };
         let st = p.clone();
         let mt = Params { threads: true, ..p };
         // A frame pledged at most JOBSIZE_MIN is compressed single-threaded either way: one canonical profile.
         if st.content_size.is_some_and(|n| n <= JOBSIZE_MIN) {
             found.push(st);
+            if telling {
+                break;
+            }
             continue;
         }
         // Where the two framings can part: the single-threaded input buffer (window + one block) wraps, the first
@@ -349,30 +360,19 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
             })
         };
         match reach {
-            Some(r) => found.extend(stage(&mut c, stream, data, complete, &[mt, st], r)),
+            Some(r) => {
+                let confirmed = stage(&mut c, stream, data, complete, &[mt, st], r);
+                let done = telling && !confirmed.is_empty();
+                found.extend(confirmed);
+                if done {
+                    break;
+                }
+            }
             None => {
+                // Too little data to tell the framings (or this level from the next) apart: keep both, and the
+                // later levels that agree as far as the data goes.
                 found.push(mt);
                 found.push(st);
-            }
-        }
-    }
-    found
-}
-
-/// The levels (in order) whose re-encoding agrees with the stream's first blocks. Once one agrees on a compressed
-/// first block (not raw or RLE, which every level writes alike), later levels are not tried: it is the answer.
-fn first_levels(c: &mut CCtx<'static>, stream: &[u8], data: &[u8], complete: bool, levels: &[Params]) -> Vec<Params> {
-    let telling = parse_header(stream)
-        .and_then(|h| stream.get(h.len))
-        .is_some_and(|b| (b >> 1) & 3 == 2);
-    let mut found = Vec::new();
-    for p in levels {
-        let ok = stage(c, stream, data, complete, std::slice::from_ref(p), BLOCK);
-        let ok = stage(c, stream, data, complete, &ok, PROBE_FIRST);
-        if !ok.is_empty() {
-            found.extend(ok);
-            if telling && data.len() >= BLOCK {
-                break;
             }
         }
     }
