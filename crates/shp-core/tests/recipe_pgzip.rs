@@ -394,7 +394,12 @@ fn klauspost_1_18_0_lazy_vectors() {
             level,
             block_size: block,
         };
-        check(&format!("1.18.0 level {level} block {block}"), &data, deflate_of(&gz), &want);
+        check(
+            &format!("1.18.0 level {level} block {block}"),
+            &data,
+            deflate_of(&gz),
+            &want,
+        );
     }
 }
 
@@ -436,7 +441,10 @@ fn klauspost_newer_levels_vectors() {
         ("1.19.1", 8, Class::V1_18_2),
     ];
     for (version, level, class) in cases {
-        let gz = vector(&dir, &format!("klauspost-{version}.pgzip.level{level}.block262144.first1MiB.gz"));
+        let gz = vector(
+            &dir,
+            &format!("klauspost-{version}.pgzip.level{level}.block262144.first1MiB.gz"),
+        );
         let want = Params {
             class,
             level,
