@@ -193,3 +193,35 @@ fn zstd_neighbouring_levels_agreeing_at_first() {
         check(&format!("apt tar zstd -{level} stdin"), &z, &data, &want);
     }
 }
+
+/// `--long[=W]`: long-distance matching with window log W (27 by default). The input repeats a real tar 4 MiB
+/// later, beyond level 3's 2 MiB window, so only long-distance matching finds the repeat and no plain level writes
+/// these bytes.
+#[test]
+fn zstd_cli_long() {
+    let Some(zstd) = tool("zstd") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let real = real_tar(1_500_000);
+    let mut data = real.clone();
+    data.extend(random_tar(2_600_000, 7));
+    data.extend(&real);
+    let version = zstd::zstd_safe::version_number();
+    let cases: &[(&[&str], bool, u32)] = &[
+        (&["--long"], false, 27),
+        (&["--long", "--single-thread"], true, 27),
+        (&["--long=24"], false, 24),
+    ];
+    for &(args, from_file, w) in cases {
+        let z = zstd_cli(&zstd, dir.path(), &data, 3, args, from_file);
+        let want = Params {
+            version,
+            level: 3,
+            threads: !args.contains(&"--single-thread"),
+            checksum: true,
+            content_size: from_file.then_some(data.len() as u64),
+            long: Some(w),
+        };
+        let what = format!("zstd -3 {args:?} {}", if from_file { "file" } else { "stdin" });
+        check(&what, &z, &data, &want);
+    }
+}

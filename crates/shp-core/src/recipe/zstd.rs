@@ -15,14 +15,18 @@
 //! - single-threaded (`--single-thread`, or library users with `nbWorkers = 0`) versus libzstd's multi-threaded job
 //!   framing (`nbWorkers >= 1`: the CLI's default, `-T0`, `-T#`). libzstd's multi-threaded output does not depend on
 //!   the number of workers, so one profile covers them all; the rebuild uses two workers;
-//! - `--long[=W]` (long-distance matching with window log W) is a profile parameter the rebuild honours as the CLI
-//!   sets it, but it is NOT verified against the CLI (a first test did not match) and `probe` never proposes it.
+//! - `--long[=W]` (long-distance matching with window log W, 27 without a value): the rebuild sets them as the CLI
+//!   does (`ZSTD_c_enableLongDistanceMatching`, `ZSTD_c_windowLog`, the other LDM parameters left at their defaults).
+//!   The probe tries it only when no plain level agrees, at levels up to 19, with W from the frame's window
+//!   descriptor, or 27 for a single-segment frame (which names no window).
 //!
-//! Not reproduced: `--long` (above), dictionaries (a frame naming a dictionary id gets no candidate), more than one frame (only the
-//! first frame is probed; a stream with concatenated frames fails the caller's proof), `--rsyncable`, `--adapt`,
-//! explicit advanced parameters (`--zstd=...`, `-B#` job size), and one-shot compression of a whole input held in
-//! memory (e.g. python-zstandard's `ZstdCompressor.compress()`): that compresses from one contiguous buffer, which a
-//! rebuild with bounded memory cannot imitate once the input outgrows the window.
+//! Not reproduced: dictionaries (a frame naming a dictionary id gets no candidate), more than one frame (only the
+//! first frame is probed; a stream with concatenated frames fails the caller's proof), `--long=W` other than 27 on
+//! an input small enough to be one segment, `--ultra` levels with `--long`, `--rsyncable`, `--adapt`, explicit
+//! advanced parameters (`--zstd=...`, `-B#` job size), and one-shot compression of a whole input held in memory
+//! (e.g. python-zstandard's `ZstdCompressor.compress()`): that compresses from one contiguous buffer, which a
+//! rebuild with bounded memory cannot imitate once the input outgrows the window. python-zstandard also bundles its
+//! own libzstd (1.5.7 in 0.25), so even its streaming output needs that exact library version.
 //!
 //! libzstd's output changes between releases, so a profile names the exact library version that wrote it, and a
 //! rebuild refuses to run with another one (the caller's proof would fail anyway).
@@ -47,6 +51,8 @@ const PROBE_FIRST: usize = 2 * BLOCK;
 const PROBE_SECOND: usize = 6 << 20;
 /// libzstd hands out no jobs for a frame whose pledged size is at most this (`ZSTDMT_JOBSIZE_MIN`).
 const JOBSIZE_MIN: u64 = 512 * 1024;
+/// The window log of the CLI's `--long` without a value.
+const LONG_DEFAULT: u32 = 27;
 /// Worker threads of the multi-threaded rebuild (the output does not depend on it).
 const WORKERS: u32 = 2;
 
@@ -327,14 +333,37 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         })
         .map(|&l| base(l, None))
         .collect();
+    let telling = stream.get(h.len).is_some_and(|b| (b >> 1) & 3 == 2) && data.len() >= BLOCK;
+    let found = settle(&mut c, stream, data, complete, window, telling, &levels);
+    if !found.is_empty() {
+        return found;
+    }
+    // No plain level: `--long[=W]` (long-distance matching, window log W), tried at the levels the CLI takes
+    // without `--ultra`. W is the frame's window log; a single-segment frame names none, so the CLI's default
+    // (27) is tried.
+    let w = window.unwrap_or(LONG_DEFAULT);
+    let long: Vec<Params> = LEVELS.iter().filter(|&&l| l <= 19).map(|&l| base(l, Some(w))).collect();
+    settle(&mut c, stream, data, complete, window, telling, &long)
+}
+
+/// The first of `levels` (in order) whose re-encoding agrees with the stream as far as the framings are compared,
+/// with both framings where the data cannot tell them apart (see [`probe`]).
+fn settle(
+    c: &mut CCtx<'static>,
+    stream: &[u8],
+    data: &[u8],
+    complete: bool,
+    window: Option<u32>,
+    telling: bool,
+    levels: &[Params],
+) -> Vec<Params> {
     // A compressed first block tells levels apart, mostly: neighbouring levels can write the same first blocks
     // (11 and 12 often do), so a level is the answer only once it also survives the longer comparison below;
     // until then the next levels are tried too.
-    let telling = stream.get(h.len).is_some_and(|b| (b >> 1) & 3 == 2) && data.len() >= BLOCK;
     let mut found = Vec::new();
-    for p in &levels {
-        let ok = stage(&mut c, stream, data, complete, std::slice::from_ref(p), BLOCK);
-        let Some(p) = stage(&mut c, stream, data, complete, &ok, PROBE_FIRST).pop() else {
+    for p in levels {
+        let ok = stage(c, stream, data, complete, std::slice::from_ref(p), BLOCK);
+        let Some(p) = stage(c, stream, data, complete, &ok, PROBE_FIRST).pop() else {
             continue;
         };
         let st = p.clone();
@@ -361,7 +390,7 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
         };
         match reach {
             Some(r) => {
-                let confirmed = stage(&mut c, stream, data, complete, &[mt, st], r);
+                let confirmed = stage(c, stream, data, complete, &[mt, st], r);
                 let done = telling && !confirmed.is_empty();
                 found.extend(confirmed);
                 if done {
