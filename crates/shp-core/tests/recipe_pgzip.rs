@@ -331,125 +331,68 @@ fn pgzip_1_15_12_lazy_levels() {
     }
 }
 
-/// klauspost/compress 1.18.0 writes what 1.15.12 writes at levels -1 and 1 (vectors in tests/data/pgzip).
+/// The committed vectors of klauspost/compress releases newer than Debian's (tests/data/pgzip, checked against their
+/// SHA256SUMS first; see its README), each with the class and level that must rebuild it and be probed first:
+/// - 1.18.0 writes what 1.15.12 writes at levels -1 (= 5), 1, 2, 3 and 6; its level 4 is class 1.18.0; its lazy
+///   levels 7–9 are 1.15.15's matcher (class 1.15.15);
+/// - 1.19.1 (the newest release) is class 1.18.2 at every level: the new block writer, 1.18.0's level 4, and at
+///   level 9 the literal histogram capped at 32768 bytes.
+///
+/// The shared vectors (levels -1, 1, 9 at 1 MiB and 256 KiB blocks) cover all of input.tar; those written here cover
+/// levels 7 and 8 of 1.18.0 on all of it, and the other levels on its first MiB (four 256 KiB blocks, three of them
+/// with a dictionary).
 #[test]
-fn klauspost_1_18_0_vectors() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
-    let data = vector(&dir, "input.tar");
-    for (level, plevel) in [(-1, 5i8), (1, 1)] {
-        for block in [1u64 << 20, 256 << 10] {
-            let gz = vector(&dir, &format!("klauspost-1.18.0.pgzip.level{level}.block{block}.gz"));
-            let want = Params {
-                class: Class::V1_15_12,
-                level: plevel,
-                block_size: block,
-            };
-            check(
-                &format!("1.18.0 level {level} block {block}"),
-                &data,
-                deflate_of(&gz),
-                &want,
-            );
-        }
-    }
-}
-
-/// klauspost/compress 1.19.1 (the newest release) at levels -1 and 1: the `1.18.2` class (vectors in
-/// tests/data/pgzip, checked against their SHA256SUMS first).
-#[test]
-fn klauspost_1_19_1_vectors() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
-    let data = vector(&dir, "input.tar");
-    for (level, plevel) in [(-1, 5i8), (1, 1)] {
-        for block in [1u64 << 20, 256 << 10] {
-            let gz = vector(&dir, &format!("klauspost-1.19.1.pgzip.level{level}.block{block}.gz"));
-            let want = Params {
-                class: Class::V1_18_2,
-                level: plevel,
-                block_size: block,
-            };
-            assert_eq!(want.profile(), format!("pgzip-1.2/kpflate-1.18.2/{plevel}/{block}"));
-            assert_eq!(Params::from_profile(&want.profile()), Some(want.clone()));
-            check(
-                &format!("1.19.1 level {level} block {block}"),
-                &data,
-                deflate_of(&gz),
-                &want,
-            );
-        }
-    }
-}
-
-/// klauspost/compress 1.18.0 at levels 7–9: the lazy matcher as 1.15.15 reworked it (class 1.15.15). Level 9 is
-/// the shared vectors at both block sizes; levels 7 and 8 (256 KiB blocks) were written here by pgzip 1.2.5 on
-/// klauspost/compress 1.18.0 (see the README).
-#[test]
-fn klauspost_1_18_0_lazy_vectors() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
-    let data = vector(&dir, "input.tar");
-    for (level, block) in [(9, 1u64 << 20), (9, 256 << 10), (7, 256 << 10), (8, 256 << 10)] {
-        let gz = vector(&dir, &format!("klauspost-1.18.0.pgzip.level{level}.block{block}.gz"));
-        let want = Params {
-            class: Class::V1_15_15,
-            level,
-            block_size: block,
-        };
-        check(
-            &format!("1.18.0 level {level} block {block}"),
-            &data,
-            deflate_of(&gz),
-            &want,
-        );
-    }
-}
-
-/// klauspost/compress 1.19.1 at level 9: 1.15.15's lazy matcher with the literal histogram capped at 32768
-/// bytes and 1.18.2's block writer (class 1.18.2).
-#[test]
-fn klauspost_1_19_1_level9_vectors() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
-    let data = vector(&dir, "input.tar");
-    for block in [1u64 << 20, 256 << 10] {
-        let gz = vector(&dir, &format!("klauspost-1.19.1.pgzip.level9.block{block}.gz"));
-        let want = Params {
-            class: Class::V1_18_2,
-            level: 9,
-            block_size: block,
-        };
-        check(&format!("1.19.1 level 9 block {block}"), &data, deflate_of(&gz), &want);
-    }
-}
-
-/// The remaining levels of the newer releases, on the first MiB of input.tar in 256 KiB blocks (four blocks,
-/// three of them with a dictionary): 1.18.0 at 2, 3, 4 and 6, and 1.19.1 at 2, 3, 4, 6, 7 and 8. Written here by
-/// pgzip 1.2.5 on klauspost/compress 1.18.0 and 1.19.1 (see the README).
-#[test]
-fn klauspost_newer_levels_vectors() {
+fn klauspost_newer_release_vectors() {
+    const ALL: usize = usize::MAX;
+    const MIB: usize = 1 << 20;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pgzip");
     let input = vector(&dir, "input.tar");
-    let data = &input[..1 << 20];
-    let cases = [
-        ("1.18.0", 2, Class::V1_15_12),
-        ("1.18.0", 3, Class::V1_15_12),
-        ("1.18.0", 4, Class::V1_18_0),
-        ("1.18.0", 6, Class::V1_15_12),
-        ("1.19.1", 2, Class::V1_18_2),
-        ("1.19.1", 3, Class::V1_18_2),
-        ("1.19.1", 4, Class::V1_18_2),
-        ("1.19.1", 6, Class::V1_18_2),
-        ("1.19.1", 7, Class::V1_18_2),
-        ("1.19.1", 8, Class::V1_18_2),
+    let (v15, v15_15, v18_0, v18_2) = (Class::V1_15_12, Class::V1_15_15, Class::V1_18_0, Class::V1_18_2);
+    // (release, level as the producer was called, class, level as named, block size, input length)
+    let cases: &[(&str, i32, Class, i8, u64, usize)] = &[
+        ("1.18.0", -1, v15, 5, 1 << 20, ALL),
+        ("1.18.0", -1, v15, 5, 256 << 10, ALL),
+        ("1.18.0", 1, v15, 1, 1 << 20, ALL),
+        ("1.18.0", 1, v15, 1, 256 << 10, ALL),
+        ("1.18.0", 2, v15, 2, 256 << 10, MIB),
+        ("1.18.0", 3, v15, 3, 256 << 10, MIB),
+        ("1.18.0", 4, v18_0, 4, 256 << 10, MIB),
+        ("1.18.0", 6, v15, 6, 256 << 10, MIB),
+        ("1.18.0", 7, v15_15, 7, 256 << 10, ALL),
+        ("1.18.0", 8, v15_15, 8, 256 << 10, ALL),
+        ("1.18.0", 9, v15_15, 9, 1 << 20, ALL),
+        ("1.18.0", 9, v15_15, 9, 256 << 10, ALL),
+        ("1.19.1", -1, v18_2, 5, 1 << 20, ALL),
+        ("1.19.1", -1, v18_2, 5, 256 << 10, ALL),
+        ("1.19.1", 1, v18_2, 1, 1 << 20, ALL),
+        ("1.19.1", 1, v18_2, 1, 256 << 10, ALL),
+        ("1.19.1", 2, v18_2, 2, 256 << 10, MIB),
+        ("1.19.1", 3, v18_2, 3, 256 << 10, MIB),
+        ("1.19.1", 4, v18_2, 4, 256 << 10, MIB),
+        ("1.19.1", 6, v18_2, 6, 256 << 10, MIB),
+        ("1.19.1", 7, v18_2, 7, 256 << 10, MIB),
+        ("1.19.1", 8, v18_2, 8, 256 << 10, MIB),
+        ("1.19.1", 9, v18_2, 9, 1 << 20, ALL),
+        ("1.19.1", 9, v18_2, 9, 256 << 10, ALL),
     ];
-    for (version, level, class) in cases {
+    for &(release, called, class, level, block, len) in cases {
+        let suffix = if len == ALL { "" } else { ".first1MiB" };
         let gz = vector(
             &dir,
-            &format!("klauspost-{version}.pgzip.level{level}.block262144.first1MiB.gz"),
+            &format!("klauspost-{release}.pgzip.level{called}.block{block}{suffix}.gz"),
         );
         let want = Params {
             class,
             level,
-            block_size: 256 << 10,
+            block_size: block,
         };
-        check(&format!("{version} level {level}"), data, deflate_of(&gz), &want);
+        assert_eq!(Params::from_profile(&want.profile()), Some(want.clone()));
+        let data = &input[..len.min(input.len())];
+        check(
+            &format!("{release} level {called} block {block}"),
+            data,
+            deflate_of(&gz),
+            &want,
+        );
     }
 }
