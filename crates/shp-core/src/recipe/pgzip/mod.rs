@@ -43,9 +43,9 @@
 //! classes), the newer classes join and all are compared over the whole prefix it was given.
 //!
 //! Not reproduced (layers stay opaque): the retracted 1.18.1 at the levels where its half of the block-writer
-//! change shows. Releases 1.16.0–1.17.11 were not compared with any class here (no vectors, no producer): a
-//! layer they wrote is a recipe only if one of the classes above happens to write its bytes, which the proof
-//! decides.
+//! change shows. Between 1.15.15 and 1.18.0, only 1.17.11 was compared (a scratch producer built from its tag,
+//! every level on the first MiB of input.tar, not committed): it writes 1.15.15's bytes at every level (1.15.12's
+//! at -2…6, `1.15.15` at 7–9); the releases in between are expected to as well, and the proof decides.
 //!
 //! # Probe cost
 //! The lazy levels come last and are screened cheaply: the stream's first block is read back as tokens and
