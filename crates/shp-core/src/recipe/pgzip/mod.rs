@@ -58,7 +58,7 @@ mod huff;
 mod lazy;
 mod peek;
 
-use deflate::Compressor;
+pub(crate) use deflate::Compressor;
 use fast::Variant;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -178,6 +178,18 @@ impl Params {
             block_size,
         })
     }
+}
+
+/// A fresh flate writer as Go 1.27's `compress/flate` makes it for `level` (-2, 0..=9; -1 is 6 there).
+/// Go 1.27's encoder is a port of klauspost/compress flate that writes class 1.18.2's bytes at levels 1–9
+/// (levels -2 and 0 write the same bytes in every class); see `goflate`'s module doc.
+pub(crate) fn go_compressor(level: i8) -> Compressor {
+    let p = Params {
+        class: Class::V1_18_2,
+        level,
+        block_size: 1 << 20,
+    };
+    compressor(&p, Vec::new())
 }
 
 /// A fresh flate writer for `p`.
