@@ -1294,11 +1294,19 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     if found.is_empty() {
         return probe_127(stream, data, complete, &ORDER);
     }
-    // Level 0 writes the same stored blocks in both versions and differs only in the closing block:
-    // unless the whole stream was compared, Go 1.27's level 0 is a candidate too (after 1.8's).
+    // Level 0 writes the same stored blocks in both versions and differs only in the closing block (Go
+    // 1.8: an empty final stored block, Go 1.27: an empty final fixed block, `03 00`). Unless the whole
+    // stream was compared, a complete stream's last bytes decide; without them Go 1.27's level 0 is a
+    // candidate too, after 1.8's.
     let whole = complete && data.len() <= PROBE_DATA;
     if !whole && found.iter().any(|p| p.level == 0) {
-        found.extend(probe_127(stream, data, complete, &[0]));
+        let v127 = probe_127(stream, data, complete, &[0]);
+        if complete && stream.ends_with(&[3, 0]) {
+            found.retain(|p| p.level != 0);
+            found.splice(0..0, v127);
+        } else if !complete {
+            found.extend(v127);
+        }
     }
     found
 }
@@ -1836,6 +1844,29 @@ mod tests {
             let old = encode_all(level, &data);
             assert!(probe(&old, &data, true).iter().all(|p| p.version == Version::V1_8));
         }
+    }
+
+    #[test]
+    fn go127_level0_is_told_from_go18_by_its_closing_block() {
+        let data = sample(PROBE_DATA + 200_000, 17);
+        let p127 = Params {
+            level: 0,
+            version: Version::V1_27,
+        };
+        let p18 = Params {
+            level: 0,
+            version: Version::V1_8,
+        };
+        let new = encode_127(0, &data);
+        assert_eq!(probe(&new, &data, true), [p127.clone()]);
+        let old = encode_all(0, &data);
+        assert_eq!(probe(&old, &data, true), [p18.clone()]);
+        // A prefix cannot tell them apart: both, 1.8 first.
+        let cut = 300_000;
+        let found = probe(&new[..cut], &data[..cut - 100], false);
+        let at = |p: &Params| found.iter().position(|q| q == p);
+        assert!(at(&p18).is_some() && at(&p18) < at(&p127), "{found:?}");
+        assert_eq!(found.last(), Some(&p127), "{found:?}");
     }
 
     proptest! {
