@@ -30,7 +30,9 @@
 //!
 //! The committed vectors (tests/data/go127) were written by a Go 1.19 build of klauspost/compress
 //! v1.19.1's flate patched to Go 1.27's two differences (DefaultCompression = 6, the end-of-block
-//! marking) under Go's `compress/gzip`; see their README for what that does and does not prove.
+//! marking) under Go's `compress/gzip`, and reproduced by a build whose levels 1–6 are Go 1.27's own
+//! level files; no Go ≥ 1.27 toolchain was available. See their README for what that does and does
+//! not prove.
 //!
 //! # What Go writes (the specification this module follows)
 //! - Levels 0 and -2 cut the input into 65535-byte pieces: stored blocks, resp. a literal-only
