@@ -28,11 +28,9 @@
 //!   the tables built are the same;
 //! - -2: a literal-only Huffman block per 32 KiB, 0: stored blocks of 65535 bytes (as every class).
 //!
-//! The committed vectors (tests/data/go127) were written by a Go 1.19 build of klauspost/compress
-//! v1.19.1's flate patched to Go 1.27's two differences (DefaultCompression = 6, the end-of-block
-//! marking) under Go's `compress/gzip`, and reproduced by a build whose levels 1–6 are Go 1.27's own
-//! level files; no Go ≥ 1.27 toolchain was available. See their README for what that does and does
-//! not prove.
+//! The committed vectors (tests/data/go127) are reproduced byte for byte by a Go 1.19 build of Go 1.27's
+//! own encoder files (transcribed from golang/go, Go ≥ 1.20 syntax rewritten) under `compress/gzip`; no
+//! Go ≥ 1.27 toolchain was available. See their README for the commits and what that proves.
 //!
 //! # What Go writes (the specification this module follows)
 //! - Levels 0 and -2 cut the input into 65535-byte pieces: stored blocks, resp. a literal-only
