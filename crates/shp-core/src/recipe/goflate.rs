@@ -1858,9 +1858,9 @@ mod tests {
             version: Version::V1_8,
         };
         let new = encode_127(0, &data);
-        assert_eq!(probe(&new, &data, true), [p127.clone()]);
+        assert_eq!(probe(&new, &data, true), std::slice::from_ref(&p127));
         let old = encode_all(0, &data);
-        assert_eq!(probe(&old, &data, true), [p18.clone()]);
+        assert_eq!(probe(&old, &data, true), std::slice::from_ref(&p18));
         // A prefix cannot tell them apart: both, 1.8 first.
         let cut = 300_000;
         let found = probe(&new[..cut], &data[..cut - 100], false);
