@@ -54,7 +54,7 @@
 //! [`encoder`] matches on the calling thread and hands whole blocks to one worker thread that
 //! builds the Huffman codes and writes the bits, so both run in parallel.
 
-use super::pgzip::{go_compressor, Compressor};
+use super::pgzip::{go_compressor, go_lazy_screen, Compressor};
 use std::io::{self, Read};
 use std::sync::mpsc;
 
@@ -1385,7 +1385,7 @@ fn probe_127(stream: &[u8], data: &[u8], complete: bool, levels: &[i8]) -> Vec<P
     let data = &data[..data.len().min(PROBE_DATA)];
     let mut cands: Vec<(i8, Compressor, bool)> = levels
         .iter()
-        .filter(|&&l| plausible(l))
+        .filter(|&&l| plausible(l) && (l < 7 || go_lazy_screen(l, stream, data, complete)))
         .map(|&level| (level, go_compressor(level), true))
         .collect();
     let agrees = |out: &[u8]| {

@@ -192,6 +192,34 @@ pub(crate) fn go_compressor(level: i8) -> Compressor {
     compressor(&p, Vec::new())
 }
 
+/// Go 1.27's levels 7–9, screened cheaply: the first tokens of `stream`'s first block against those the
+/// lazy matcher (class 1.18.2, no dictionary) finds in the first 64 KiB of `data`. False only on a certain
+/// mismatch (a stored first block, or too little of an incomplete input, is not screened).
+pub(crate) fn go_lazy_screen(level: i8, stream: &[u8], data: &[u8], complete: bool) -> bool {
+    let n = data.len().min(1 << 16);
+    if n == data.len() && !complete {
+        return true;
+    }
+    let whole = n == data.len();
+    for k in SCREEN_TOKENS {
+        let Some(want) = peek::first_block_tokens(stream, k) else {
+            return true;
+        };
+        let mut w = huff::Tokens::default();
+        for t in want {
+            match t {
+                peek::Tok::Lit(b) => w.add_literal(b),
+                peek::Tok::Match(l, d) => w.add_match_long(l as i32, d as u32 - 1),
+            }
+        }
+        let got = lazy::LazyEnc::first_tokens(level as u8, lazy::Lazy::V1_18_2, &data[..n], whole, k);
+        if got.iter().zip(&w.toks).any(|(a, b)| a != b) {
+            return false;
+        }
+    }
+    true
+}
+
 /// A fresh flate writer for `p`.
 fn compressor(p: &Params, out: Vec<u8>) -> Compressor {
     if p.level >= 7 {
