@@ -3,7 +3,7 @@
 //! compressing from memory (tests/producers/gostd `-time`), so process start-up is not counted.
 //! Without a Go toolchain only the Rust side runs.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shp_core::recipe::goflate::{encoder, Params};
+use shp_core::recipe::goflate::{encoder, Params, Version};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -83,7 +83,13 @@ fn goflate(c: &mut Criterion) {
     for level in [1i8, 6, 9] {
         g.bench_function(format!("rust_level{level}"), |b| {
             b.iter(|| {
-                let mut e = encoder(&Params { level }, &tar[..]);
+                let mut e = encoder(
+                    &Params {
+                        level,
+                        version: Version::V1_8,
+                    },
+                    &tar[..],
+                );
                 io::copy(&mut e, &mut io::sink()).unwrap()
             })
         });

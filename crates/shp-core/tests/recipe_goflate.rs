@@ -8,7 +8,7 @@ mod common;
 
 use common::missing;
 use sha2::{Digest, Sha256};
-use shp_core::recipe::goflate::{self, Params};
+use shp_core::recipe::goflate::{self, Params, Version};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -120,11 +120,15 @@ fn verify(bin: &Path, name: &str, data: &[u8], levels: &[i8], strict: bool) {
         } else {
             inflate_prefix(prefix)
         };
+        let p18 = Params {
+            level,
+            version: Version::V1_8,
+        };
         let found = goflate::probe(prefix, &decoded, complete);
-        if strict || found.first() == Some(&Params { level }) {
-            assert_eq!(found.first(), Some(&Params { level }), "{what}: probe said {found:?}");
+        if strict || found.first() == Some(&p18) {
+            assert_eq!(found.first(), Some(&p18), "{what}: probe said {found:?}");
         } else {
-            assert!(found.contains(&Params { level }), "{what}: probe said {found:?}");
+            assert!(found.contains(&p18), "{what}: probe said {found:?}");
             let first = found[0].level;
             let other = go_gzip(bin, data, first, 0);
             assert_eq!(raw_deflate(&other), want, "{what}: probe put level {first} first");
@@ -132,10 +136,10 @@ fn verify(bin: &Path, name: &str, data: &[u8], levels: &[i8], strict: bool) {
         // Also from a short prefix, as a truncated read would give it.
         let short = &want[..want.len().min(96 << 10)];
         let found = goflate::probe(short, &inflate_prefix(short), false);
-        assert!(found.contains(&Params { level }), "{what}: short probe said {found:?}");
+        assert!(found.contains(&p18), "{what}: short probe said {found:?}");
 
         let mut got = Vec::new();
-        goflate::encoder(&Params { level }, data).read_to_end(&mut got).unwrap();
+        goflate::encoder(&p18, data).read_to_end(&mut got).unwrap();
         check_same(&what, data, &got, want);
     }
 }

@@ -8,6 +8,35 @@
 //! Level -1 (DefaultCompression) is level 6 and has no profile of its own. The `1.8` names the first
 //! Go release whose output this is; a later change of Go's output gets a new prefix.
 //!
+//! `goflate-1.27/L`, same levels: Go 1.27 replaced the encoder (see below). Level -1 is again level 6
+//! (Go 1.27 maps DefaultCompression to 6, not to klauspost's 5; `compress/gzip` writes XFL 0 for both,
+//! so the whole member is the same) and has no profile of its own.
+//!
+//! # Go 1.27
+//! Go 1.27's `compress/flate` writer is a port of klauspost/compress flate (`level1.go` … `level6.go`,
+//! the `deflatefast.go` fast-encoder base, klauspost's block writer and lazy matcher). Compared with
+//! klauspost's releases (golang/go files at commits cc7e2231 and 00784096, read against klauspost
+//! v1.18.0 … v1.19.1), it writes the bytes of [`super::pgzip`]'s class `1.18.2`, so this module runs
+//! that class's compressor as one plain stream (no pgzip blocks, no sync flushes, closed by the final
+//! empty fixed block `03 00`):
+//! - levels 1–6: klauspost's single-pass matchers with 1.18.0's level 4 and the same table sizes (level 2
+//!   17 bits, level 3 16 bits, others 15; 7-byte long hashes), fed 65535-byte windows;
+//! - levels 7–9: the lazy matcher of 1.15.15 with 1.18.2's level-9 literal-cost histogram capped at the
+//!   first 32768 unprocessed bytes;
+//! - the dynamic-block writer of 1.18.2: exact table sizes, end-of-block counted once. Go marks the
+//!   end-of-block in the block's token histogram instead of in the writer's copy; the sizes compared and
+//!   the tables built are the same;
+//! - -2: a literal-only Huffman block per 32 KiB, 0: stored blocks of 65535 bytes (as every class).
+//!
+//! The probe tries Go 1.8's levels first and Go 1.27's only when none of those agrees (levels 7–9 first
+//! screened by the first tokens of the stream's first block, as pgzip's are). Level 0 is the same stored
+//! blocks in both versions until the closing block: a complete stream's last bytes decide, a prefix gets
+//! both, 1.8's first. An empty input is `03 00` at every Go 1.27 level; it is named level 6.
+//!
+//! The committed vectors (tests/data/go127) are reproduced byte for byte by a Go 1.19 build of Go 1.27's
+//! own encoder files (transcribed from golang/go, Go ≥ 1.20 syntax rewritten) under `compress/gzip`; no
+//! Go ≥ 1.27 toolchain was available. See their README for the commits and what that proves.
+//!
 //! # What Go writes (the specification this module follows)
 //! - Levels 0 and -2 cut the input into 65535-byte pieces: stored blocks, resp. a literal-only
 //!   Huffman block per piece (stored instead when the Huffman block would not save 1/16).
@@ -30,34 +59,55 @@
 //! [`encoder`] matches on the calling thread and hands whole blocks to one worker thread that
 //! builds the Huffman codes and writes the bits, so both run in parallel.
 
+use super::pgzip::{go_compressor, go_lazy_screen, Compressor};
 use std::io::{self, Read};
 use std::sync::mpsc;
 
-/// The versioned prefix of every profile of this family.
-const PREFIX: &str = "goflate-1.8/";
 /// All levels, in the fixed order the probe prefers them (most common producers first).
 const ORDER: [i8; 11] = [6, 1, 9, 5, 7, 8, 4, 3, 2, -2, 0];
+
+/// Which of Go's deflate encoders wrote the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Go 1.8 … 1.26: Go's own encoder (this module's matchers and block writer).
+    V1_8,
+    /// Go 1.27 on: the port of klauspost/compress flate (class `1.18.2` of [`super::pgzip`]).
+    V1_27,
+}
+
+impl Version {
+    /// The versioned prefix of the version's profiles.
+    fn prefix(self) -> &'static str {
+        match self {
+            Version::V1_8 => "goflate-1.8/",
+            Version::V1_27 => "goflate-1.27/",
+        }
+    }
+}
 
 /// All parameters that determine the raw deflate bytes Go writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     /// Go's compression level: -2 (HuffmanOnly), 0 ..= 9 (DefaultCompression = 6).
     pub level: i8,
+    pub version: Version,
 }
 
 impl Params {
-    /// `goflate-1.8/<level>`.
+    /// `goflate-1.8/<level>` or `goflate-1.27/<level>`.
     pub fn profile(&self) -> String {
-        format!("{PREFIX}{}", self.level)
+        format!("{}{}", self.version.prefix(), self.level)
     }
 
     /// Inverse of [`Params::profile`]; None for anything that is not exactly such a name.
     pub fn from_profile(s: &str) -> Option<Params> {
-        let l = s.strip_prefix(PREFIX)?;
-        ORDER
-            .iter()
-            .find(|&&v| v.to_string() == l)
-            .map(|&level| Params { level })
+        [Version::V1_8, Version::V1_27].into_iter().find_map(|version| {
+            let l = s.strip_prefix(version.prefix())?;
+            ORDER
+                .iter()
+                .find(|&&v| v.to_string() == l)
+                .map(|&level| Params { level, version })
+        })
     }
 }
 
@@ -1241,9 +1291,33 @@ const PROBE_DATA: usize = 1 << 20;
 /// Candidates advance together in steps of this many bytes; mismatching ones drop out early.
 const PROBE_STEP: usize = 64 << 10;
 
-/// The levels whose output agrees with `stream` (raw deflate, a prefix unless `complete`) for
-/// `data` (what the stream prefix decodes to), in the fixed order of [`ORDER`].
+/// The profiles whose output agrees with `stream` (raw deflate, a prefix unless `complete`) for
+/// `data` (what the stream prefix decodes to): Go 1.8's levels in the fixed order of [`ORDER`], or,
+/// when none of those agrees, Go 1.27's in the same order.
 pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
+    let mut found = probe_18(stream, data, complete);
+    if found.is_empty() {
+        return probe_127(stream, data, complete, &ORDER);
+    }
+    // Level 0 writes the same stored blocks in both versions and differs only in the closing block (Go
+    // 1.8: an empty final stored block, Go 1.27: an empty final fixed block, `03 00`). Unless the whole
+    // stream was compared, a complete stream's last bytes decide; without them Go 1.27's level 0 is a
+    // candidate too, after 1.8's.
+    let whole = complete && data.len() <= PROBE_DATA;
+    if !whole && found.iter().any(|p| p.level == 0) {
+        let v127 = probe_127(stream, data, complete, &[0]);
+        if complete && stream.ends_with(&[3, 0]) {
+            found.retain(|p| p.level != 0);
+            found.splice(0..0, v127);
+        } else if !complete {
+            found.extend(v127);
+        }
+    }
+    found
+}
+
+/// Go 1.8's levels that agree with `stream`.
+fn probe_18(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     // Cheap structure first: Go never starts with a fixed block at levels -2, 0 and 1, and level
     // 0 starts with a stored block.
     let first = stream.first().map(|b| (b >> 1) & 3);
@@ -1295,7 +1369,57 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     cands
         .into_iter()
         .filter(|c| c.alive)
-        .map(|c| Params { level: c.level })
+        .map(|c| Params {
+            level: c.level,
+            version: Version::V1_8,
+        })
+        .collect()
+}
+
+/// Go 1.27's `levels` that agree with `stream`: all candidates advance together over the first 64 KiB
+/// (where the first block of every level is decided), then in 64 KiB steps up to [`PROBE_DATA`],
+/// dropping out at the first difference.
+fn probe_127(stream: &[u8], data: &[u8], complete: bool, levels: &[i8]) -> Vec<Params> {
+    // Level 0 writes only stored blocks; a stream starting with a fixed block is at most a tiny input.
+    let first = stream.first().map(|b| (b >> 1) & 3);
+    let plausible = |level: i8| match first {
+        None | Some(3) => false,
+        Some(t) => level != 0 || t == 0,
+    };
+    let whole = complete && data.len() <= PROBE_DATA;
+    let data = &data[..data.len().min(PROBE_DATA)];
+    let mut cands: Vec<(i8, Compressor, bool)> = levels
+        .iter()
+        .filter(|&&l| plausible(l) && (l < 7 || go_lazy_screen(l, stream, data, complete)))
+        .map(|&level| (level, go_compressor(level), true))
+        .collect();
+    let agrees = |out: &[u8]| {
+        let n = out.len().min(stream.len());
+        out[..n] == stream[..n]
+    };
+    let mut pos = 0;
+    while pos < data.len() && cands.iter().any(|c| c.2) {
+        let chunk = &data[pos..(pos + PROBE_STEP).min(data.len())];
+        for (_, c, alive) in cands.iter_mut().filter(|c| c.2) {
+            c.write(chunk);
+            *alive = agrees(c.output());
+        }
+        pos += chunk.len();
+    }
+    if whole {
+        for (_, c, alive) in cands.iter_mut().filter(|c| c.2) {
+            c.close();
+            let out = c.output();
+            *alive = out.len() <= stream.len() && agrees(out);
+        }
+    }
+    cands
+        .into_iter()
+        .filter(|c| c.2)
+        .map(|c| Params {
+            level: c.0,
+            version: Version::V1_27,
+        })
         .collect()
 }
 
@@ -1304,6 +1428,16 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
 
 /// Streams Go's raw deflate stream for all of `input` at `p.level` (no gzip framing).
 pub fn encoder<'a, R: Read + Send + 'a>(p: &Params, input: R) -> Box<dyn Read + Send + 'a> {
+    if p.version == Version::V1_27 {
+        return Box::new(Encoder127 {
+            input,
+            c: go_compressor(p.level),
+            inbuf: vec![0; PROBE_STEP],
+            out: Vec::new(),
+            out_pos: 0,
+            done: false,
+        });
+    }
     Box::new(Encoder {
         input,
         level: p.level,
@@ -1464,6 +1598,52 @@ impl<R: Read> Read for Encoder<R> {
     }
 }
 
+/// Go 1.27's stream: the input in 64 KiB writes through one compressor, its output handed out as it
+/// grows (memory: the compressor's windows and tables plus one write's output).
+struct Encoder127<R> {
+    input: R,
+    c: Compressor,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    done: bool,
+}
+
+impl<R: Read> Read for Encoder127<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.out_pos < self.out.len() {
+                let n = (self.out.len() - self.out_pos).min(buf.len());
+                buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+                self.out_pos += n;
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            let n = loop {
+                match self.input.read(&mut self.inbuf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                self.c.close();
+                self.done = true;
+            } else {
+                self.c.write(&self.inbuf[..n]);
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            std::mem::swap(&mut self.out, self.c.output());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1503,9 +1683,18 @@ mod tests {
     #[test]
     fn profiles_round_trip_and_reject_junk() {
         for l in ORDER {
-            let p = Params { level: l };
-            assert_eq!(Params::from_profile(&p.profile()), Some(p));
+            for version in [Version::V1_8, Version::V1_27] {
+                let p = Params { level: l, version };
+                assert_eq!(Params::from_profile(&p.profile()), Some(p));
+            }
         }
+        assert_eq!(
+            Params::from_profile("goflate-1.27/6"),
+            Some(Params {
+                level: 6,
+                version: Version::V1_27
+            })
+        );
         for bad in [
             "goflate-1.8/-1",
             "goflate-1.8/10",
@@ -1516,6 +1705,12 @@ mod tests {
             "goflate-1.9/6",
             "zlib-1.2/6",
             "goflate-1.8/6 ",
+            "goflate-1.27/-1",
+            "goflate-1.27/10",
+            "goflate-1.27/06",
+            "goflate-1.27/",
+            "goflate-1.26/6",
+            "goflate-1.270/6",
         ] {
             assert_eq!(Params::from_profile(bad), None, "{bad}");
         }
@@ -1569,7 +1764,11 @@ mod tests {
                     Ok(n)
                 }
             }
-            encoder(&Params { level }, Odd(&data, 1)).read_to_end(&mut out).unwrap();
+            let p = Params {
+                level,
+                version: Version::V1_8,
+            };
+            encoder(&p, Odd(&data, 1)).read_to_end(&mut out).unwrap();
             assert_eq!(out, encode_all(level, &data), "level {level}");
         }
     }
@@ -1580,7 +1779,123 @@ mod tests {
         for level in ORDER {
             let out = encode_all(level, &data);
             let found = probe(&out, &data, true);
-            assert!(found.contains(&Params { level }), "level {level}: {found:?}");
+            let p = Params {
+                level,
+                version: Version::V1_8,
+            };
+            assert!(found.contains(&p), "level {level}: {found:?}");
+        }
+    }
+
+    /// Go 1.27's raw deflate stream of `data`, through the streaming encoder.
+    fn encode_127(level: i8, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let p = Params {
+            level,
+            version: Version::V1_27,
+        };
+        encoder(&p, data).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn go127_every_level_inflates_back_and_closes_with_a_fixed_block() {
+        let data = sample(300_000, 5);
+        for level in ORDER {
+            let out = encode_127(level, &data);
+            assert_eq!(inflate(&out), data, "level {level}");
+        }
+        for level in ORDER {
+            assert_eq!(encode_127(level, b""), [3, 0], "level {level}");
+        }
+    }
+
+    #[test]
+    fn go127_streaming_does_not_depend_on_read_sizes() {
+        let data = sample(400_000, 9);
+        struct Odd<'a>(&'a [u8], usize);
+        impl Read for Odd<'_> {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                self.1 = self.1 % 7919 + 1;
+                let n = self.1.min(b.len()).min(self.0.len());
+                b[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        for level in [6, 1, 9, -2, 0] {
+            let mut out = Vec::new();
+            let p = Params {
+                level,
+                version: Version::V1_27,
+            };
+            encoder(&p, Odd(&data, 1)).read_to_end(&mut out).unwrap();
+            assert_eq!(out, encode_127(level, &data), "level {level}");
+        }
+    }
+
+    #[test]
+    fn go127_probe_finds_its_own_level_after_go18() {
+        let data = sample(400_000, 13);
+        for level in ORDER {
+            let out = encode_127(level, &data);
+            let found = probe(&out, &data, true);
+            let p = Params {
+                level,
+                version: Version::V1_27,
+            };
+            assert!(found.contains(&p), "level {level}: {found:?}");
+            // Go 1.8's output is still named by 1.8 profiles only.
+            let old = encode_all(level, &data);
+            assert!(probe(&old, &data, true).iter().all(|p| p.version == Version::V1_8));
+        }
+    }
+
+    #[test]
+    fn go127_level0_is_told_from_go18_by_its_closing_block() {
+        let data = sample(PROBE_DATA + 200_000, 17);
+        let p127 = Params {
+            level: 0,
+            version: Version::V1_27,
+        };
+        let p18 = Params {
+            level: 0,
+            version: Version::V1_8,
+        };
+        let new = encode_127(0, &data);
+        assert_eq!(probe(&new, &data, true), std::slice::from_ref(&p127));
+        let old = encode_all(0, &data);
+        assert_eq!(probe(&old, &data, true), std::slice::from_ref(&p18));
+        // A prefix cannot tell them apart: both, 1.8 first.
+        let cut = 300_000;
+        let found = probe(&new[..cut], &data[..cut - 100], false);
+        let at = |p: &Params| found.iter().position(|q| q == p);
+        assert!(at(&p18).is_some() && at(&p18) < at(&p127), "{found:?}");
+        assert_eq!(found.last(), Some(&p127), "{found:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn go127_output_inflates_to_input(
+            level in prop::sample::select(ORDER.to_vec()),
+            parts in prop::collection::vec((any::<u8>(), 0usize..3000, any::<bool>()), 0..80),
+            seed in any::<u64>(),
+        ) {
+            let mut data = Vec::new();
+            let mut x = seed | 1;
+            for (b, n, noise) in parts {
+                for _ in 0..n {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    data.push(if noise { x as u8 } else if x % 5 == 0 && !data.is_empty() {
+                        data[(x >> 8) as usize % data.len()]
+                    } else { b });
+                }
+            }
+            let out = encode_127(level, &data);
+            prop_assert_eq!(inflate(&out), data);
         }
     }
 

@@ -58,7 +58,7 @@ mod huff;
 mod lazy;
 mod peek;
 
-use deflate::Compressor;
+pub(crate) use deflate::Compressor;
 use fast::Variant;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -178,6 +178,46 @@ impl Params {
             block_size,
         })
     }
+}
+
+/// A fresh flate writer as Go 1.27's `compress/flate` makes it for `level` (-2, 0..=9; -1 is 6 there).
+/// Go 1.27's encoder is a port of klauspost/compress flate that writes class 1.18.2's bytes at levels 1–9
+/// (levels -2 and 0 write the same bytes in every class); see `goflate`'s module doc.
+pub(crate) fn go_compressor(level: i8) -> Compressor {
+    let p = Params {
+        class: Class::V1_18_2,
+        level,
+        block_size: 1 << 20,
+    };
+    compressor(&p, Vec::new())
+}
+
+/// Go 1.27's levels 7–9, screened cheaply: the first tokens of `stream`'s first block against those the
+/// lazy matcher (class 1.18.2, no dictionary) finds in the first 64 KiB of `data`. False only on a certain
+/// mismatch (a stored first block, or too little of an incomplete input, is not screened).
+pub(crate) fn go_lazy_screen(level: i8, stream: &[u8], data: &[u8], complete: bool) -> bool {
+    let n = data.len().min(1 << 16);
+    if n == data.len() && !complete {
+        return true;
+    }
+    let whole = n == data.len();
+    for k in SCREEN_TOKENS {
+        let Some(want) = peek::first_block_tokens(stream, k) else {
+            return true;
+        };
+        let mut w = huff::Tokens::default();
+        for t in want {
+            match t {
+                peek::Tok::Lit(b) => w.add_literal(b),
+                peek::Tok::Match(l, d) => w.add_match_long(l as i32, d as u32 - 1),
+            }
+        }
+        let got = lazy::LazyEnc::first_tokens(level as u8, lazy::Lazy::V1_18_2, &data[..n], whole, k);
+        if got.iter().zip(&w.toks).any(|(a, b)| a != b) {
+            return false;
+        }
+    }
+    true
 }
 
 /// A fresh flate writer for `p`.
