@@ -9,8 +9,8 @@
 //! Profile set 4 (recorded in every image root as `"profiles"`):
 //! - `pgzip-1.2/kpflate-<version>/<L>/<B>` — klauspost pgzip over klauspost flate (skopeo,
 //!   podman, buildah, umoci, go-containerregistry), see [`pgzip`];
-//! - `goflate-1.8/L` — Go's compress/gzip, Go 1.8 to 1.26 (docker, buildkit, containerd), see
-//!   [`goflate`];
+//! - `goflate-1.8/L` — Go's compress/gzip, Go 1.8 to 1.26 (docker, buildkit, containerd), and
+//!   `goflate-1.27/L` — Go 1.27's new encoder (a port of klauspost flate), see [`goflate`];
 //! - `zlib-1.2/L` — zlib (Python, Java, most C users), see [`zlib`];
 //! - `pigz-2.6/zlib-1.2/<L>/<KiB>[/p1]` — pigz's independent blocks over zlib, see [`pigz`];
 //! - `zstd-1.5.4/<L>/<mt|st>/<ck|nock>/<cs=N|nocs>` — the zstd CLI over the system libzstd, see
