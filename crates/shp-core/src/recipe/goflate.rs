@@ -1885,7 +1885,7 @@ mod tests {
                 x ^= x << 17;
                 data.push(if noise {
                     x as u8
-                } else if x % 5 == 0 && !data.is_empty() {
+                } else if x.is_multiple_of(5) && !data.is_empty() {
                     data[(x >> 8) as usize % data.len()]
                 } else {
                     b
