@@ -28,8 +28,9 @@
 //!   the tables built are the same;
 //! - -2: a literal-only Huffman block per 32 KiB, 0: stored blocks of 65535 bytes (as every class).
 //!
-//! The probe tries Go 1.8's levels first and Go 1.27's only when none of those agrees (levels 7–9 first
-//! screened by the first tokens of the stream's first block, as pgzip's are). Level 0 is the same stored
+//! The deflate probe across families takes Go 1.27's candidates only when no other family has any (for
+//! tiny inputs zlib writes the same bytes; the older producer keeps the name). This module's probe tries
+//! Go 1.8's levels first and Go 1.27's only when none of those agrees (levels 7–9 first screened by the first tokens of the stream's first block, as pgzip's are). Level 0 is the same stored
 //! blocks in both versions until the closing block: a complete stream's last bytes decide, a prefix gets
 //! both, 1.8's first. An empty input is `03 00` at every Go 1.27 level; it is named level 6.
 //!

@@ -111,7 +111,7 @@ pub fn probe_deflate(stream: &[u8], data: &[u8], complete: bool) -> Option<Profi
 
 /// Every deflate candidate for `stream`, best first: the families in the fixed order of
 /// [`DEFLATE_FAMILIES`], stopping at the first family that has any (its candidates in its own
-/// order). The import proves the first and, if that proof fails, a few more.
+/// order); `goflate-1.27` candidates count only when no other family has any. The import proves the first and, if that proof fails, a few more.
 pub fn probe_deflate_all(stream: &[u8], data: &[u8], complete: bool) -> Vec<Profile> {
     let families: [&dyn Fn() -> Vec<Profile>; 5] = [
         &|| {
@@ -145,7 +145,25 @@ pub fn probe_deflate_all(stream: &[u8], data: &[u8], complete: bool) -> Vec<Prof
                 .collect()
         },
     ];
-    families.iter().map(|f| f()).find(|c| !c.is_empty()).unwrap_or_default()
+    // Go 1.27's encoder is klauspost's, which writes what zlib writes for tiny inputs (an empty layer,
+    // a few hundred bytes): its profiles come after every other family's, so those streams keep the
+    // name of the older, more common producer.
+    let is_go127 = |p: &Profile| matches!(p, Profile::Go(g) if g.version == goflate::Version::V1_27);
+    let mut last = Vec::new();
+    for f in families {
+        let c = f();
+        if c.is_empty() {
+            continue;
+        }
+        if c.iter().all(is_go127) {
+            if last.is_empty() {
+                last = c;
+            }
+            continue;
+        }
+        return c;
+    }
+    last
 }
 
 /// The first zstd profile whose output starts like `stream` (a zstd stream's first bytes);
