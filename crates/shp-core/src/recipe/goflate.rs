@@ -30,8 +30,9 @@
 //!
 //! The deflate probe across families takes Go 1.27's candidates only when no other family has any (for
 //! tiny inputs zlib writes the same bytes; the older producer keeps the name). This module's probe tries
-//! Go 1.8's levels first and Go 1.27's only when none of those agrees (levels 7–9 first screened by the first tokens of the stream's first block, as pgzip's are). Level 0 is the same stored
-//! blocks in both versions until the closing block: a complete stream's last bytes decide, a prefix gets
+//! Go 1.8's levels first and Go 1.27's only when none of those agrees (levels 7–9 first screened by the
+//! first tokens of the stream's first block, as pgzip's are). Level 0 is the same stored blocks in both
+//! versions until the closing block: a complete stream's last bytes decide, a prefix gets
 //! both, 1.8's first. An empty input is `03 00` at every Go 1.27 level; it is named level 6.
 //!
 //! The committed vectors (tests/data/go127) are reproduced byte for byte by a Go 1.19 build of Go 1.27's
