@@ -2,6 +2,8 @@
 //! in tests/data/go127: each is rebuilt byte for byte by its profile, and the deflate probe (all families, in
 //! their fixed order) names that profile first.
 
+mod common;
+
 use sha2::{Digest, Sha256};
 use shp_core::recipe::goflate::{self, Params, Version};
 use shp_core::recipe::{probe_deflate, Profile};
@@ -148,38 +150,25 @@ fn profiles_round_trip() {
 /// vectors above check the bytes.
 #[test]
 fn imported_go127_layers_become_recipes() {
-    let mut tar = Vec::new();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..40 {
-        let body: Vec<u8> = (0..60_000)
-            .map(|j| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if (j / 700) % 3 == 0 {
-                    x as u8
-                } else {
-                    b"usr/share/doc copyright Debian\n"[(j + i) % 31]
-                }
-            })
-            .collect();
-        let mut h = [0u8; 512];
-        let name = format!("file{i:02}");
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[124..135].copy_from_slice(format!("{:011o}", body.len()).as_bytes());
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].fill(b' ');
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        tar.extend_from_slice(&h);
-        tar.extend_from_slice(&body);
-        tar.resize(tar.len().div_ceil(512) * 512, 0);
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
+    let entries: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let body = (0..60_000)
+                .map(|j| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if (j / 700) % 3 == 0 {
+                        x as u8
+                    } else {
+                        b"usr/share/doc copyright Debian\n"[(j + i) % 31]
+                    }
+                })
+                .collect();
+            (format!("file{i:02}"), body)
+        })
+        .collect();
+    let tar = common::tar(&entries);
     assert!(tar.len() > 2 << 20);
     let dir = std::env::temp_dir().join(format!("shp-go127-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
