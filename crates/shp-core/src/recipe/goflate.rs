@@ -1750,22 +1750,23 @@ mod tests {
         }
     }
 
+    /// A reader that hands out odd-sized pieces (1, 2, … 7919 bytes, then again).
+    struct Odd<'a>(&'a [u8], usize);
+    impl Read for Odd<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.1 = self.1 % 7919 + 1;
+            let n = self.1.min(b.len()).min(self.0.len());
+            b[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     #[test]
     fn streaming_encoder_matches_one_shot() {
         let data = sample(500_000, 3);
         for level in [6, 1, -2, 0, 3] {
             let mut out = Vec::new();
-            // A reader that hands out odd-sized pieces.
-            struct Odd<'a>(&'a [u8], usize);
-            impl Read for Odd<'_> {
-                fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-                    self.1 = self.1 % 7919 + 1;
-                    let n = self.1.min(b.len()).min(self.0.len());
-                    b[..n].copy_from_slice(&self.0[..n]);
-                    self.0 = &self.0[n..];
-                    Ok(n)
-                }
-            }
             let p = Params {
                 level,
                 version: Version::V1_8,
@@ -1815,16 +1816,6 @@ mod tests {
     #[test]
     fn go127_streaming_does_not_depend_on_read_sizes() {
         let data = sample(400_000, 9);
-        struct Odd<'a>(&'a [u8], usize);
-        impl Read for Odd<'_> {
-            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-                self.1 = self.1 % 7919 + 1;
-                let n = self.1.min(b.len()).min(self.0.len());
-                b[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         for level in [6, 1, 9, -2, 0] {
             let mut out = Vec::new();
             let p = Params {
