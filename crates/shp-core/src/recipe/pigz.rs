@@ -28,7 +28,7 @@
 //! probes first; `probe` still answers for it (with the default block size first).
 
 use crate::error::Error;
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, FlushCompress};
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -100,23 +100,7 @@ fn other(reason: String) -> io::Error {
 
 /// Runs `input` through `z` with `flush`, appending everything produced to `out`.
 fn run(z: &mut Compress, input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) -> io::Result<()> {
-    let start = z.total_in();
-    loop {
-        let done = (z.total_in() - start) as usize;
-        out.reserve((input.len() - done) + (input.len() - done) / 8 + 1024);
-        let before = out.len();
-        let st = z
-            .compress_vec(&input[done..], out, flush)
-            .map_err(|e| other(format!("deflate: {e}")))?;
-        let all_in = (z.total_in() - start) as usize == input.len();
-        let room_left = out.len() < out.capacity();
-        match st {
-            Status::StreamEnd => return Ok(()),
-            _ if all_in && room_left && flush != FlushCompress::Finish => return Ok(()),
-            Status::BufError if out.len() == before && all_in => return Ok(()),
-            _ => {}
-        }
-    }
+    super::zlib::deflate_into(z, input, flush, out).map_err(|e| other(e.to_string()))
 }
 
 /// Appends to `out` what pigz writes for one block: `dict` is the input before it (its last 32 KiB are used) for a
@@ -204,7 +188,11 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     let mut found = Vec::new();
     for level in LEVELS {
         let mut z = Compress::new(Compression::new(level), false);
+        let reach = reach(&mut z, stream, data);
         'blocks: for block_kib in BLOCKS {
+            if block_kib as usize * 1024 >= reach {
+                continue;
+            }
             for single in [false, true] {
                 let p = Params {
                     level,
@@ -224,16 +212,37 @@ pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     found
 }
 
+/// How long a first block can be at this level and still agree with `stream`: `data` is compressed with no flush,
+/// comparing as output appears. Until a block's end, pigz's zlib writes exactly what this writes (a flush only
+/// changes what comes after it), so a disagreement seen once `e` bytes went in rules out every block size `>= e`,
+/// in both the parallel and the `-p 1` path (their first blocks are the same). `usize::MAX` when nothing disagreed.
+/// One run per level instead of one per block size: a wrong level is out after its first deflate block.
+fn reach(z: &mut Compress, stream: &[u8], data: &[u8]) -> usize {
+    z.reset();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    for piece in data.chunks(super::zlib::PIECE) {
+        fed += piece.len();
+        if run(z, piece, FlushCompress::None, &mut out).is_err() {
+            return usize::MAX; // let the full check decide
+        }
+        if !super::zlib::agrees(&out, stream) {
+            return fed;
+        }
+        if out.len() >= stream.len() {
+            break;
+        }
+    }
+    usize::MAX
+}
+
 /// Whether pigz with `p` starts like `stream`: re-encodes whole blocks (at most about `PROBE` bytes of input),
 /// comparing as output appears so that a wrong guess stops early.
 fn matches(z: &mut Compress, p: &Params, stream: &[u8], data: &[u8], complete: bool) -> bool {
     let b = p.block();
     let mut out = Vec::new();
     let mut pos = 0;
-    let agrees = |out: &[u8]| {
-        let n = out.len().min(stream.len());
-        out[..n] == stream[..n]
-    };
+    let agrees = |out: &[u8]| super::zlib::agrees(out, stream);
     loop {
         let end = (pos + b).min(data.len());
         let known_last = complete && end == data.len();

@@ -29,44 +29,78 @@ impl Params {
     }
 }
 
-/// Levels whose output starts like `stream`, given `data` (what `stream` decodes to).
+/// Levels whose output starts like `stream`, given `data` (what `stream` decodes to). Each level is
+/// compared as its output appears, so a wrong level stops at its first deflate block.
 pub fn probe(stream: &[u8], data: &[u8], complete: bool) -> Vec<Params> {
     let data = &data[..data.len().min(PROBE)];
     let complete = complete && data.len() < PROBE;
-    let flush = if complete {
-        FlushCompress::Finish
+    let pieces: Vec<&[u8]> = if data.is_empty() {
+        vec![data]
     } else {
-        FlushCompress::None
+        data.chunks(PIECE).collect()
     };
     let mut out = Vec::new();
     for level in LEVELS {
         let mut z = Compress::new(Compression::new(level), false);
         let mut enc = Vec::with_capacity(data.len() / 2 + 1024);
-        let mut pos = 0;
-        loop {
-            enc.reserve(64 * 1024);
-            let before = z.total_in();
-            let st = z.compress_vec(&data[pos..], &mut enc, flush);
-            pos += (z.total_in() - before) as usize;
-            match st {
-                Ok(Status::StreamEnd) => break,
-                Ok(_) if pos == data.len() && flush == FlushCompress::None => break,
-                Ok(_) => continue,
-                Err(_) => break,
+        let mut fits = true;
+        for (i, piece) in pieces.iter().enumerate() {
+            let flush = if complete && i + 1 == pieces.len() {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::None
+            };
+            if deflate_into(&mut z, piece, flush, &mut enc).is_err() || !agrees(&enc, stream) {
+                fits = false;
+                break;
+            }
+            if !complete && enc.len() >= stream.len() {
+                break; // nothing more to compare
             }
         }
-        let n = enc.len().min(stream.len());
         // Complete streams must match exactly; prefixes as far as both go.
-        let fits = if complete {
-            enc == stream
-        } else {
-            n > 0 && enc[..n] == stream[..n]
-        };
+        let fits = fits
+            && if complete {
+                enc == stream
+            } else {
+                !enc.is_empty() && !stream.is_empty()
+            };
         if fits {
             out.push(Params { level });
         }
     }
     out
+}
+
+/// How much input the probes hand zlib at a time before comparing what it wrote.
+pub(crate) const PIECE: usize = 32 * 1024;
+
+/// Whether `enc` and `stream` agree as far as both go.
+pub(crate) fn agrees(enc: &[u8], stream: &[u8]) -> bool {
+    let n = enc.len().min(stream.len());
+    enc[..n] == stream[..n]
+}
+
+/// Compresses all of `input` with `flush`, appending what zlib writes to `out` (to the stream's end for
+/// `Finish`).
+pub(crate) fn deflate_into(z: &mut Compress, input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) -> io::Result<()> {
+    let start = z.total_in();
+    loop {
+        let done = (z.total_in() - start) as usize;
+        out.reserve((input.len() - done) + (input.len() - done) / 8 + 1024);
+        let before = out.len();
+        let st = z
+            .compress_vec(&input[done..], out, flush)
+            .map_err(|e| io::Error::other(format!("deflate: {e}")))?;
+        let all_in = (z.total_in() - start) as usize == input.len();
+        let room_left = out.len() < out.capacity();
+        match st {
+            Status::StreamEnd => return Ok(()),
+            _ if all_in && room_left && flush != FlushCompress::Finish => return Ok(()),
+            Status::BufError if out.len() == before && all_in => return Ok(()),
+            _ => {}
+        }
+    }
 }
 
 /// Streams the raw deflate encoding of `input`.
