@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shp_core::image::Progress;
 use shp_core::reference::ImageRef;
+use shp_core::store::Compression;
 use shp_core::{Error, Home};
 use shp_station::remote::{self, Credentials, RemoteOptions, RemoteRef};
 use shp_station::transport;
@@ -30,7 +31,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create the home directory and its store (idempotent)
-    Init,
+    Init {
+        /// How the store compresses blocks at rest, kept in the home's config: zstd:LEVEL (default zstd:3;
+        /// 1..=19, or -7..=-1 for zstd's fast levels), with ",deferred" to write blocks raw on import and
+        /// compress them at the next `shp gc` (faster imports; raw bytes on disk until then)
+        #[arg(long, value_name = "zstd:LEVEL[,deferred]")]
+        compression: Option<String>,
+    },
     /// Import an image: SOURCE is oci:DIR[:REF], docker-archive:FILE[:NAME:TAG|:@N] or docker://HOST/REPO[:TAG|@DIGEST]
     Push {
         source: String,
@@ -254,8 +261,12 @@ fn run(cli: Cli) -> Result<u8> {
     let dir = cli.home.clone().unwrap_or_else(Home::default_dir);
     let open = || Home::open(&dir).map_err(anyhow::Error::from);
     match cli.cmd {
-        Cmd::Init => {
-            let h = Home::init(&dir)?;
+        Cmd::Init { compression } => {
+            let compression = compression.as_deref().map(Compression::parse).transpose()?;
+            let h = Home::init_with(&dir, compression)?;
+            if compression.is_some() {
+                eprintln!("store compression {}", h.compression());
+            }
             let (peer, made) = shp_station::server::init_identity(h.dir())?;
             if made {
                 eprintln!("station id {peer}");

@@ -928,6 +928,52 @@ fn gc_removes_what_no_ref_reaches() {
     assert_eq!(num(&home.json(&["gc"]), "blocks_removed"), 0);
 }
 
+/// `init --compression zstd:3,deferred`: pushes write raw blocks, gc compresses them, every image
+/// still comes back bit-exact; a bad setting is refused and leaves the home's config as it was.
+#[test]
+fn deferred_compression_is_done_by_gc() {
+    let src = oci_fixture();
+    let home = ShpHome::new();
+    let config = home.dir.join("config.json");
+    for bad in ["zstd:0", "gzip:6", "zstd:3,later"] {
+        let (code, err) = home.fails(&["init", "--compression", bad]);
+        assert_ne!(code, 0);
+        assert!(err.contains(bad), "error names the setting: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&config).unwrap().trim(), r#"{"version": 1}"#);
+    home.ok(&["init", "--compression", "zstd:3,deferred"]);
+    let cfg: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(cfg, json!({"version": 1, "compression": "zstd:3,deferred"}));
+
+    for tag in OCI_TAGS {
+        home.push(&oci_ref(&src.dir, tag), &[]);
+    }
+    let loose = home.stats();
+    let gc = home.json(&["gc"]);
+    assert_eq!(num(&gc, "blocks_removed"), 0, "{gc}");
+    let packed = home.stats();
+    assert_eq!(num(&packed, "blocks"), num(&loose, "blocks"));
+    // The fixture's layers are mostly a static busybox: zstd takes a tenth off at least.
+    assert!(
+        num(&packed, "stored_bytes") * 10 < num(&loose, "stored_bytes") * 9,
+        "gc did not compress: {loose} -> {packed}"
+    );
+    assert_eq!(
+        num(&gc, "bytes_freed"),
+        num(&loose, "stored_bytes") - num(&packed, "stored_bytes")
+    );
+    let out = Layout::open(home.scratch("out"));
+    for tag in OCI_TAGS {
+        home.pull(tag, &oci_ref(&out.dir, tag));
+        assert_roundtrip(&src, tag, &out, tag);
+    }
+    home.verify(true);
+    // Back to compressing on import: the setting is kept in the home's config.
+    home.ok(&["init", "--compression", "zstd:3"]);
+    let cfg: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(cfg["compression"], "zstd:3");
+}
+
 #[test]
 fn gc_refuses_while_another_process_uses_the_home() {
     use std::os::unix::fs::OpenOptionsExt;

@@ -2,7 +2,8 @@
 //! offer on them. This is the library's front door.
 //!
 //! ```text
-//! HOME/config.json   {"version": 1}; its presence marks an initialised home
+//! HOME/config.json   {"version": 1, "compression": "zstd:3"}; its presence marks an initialised home
+//!                    ("compression" is optional: see store::Compression, e.g. "zstd:3,deferred")
 //! HOME/store/        the pack store (see store::DiskStore)
 //! HOME/refs.json     names, blob refs and pins (see refs)
 //! ```
@@ -18,7 +19,7 @@ use crate::image::{export_oci, import_image, ImageRoot, ImportReport, OciLayout,
 use crate::oci::{DocKind, Document};
 use crate::reference::{ArchiveRef, ImageId, ImageRef};
 use crate::refs::{check_name, Refs, RefsFile};
-use crate::store::{Blockstore, DiskStore, LockMode};
+use crate::store::{Blockstore, Compression, DiskStore, LockMode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
@@ -148,12 +149,29 @@ impl Home {
 
     /// Creates the home if needed and opens it. Idempotent.
     pub fn init(dir: &Path) -> Result<Home> {
+        Home::init_with(dir, None)
+    }
+
+    /// Creates the home if needed and opens it; `compression`, when given, becomes how its store
+    /// compresses blocks from now on (blocks already stored stay as they are until gc rewrites them).
+    pub fn init_with(dir: &Path, compression: Option<Compression>) -> Result<Home> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
         let cfg = dir.join("config.json");
-        if !cfg.exists() {
-            crate::image::write_verified(&cfg, &mut &b"{\"version\": 1}\n"[..])?;
+        let current = if cfg.exists() { Some(read_config(&cfg)?) } else { None };
+        if current.is_none() || (compression.is_some() && compression != current.flatten()) {
+            let mut text = String::from("{\"version\": 1");
+            if let Some(c) = compression.or(current.flatten()) {
+                text.push_str(&format!(", \"compression\": \"{c}\""));
+            }
+            text.push_str("}\n");
+            crate::image::write_verified(&cfg, &mut text.as_bytes())?;
         }
         Home::open(dir)
+    }
+
+    /// How this home's store compresses new blocks.
+    pub fn compression(&self) -> Compression {
+        self.store.compression()
     }
 
     /// Opens an initialised home for normal (shared) use.
@@ -167,15 +185,17 @@ impl Home {
     }
 
     fn open_mode(dir: &Path, mode: LockMode) -> Result<Home> {
-        if !dir.join("config.json").exists() {
+        let cfg = dir.join("config.json");
+        if !cfg.exists() {
             return Err(Error::Store(format!(
                 "{} is not an shp home (run `shp init` first)",
                 dir.display()
             )));
         }
+        let compression = read_config(&cfg)?.unwrap_or_default();
         Ok(Home {
             dir: dir.to_path_buf(),
-            store: DiskStore::open(&dir.join("store"), mode)?,
+            store: DiskStore::open_with(&dir.join("store"), mode, compression)?,
             refs: RefsFile::new(dir),
             options: ImportOptions::default(),
             cache: crate::cache::BlobCache::new(&dir.join("cache").join("blobs"), DEFAULT_CACHE_BYTES),
@@ -928,9 +948,52 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     Ok((p, f))
 }
 
+/// Reads a home's config.json: its version must be 1; the store compression, when it names one.
+fn read_config(path: &Path) -> Result<Option<Compression>> {
+    let bad = |r: String| Error::Store(format!("{}: {r}", path.display()));
+    let text = std::fs::read(path).map_err(|e| Error::io_path(path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    match v.get("version").and_then(|v| v.as_u64()) {
+        Some(1) => {}
+        other => {
+            return Err(bad(format!(
+                "unsupported config version {other:?} (this shp reads version 1)"
+            )))
+        }
+    }
+    match v.get("compression") {
+        None => Ok(None),
+        Some(serde_json::Value::String(c)) => Compression::parse(c).map(Some).map_err(|e| bad(e.to_string())),
+        Some(other) => Err(bad(format!("\"compression\" must be a string, not {other}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_names_what_is_wrong_and_keeps_the_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("home");
+        let home = Home::init_with(&h, Some(Compression::parse("zstd:-3,deferred").unwrap())).unwrap();
+        assert_eq!(home.compression().to_string(), "zstd:-3,deferred");
+        drop(home);
+        // A plain init keeps the setting; a reopen reads it.
+        assert_eq!(Home::init(&h).unwrap().compression().to_string(), "zstd:-3,deferred");
+        assert_eq!(Home::open(&h).unwrap().compression().to_string(), "zstd:-3,deferred");
+        let cfg = h.join("config.json");
+        for (text, needle) in [
+            ("{\"version\": 2}", "unsupported config version"),
+            ("{\"version\": 1, \"compression\": 3}", "must be a string"),
+            ("{\"version\": 1, \"compression\": \"zstd:99\"}", "\"zstd:99\""),
+            ("not json", "not JSON"),
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let e = Home::open(&h).err().expect("bad config refused").to_string();
+            assert!(e.contains(needle) && e.contains("config.json"), "{e}");
+        }
+    }
 
     #[test]
     fn blobs_by_digest() {

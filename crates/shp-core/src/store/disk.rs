@@ -12,6 +12,11 @@
 //! an index is only renamed after its pack is durable, so a crash never leaves a torn block or an
 //! index entry pointing at missing bytes. Refs are written after the batch commits (see `refs`).
 //! Many small blocks share one file, so disk use tracks compressed bytes, not filesystem blocks.
+//!
+//! Compression at rest follows [`Compression`]: by default every block is compressed (zstd level 3) as
+//! it is written; with `deferred`, batches write *loose* packs (name ending in `-loose`, every record
+//! raw) and garbage collection rewrites them compressed, like git's loose objects and packs. Readers
+//! treat both alike (each record says how it is stored).
 
 use super::{check_block, Batch, Blockstore, SweepStats};
 use crate::cid::{Cid, CID_LEN};
@@ -33,8 +38,59 @@ const IDX_ENTRY: usize = CID_LEN + 8 + 4 + 4 + 1;
 const PACK_ROLL: u64 = 1 << 30;
 /// gc merges packs smaller than this.
 const SMALL_PACK: u64 = 64 << 20;
+/// A pack being written is synced to disk every this many bytes, so that sealing it does not wait
+/// for the whole pack to reach the disk at once (the writer thread waits instead, while the import
+/// goes on).
+const SYNC_EVERY: u64 = 32 << 20;
 const COMP_RAW: u8 = 0;
 const COMP_ZSTD: u8 = 1;
+/// Names of packs written raw, waiting for gc to compress them.
+const LOOSE: &str = "-loose";
+
+/// How the store compresses blocks at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    /// zstd level (1..=19, or -7..=-1 for zstd's fast levels).
+    pub level: i32,
+    /// Write new blocks raw and leave compressing them to garbage collection (imports spend no CPU
+    /// on it; the store holds raw bytes until the next gc).
+    pub deferred: bool,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            level: 3,
+            deferred: false,
+        }
+    }
+}
+
+impl Compression {
+    /// Parses `zstd:N` or `zstd:N,deferred` (what [`Compression`]'s `Display` writes).
+    pub fn parse(s: &str) -> Result<Compression> {
+        let bad = || {
+            Error::Store(format!(
+                "store compression {s:?}: expected zstd:LEVEL or zstd:LEVEL,deferred (LEVEL 1..=19 or -7..=-1)"
+            ))
+        };
+        let (spec, deferred) = match s.strip_suffix(",deferred") {
+            Some(spec) => (spec, true),
+            None => (s, false),
+        };
+        let level: i32 = spec.strip_prefix("zstd:").ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        if !((1..=19).contains(&level) || (-7..=-1).contains(&level)) {
+            return Err(bad());
+        }
+        Ok(Compression { level, deferred })
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "zstd:{}{}", self.level, if self.deferred { ",deferred" } else { "" })
+    }
+}
 
 /// How a process holds the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +121,7 @@ struct State {
 pub struct DiskStore {
     dir: PathBuf,
     state: RwLock<State>,
-    level: i32,
+    compression: Compression,
     _lock: File,
 }
 
@@ -94,8 +150,13 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 impl DiskStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, compressing at rest by default.
     pub fn open(dir: &Path, mode: LockMode) -> Result<DiskStore> {
+        DiskStore::open_with(dir, mode, Compression::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`; new blocks are compressed as `compression` says.
+    pub fn open_with(dir: &Path, mode: LockMode, compression: Compression) -> Result<DiskStore> {
         for sub in ["packs", "tmp"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| Error::io_path(&p, e))?;
@@ -117,11 +178,16 @@ impl DiskStore {
         let store = DiskStore {
             dir: dir.to_path_buf(),
             state: RwLock::new(State::default()),
-            level: 3,
+            compression,
             _lock: lock,
         };
         store.refresh()?;
         Ok(store)
+    }
+
+    /// How new blocks are compressed.
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     fn packs_dir(&self) -> PathBuf {
@@ -328,13 +394,14 @@ impl Blockstore for DiskStore {
         // keeps the number of open files and index loads bounded).
         let small: Vec<bool> = packs.iter().map(|(_, n, _)| size_of(n) < SMALL_PACK).collect();
         let merge_small = small.iter().filter(|s| **s).count() >= 2;
-        let mut w = PackWriter::new(&self.dir, self.level)?;
+        let mut w = PackWriter::new(&self.dir, Some(self.compression.level))?;
         let mut rewritten = Vec::new();
         let mut old_bytes = 0;
         for ((id, name, file), small) in packs.iter().zip(small) {
             let entries: Vec<(Cid, Loc)> = self.read_idx(name)?;
             let live: Vec<&(Cid, Loc)> = entries.iter().filter(|(c, _)| keep(c)).collect();
-            if live.len() == entries.len() && !(small && merge_small) {
+            // Loose packs are compressed now, whatever their size.
+            if live.len() == entries.len() && !(small && merge_small) && !name.ends_with(LOOSE) {
                 continue;
             }
             for (cid, loc) in &live {
@@ -377,30 +444,39 @@ struct PackWriter {
     pack_tmp: PathBuf,
     w: Option<BufWriter<File>>,
     offset: u64,
+    /// `offset` when the pack was last synced.
+    synced: u64,
     entries: Vec<(Cid, Loc)>,
-    comp: zstd::bulk::Compressor<'static>,
+    /// None: a loose pack (records raw).
+    comp: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl PackWriter {
-    fn new(dir: &Path, level: i32) -> Result<Self> {
+    /// A writer compressing at `level`, or writing a loose pack (None).
+    fn new(dir: &Path, level: Option<i32>) -> Result<Self> {
         Ok(PackWriter {
             dir: dir.to_path_buf(),
             name: String::new(),
             pack_tmp: PathBuf::new(),
             w: None,
             offset: 0,
+            synced: 0,
             entries: Vec::new(),
-            comp: zstd::bulk::Compressor::new(level)?,
+            comp: level.map(zstd::bulk::Compressor::new).transpose()?,
         })
     }
 
     fn start(&mut self) -> Result<()> {
         self.name = unique_name();
+        if self.comp.is_none() {
+            self.name.push_str(LOOSE);
+        }
         self.pack_tmp = self.dir.join("tmp").join(format!("{}.pack", self.name));
         let f = File::create(&self.pack_tmp).map_err(|e| Error::io_path(&self.pack_tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         w.write_all(PACK_MAGIC)?;
         self.offset = PACK_MAGIC.len() as u64;
+        self.synced = 0;
         self.w = Some(w);
         Ok(())
     }
@@ -409,11 +485,13 @@ impl PackWriter {
         if self.w.is_none() {
             self.start()?;
         }
-        let compressed = self.comp.compress(data)?;
-        let (comp, payload) = if compressed.len() < data.len() {
-            (COMP_ZSTD, &compressed[..])
-        } else {
-            (COMP_RAW, data)
+        let compressed = match &mut self.comp {
+            Some(c) => Some(c.compress(data)?),
+            None => None,
+        };
+        let (comp, payload) = match &compressed {
+            Some(z) if z.len() < data.len() => (COMP_ZSTD, &z[..]),
+            _ => (COMP_RAW, data),
         };
         let mut head = [0u8; REC_HEAD];
         head[..CID_LEN].copy_from_slice(&cid.to_bytes());
@@ -431,6 +509,11 @@ impl PackWriter {
             comp,
         };
         self.offset += (REC_HEAD + payload.len()) as u64;
+        if self.offset - self.synced >= SYNC_EVERY {
+            w.flush()?;
+            w.get_ref().sync_data()?;
+            self.synced = self.offset;
+        }
         self.entries.push((*cid, loc));
         if self.offset >= PACK_ROLL {
             self.seal()?;
@@ -506,7 +589,8 @@ struct PackBatch<'a> {
 
 impl<'a> PackBatch<'a> {
     fn new(store: &'a DiskStore) -> Result<Self> {
-        let mut writer = PackWriter::new(&store.dir, store.level)?;
+        let c = store.compression;
+        let mut writer = PackWriter::new(&store.dir, (!c.deferred).then_some(c.level))?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(256);
         let worker = std::thread::Builder::new()
             .name("shp-pack-writer".into())
@@ -664,5 +748,84 @@ mod tests {
             s.put(&Cid::hash(RAW, b"a"), b"b"),
             Err(Error::CorruptBlock { .. })
         ));
+    }
+
+    fn pack_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir.join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".pack"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn deferred_compression_writes_loose_packs_that_gc_compresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| format!("line {i} of a compressible block\n").repeat(300).into_bytes())
+            .collect();
+        let cids: Vec<Cid> = blocks.iter().map(|b| Cid::hash(RAW, b)).collect();
+        let raw_total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        let deferred = Compression::parse("zstd:3,deferred").unwrap();
+        {
+            let s = DiskStore::open_with(dir.path(), LockMode::Shared, deferred).unwrap();
+            let mut b = s.batch().unwrap();
+            for (c, d) in cids.iter().zip(&blocks) {
+                b.put(c, d).unwrap();
+            }
+            b.commit().unwrap();
+            // One loose pack, every record raw: the pack holds at least the raw bytes.
+            let names = pack_names(dir.path());
+            assert_eq!(names.len(), 1);
+            assert!(names[0].ends_with("-loose.pack"), "{names:?}");
+            assert!(s.stored_bytes().unwrap() > raw_total);
+            assert_eq!(s.get(&cids[5]).unwrap(), blocks[5]);
+        }
+        // gc (under any compression setting) rewrites the loose pack compressed, keeping every block.
+        let s = DiskStore::open_with(dir.path(), LockMode::Exclusive, deferred).unwrap();
+        let stats = s.retain(&|_| true).unwrap();
+        assert_eq!(stats.blocks_removed, 0);
+        let names = pack_names(dir.path());
+        assert_eq!(names.len(), 1);
+        assert!(!names[0].contains("-loose"), "{names:?}");
+        let after = s.stored_bytes().unwrap();
+        assert!(after * 10 < raw_total, "compressed {after} of {raw_total}");
+        assert!(stats.bytes_freed > raw_total - after - 4096);
+        for (c, d) in cids.iter().zip(&blocks) {
+            assert_eq!(&s.get(c).unwrap(), d);
+        }
+        // A further gc has nothing to compress.
+        let again = s.retain(&|_| true).unwrap();
+        assert_eq!((again.blocks_removed, pack_names(dir.path())), (0, names));
+    }
+
+    #[test]
+    fn compression_specs() {
+        for (spec, level, deferred) in [
+            ("zstd:3", 3, false),
+            ("zstd:19,deferred", 19, true),
+            ("zstd:-7", -7, false),
+        ] {
+            let c = Compression::parse(spec).unwrap();
+            assert_eq!((c.level, c.deferred), (level, deferred));
+            assert_eq!(c.to_string(), spec);
+        }
+        assert_eq!(Compression::default().to_string(), "zstd:3");
+        for bad in [
+            "",
+            "zstd",
+            "zstd:0",
+            "zstd:20",
+            "zstd:-8",
+            "gzip:6",
+            "zstd:3,lazy",
+            "zstd: 3",
+            "deferred",
+        ] {
+            let e = Compression::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
     }
 }
