@@ -4,7 +4,9 @@
 # 2 threads, GNU gzip -6, pigz -6 with 2 threads, zlib -6, zstd -3) it compresses TAR (default: a 200 MB tar
 # of /usr) with the real producer (timed, output to a file), wraps the blob in a one-layer OCI image,
 # times `shp push` (decode + chunk + store + recipe proof) and `shp pull` to a fresh layout (rebuild +
-# sha256 check + write), and prints the ratios push/producer and pull/producer. Median of RUNS (3).
+# sha256 check + write), and prints the ratios push/producer and pull/producer. It also times `shp push` into a
+# home whose store defers compression at rest (`shp init --compression zstd:3,deferred`: blocks written raw) and
+# the `shp gc` that then compresses them, with the ratio push-deferred/producer. Median of RUNS (3).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared}
@@ -37,9 +39,9 @@ produce() {
   esac
 }
 printf 'tar: %s (%d bytes), %d runs, median seconds\n' "$TAR" "$(stat -c %s "$TAR")" "$RUNS"
-printf '%-10s %9s %9s %9s %11s %11s %s\n' producer produce push pull push/prod pull/prod storage
+printf '%-10s %9s %9s %9s %9s %9s %11s %11s %11s %s\n' producer produce push pull push-def gc push/prod pull/prod pdef/prod storage
 for p in ${PRODUCERS:-go-6 go-1 go-9 pgzip--1 pgzip-1 gzip-6 pigz-6 zlib-6 zstd-3}; do
-  pt=(); it=(); rt=()
+  pt=(); it=(); rt=(); dt=(); gt=()
   for _ in $(seq "$RUNS"); do
     t0=$(now); produce "$p" < "$TAR" > "$WORK/layer"; t1=$(now)
     pt+=("$(echo "$t1 - $t0" | bc)")
@@ -68,8 +70,16 @@ PY
     it+=("$(echo "$t1 - $t0" | bc)")
     t0=$(now); "$SHP" pull img "oci:$WORK/out:img" >/dev/null; t1=$(now)
     rt+=("$(echo "$t1 - $t0" | bc)")
+    rm -rf "$WORK/home"
+    "$SHP" init --compression zstd:3,deferred >/dev/null 2>&1
+    t0=$(now); "$SHP" push "oci:$WORK/oci:img" > /dev/null; t1=$(now)
+    dt+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now); "$SHP" gc > /dev/null; t1=$(now)
+    gt+=("$(echo "$t1 - $t0" | bc)")
   done
   P=$(printf '%s\n' "${pt[@]}" | median); I=$(printf '%s\n' "${it[@]}" | median); R=$(printf '%s\n' "${rt[@]}" | median)
+  D=$(printf '%s\n' "${dt[@]}" | median); G=$(printf '%s\n' "${gt[@]}" | median)
   S=$(python3 -c "import json; print([b['storage'] for b in json.load(open('$WORK/push.json'))['blobs'] if 'layer' in b['media_type']][0])")
-  printf '%-10s %9.2f %9.2f %9.2f %10.2fx %10.2fx %s\n' "$p" "$P" "$I" "$R" "$(echo "$I / $P" | bc -l)" "$(echo "$R / $P" | bc -l)" "$S"
+  printf '%-10s %9.2f %9.2f %9.2f %9.2f %9.2f %10.2fx %10.2fx %10.2fx %s\n' "$p" "$P" "$I" "$R" "$D" "$G" \
+    "$(echo "$I / $P" | bc -l)" "$(echo "$R / $P" | bc -l)" "$(echo "$D / $P" | bc -l)" "$S"
 done
