@@ -460,6 +460,10 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("logical_bytes {}", s.logical_bytes);
                 println!("images        {}", s.images);
                 println!("blobs         {}", s.blobs);
+                println!("compression   {}", s.compression);
+                if s.loose_bytes > 0 {
+                    println!("loose_bytes   {} (compressed by the next gc)", s.loose_bytes);
+                }
                 if s.stored_bytes > 0 {
                     println!("ratio         {:.3}", s.logical_bytes as f64 / s.stored_bytes as f64);
                 }

@@ -949,10 +949,13 @@ fn deferred_compression_is_done_by_gc() {
         home.push(&oci_ref(&src.dir, tag), &[]);
     }
     let loose = home.stats();
+    assert_eq!(loose["compression"], "zstd:3,deferred");
+    assert_eq!(num(&loose, "loose_bytes"), num(&loose, "stored_bytes"), "{loose}");
     let gc = home.json(&["gc"]);
     assert_eq!(num(&gc, "blocks_removed"), 0, "{gc}");
     let packed = home.stats();
     assert_eq!(num(&packed, "blocks"), num(&loose, "blocks"));
+    assert_eq!(num(&packed, "loose_bytes"), 0, "{packed}");
     // The fixture's layers are mostly a static busybox: zstd takes a tenth off at least.
     assert!(
         num(&packed, "stored_bytes") * 10 < num(&loose, "stored_bytes") * 9,

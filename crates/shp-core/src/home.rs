@@ -114,6 +114,10 @@ pub struct Stats {
     pub names: usize,
     pub blob_refs: usize,
     pub blobs: usize,
+    /// Of `stored_bytes`, those written raw by a deferred store and not yet compressed by gc.
+    pub loose_bytes: u64,
+    /// The store's compression setting (`zstd:3`, `zstd:3,deferred`, ...).
+    pub compression: String,
 }
 
 /// `verify` output.
@@ -477,6 +481,8 @@ impl Home {
             names: refs.names.len(),
             blob_refs: refs.blobs.len(),
             blobs: seen.len(),
+            loose_bytes: self.store.loose_bytes()?,
+            compression: self.compression().to_string(),
         })
     }
 

@@ -427,10 +427,24 @@ impl Blockstore for DiskStore {
     }
 
     fn stored_bytes(&self) -> Result<u64> {
+        self.pack_bytes(|_| true)
+    }
+}
+
+impl DiskStore {
+    /// Bytes of loose packs (written raw by a `deferred` store): what the next gc will compress.
+    pub fn loose_bytes(&self) -> Result<u64> {
+        self.pack_bytes(|name| name.contains(&format!("{LOOSE}.")))
+    }
+
+    fn pack_bytes(&self, which: impl Fn(&str) -> bool) -> Result<u64> {
         let dir = self.packs_dir();
         let mut total = 0;
         for ent in fs::read_dir(&dir).map_err(|e| Error::io_path(&dir, e))? {
-            total += ent?.metadata()?.len();
+            let ent = ent?;
+            if which(&ent.file_name().to_string_lossy()) {
+                total += ent.metadata()?.len();
+            }
         }
         Ok(total)
     }
@@ -781,6 +795,7 @@ mod tests {
             assert_eq!(names.len(), 1);
             assert!(names[0].ends_with("-loose.pack"), "{names:?}");
             assert!(s.stored_bytes().unwrap() > raw_total);
+            assert_eq!(s.loose_bytes().unwrap(), s.stored_bytes().unwrap());
             assert_eq!(s.get(&cids[5]).unwrap(), blocks[5]);
         }
         // gc (under any compression setting) rewrites the loose pack compressed, keeping every block.
@@ -791,6 +806,7 @@ mod tests {
         assert_eq!(names.len(), 1);
         assert!(!names[0].contains("-loose"), "{names:?}");
         let after = s.stored_bytes().unwrap();
+        assert_eq!(s.loose_bytes().unwrap(), 0);
         assert!(after * 10 < raw_total, "compressed {after} of {raw_total}");
         assert!(stats.bytes_freed > raw_total - after - 4096);
         for (c, d) in cids.iter().zip(&blocks) {
