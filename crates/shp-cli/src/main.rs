@@ -114,6 +114,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Compress the blocks a deferred store wrote raw (runs while the home is in use; gc does it too)
+    Compact {
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove blocks no ref reaches
     Gc {
         #[arg(long)]
@@ -512,6 +517,17 @@ fn run(cli: Cli) -> Result<u8> {
             }
             if !r.problems.is_empty() {
                 return Ok(4);
+            }
+        }
+        Cmd::Compact { json } => {
+            let r = open()?.compact()?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "compacted {} loose packs ({} blocks): {} -> {} bytes",
+                    r.packs_compacted, r.blocks, r.bytes_before, r.bytes_after
+                );
             }
         }
         Cmd::Gc { json } => {

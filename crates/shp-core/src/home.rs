@@ -565,6 +565,12 @@ impl Home {
         })
     }
 
+    /// Compresses what a `deferred` store wrote raw (its loose packs); safe while other processes
+    /// use the home, unlike [`Home::gc`], which also does this.
+    pub fn compact(&self) -> Result<crate::store::CompactStats> {
+        self.store.compact()
+    }
+
     /// Writes the DAG under an image (or any CID) as a CARv1 file.
     pub fn car_export(&self, id: &str, path: &Path) -> Result<u64> {
         let cid = self.resolve(id)?;

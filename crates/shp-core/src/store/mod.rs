@@ -4,7 +4,7 @@
 mod disk;
 mod memory;
 
-pub use disk::{Compression, DiskStore, LockMode};
+pub use disk::{CompactStats, Compression, DiskStore, LockMode};
 pub use memory::MemoryStore;
 
 use crate::cid::Cid;
