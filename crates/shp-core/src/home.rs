@@ -565,6 +565,11 @@ impl Home {
         })
     }
 
+    /// Bytes a `deferred` store wrote raw and has not compressed yet.
+    pub fn loose_bytes(&self) -> Result<u64> {
+        self.store.loose_bytes()
+    }
+
     /// Compresses what a `deferred` store wrote raw (its loose packs); safe while other processes
     /// use the home, unlike [`Home::gc`], which also does this.
     pub fn compact(&self) -> Result<crate::store::CompactStats> {

@@ -25,7 +25,9 @@ use shp_core::Home;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The config file's name inside the home.
 pub const CONFIG_FILE: &str = "station.json";
@@ -33,6 +35,8 @@ pub const CONFIG_FILE: &str = "station.json";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 /// The default cache size (bytes) for content fetched from other stations.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+/// How long a station with a `deferred` store waits without requests before it compacts.
+pub const DEFAULT_COMPACT_IDLE_SECS: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StationError {
@@ -63,6 +67,7 @@ struct ConfigFile {
     auth_reads: Option<bool>,
     insecure_public: Option<bool>,
     cache_size: Option<u64>,
+    compact_idle_secs: Option<u64>,
 }
 
 /// What flags say; `None`/`false` leaves the config file's value.
@@ -83,6 +88,8 @@ pub struct Config {
     pub insecure_public: bool,
     /// Bytes of fetched content to keep (for the remote fetcher).
     pub cache_size: u64,
+    /// With a `deferred` store: compact once no request has come for this long (0: never).
+    pub compact_idle: std::time::Duration,
 }
 
 impl Config {
@@ -118,6 +125,7 @@ impl Config {
             auth_reads: o.auth_reads || file.auth_reads.unwrap_or(false),
             insecure_public: o.insecure_public || file.insecure_public.unwrap_or(false),
             cache_size: file.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+            compact_idle: std::time::Duration::from_secs(file.compact_idle_secs.unwrap_or(DEFAULT_COMPACT_IDLE_SECS)),
         };
         c.check()?;
         Ok(c)
@@ -131,6 +139,7 @@ impl Config {
             auth_reads: false,
             insecure_public: false,
             cache_size: DEFAULT_CACHE_SIZE,
+            compact_idle: std::time::Duration::from_secs(DEFAULT_COMPACT_IDLE_SECS),
         }
     }
 
@@ -189,12 +198,66 @@ async fn log_request(req: Request, next: Next) -> Response {
     res
 }
 
+/// Requests in flight and when the last one began: what idle compaction waits on.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicU64,
+    /// Milliseconds since `epoch` when the last request began.
+    last_ms: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        (self.in_flight.load(Ordering::SeqCst) == 0)
+            .then(|| Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::SeqCst))))
+    }
+}
+
+/// Compacts a `deferred` store once the station has had no request for `idle` (checked every few
+/// seconds), so imports through the registry stay fast and the store still ends up compressed.
+async fn compact_when_idle(home: Arc<Home>, activity: Arc<Activity>, idle: Duration) {
+    let tick = idle.min(Duration::from_secs(5)).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(tick).await;
+        if !activity.idle_for().is_some_and(|d| d >= idle) {
+            continue;
+        }
+        let h = home.clone();
+        let run = tokio::task::spawn_blocking(move || match h.loose_bytes() {
+            Ok(0) => Ok(None),
+            Ok(_) => h.compact().map(Some),
+            Err(e) => Err(e),
+        });
+        match run.await {
+            Ok(Ok(Some(s))) => tracing::info!(
+                packs = s.packs_compacted,
+                blocks = s.blocks,
+                bytes_before = s.bytes_before,
+                bytes_after = s.bytes_after,
+                "compacted loose packs"
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed"),
+            Err(e) => tracing::warn!(error = %e, "compaction task failed"),
+        }
+        // Wait for the next quiet spell, not the next tick.
+        activity.last_ms.store(activity.now_ms(), Ordering::SeqCst);
+    }
+}
+
 /// A station ready to serve: its listener is bound.
 pub struct Station {
     listener: std::net::TcpListener,
     addr: SocketAddr,
     peer_id: String,
     registry: Arc<Registry>,
+    activity: Arc<Activity>,
+    compact_idle: Duration,
 }
 
 impl Station {
@@ -230,6 +293,8 @@ impl Station {
         Ok(Station {
             listener,
             addr,
+            compact_idle: cfg.compact_idle,
+            activity: Arc::new(Activity::default()),
             peer_id: id.peer_id(),
             registry: Arc::new(Registry {
                 uploads: Uploads::new(home_dir),
@@ -255,23 +320,38 @@ impl Station {
     /// Every route the station serves: the registry (`/v2/`) and the trustless gateway
     /// (`/ipfs/`, plus shp's `/shp/v1/blocks`) on one port.
     pub fn router(&self) -> Router {
+        let activity = self.activity.clone();
         registry::router(self.registry.clone())
             .merge(crate::gateway::router(crate::gateway::GatewayState::new(
                 self.registry.home.clone(),
             )))
             .layer(axum::middleware::from_fn(crate::drain::drain_unread))
             .layer(axum::middleware::from_fn(log_request))
+            .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+                let a = activity.clone();
+                async move {
+                    a.in_flight.fetch_add(1, Ordering::SeqCst);
+                    a.last_ms.store(a.now_ms(), Ordering::SeqCst);
+                    let res = next.run(req).await;
+                    a.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    res
+                }
+            }))
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish and discards
     /// uploads in progress. Must run inside a Tokio runtime.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StationError> {
         let app = self.router();
+        let home = self.registry.home.clone();
+        let compactor = (home.compression().deferred && !self.compact_idle.is_zero())
+            .then(|| tokio::spawn(compact_when_idle(home, self.activity.clone(), self.compact_idle)));
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(StationError::Runtime)?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StationError::Runtime)?;
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        if let Some(c) = compactor {
+            c.abort();
+        }
+        served.map_err(StationError::Runtime)?;
         let n = self.registry.uploads.discard_all();
         tracing::info!(discarded_uploads = n, "station stopped");
         Ok(())

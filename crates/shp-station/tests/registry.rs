@@ -89,6 +89,54 @@ fn skopeo_round_trip() {
     assert!(home.verify(true).unwrap().problems.is_empty());
 }
 
+/// A station over a `deferred` store: skopeo's push lands raw (loose packs), the station compacts
+/// them once it has been idle for `compact_idle`, and the image still comes back bit-exact.
+#[test]
+fn idle_station_compacts_a_deferred_store() {
+    let deferred = shp_core::store::Compression::parse("zstd:3,deferred").unwrap();
+    let st = TestStation::configured(Some(deferred), |cfg| {
+        cfg.compact_idle = std::time::Duration::from_secs(2)
+    });
+    let src = Layout::fixture();
+    let dest = format!("docker://{}/test/busybox:{GZIP_TAG}", st.addr);
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:{GZIP_TAG}", src.0.display()),
+        &dest,
+    ]);
+    let home = st.open_home();
+    let loose = home.loose_bytes().unwrap();
+    assert!(loose > 0, "the push was not written raw");
+    let stored = home.store().stored_bytes().unwrap();
+    assert_eq!(loose, stored);
+    // Bounded wait: the station checks every 2 s once idle for 2 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while home.loose_bytes().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the idle station never compacted");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let after = home.store().stored_bytes().unwrap();
+    assert!(
+        after < stored,
+        "compaction did not shrink the store: {stored} -> {after}"
+    );
+    let back = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &dest,
+        &format!("oci:{}:{GZIP_TAG}", back.path().display()),
+    ]);
+    let want = src.top(Some(GZIP_TAG));
+    let got = Layout(back.path().to_path_buf()).top(Some(GZIP_TAG));
+    assert_eq!(got["digest"], want["digest"]);
+    assert_eq!(src.closure(&want), Layout(back.path().to_path_buf()).closure(&got));
+    assert!(home.verify(true).unwrap().problems.is_empty());
+}
+
 /// A multi-platform index goes in and comes back whole with `--all`.
 #[test]
 fn skopeo_index_round_trip() {

@@ -137,11 +137,18 @@ impl TestStation {
     }
 
     pub fn with(auth: AuthSpec, auth_reads: bool) -> TestStation {
+        TestStation::configured(None, |cfg| {
+            cfg.auth = auth;
+            cfg.auth_reads = auth_reads;
+        })
+    }
+
+    /// A station over a home made with `compression`, its config adjusted by `set`.
+    pub fn configured(compression: Option<shp_core::store::Compression>, set: impl FnOnce(&mut Config)) -> TestStation {
         let home = tempfile::tempdir().unwrap();
-        shp_core::Home::init(home.path()).unwrap();
+        shp_core::Home::init_with(home.path(), compression).unwrap();
         let mut cfg = Config::local("127.0.0.1:0".parse().unwrap());
-        cfg.auth = auth;
-        cfg.auth_reads = auth_reads;
+        set(&mut cfg);
         let station = Station::bind(home.path(), &cfg).unwrap();
         let running = station.spawn().unwrap();
         let addr = running.addr.to_string();
