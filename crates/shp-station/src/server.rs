@@ -224,7 +224,7 @@ async fn compact_when_idle(home: Arc<Home>, activity: Arc<Activity>, idle: Durat
     let tick = idle.min(Duration::from_secs(5)).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(tick).await;
-        if !activity.idle_for().is_some_and(|d| d >= idle) {
+        if activity.idle_for().is_none_or(|d| d < idle) {
             continue;
         }
         let h = home.clone();
