@@ -181,6 +181,21 @@ int shp_store_open(const char *home, struct shp_store **out);
 // handle during or after the call.
 void shp_store_free(struct shp_store *store);
 
+// Compresses what the store wrote raw because its home defers compression at rest
+// (`shp init --compression zstd:LEVEL,deferred`): rewrites every loose pack compressed. Nothing is
+// removed or changed, so other handles, threads and processes may use the store meanwhile. For a
+// store that compresses as it writes there is nothing to do.
+//
+// - `bytes_before`, `bytes_after`: NULL, or receive the bytes of the loose packs and of the pack
+//   that replaced them (both 0 when there was nothing to compact).
+//
+// Returns `SHP_OK`, `SHP_INVALID_ARGUMENT` (NULL store), `SHP_IO`, `SHP_CORRUPT` or `SHP_STORE`.
+//
+// # Safety
+// `store` is NULL or a live handle; `bytes_before` and `bytes_after` are NULL or point to
+// writable `uint64_t`s.
+int shp_store_compact(struct shp_store *store, uint64_t *bytes_before, uint64_t *bytes_after);
+
 // The size in bytes of the blob with this digest (`sha256:<64 lowercase hex>`), stored by a
 // writer or as part of any image in the store.
 //

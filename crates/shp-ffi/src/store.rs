@@ -63,6 +63,42 @@ pub unsafe extern "C" fn shp_store_free(store: *mut shp_store) {
     })
 }
 
+/// Compresses what the store wrote raw because its home defers compression at rest
+/// (`shp init --compression zstd:LEVEL,deferred`): rewrites every loose pack compressed. Nothing is
+/// removed or changed, so other handles, threads and processes may use the store meanwhile. For a
+/// store that compresses as it writes there is nothing to do.
+///
+/// - `bytes_before`, `bytes_after`: NULL, or receive the bytes of the loose packs and of the pack
+///   that replaced them (both 0 when there was nothing to compact).
+///
+/// Returns `SHP_OK`, `SHP_INVALID_ARGUMENT` (NULL store), `SHP_IO`, `SHP_CORRUPT` or `SHP_STORE`.
+///
+/// # Safety
+/// `store` is NULL or a live handle; `bytes_before` and `bytes_after` are NULL or point to
+/// writable `uint64_t`s.
+#[no_mangle]
+pub unsafe extern "C" fn shp_store_compact(
+    store: *mut shp_store,
+    bytes_before: *mut u64,
+    bytes_after: *mut u64,
+) -> c_int {
+    boundary::status(|| {
+        // SAFETY: the caller's contract above.
+        let store = unsafe { borrow(store, "store")? };
+        let s = store.home.compact()?;
+        // SAFETY: as above: each is NULL or writable.
+        unsafe {
+            if let Some(b) = bytes_before.as_mut() {
+                *b = s.bytes_before;
+            }
+            if let Some(a) = bytes_after.as_mut() {
+                *a = s.bytes_after;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The size in bytes of the blob with this digest (`sha256:<64 lowercase hex>`), stored by a
 /// writer or as part of any image in the store.
 ///
