@@ -375,24 +375,11 @@ impl Blockstore for DiskStore {
         self.reload()?;
         let mut stats = SweepStats::default();
         stats.bytes_freed += self.stale_tmp()?;
-        let packs: Vec<(u32, String, Arc<File>)> = {
-            let st = self.state.read().unwrap();
-            st.packs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.as_ref().map(|(n, f)| (i as u32, n.clone(), f.clone())))
-                .collect()
-        };
+        let packs = self.loaded_packs();
         let dir = self.packs_dir();
-        let size_of = |name: &str| -> u64 {
-            ["pack", "idx"]
-                .iter()
-                .map(|ext| fs::metadata(dir.join(format!("{name}.{ext}"))).map_or(0, |m| m.len()))
-                .sum()
-        };
         // Rewrite packs holding garbage, and merge small packs (every import adds one; merging
         // keeps the number of open files and index loads bounded).
-        let small: Vec<bool> = packs.iter().map(|(_, n, _)| size_of(n) < SMALL_PACK).collect();
+        let small: Vec<bool> = packs.iter().map(|(_, n, _)| self.pack_size(n) < SMALL_PACK).collect();
         let merge_small = small.iter().filter(|s| **s).count() >= 2;
         let mut w = PackWriter::new(&self.dir, Some(self.compression.level))?;
         let mut rewritten = Vec::new();
@@ -409,7 +396,7 @@ impl Blockstore for DiskStore {
                 w.put(cid, &data)?;
             }
             stats.blocks_removed += (entries.len() - live.len()) as u64;
-            old_bytes += size_of(name);
+            old_bytes += self.pack_size(name);
             rewritten.push(name.clone());
         }
         let new_bytes = w.seal()?;
@@ -452,15 +439,8 @@ impl DiskStore {
     /// some blocks twice (the next gc merges them).
     pub fn compact(&self) -> Result<CompactStats> {
         self.refresh()?;
-        let loose: Vec<(u32, String, Arc<File>)> = {
-            let st = self.state.read().unwrap();
-            st.packs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.as_ref().map(|(n, f)| (i as u32, n.clone(), f.clone())))
-                .filter(|(_, n, _)| n.ends_with(LOOSE))
-                .collect()
-        };
+        let mut loose = self.loaded_packs();
+        loose.retain(|(_, n, _)| n.ends_with(LOOSE));
         let dir = self.packs_dir();
         let mut stats = CompactStats::default();
         let mut w = PackWriter::new(&self.dir, Some(self.compression.level))?;
@@ -478,10 +458,7 @@ impl DiskStore {
             }
             stats.packs_compacted += 1;
             stats.blocks += entries.len() as u64;
-            stats.bytes_before += ["pack", "idx"]
-                .iter()
-                .map(|ext| fs::metadata(dir.join(format!("{name}.{ext}"))).map_or(0, |m| m.len()))
-                .sum::<u64>();
+            stats.bytes_before += self.pack_size(name);
             done.push(name.clone());
         }
         stats.bytes_after = w.seal()?;
@@ -494,6 +471,25 @@ impl DiskStore {
         fsync_dir(&dir)?;
         self.reload()?;
         Ok(stats)
+    }
+
+    /// The packs this process has loaded: (id, name, file).
+    fn loaded_packs(&self) -> Vec<(u32, String, Arc<File>)> {
+        let st = self.state.read().unwrap();
+        st.packs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|(n, f)| (i as u32, n.clone(), f.clone())))
+            .collect()
+    }
+
+    /// Bytes of a pack and its index on disk (0 for what is gone).
+    fn pack_size(&self, name: &str) -> u64 {
+        let dir = self.packs_dir();
+        ["pack", "idx"]
+            .iter()
+            .map(|ext| fs::metadata(dir.join(format!("{name}.{ext}"))).map_or(0, |m| m.len()))
+            .sum()
     }
 
     /// Bytes of loose packs (written raw by a `deferred` store): what the next gc will compress.
