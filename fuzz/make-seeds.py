@@ -6,7 +6,7 @@ Python's tarfile (ustar, GNU and PAX flavours), OCI manifests and an index, and 
 CAR file shp itself writes for a tiny OCI image it pushes into a throw-away home. Seeds are kept
 small (a few KiB) so libFuzzer mutates them quickly. Deterministic apart from GNU tar's version.
 """
-import hashlib, io, json, os, shutil, subprocess, sys, tarfile, tempfile
+import hashlib, io, json, os, shutil, subprocess, sys, tarfile, tempfile, zlib
 
 SEP = b"\xffSHP"  # must match fuzz_targets/dag_decode.rs
 
@@ -152,12 +152,27 @@ def gzip_seeds(out):
     write(out, "recipe", "unknown-profile.cbor", b"\xa2" + text("header") + bstr(header) + text("profile") + text("nope/1"))
 
 
+def inflate_seeds(out):
+    """Seeds for inflate: raw deflate with sync flushes (as pgzip and pigz write), stored blocks
+    full of the flush bytes, and bytes after the stream."""
+    def flushed(level, parts):
+        c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        body = b"".join(c.compress(p) + c.flush(zlib.Z_SYNC_FLUSH) for p in parts[:-1])
+        return body + c.compress(parts[-1]) + c.flush()
+    flush = b"\x00\x00\xff\xff"
+    write(out, "inflate", "flushed-1", flushed(1, [b"hello " * 50, flush * 40, b"world" * 30]) + b"after")
+    write(out, "inflate", "flushed-6", flushed(6, [bytes(range(256)) * 20, b"", b"tail"]))
+    write(out, "inflate", "stored-0", flushed(0, [flush * 100, b"x" * 10]) + b"\x1f\x8b")
+    write(out, "inflate", "unflushed-9", flushed(9, [b"no flush points " * 100]))
+
+
 def main():
     shp = os.path.abspath(sys.argv[1])
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
     tmp = tempfile.mkdtemp(prefix="shp-seeds.")
     try:
         gzip_seeds(out)
+        inflate_seeds(out)
 
         # --- tar_split ------------------------------------------------------------------
         for name, fmt, long_names in [("python-ustar.tar", tarfile.USTAR_FORMAT, False),

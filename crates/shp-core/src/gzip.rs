@@ -1,6 +1,8 @@
 //! gzip member framing (RFC 1952): the header kept verbatim for recipes, and the trailer.
 
 use crate::error::{Error, Result};
+use crate::inflate::{Inflater, Pushback};
+use std::io::BufRead as _;
 
 const FTEXT: u8 = 1;
 const FHCRC: u8 = 2;
@@ -113,8 +115,8 @@ enum MemberState {
 /// concatenated data. Trailing bytes that do not start a member end the stream (kept, not
 /// decoded); a truncated or corrupt member is an error.
 pub struct MemberDecoder<'a, R> {
-    inner: R,
-    z: flate2::Decompress,
+    inner: Pushback<R>,
+    z: Inflater,
     crc: flate2::Crc,
     state: MemberState,
     events: Option<&'a std::cell::RefCell<Vec<Boundary>>>,
@@ -124,8 +126,8 @@ impl<'a, R: std::io::BufRead> MemberDecoder<'a, R> {
     /// A decoder reporting its framing to `events` (None: not reported).
     pub fn new(inner: R, events: Option<&'a std::cell::RefCell<Vec<Boundary>>>) -> Self {
         MemberDecoder {
-            inner,
-            z: flate2::Decompress::new(false),
+            inner: Pushback::new(inner),
+            z: Inflater::new(),
             crc: flate2::Crc::new(),
             state: MemberState::Between,
             events,
@@ -229,7 +231,7 @@ impl<R: std::io::BufRead> std::io::Read for MemberDecoder<'_, R> {
                     }
                     let h = self.header()?;
                     self.event(Boundary::Member(h));
-                    self.z.reset(false);
+                    self.z.reset();
                     self.crc.reset();
                     self.state = MemberState::Body;
                 }
@@ -237,18 +239,9 @@ impl<R: std::io::BufRead> std::io::Read for MemberDecoder<'_, R> {
                     if out.is_empty() {
                         return Ok(0);
                     }
-                    let input = self.inner.fill_buf()?;
-                    let at_eof = input.is_empty();
-                    let (bi, bo) = (self.z.total_in(), self.z.total_out());
-                    let st = self
-                        .z
-                        .decompress(input, out, flate2::FlushDecompress::None)
-                        .map_err(|e| IoError::new(ErrorKind::InvalidData, e))?;
-                    let used = (self.z.total_in() - bi) as usize;
-                    let made = (self.z.total_out() - bo) as usize;
-                    self.inner.consume(used);
+                    let (made, ended) = self.z.read(&mut self.inner, out)?;
                     self.crc.update(&out[..made]);
-                    if st == flate2::Status::StreamEnd {
+                    if ended {
                         let mut t = [0u8; 8];
                         for b in t.iter_mut() {
                             *b = self.need("trailer")?;
@@ -264,8 +257,6 @@ impl<R: std::io::BufRead> std::io::Read for MemberDecoder<'_, R> {
                         }
                         self.event(Boundary::End(self.z.total_out()));
                         self.state = MemberState::Between;
-                    } else if made == 0 && used == 0 && at_eof {
-                        return Err(IoError::new(ErrorKind::UnexpectedEof, "truncated gzip stream"));
                     }
                     if made > 0 {
                         return Ok(made);

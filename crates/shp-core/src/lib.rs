@@ -19,6 +19,7 @@ pub mod error;
 pub mod gzip;
 pub mod home;
 pub mod image;
+pub mod inflate;
 pub mod oci;
 pub mod publish;
 pub mod recipe;

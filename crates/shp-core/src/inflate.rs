@@ -1,0 +1,594 @@
+//! Raw deflate decoding (RFC 1951) for gzip members: fast where the stream has sync-flush points.
+//!
+//! Parallel gzip writers (pgzip, pigz) end every block with a sync flush — an empty stored block,
+//! the bytes `00 00 ff ff` at a byte boundary — and the next block starts there with a fresh
+//! header. Such a point splits the stream into segments that decode on their own given the
+//! last 32 KiB of output (the window). [`Inflater`] cuts there and decodes each segment with
+//! libdeflate, a whole-buffer decoder 2–3× faster than zlib's streaming inflate, as one small
+//! deflate stream of its own:
+//!
+//! ```text
+//! stored block (not final): the window | the segment | stored block: a 16-byte sentinel | final empty block
+//! ```
+//!
+//! The output is then `window ‖ segment data ‖ sentinel`. A sentinel at the end proves the decoder
+//! went through the whole segment and into the blocks we appended; without it the real stream
+//! ended inside the segment (its final block came first), and zlib decodes that last stretch to
+//! find exactly where the stream ends. `00 00 ff ff` inside compressed data (not a real flush)
+//! makes the segment undecodable: the cut moves on to the next candidate. Streams without flush
+//! points (Go's compress/gzip, GNU gzip, zlib) are decoded by zlib after the first
+//! [`MAX_SEGMENT`] bytes show none. Memory stays bounded: at most [`MAX_SEGMENT`] compressed bytes
+//! and [`MAX_OUTPUT`] decoded ones per segment.
+//!
+//! The sentinel is random per decoder, so no input can be made to end a segment with it (it
+//! could only make its own member fail the CRC check, never decode to something else).
+
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, BufRead, Read};
+
+/// The bytes every sync flush writes at a byte boundary: an empty stored block's LEN and NLEN.
+const FLUSH: [u8; 4] = [0, 0, 0xff, 0xff];
+/// How far the decoder looks for a flush point before handing the stream to zlib.
+pub const MAX_SEGMENT: usize = 4 << 20;
+/// The largest output one segment may decode to (larger: zlib from there).
+pub const MAX_OUTPUT: usize = 64 << 20;
+/// Candidate cuts that fail in one segment before the stream is handed to zlib (each costs a
+/// decode of the segment so far).
+const MAX_FALSE_CUTS: u32 = 8;
+/// Candidates closer than this to each other form a run (see `next_segment`).
+const RUN_GAP: usize = 4096;
+const WINDOW: usize = 32 * 1024;
+const SENTINEL_LEN: usize = 16;
+
+/// A `BufRead` whose reader can give bytes back: what the fast path read past the end of a
+/// deflate stream goes back for the framing around it (trailer, next member).
+pub struct Pushback<R> {
+    back: Vec<u8>,
+    pos: usize,
+    inner: R,
+}
+
+impl<R: BufRead> Pushback<R> {
+    pub fn new(inner: R) -> Self {
+        Pushback {
+            back: Vec::new(),
+            pos: 0,
+            inner,
+        }
+    }
+
+    /// Puts `bytes` in front of whatever is still unread.
+    fn unread(&mut self, mut bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        bytes.extend_from_slice(&self.back[self.pos..]);
+        self.back = bytes;
+        self.pos = 0;
+    }
+}
+
+impl<R: BufRead> Read for Pushback<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let b = self.fill_buf()?;
+            let n = b.len().min(buf.len());
+            buf[..n].copy_from_slice(&b[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Pushback<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos < self.back.len() {
+            return Ok(&self.back[self.pos..]);
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        if self.pos < self.back.len() {
+            self.pos += n;
+            debug_assert!(self.pos <= self.back.len());
+            if self.pos >= self.back.len() {
+                self.back.clear();
+                self.pos = 0;
+            }
+        } else {
+            self.inner.consume(n);
+        }
+    }
+}
+
+enum Mode {
+    /// Cutting at flush points, decoding segments with libdeflate.
+    Segments,
+    /// zlib's streaming inflate from here to the end of the stream.
+    Zlib,
+    /// The stream has ended.
+    Done,
+}
+
+/// Decodes one raw deflate stream after another (see the module docs).
+pub struct Inflater {
+    mode: Mode,
+    lib: libdeflater::Decompressor,
+    z: flate2::Decompress,
+    /// Compressed bytes taken from the input, not yet decoded; starts at a block boundary.
+    cbuf: Vec<u8>,
+    /// Where the search for the next cut resumes in `cbuf`.
+    scan: usize,
+    false_cuts: u32,
+    /// The last output (up to 32 KiB): the dictionary of the next segment.
+    window: Vec<u8>,
+    /// The decoder's input: the window as a stored block, the segment, the appended blocks.
+    scratch: Vec<u8>,
+    /// The decoder's output; `emit` is the part not yet handed out.
+    obuf: Vec<u8>,
+    emit: std::ops::Range<usize>,
+    last_out: usize,
+    sentinel: [u8; SENTINEL_LEN],
+    total_out: u64,
+    fast_out: u64,
+}
+
+impl Default for Inflater {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inflater {
+    pub fn new() -> Self {
+        let mut sentinel = [0u8; SENTINEL_LEN];
+        for (i, part) in sentinel.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            part.copy_from_slice(&h.finish().to_le_bytes());
+        }
+        Inflater {
+            mode: Mode::Segments,
+            lib: libdeflater::Decompressor::new(),
+            z: flate2::Decompress::new(false),
+            cbuf: Vec::new(),
+            scan: 0,
+            false_cuts: 0,
+            window: Vec::new(),
+            scratch: Vec::new(),
+            obuf: Vec::new(),
+            emit: 0..0,
+            last_out: 0,
+            sentinel,
+            total_out: 0,
+            fast_out: 0,
+        }
+    }
+
+    /// Starts a new stream.
+    pub fn reset(&mut self) {
+        self.mode = Mode::Segments;
+        self.cbuf.clear();
+        self.scan = 0;
+        self.false_cuts = 0;
+        self.window.clear();
+        self.emit = 0..0;
+        self.last_out = 0;
+        self.total_out = 0;
+        self.fast_out = 0;
+    }
+
+    /// Bytes decoded from the current stream so far.
+    pub fn total_out(&self) -> u64 {
+        self.total_out
+    }
+
+    /// Of those, the bytes libdeflate decoded (the rest: zlib).
+    pub fn fast_out(&self) -> u64 {
+        self.fast_out
+    }
+
+    /// Decodes into `out` from `input`: the bytes written and whether the stream has ended (then
+    /// `input` is positioned just after it). Corrupt or truncated data is an error.
+    pub fn read<R: BufRead>(&mut self, input: &mut Pushback<R>, out: &mut [u8]) -> io::Result<(usize, bool)> {
+        loop {
+            if !self.emit.is_empty() {
+                let n = self.emit.len().min(out.len());
+                out[..n].copy_from_slice(&self.obuf[self.emit.start..self.emit.start + n]);
+                self.emit.start += n;
+                self.total_out += n as u64;
+                return Ok((n, false));
+            }
+            match self.mode {
+                Mode::Done => return Ok((0, true)),
+                Mode::Segments => self.next_segment(input)?,
+                Mode::Zlib => return self.zlib(input, out),
+            }
+        }
+    }
+
+    /// Finds and decodes the next segment, or hands the stream to zlib.
+    fn next_segment<R: BufRead>(&mut self, input: &mut Pushback<R>) -> io::Result<()> {
+        // After a false cut: where its run of candidates began (see below).
+        let mut run: Option<usize> = None;
+        loop {
+            if let Some(at) = run {
+                // Most false cuts lie in a stored block's data: a binary table full of
+                // `00 00 ff ff`. A real flush after such a table comes right after the run of
+                // candidates it makes, so the run's last candidate is tried next (once the input
+                // shows where the run ends).
+                let mut last = at;
+                while let Some(i) = memchr::memmem::find(&self.cbuf[last + 1..], &FLUSH) {
+                    if i >= RUN_GAP {
+                        break;
+                    }
+                    last += 1 + i;
+                }
+                let open = last + FLUSH.len() + RUN_GAP > self.cbuf.len();
+                if !open || !self.fill(input)? {
+                    self.scan = if last > at { last } else { at + 1 };
+                    run = None;
+                }
+                continue;
+            }
+            let found = self
+                .cbuf
+                .get(self.scan..)
+                .and_then(|rest| memchr::memmem::find(rest, &FLUSH))
+                .map(|i| self.scan + i);
+            if let Some(at) = found {
+                let end = at + FLUSH.len();
+                match self.decode(end)? {
+                    Cut::Whole => {
+                        self.cbuf.drain(..end);
+                        self.scan = 0;
+                        self.false_cuts = 0;
+                        return Ok(());
+                    }
+                    Cut::Ended => return self.hand_to_zlib(input),
+                    Cut::False => {
+                        self.false_cuts += 1;
+                        if self.false_cuts >= MAX_FALSE_CUTS {
+                            return self.hand_to_zlib(input);
+                        }
+                        run = Some(at);
+                        continue;
+                    }
+                }
+            }
+            self.scan = self.cbuf.len().saturating_sub(FLUSH.len() - 1).max(self.scan);
+            if !self.fill(input)? {
+                return self.hand_to_zlib(input);
+            }
+        }
+    }
+
+    /// Moves more input into `cbuf`: false at the end of the input or when `cbuf` is full.
+    fn fill<R: BufRead>(&mut self, input: &mut Pushback<R>) -> io::Result<bool> {
+        if self.cbuf.len() >= MAX_SEGMENT {
+            return Ok(false);
+        }
+        let b = input.fill_buf()?;
+        if b.is_empty() {
+            return Ok(false);
+        }
+        let n = b.len().min(MAX_SEGMENT - self.cbuf.len());
+        self.cbuf.extend_from_slice(&b[..n]);
+        input.consume(n);
+        Ok(true)
+    }
+
+    /// Decodes `cbuf[..end]` after the window.
+    fn decode(&mut self, end: usize) -> io::Result<Cut> {
+        let w = self.window.len();
+        self.scratch.clear();
+        if w > 0 {
+            stored_header(&mut self.scratch, w);
+            self.scratch.extend_from_slice(&self.window);
+        }
+        self.scratch.extend_from_slice(&self.cbuf[..end]);
+        stored_header(&mut self.scratch, SENTINEL_LEN);
+        self.scratch.extend_from_slice(&self.sentinel);
+        self.scratch.extend_from_slice(&[0x03, 0x00]);
+        let mut cap = w + SENTINEL_LEN + (end * 4).max(self.last_out + 4096).max(256 * 1024);
+        loop {
+            if self.obuf.len() < cap {
+                self.obuf.resize(cap, 0);
+            }
+            match self.lib.deflate_decompress(&self.scratch, &mut self.obuf[..cap]) {
+                Ok(n) => {
+                    if n < w + SENTINEL_LEN || self.obuf[n - SENTINEL_LEN..n] != self.sentinel {
+                        return Ok(Cut::Ended);
+                    }
+                    let data = w..n - SENTINEL_LEN;
+                    self.last_out = data.len();
+                    self.fast_out += data.len() as u64;
+                    // The history is the old window followed by the new data: keep its last 32 KiB.
+                    let keep = data.end.saturating_sub(WINDOW);
+                    self.window.clear();
+                    self.window.extend_from_slice(&self.obuf[keep..data.end]);
+                    self.emit = data;
+                    return Ok(Cut::Whole);
+                }
+                Err(libdeflater::DecompressionError::InsufficientSpace) if cap < MAX_OUTPUT => {
+                    cap = (cap * 2).min(MAX_OUTPUT + w + SENTINEL_LEN);
+                }
+                // Too large for one segment: zlib decodes the rest from the window on.
+                Err(libdeflater::DecompressionError::InsufficientSpace) => return Ok(Cut::Ended),
+                Err(libdeflater::DecompressionError::BadData) => return Ok(Cut::False),
+            }
+        }
+    }
+
+    /// Hands the rest of the stream (from the last cut) to zlib, primed with the window.
+    fn hand_to_zlib<R: BufRead>(&mut self, input: &mut Pushback<R>) -> io::Result<()> {
+        input.unread(std::mem::take(&mut self.cbuf));
+        self.scan = 0;
+        self.z.reset(false);
+        if !self.window.is_empty() {
+            self.z
+                .set_dictionary(&self.window)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        self.mode = Mode::Zlib;
+        Ok(())
+    }
+
+    fn zlib<R: BufRead>(&mut self, input: &mut Pushback<R>, out: &mut [u8]) -> io::Result<(usize, bool)> {
+        if out.is_empty() {
+            return Ok((0, false));
+        }
+        loop {
+            let buf = input.fill_buf()?;
+            let at_eof = buf.is_empty();
+            let (bi, bo) = (self.z.total_in(), self.z.total_out());
+            let st = self
+                .z
+                .decompress(buf, out, flate2::FlushDecompress::None)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let used = (self.z.total_in() - bi) as usize;
+            let made = (self.z.total_out() - bo) as usize;
+            input.consume(used);
+            self.total_out += made as u64;
+            if st == flate2::Status::StreamEnd {
+                self.mode = Mode::Done;
+                return Ok((made, true));
+            }
+            if made > 0 {
+                return Ok((made, false));
+            }
+            if used == 0 && at_eof {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated deflate stream"));
+            }
+        }
+    }
+}
+
+enum Cut {
+    /// The segment decoded whole; its data is ready.
+    Whole,
+    /// The stream ends inside the segment (or it is too large for one): zlib takes over.
+    Ended,
+    /// Not a real flush point.
+    False,
+}
+
+/// Appends a stored block header (not final) for `len` bytes; the block starts at a byte boundary.
+fn stored_header(v: &mut Vec<u8>, len: usize) {
+    let n = len as u16;
+    v.push(0);
+    v.extend_from_slice(&n.to_le_bytes());
+    v.extend_from_slice(&(!n).to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Compress, Compression, FlushCompress};
+
+    /// Raw deflate of `parts`, each ended by a sync flush, the last by the final block.
+    fn deflate_flushed(parts: &[&[u8]], level: u32) -> Vec<u8> {
+        let mut c = Compress::new(Compression::new(level), false);
+        let mut out = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let flush = if i + 1 == parts.len() {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::Sync
+            };
+            let start = c.total_in();
+            loop {
+                out.reserve(p.len() + 1024);
+                let used = (c.total_in() - start) as usize;
+                let st = c.compress_vec(&p[used..], &mut out, flush).unwrap();
+                if (c.total_in() - start) as usize == p.len()
+                    && (st == flate2::Status::StreamEnd || (flush == FlushCompress::Sync && out.capacity() > out.len()))
+                {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes `stream` followed by `after`: the data, the fast-path bytes, and what was left unread.
+    fn inflate(stream: &[u8], after: &[u8]) -> io::Result<(Vec<u8>, u64, Vec<u8>)> {
+        let all = [stream, after].concat();
+        let mut input = Pushback::new(io::BufReader::with_capacity(4096, &all[..]));
+        let mut z = Inflater::new();
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; 7000];
+        loop {
+            let (n, ended) = z.read(&mut input, &mut buf)?;
+            data.extend_from_slice(&buf[..n]);
+            if ended {
+                break;
+            }
+            if n == 0 {
+                return Err(io::Error::other("no progress"));
+            }
+        }
+        assert_eq!(z.total_out(), data.len() as u64);
+        let mut rest = Vec::new();
+        input.read_to_end(&mut rest)?;
+        Ok((data, z.fast_out(), rest))
+    }
+
+    fn sample(n: usize, seed: u64) -> Vec<u8> {
+        // Text-like runs, random bytes and binary tables full of `00 00 ff ff` (little-endian -65536).
+        let mut x = seed | 1;
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 3 {
+                0 => v.extend_from_slice(b"the quick brown fox jumps over the lazy dog\n"),
+                1 => v.extend((0..300).map(|i| (x >> (i % 56)) as u8)),
+                _ => {
+                    for _ in 0..200 {
+                        v.extend_from_slice(&(-65536i32).to_le_bytes());
+                    }
+                }
+            }
+        }
+        v.truncate(n);
+        v
+    }
+
+    #[test]
+    fn sync_flushed_streams_decode_by_segments() {
+        for level in [0, 1, 6, 9] {
+            let data = sample(3 << 20, 7 + level as u64);
+            let parts: Vec<&[u8]> = data.chunks(256 * 1024).collect();
+            let stream = deflate_flushed(&parts, level);
+            assert!(memchr::memmem::find(&stream, &FLUSH).is_some());
+            let (out, fast, rest) = inflate(&stream, b"TRAILER!").unwrap();
+            assert!(out == data, "level {level}: decoded data differs");
+            assert_eq!(rest, b"TRAILER!", "level {level}: bytes after the stream stay unread");
+            // All but the last segment (decoded by zlib to find the stream's end) go the fast way;
+            // at level 0 the stored blocks full of `00 00 ff ff` send the stream to zlib early.
+            if level > 0 {
+                assert!(
+                    fast >= (data.len() - 512 * 1024) as u64,
+                    "level {level}: only {fast} fast bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flush_patterns_in_stored_blocks() {
+        // A stored block full of `00 00 ff ff` between real flushes: the false cuts inside it are
+        // skipped and the real flush after it is found.
+        let table: Vec<u8> = (0..10_000).flat_map(|_| (-65536i32).to_le_bytes()).collect();
+        let text = sample(200_000, 5);
+        let mut stream = Vec::new();
+        for _ in 0..4 {
+            // Text, sync-flushed (a fresh compressor: no references before it, which is fine).
+            let mut c = Compress::new(Compression::new(1), false);
+            let mut part = Vec::with_capacity(1 << 20);
+            c.compress_vec(&text, &mut part, FlushCompress::Sync).unwrap();
+            assert_eq!(c.total_in() as usize, text.len());
+            stream.extend_from_slice(&part);
+            // The table as stored blocks (not final), then a sync flush.
+            for piece in table.chunks(30_000) {
+                stored_header(&mut stream, piece.len());
+                stream.extend_from_slice(piece);
+            }
+            stream.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
+        }
+        stream.extend_from_slice(&[0x03, 0x00]);
+        let want = [&text[..], &table].concat().repeat(4);
+        let (out, fast, rest) = inflate(&stream, &[]).unwrap();
+        assert!(out == want);
+        assert!(rest.is_empty());
+        assert!(
+            fast >= (want.len() - table.len() - text.len()) as u64,
+            "only {fast} fast bytes"
+        );
+        // Level 0 throughout: every block is stored and full of the pattern; the decoder gives up
+        // on cutting (after a bounded number of tries) and zlib decodes it all, correctly.
+        let data = table.repeat(30);
+        let parts: Vec<&[u8]> = data.chunks(256 * 1024).collect();
+        let (out, _, rest) = inflate(&deflate_flushed(&parts, 0), b"z").unwrap();
+        assert!(out == data);
+        assert_eq!(rest, b"z");
+    }
+
+    #[test]
+    fn unflushed_and_highly_compressible_streams() {
+        // No flush points at all: zlib decodes it.
+        let data = sample(5 << 20, 3);
+        let stream = deflate_flushed(&[&data], 6);
+        let (out, _, rest) = inflate(&stream, b"x").unwrap();
+        assert!(out == data);
+        assert_eq!(rest, b"x");
+        // Segments of 3 MiB of zeros: ~1000:1, the output buffer grows to fit.
+        let zeros = vec![0u8; 3 << 20];
+        let stream = deflate_flushed(&[&zeros, &zeros, &zeros, b"end"], 9);
+        let (out, fast, _) = inflate(&stream, &[]).unwrap();
+        assert_eq!(out.len(), (9 << 20) + 3);
+        assert!(out[..9 << 20].iter().all(|&b| b == 0) && out.ends_with(b"end"));
+        assert!(fast >= 6 << 20);
+        // An empty stream.
+        let (out, _, _) = inflate(&deflate_flushed(&[b""], 6), &[]).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn corrupt_and_truncated_streams_are_errors() {
+        let data = sample(1 << 20, 11);
+        let parts: Vec<&[u8]> = data.chunks(100_000).collect();
+        let stream = deflate_flushed(&parts, 6);
+        for cut in [1, stream.len() / 3, stream.len() - 1] {
+            assert!(inflate(&stream[..cut], &[]).is_err(), "cut at {cut}");
+        }
+        // A flipped bit either fails or decodes to other data, as zlib would: never a panic, and
+        // never the original data.
+        for at in [10, stream.len() / 2, stream.len() - 20] {
+            let mut bad = stream.clone();
+            bad[at] ^= 0x10;
+            if let Ok((out, _, _)) = inflate(&bad, &[]) {
+                assert!(out != data);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever the data, levels and flush points, the decoder gives back the data and leaves
+        /// the bytes after the stream unread; and it agrees with zlib on arbitrary input.
+        #[test]
+        fn decodes_what_zlib_decodes(
+            seed in 0u64..1000,
+            len in 0usize..300_000,
+            cuts in proptest::collection::vec(0usize..300_000, 0..6),
+            level in 0u32..10,
+            junk in proptest::collection::vec(0u8..=255, 0..64),
+        ) {
+            let data = sample(len, seed);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
+            cuts.sort();
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([len]) {
+                parts.push(&data[from..c]);
+                from = c;
+            }
+            let stream = deflate_flushed(&parts, level);
+            let (out, _, rest) = inflate(&stream, &junk).unwrap();
+            proptest::prop_assert!(out == data);
+            proptest::prop_assert_eq!(rest, junk.clone());
+            // Arbitrary bytes: when zlib decodes them to a stream end, so do we, to the same data.
+            let mut z = flate2::Decompress::new(false);
+            let mut want = Vec::with_capacity(1 << 20);
+            if let Ok(flate2::Status::StreamEnd) = z.decompress_vec(&junk, &mut want, flate2::FlushDecompress::Finish) {
+                let (got, _, _) = inflate(&junk, &[]).unwrap();
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+    }
+}
