@@ -427,25 +427,30 @@ fn probe_candidates(codec: Codec, open: Opener, limit: u64) -> Option<Vec<Profil
         Codec::Gzip => {
             let h = crate::gzip::parse_header(&head).ok()?;
             let stream = &head[h.bytes.len()..];
-            let mut z = flate2::Decompress::new(false);
+            // Decode what the head holds (it may end mid-stream: data up to the cut is kept).
             let cap = PROBE_DATA.min(limit) as usize;
-            let mut data = Vec::with_capacity(cap.min(4 << 20));
-            let mut complete = false;
-            while data.len() < cap {
-                data.reserve((cap - data.len()).min(1 << 20));
-                let before = (z.total_in(), z.total_out());
-                let used = z.total_in() as usize;
-                match z.decompress_vec(&stream[used..], &mut data, flate2::FlushDecompress::None) {
-                    Ok(flate2::Status::StreamEnd) => {
-                        complete = true;
-                        break;
+            let mut input = crate::inflate::Pushback::new(stream);
+            let mut z = crate::inflate::Inflater::new();
+            let mut data = vec![0u8; cap];
+            let (mut n, mut complete) = (0, false);
+            while n < cap {
+                match z.read(&mut input, &mut data[n..]) {
+                    Ok((k, ended)) => {
+                        n += k;
+                        if ended {
+                            complete = true;
+                            break;
+                        }
+                        if k == 0 {
+                            break;
+                        }
                     }
-                    Ok(_) if (z.total_in(), z.total_out()) == before => break,
-                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                     Err(_) => return None,
                 }
             }
-            let used = z.total_in() as usize;
+            data.truncate(n);
+            let used = stream.len() - input.fill_buf().map(|b| b.len()).unwrap_or(0);
             Some(crate::recipe::probe_deflate_all(
                 &stream[..if complete { used } else { stream.len() }],
                 &data,

@@ -38,6 +38,8 @@ const MAX_FALSE_CUTS: u32 = 8;
 /// Candidates closer than this to each other form a run (see `next_segment`).
 const RUN_GAP: usize = 4096;
 const WINDOW: usize = 32 * 1024;
+/// How much input zlib decodes between tries to go back to segments.
+const RETRY_EVERY: u64 = 64 * 1024;
 const SENTINEL_LEN: usize = 16;
 
 /// A `BufRead` whose reader can give bytes back: what the fast path read past the end of a
@@ -133,6 +135,15 @@ pub struct Inflater {
     sentinel: [u8; SENTINEL_LEN],
     total_out: u64,
     fast_out: u64,
+    /// zlib is mid-stream at the start of `cbuf`: the segment there is a trial (see `next_segment`).
+    trial: bool,
+    /// In zlib mode: the end of the next candidate cut (a count of zlib's input), where zlib pauses
+    /// so the decoder can try to go back to segments.
+    mark: Option<u64>,
+    /// Input before this offset holds no candidate cut (already searched).
+    searched: u64,
+    /// No try to go back before this input offset (one try per [`RETRY_EVERY`] bytes at most).
+    cooldown: u64,
 }
 
 impl Default for Inflater {
@@ -164,6 +175,10 @@ impl Inflater {
             sentinel,
             total_out: 0,
             fast_out: 0,
+            trial: false,
+            mark: None,
+            searched: 0,
+            cooldown: 0,
         }
     }
 
@@ -178,6 +193,7 @@ impl Inflater {
         self.last_out = 0;
         self.total_out = 0;
         self.fast_out = 0;
+        self.trial = false;
     }
 
     /// Bytes decoded from the current stream so far.
@@ -204,13 +220,22 @@ impl Inflater {
             match self.mode {
                 Mode::Done => return Ok((0, true)),
                 Mode::Segments => self.next_segment(input)?,
-                Mode::Zlib => return self.zlib(input, out),
+                Mode::Zlib => {
+                    let (n, ended) = self.zlib(input, out)?;
+                    if n == 0 && !ended && matches!(self.mode, Mode::Segments) {
+                        continue; // at a flush point: segments again (on trial)
+                    }
+                    return Ok((n, ended));
+                }
             }
         }
     }
 
     /// Finds and decodes the next segment, or hands the stream to zlib.
     fn next_segment<R: BufRead>(&mut self, input: &mut Pushback<R>) -> io::Result<()> {
+        if self.trial {
+            return self.trial_segment(input);
+        }
         // After a false cut: where its run of candidates began (see below).
         let mut run: Option<usize> = None;
         loop {
@@ -322,18 +347,80 @@ impl Inflater {
         }
     }
 
-    /// Hands the rest of the stream (from the last cut) to zlib, primed with the window.
+    /// Hands the stream (from the last cut) to zlib, primed with the window — or, after a failed
+    /// trial, back to the zlib that is still mid-stream there.
     fn hand_to_zlib<R: BufRead>(&mut self, input: &mut Pushback<R>) -> io::Result<()> {
         input.unread(std::mem::take(&mut self.cbuf));
         self.scan = 0;
-        self.z.reset(false);
-        if !self.window.is_empty() {
-            self.z
-                .set_dictionary(&self.window)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if !self.trial {
+            self.z.reset(false);
+            if !self.window.is_empty() {
+                self.z
+                    .set_dictionary(&self.window)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            }
+            self.cooldown = 0;
         }
+        self.trial = false;
+        self.mark = None;
+        self.searched = self.z.total_in();
         self.mode = Mode::Zlib;
         Ok(())
+    }
+
+    /// The first segment after zlib paused at a candidate cut: decoded by libdeflate and by zlib,
+    /// it must come out the same before the decoder trusts the cut and goes on by segments.
+    /// Otherwise zlib's output is the data, and zlib goes on.
+    fn trial_segment<R: BufRead>(&mut self, input: &mut Pushback<R>) -> io::Result<()> {
+        let end = loop {
+            if let Some(i) = memchr::memmem::find(&self.cbuf[self.scan..], &FLUSH) {
+                break self.scan + i + FLUSH.len();
+            }
+            self.scan = self.cbuf.len().saturating_sub(FLUSH.len() - 1);
+            if !self.fill(input)? {
+                return self.hand_to_zlib(input);
+            }
+        };
+        let old_window = self.window.clone();
+        if !matches!(self.decode(end)?, Cut::Whole) {
+            return self.hand_to_zlib(input);
+        }
+        let want = self.emit.clone();
+        let mut truth = Vec::with_capacity(want.len() + 1);
+        let start = self.z.total_in();
+        loop {
+            let used = (self.z.total_in() - start) as usize;
+            let (bo, bi) = (truth.len(), self.z.total_in());
+            let st = self
+                .z
+                .decompress_vec(&self.cbuf[used..end], &mut truth, flate2::FlushDecompress::None)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let done = (self.z.total_in() - start) as usize == end || truth.len() == truth.capacity();
+            if done || st == flate2::Status::StreamEnd || (truth.len(), self.z.total_in()) == (bo, bi) {
+                break;
+            }
+        }
+        let used = (self.z.total_in() - start) as usize;
+        if used == end && truth[..] == self.obuf[want.clone()] {
+            // The cut is real: segments from here on.
+            self.cbuf.drain(..end);
+            self.scan = 0;
+            self.false_cuts = 0;
+            self.trial = false;
+            return Ok(());
+        }
+        // zlib's output is the data; zlib goes on from where it stopped.
+        self.fast_out -= want.len() as u64;
+        self.window = old_window;
+        self.window.extend_from_slice(&truth);
+        let keep = self.window.len().saturating_sub(WINDOW);
+        self.window.drain(..keep);
+        self.obuf.clear();
+        self.obuf.extend_from_slice(&truth);
+        self.emit = 0..truth.len();
+        let rest = self.cbuf.split_off(used);
+        self.cbuf = rest;
+        self.hand_to_zlib(input)
     }
 
     fn zlib<R: BufRead>(&mut self, input: &mut Pushback<R>, out: &mut [u8]) -> io::Result<(usize, bool)> {
@@ -344,17 +431,44 @@ impl Inflater {
             let buf = input.fill_buf()?;
             let at_eof = buf.is_empty();
             let (bi, bo) = (self.z.total_in(), self.z.total_out());
+            // zlib pauses at the next candidate cut past the cooldown.
+            if self.mark.is_none_or(|m| m < bi) {
+                let from = self.cooldown.max(self.searched).saturating_sub(bi) as usize;
+                self.mark = buf
+                    .get(from..)
+                    .and_then(|r| memchr::memmem::find(r, &FLUSH))
+                    .map(|i| bi + (from + i + FLUSH.len()) as u64);
+                if self.mark.is_none() {
+                    self.searched = bi + buf.len().saturating_sub(FLUSH.len() - 1) as u64;
+                }
+            }
+            let lim = self.mark.map_or(buf.len(), |m| ((m - bi) as usize).min(buf.len()));
             let st = self
                 .z
-                .decompress(buf, out, flate2::FlushDecompress::None)
+                .decompress(&buf[..lim], out, flate2::FlushDecompress::None)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let used = (self.z.total_in() - bi) as usize;
             let made = (self.z.total_out() - bo) as usize;
             input.consume(used);
             self.total_out += made as u64;
+            self.window.extend_from_slice(&out[..made]);
+            if self.window.len() >= 2 * WINDOW {
+                let keep = self.window.len() - WINDOW;
+                self.window.drain(..keep);
+            }
             if st == flate2::Status::StreamEnd {
                 self.mode = Mode::Done;
                 return Ok((made, true));
+            }
+            if self.mark == Some(self.z.total_in()) && made < out.len() {
+                // At a candidate cut with all output for the input before it given: try segments.
+                let keep = self.window.len().saturating_sub(WINDOW);
+                self.window.drain(..keep);
+                self.mark = None;
+                self.cooldown = self.z.total_in() + RETRY_EVERY;
+                self.trial = true;
+                self.mode = Mode::Segments;
+                return Ok((made, false));
             }
             if made > 0 {
                 return Ok((made, false));
@@ -516,6 +630,52 @@ mod tests {
         let (out, _, rest) = inflate(&deflate_flushed(&parts, 0), b"z").unwrap();
         assert!(out == data);
         assert_eq!(rest, b"z");
+    }
+
+    #[test]
+    fn zlib_hands_back_to_segments_at_a_real_flush() {
+        // A first segment with too many false cuts (tables of the pattern in stored blocks, far
+        // apart), then ordinary sync-flushed segments: zlib takes the first, and the decoder goes
+        // back to segments once a trial segment decodes the same both ways.
+        let table: Vec<u8> = (0..100).flat_map(|_| (-65536i32).to_le_bytes()).collect();
+        let noise = sample(5000, 99).iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>();
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        for _ in 0..12 {
+            // The table inside a stored block's data: every candidate in it is false.
+            let piece = [&noise[..2000], &table, &noise[2000..]].concat();
+            stored_header(&mut stream, piece.len());
+            stream.extend_from_slice(&piece);
+            want.extend_from_slice(&piece);
+        }
+        // Stored data that holds a flush pattern and, after it, a whole valid deflate segment:
+        // a trial there decodes cleanly by libdeflate but not as zlib does (the bytes are data),
+        // so zlib's output is kept.
+        let mut c = Compress::new(Compression::new(6), false);
+        let mut fake = Vec::with_capacity(4096);
+        c.compress_vec(&b"not really compressed ".repeat(20), &mut fake, FlushCompress::Sync)
+            .unwrap();
+        let piece = [&noise[..3000], &FLUSH[..], &fake, &noise[..1000]].concat();
+        stored_header(&mut stream, piece.len());
+        stream.extend_from_slice(&piece);
+        want.extend_from_slice(&piece);
+        stream.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
+        let text = sample(2 << 20, 4);
+        for part in text.chunks(64 * 1024) {
+            let mut c = Compress::new(Compression::new(6), false);
+            let mut out = Vec::with_capacity(1 << 20);
+            c.compress_vec(part, &mut out, FlushCompress::Sync).unwrap();
+            assert_eq!(c.total_in() as usize, part.len());
+            stream.extend_from_slice(&out);
+            want.extend_from_slice(part);
+        }
+        stream.extend_from_slice(&[0x03, 0x00]);
+        let (out, fast, rest) = inflate(&stream, b"tail").unwrap();
+        assert!(out == want);
+        assert_eq!(rest, b"tail");
+        // zlib tries again once per 64 KiB of input: the first false trial (the fake segment) makes
+        // it wait that long, then the segments after it go the fast way.
+        assert!(fast >= (text.len() / 5) as u64, "only {fast} fast bytes");
     }
 
     #[test]
