@@ -4,7 +4,7 @@
 //! the bytes `00 00 ff ff` at a byte boundary — and the next block starts there with a fresh
 //! header. Such a point splits the stream into segments that decode on their own given the
 //! last 32 KiB of output (the window). [`Inflater`] cuts there and decodes each segment with
-//! libdeflate, a whole-buffer decoder 2–3× faster than zlib's streaming inflate, as one small
+//! libdeflate, a whole-buffer decoder about twice as fast as zlib's streaming inflate, as one small
 //! deflate stream of its own:
 //!
 //! ```text
@@ -17,8 +17,10 @@
 //! find exactly where the stream ends. `00 00 ff ff` inside compressed data (not a real flush)
 //! makes the segment undecodable: the cut moves on to the next candidate. Streams without flush
 //! points (Go's compress/gzip, GNU gzip, zlib) are decoded by zlib after the first
-//! [`MAX_SEGMENT`] bytes show none. Memory stays bounded: at most [`MAX_SEGMENT`] compressed bytes
-//! and [`MAX_OUTPUT`] decoded ones per segment.
+//! [`MAX_SEGMENT`] bytes show none. zlib keeps the stream only until the next candidate cut that
+//! proves real: it pauses there (at most once per [`RETRY_EVERY`] bytes) and the next segment is
+//! decoded by both libdeflate and zlib; if they agree, segments go on from there. Memory stays
+//! bounded: at most [`MAX_SEGMENT`] compressed bytes and [`MAX_OUTPUT`] decoded ones per segment.
 //!
 //! The sentinel is random per decoder, so no input can be made to end a segment with it (it
 //! could only make its own member fail the CRC check, never decode to something else).
@@ -39,7 +41,7 @@ const MAX_FALSE_CUTS: u32 = 8;
 const RUN_GAP: usize = 4096;
 const WINDOW: usize = 32 * 1024;
 /// How much input zlib decodes between tries to go back to segments.
-const RETRY_EVERY: u64 = 64 * 1024;
+pub const RETRY_EVERY: u64 = 64 * 1024;
 const SENTINEL_LEN: usize = 16;
 
 /// A `BufRead` whose reader can give bytes back: what the fast path read past the end of a
