@@ -414,9 +414,7 @@ impl Inflater {
         // zlib's output is the data; zlib goes on from where it stopped.
         self.fast_out -= want.len() as u64;
         self.window = old_window;
-        self.window.extend_from_slice(&truth);
-        let keep = self.window.len().saturating_sub(WINDOW);
-        self.window.drain(..keep);
+        self.extend_window(&truth, 0);
         self.obuf.clear();
         self.obuf.extend_from_slice(&truth);
         self.emit = 0..truth.len();
@@ -453,19 +451,15 @@ impl Inflater {
             let made = (self.z.total_out() - bo) as usize;
             input.consume(used);
             self.total_out += made as u64;
-            self.window.extend_from_slice(&out[..made]);
-            if self.window.len() >= 2 * WINDOW {
-                let keep = self.window.len() - WINDOW;
-                self.window.drain(..keep);
-            }
+            // Trimmed lazily here (at twice the window), exactly before a trial.
+            self.extend_window(&out[..made], WINDOW);
             if st == flate2::Status::StreamEnd {
                 self.mode = Mode::Done;
                 return Ok((made, true));
             }
             if self.mark == Some(self.z.total_in()) && made < out.len() {
                 // At a candidate cut with all output for the input before it given: try segments.
-                let keep = self.window.len().saturating_sub(WINDOW);
-                self.window.drain(..keep);
+                self.extend_window(&[], 0);
                 self.mark = None;
                 self.cooldown = self.z.total_in() + RETRY_EVERY;
                 self.trial = true;
@@ -478,6 +472,18 @@ impl Inflater {
             if used == 0 && at_eof {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated deflate stream"));
             }
+        }
+    }
+}
+
+impl Inflater {
+    /// Appends output to the window; once it is more than `slack` bytes over 32 KiB, keeps the
+    /// last 32 KiB.
+    fn extend_window(&mut self, data: &[u8], slack: usize) {
+        self.window.extend_from_slice(data);
+        if self.window.len() > WINDOW + slack {
+            let keep = self.window.len() - WINDOW;
+            self.window.drain(..keep);
         }
     }
 }
