@@ -18,6 +18,7 @@ use crate::tar::{split, TarSink, TarSummary};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How a blob is kept, as `shp inspect` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,12 +262,38 @@ pub fn import_blob(
                 storage = Storage::Uncompressed;
                 diff_id = Some(sha);
             } else {
-                let mut r = BufReader::with_capacity(256 * 1024, Hashing::new(r));
+                // The head goes to the probe (on the prover's thread) and, through the hash,
+                // to the decoder: the blob is read once, and the probe runs beside the import.
+                let mut head = Vec::new();
+                (&mut r).take(PROBE_HEAD).read_to_end(&mut head).map_err(unwrap_io)?;
+                let probe_head = head.clone();
+                let mut r = BufReader::with_capacity(256 * 1024, Hashing::new(io::Cursor::new(head).chain(r)));
                 let cname = if codec == Codec::Gzip { "gzip" } else { "zstd" };
-                let candidates = probe_recipe(codec, open, limit);
-                let profile = candidates.first().cloned();
-                // Pass 1: decode the whole stream (bounded), hashing what we read; with a recipe
-                // candidate, write the tar DAG and re-encode in parallel to prove the recipe.
+                // Decode the whole stream (bounded), hashing what we read, and write the tar DAG;
+                // the prover probes the head for candidates and re-encodes what the decoder feeds
+                // it with the first, to prove the recipe. If the probe finds none, the prover
+                // says so, the tar DAG stops being written and the layer is kept opaque.
+                // A blob the head holds whole is probed first (it is small, so that is cheap): a
+                // layer no profile writes then writes no tar DAG at all. A bigger one may have
+                // written up to a queue's worth ([`FEED_QUEUE`]) before the verdict; those blocks
+                // stay unreferenced until gc.
+                let known = (probe_head.len() < PROBE_HEAD as usize)
+                    .then(|| probe_candidates(codec, &probe_head, limit).unwrap_or_default());
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Feed>(FEED_QUEUE);
+                let none = known.as_ref().is_some_and(|c| c.is_empty());
+                let hopeless = std::sync::Arc::new(AtomicBool::new(none));
+                let flag = hopeless.clone();
+                let prover = std::thread::Builder::new().name("shp-prove".into()).spawn(move || {
+                    let candidates =
+                        known.unwrap_or_else(|| probe_candidates(codec, &probe_head, limit).unwrap_or_default());
+                    let Some(p) = candidates.first() else {
+                        flag.store(true, Ordering::Relaxed);
+                        return (candidates, None);
+                    };
+                    let mut h = Hashing::new(crate::recipe::proving_encoder(p, rx));
+                    let reenc = io::copy(&mut h, &mut io::sink()).ok().map(|_| h.finish());
+                    (candidates, reenc)
+                })?;
                 let events = RefCell::new(Vec::new());
                 let mut dec = Decoded {
                     inner: decoder(codec, &mut r, Some(&events))?,
@@ -275,48 +302,33 @@ pub fn import_blob(
                     blob: &name,
                     codec: cname,
                 };
-                let mut proven = None;
                 let mut framing = Framing::default();
-                let tar_sha = match &profile {
-                    None => {
-                        let mut tee = Tee {
-                            inner: &mut dec,
-                            tx: None,
-                            events: &events,
-                            framing: &mut framing,
-                        };
-                        let mut sha = Hashing::new(&mut tee);
-                        split(&mut sha, &name, &mut Validate)?;
-                        sha.finish().0
-                    }
-                    Some(p) => {
-                        let (tx, rx) = std::sync::mpsc::sync_channel::<Feed>(32);
-                        let p2 = p.clone();
-                        let prover = std::thread::spawn(move || {
-                            let mut h = Hashing::new(crate::recipe::proving_encoder(&p2, rx));
-                            io::copy(&mut h, &mut io::sink()).map(|_| h.finish())
-                        });
-                        let mut tee = Tee {
-                            inner: &mut dec,
-                            tx: Some(tx),
-                            events: &events,
-                            framing: &mut framing,
-                        };
-                        let mut sink = TarDag::new(w);
-                        let res = split(&mut tee, &name, &mut sink).and_then(|_| sink.finish());
-                        // The decoder reports the tail once it has read to the end.
-                        let res = res.and_then(|r| {
-                            io::copy(&mut tee, &mut io::sink())?;
-                            Ok(r)
-                        });
-                        tee.tx.take();
-                        let reenc = prover
-                            .join()
-                            .map_err(|_| Error::Store("recipe prover panicked".into()))?;
-                        let (tar, _, sha) = res?;
-                        proven = Some((tar, reenc.ok()));
-                        sha
-                    }
+                let mut tee = Tee {
+                    inner: &mut dec,
+                    tx: Some(tx),
+                    pending: Vec::new(),
+                    events: &events,
+                    framing: &mut framing,
+                };
+                let mut sink = Speculative {
+                    dag: TarDag::new(w),
+                    hopeless: &hopeless,
+                };
+                // The decoder reports the tail once it has read to the end.
+                let res = split(&mut tee, &name, &mut sink).and_then(|_| {
+                    io::copy(&mut tee, &mut io::sink())?;
+                    Ok(())
+                });
+                tee.finish();
+                let (candidates, reenc) = prover
+                    .join()
+                    .map_err(|_| Error::Store("recipe prover panicked".into()))?;
+                res?;
+                let (tar_sha, proven) = if candidates.is_empty() || !sink.dag.is_writing() {
+                    (sink.dag.into_digest().0, None)
+                } else {
+                    let (tar, _, sha) = sink.dag.finish()?;
+                    (sha, Some((tar, reenc)))
                 };
                 // Whatever the tar left unread (end-of-archive padding, trailing bytes) is
                 // decoded and checked too.
@@ -331,7 +343,7 @@ pub fn import_blob(
                 let mut chosen = None;
                 if let Some((tar, reenc)) = proven {
                     if reenc == Some((digest, size)) {
-                        chosen = profile.map(|p| (tar, p));
+                        chosen = Some((tar, candidates[0].clone()));
                     } else {
                         for p in candidates.iter().skip(1).take(MAX_EXTRA_PROOFS) {
                             if reprove(codec, open, p)? == Some((digest, size)) {
@@ -398,10 +410,12 @@ fn reprove(codec: Codec, open: Opener, p: &Profile) -> Result<Option<([u8; 32], 
         let mut tee = Tee {
             inner: &mut dec,
             tx: Some(tx),
+            pending: Vec::new(),
             events: &events,
             framing: &mut framing,
         };
         io::copy(&mut tee, &mut io::sink())?;
+        tee.finish();
         Ok(())
     })();
     let reenc = prover
@@ -415,17 +429,11 @@ fn reprove(codec: Codec, open: Opener, p: &Profile) -> Result<Option<([u8; 32], 
 const PROBE_HEAD: u64 = 4 << 20;
 const PROBE_DATA: u64 = 16 << 20;
 
-/// Probes the stream's start for a recipe candidate (cheap: the first MiBs).
-fn probe_recipe(codec: Codec, open: Opener, limit: u64) -> Vec<Profile> {
-    probe_candidates(codec, open, limit).unwrap_or_default()
-}
-
-fn probe_candidates(codec: Codec, open: Opener, limit: u64) -> Option<Vec<Profile>> {
-    let mut head = Vec::new();
-    open().ok()?.take(PROBE_HEAD).read_to_end(&mut head).ok()?;
+/// Probes the stream's start (its first [`PROBE_HEAD`] bytes) for recipe candidates, best first.
+fn probe_candidates(codec: Codec, head: &[u8], limit: u64) -> Option<Vec<Profile>> {
     match codec {
         Codec::Gzip => {
-            let h = crate::gzip::parse_header(&head).ok()?;
+            let h = crate::gzip::parse_header(head).ok()?;
             let stream = &head[h.bytes.len()..];
             // Decode what the head holds (it may end mid-stream: data up to the cut is kept).
             let cap = PROBE_DATA.min(limit) as usize;
@@ -460,12 +468,12 @@ fn probe_candidates(codec: Codec, open: Opener, limit: u64) -> Option<Vec<Profil
         Codec::Zstd => {
             let cap = PROBE_DATA.min(limit);
             let mut data = Vec::new();
-            let mut d = zstd::stream::read::Decoder::with_buffer(&head[..]).ok()?.single_frame();
+            let mut d = zstd::stream::read::Decoder::with_buffer(head).ok()?.single_frame();
             let complete = match (&mut d).take(cap).read_to_end(&mut data) {
                 Ok(_) => (data.len() as u64) < cap && (head.len() as u64) < PROBE_HEAD,
                 Err(_) => false,
             };
-            Some(crate::recipe::probe_zstd_all(&head, &data, complete))
+            Some(crate::recipe::probe_zstd_all(head, &data, complete))
         }
         Codec::None => None,
     }
@@ -531,17 +539,37 @@ impl Framing {
 struct Tee<'a, 'e, R> {
     inner: &'a mut R,
     tx: Option<std::sync::mpsc::SyncSender<Feed>>,
+    /// Decoded bytes not sent yet (sent in pieces of [`FEED_BYTES`]).
+    pending: Vec<u8>,
     events: &'e RefCell<Vec<Boundary>>,
     framing: &'a mut Framing,
 }
+
+/// Decoded bytes per message to the prover, and messages queued at most: the queue holds
+/// what the import decodes while the probe runs (32 MiB), and bounds memory after.
+const FEED_BYTES: usize = 256 * 1024;
+const FEED_QUEUE: usize = 128;
 
 impl<R: Read> Tee<'_, '_, R> {
     fn send(&mut self, f: Feed) {
         if let Some(tx) = &self.tx {
             if tx.send(f).is_err() {
-                self.tx = None; // the prover gave up; the proof will fail
+                self.tx = None; // the prover gave up (or found nothing to prove); no proof
             }
         }
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let data = std::mem::take(&mut self.pending);
+            self.send(Feed::Data(data));
+        }
+    }
+
+    /// Sends what is pending and closes the feed: the prover sees the end of the stream.
+    fn finish(&mut self) {
+        self.flush();
+        self.tx = None;
     }
 }
 
@@ -552,15 +580,56 @@ impl<R: Read> Read for Tee<'_, '_, R> {
         for b in events {
             self.framing.record(&b);
             match b {
-                Boundary::Member(h) => self.send(Feed::Member(h)),
-                Boundary::Tail(t, _) => self.send(Feed::Tail(t)),
+                Boundary::Member(h) => {
+                    self.flush();
+                    self.send(Feed::Member(h))
+                }
+                Boundary::Tail(t, _) => {
+                    self.flush();
+                    self.send(Feed::Tail(t))
+                }
                 Boundary::End(_) => {}
             }
         }
-        if n > 0 {
-            self.send(Feed::Data(buf[..n].to_vec()));
+        let mut data = &buf[..n];
+        while self.tx.is_some() && !data.is_empty() {
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(FEED_BYTES);
+            }
+            let k = data.len().min(FEED_BYTES - self.pending.len());
+            self.pending.extend_from_slice(&data[..k]);
+            data = &data[k..];
+            if self.pending.len() == FEED_BYTES {
+                self.flush();
+            }
         }
         Ok(n)
+    }
+}
+
+/// The tar DAG sink of a compressed layer's import: writes the tar DAG until the probe has said
+/// no recipe can reproduce the layer, then only hashes (the layer is kept opaque).
+struct Speculative<'w, 'b, 'f> {
+    dag: TarDag<'w, 'b>,
+    hopeless: &'f AtomicBool,
+}
+
+impl Speculative<'_, '_, '_> {
+    fn check(&mut self) {
+        if self.dag.is_writing() && self.hopeless.load(Ordering::Relaxed) {
+            self.dag.stop_writing();
+        }
+    }
+}
+
+impl TarSink for Speculative<'_, '_, '_> {
+    fn meta(&mut self, bytes: &[u8]) -> Result<()> {
+        self.check();
+        self.dag.meta(bytes)
+    }
+    fn file(&mut self, size: u64, data: &mut dyn Read) -> Result<()> {
+        self.check();
+        self.dag.file(size, data)
     }
 }
 

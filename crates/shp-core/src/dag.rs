@@ -166,6 +166,8 @@ pub struct TarDag<'w, 'b> {
     lists: LinkTree,
     sha: Sha256,
     size: u64,
+    /// False once [`TarDag::stop_writing`] was called: the stream is then only hashed.
+    writing: bool,
     /// Regular-file bytes and count, for accounting.
     pub file_bytes: u64,
 }
@@ -182,8 +184,29 @@ impl<'w, 'b> TarDag<'w, 'b> {
             lists: LinkTree::default(),
             sha: Sha256::new(),
             size: 0,
+            writing: true,
             file_bytes: 0,
         }
+    }
+
+    /// Stops writing blocks: from here on the stream is only hashed and counted, for a layer
+    /// that will be kept another way. Blocks already written stay in the batch, unreferenced
+    /// (gc removes them).
+    pub fn stop_writing(&mut self) {
+        self.writing = false;
+        self.pending = Vec::new();
+        self.m = Vec::new();
+        self.ml = Vec::new();
+        self.e = Vec::new();
+    }
+
+    pub fn is_writing(&self) -> bool {
+        self.writing
+    }
+
+    /// The stream's sha256 and size, without writing the tar node.
+    pub fn into_digest(self) -> ([u8; 32], u64) {
+        (self.sha.finalize().into(), self.size)
     }
 
     fn entry(&mut self, meta: Vec<u8>, size: u64, links: Vec<Cid>) -> Result<()> {
@@ -225,6 +248,9 @@ impl<'w, 'b> TarDag<'w, 'b> {
 
     /// Closes the stream: returns the tar node's CID, its size and sha256 (the layer's diff_id).
     pub fn finish(mut self) -> Result<(Cid, u64, [u8; 32])> {
+        if !self.writing {
+            return Err(Error::Store("a tar DAG that stopped writing has no node".into()));
+        }
         self.close_list()?;
         let lists = std::mem::take(&mut self.lists).finish(self.w)?;
         let sha: [u8; 32] = self.sha.clone().finalize().into();
@@ -243,6 +269,9 @@ impl TarSink for TarDag<'_, '_> {
     fn meta(&mut self, bytes: &[u8]) -> Result<()> {
         self.sha.update(bytes);
         self.size += bytes.len() as u64;
+        if !self.writing {
+            return Ok(());
+        }
         self.pending.extend_from_slice(bytes);
         if self.pending.len() >= META_INLINE {
             self.flush_pending_as_data()?;
@@ -255,6 +284,15 @@ impl TarSink for TarDag<'_, '_> {
             inner: data,
             sha: &mut self.sha,
         };
+        if !self.writing {
+            let n = io::copy(&mut (&mut hashing).take(size), &mut io::sink()).map_err(unwrap_io)?;
+            if n != size {
+                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.size += size;
+            self.file_bytes += size;
+            return Ok(());
+        }
         let links = self.w.put_chunked(&mut hashing, size)?;
         self.size += size;
         self.file_bytes += size;

@@ -360,3 +360,70 @@ fn unknown_producer_is_opaque_and_exact() {
     assert_eq!(imported.diff_id, Some(<[u8; 32]>::from(Sha256::digest(&tar))));
     assert_eq!(read_back(&store, &imported.cid), mixed);
 }
+
+/// A gzip member whose deflate stream is stored blocks of `block` bytes: no producer writes that.
+fn stored_gzip(data: &[u8], block: usize) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut parts = data.chunks(block).peekable();
+    while let Some(p) = parts.next() {
+        out.push(if parts.peek().is_none() { 1 } else { 0 });
+        out.extend_from_slice(&(p.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(!(p.len() as u16)).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+fn stored_bytes(store: &MemoryStore) -> usize {
+    store.cids().unwrap().iter().map(|c| store.get(c).unwrap().len()).sum()
+}
+
+#[test]
+fn no_candidate_is_opaque_without_a_tar_dag() {
+    // Small (the probe's head holds it whole): probed before the import, so the tar DAG is never
+    // written and the store holds the compressed chunks and the blob node only.
+    let tar = build(
+        &[Ent::File {
+            name: b"noise".to_vec(),
+            data: pseudo(11, 600_000),
+            pad: 0,
+        }],
+        false,
+        2,
+        b"",
+    );
+    let gz = stored_gzip(&tar, 1000);
+    let store = MemoryStore::new();
+    let imported = import(&store, &gz, &ImportOptions::default()).unwrap();
+    assert_eq!(imported.storage, Storage::Opaque);
+    assert_eq!(imported.diff_id, Some(<[u8; 32]>::from(Sha256::digest(&tar))));
+    assert_eq!(read_back(&store, &imported.cid), gz);
+    let stored = stored_bytes(&store);
+    assert!(
+        stored < gz.len() + 4096,
+        "{stored} bytes stored for a {} byte blob",
+        gz.len()
+    );
+
+    // Big (probed beside the import): still opaque and exact.
+    let tar = build(
+        &[Ent::File {
+            name: b"noise".to_vec(),
+            data: pseudo(12, 6 << 20),
+            pad: 0,
+        }],
+        false,
+        2,
+        b"",
+    );
+    let gz = stored_gzip(&tar, 1000);
+    let store = MemoryStore::new();
+    let imported = import(&store, &gz, &ImportOptions::default()).unwrap();
+    assert_eq!(imported.storage, Storage::Opaque);
+    assert_eq!(imported.diff_id, Some(<[u8; 32]>::from(Sha256::digest(&tar))));
+    assert_eq!(read_back(&store, &imported.cid), gz);
+}
