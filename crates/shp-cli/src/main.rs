@@ -106,7 +106,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check every block against its CID and every ref's DAG for completeness
+    /// Check every block against its CID, every ref's DAG for completeness, and every image's layers
+    /// against its config's rootfs.diff_ids
     Verify {
         /// Also rebuild every blob and check its sha256
         #[arg(long)]
@@ -508,9 +509,11 @@ fn run(cli: Cli) -> Result<u8> {
                     println!("problem {p}");
                 }
                 println!(
-                    "checked {} blocks, {} refs, {} blobs rebuilt: {}",
+                    "checked {} blocks, {} refs, {} layer diff_ids ({} opaque layers not checked), {} blobs rebuilt: {}",
                     r.blocks_checked,
                     r.roots_checked,
+                    r.diff_ids_checked,
+                    r.diff_ids_skipped,
                     r.blobs_rebuilt,
                     if r.problems.is_empty() { "ok" } else { "PROBLEMS" }
                 );

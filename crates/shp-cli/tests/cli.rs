@@ -1056,3 +1056,69 @@ fn gc_refuses_while_another_process_uses_the_home() {
     assert_eq!(num(&home.json(&["gc"]), "blocks_removed"), 0);
     home.verify(true);
 }
+
+#[test]
+fn verify_checks_layers_against_config_diff_ids() {
+    let home = ShpHome::new();
+    let src = Layout::create(home.scratch("src"));
+    // A gzip layer (a recipe: its diff_id is the tar node's) and an uncompressed one (its own
+    // digest), each under an honest config and under one that names another tar.
+    let (config, gz) = fixture_image("busybox-gzip");
+    let tar = odd_tar();
+    let liar = |cfg: &[u8]| -> Vec<u8> {
+        let mut v: Value = serde_json::from_slice(cfg).unwrap();
+        v["rootfs"]["diff_ids"][0] = json!(digest_of(b"some other tar"));
+        serde_json::to_vec(&v).unwrap()
+    };
+    src.write_image("gz", &config, &[(LAYER_GZIP, &gz)], |_| {});
+    src.write_image("gz-lie", &liar(&config), &[(LAYER_GZIP, &gz)], |_| {});
+    src.write_image("tar", &config_for(&[&tar]), &[(LAYER_TAR, &tar)], |_| {});
+    src.write_image("tar-lie", &liar(&config_for(&[&tar])), &[(LAYER_TAR, &tar)], |_| {});
+    // An image whose config lists fewer diff_ids than it has layers.
+    src.write_image(
+        "short",
+        &config_for(&[&tar]),
+        &[(LAYER_TAR, &tar), (LAYER_GZIP, &gz)],
+        |_| {},
+    );
+
+    for tag in ["gz", "tar"] {
+        home.push(&oci_ref(&src.dir, tag), &[]);
+    }
+    let v = home.verify(true);
+    assert_eq!(num(&v, "diff_ids_checked"), 2, "{v}");
+    assert_eq!(num(&v, "diff_ids_skipped"), 0, "{v}");
+
+    for tag in ["gz-lie", "tar-lie", "short"] {
+        home.push(&oci_ref(&src.dir, tag), &[]);
+    }
+    let out = home.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "verify of lying configs: {}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let other = digest_of(b"some other tar");
+    for (tag, layer, unpacked) in [
+        ("gz-lie", digest_of(&gz), src.diff_ids("gz")[0].clone()),
+        ("tar-lie", digest_of(&tar), digest_of(&tar)),
+    ] {
+        let ref_name = format!("ref {tag}:");
+        assert!(
+            problems.iter().any(|p| p.starts_with(&ref_name)
+                && p.contains(&format!("layer 0 ({layer}) unpacks to {unpacked}, but config"))
+                && p.ends_with(&format!("lists {other}"))),
+            "no diff_id problem for {tag}: {problems:#?}"
+        );
+    }
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("ref short:") && p.contains("lists 1 diff_ids for 2 layers")),
+        "{problems:#?}"
+    );
+}

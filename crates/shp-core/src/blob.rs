@@ -761,20 +761,37 @@ impl BlobNode {
         verified(inner, self.digest, self.size)
     }
 
+    /// The sha256 and size the tar node `tar` records for its stream.
+    fn tar_digest(store: &dyn Blockstore, tar: &Cid) -> Result<([u8; 32], u64)> {
+        let node = get_node(store, tar)?;
+        let sha: [u8; 32] = node
+            .get("sha256")
+            .and_then(Value::as_bytes)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| schema_err(tar, "sha256 is not 32 bytes"))?;
+        let size = node
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| schema_err(tar, "size missing"))?;
+        Ok((sha, size))
+    }
+
+    /// A layer's diff_id (the sha256 of its uncompressed tar) as the DAG records it: the blob's own
+    /// digest for an uncompressed layer, the tar node's for a recipe layer; None for blobs kept as
+    /// chunks of their bytes (opaque layers: finding it means decoding them).
+    pub fn diff_id(&self, store: &dyn Blockstore) -> Result<Option<[u8; 32]>> {
+        match (&self.tar, &self.recipe) {
+            (Some(_), None) => Ok(Some(self.digest)),
+            (Some(tar), Some(_)) => Ok(Some(Self::tar_digest(store, tar)?.0)),
+            _ => Ok(None),
+        }
+    }
+
     /// The layer's uncompressed tar (decoding opaque compressed layers on the fly).
     pub fn open_tar<'s>(&self, store: &'s dyn Blockstore) -> Result<Box<dyn Read + 's>> {
         if let (Some(tar), Some(_)) = (self.tar, &self.recipe) {
             // The tar DAG is at hand: read it directly, verified against its own sha256.
-            let node = get_node(store, &tar)?;
-            let sha: [u8; 32] = node
-                .get("sha256")
-                .and_then(Value::as_bytes)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| schema_err(&tar, "sha256 is not 32 bytes"))?;
-            let size = node
-                .get("size")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| schema_err(&tar, "size missing"))?;
+            let (sha, size) = Self::tar_digest(store, &tar)?;
             return Ok(Box::new(Verified {
                 inner: DagReader::new(store, &[tar]),
                 sha: Sha256::new(),

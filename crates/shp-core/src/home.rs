@@ -126,6 +126,10 @@ pub struct VerifyReport {
     pub blocks_checked: u64,
     pub roots_checked: u64,
     pub blobs_rebuilt: u64,
+    /// Layers whose uncompressed sha256 was checked against their config's `rootfs.diff_ids`.
+    pub diff_ids_checked: u64,
+    /// Layers kept opaque: their diff_id is not stored and they are not decoded for this.
+    pub diff_ids_skipped: u64,
     pub problems: Vec<String>,
 }
 
@@ -510,25 +514,43 @@ impl Home {
             let res = s
                 .parse::<Cid>()
                 .and_then(|c| car::walk(&self.store, &c, &mut |_, _| Ok(())).map(|_| c));
-            match res {
-                Err(e) => rep.problems.push(format!("ref {label}: {e}")),
-                Ok(c) if rebuild => {
-                    let nodes: Vec<BlobNode> = match ImageRoot::load(&self.store, &c) {
-                        Ok(img) => img.blobs(&self.store)?.into_iter().map(|b| b.node).collect(),
-                        Err(_) => vec![BlobNode::load(&self.store, &c)?],
-                    };
-                    for n in nodes {
-                        rep.blobs_rebuilt += 1;
-                        if let Err(e) = std::io::copy(&mut n.open(&self.store), &mut std::io::sink()) {
-                            rep.problems.push(format!(
-                                "ref {label}: blob {}: {}",
-                                n.digest_str(),
-                                crate::dag::unwrap_io(e)
-                            ));
-                        }
+            let c = match res {
+                Err(e) => {
+                    rep.problems.push(format!("ref {label}: {e}"));
+                    continue;
+                }
+                Ok(c) => c,
+            };
+            let blobs = match ImageRoot::load(&self.store, &c) {
+                Ok(img) => Some(img.blobs(&self.store)?),
+                Err(_) => None,
+            };
+            if let Some(blobs) = &blobs {
+                match crate::image::check_diff_ids(&self.store, blobs) {
+                    Ok(d) => {
+                        rep.diff_ids_checked += d.checked;
+                        rep.diff_ids_skipped += d.skipped;
+                        rep.problems
+                            .extend(d.problems.into_iter().map(|p| format!("ref {label}: {p}")));
+                    }
+                    Err(e) => rep.problems.push(format!("ref {label}: {e}")),
+                }
+            }
+            if rebuild {
+                let nodes: Vec<BlobNode> = match blobs {
+                    Some(blobs) => blobs.into_iter().map(|b| b.node).collect(),
+                    None => vec![BlobNode::load(&self.store, &c)?],
+                };
+                for n in nodes {
+                    rep.blobs_rebuilt += 1;
+                    if let Err(e) = std::io::copy(&mut n.open(&self.store), &mut std::io::sink()) {
+                        rep.problems.push(format!(
+                            "ref {label}: blob {}: {}",
+                            n.digest_str(),
+                            crate::dag::unwrap_io(e)
+                        ));
                     }
                 }
-                Ok(_) => {}
             }
         }
         Ok(rep)

@@ -450,6 +450,98 @@ fn walk(
     Ok(())
 }
 
+/// Config media types whose `rootfs.diff_ids` name the manifest's layers.
+const IMAGE_CONFIGS: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// What [`check_diff_ids`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiffIdCheck {
+    /// Layers whose diff_id was compared with their config's.
+    pub checked: u64,
+    /// Layers kept opaque (their diff_id is not stored; finding it means decoding them).
+    pub skipped: u64,
+    pub problems: Vec<String>,
+}
+
+/// Checks each image manifest among `blobs` (from [`ImageRoot::blobs`]) against its config: the
+/// config's `rootfs.diff_ids` must list, in order, the sha256 of each layer's uncompressed tar
+/// (what container runtimes check when they unpack an image). Manifests whose config is not an
+/// image config (artifacts) are left alone. The stored images stay as they are either way: this
+/// reports, it does not judge what a registry accepted.
+pub fn check_diff_ids(store: &dyn Blockstore, blobs: &[ImageBlob]) -> Result<DiffIdCheck> {
+    let by_digest: HashMap<[u8; 32], &ImageBlob> = blobs.iter().map(|b| (b.node.digest, b)).collect();
+    let mut out = DiffIdCheck::default();
+    for b in blobs {
+        let Some(doc) = &b.doc else { continue };
+        let Some(cfg) = &doc.config else { continue };
+        if !IMAGE_CONFIGS.contains(&cfg.media_type.as_str()) {
+            continue;
+        }
+        let Some(cnode) = by_digest.get(&cfg.digest) else {
+            continue; // a missing config is the walk's problem, reported there
+        };
+        let manifest = b.node.digest_str();
+        if cnode.node.size > MAX_MANIFEST {
+            out.problems.push(format!(
+                "manifest {manifest}: config {} is {} bytes, over the limit",
+                cfg.digest_str, cnode.node.size
+            ));
+            continue;
+        }
+        let mut bytes = Vec::new();
+        cnode
+            .node
+            .open(store)
+            .read_to_end(&mut bytes)
+            .map_err(crate::dag::unwrap_io)?;
+        let listed: Option<Vec<String>> = serde_json::from_slice::<Json>(&bytes).ok().and_then(|c| {
+            c.get("rootfs")?
+                .get("diff_ids")?
+                .as_array()?
+                .iter()
+                .map(|d| d.as_str().map(str::to_string))
+                .collect()
+        });
+        let Some(listed) = listed else {
+            out.problems.push(format!(
+                "manifest {manifest}: config {} has no rootfs.diff_ids list of strings",
+                cfg.digest_str
+            ));
+            continue;
+        };
+        let layers: Vec<&Descriptor> = doc.layers.iter().filter(|d| d.is_layer()).collect();
+        if listed.len() != layers.len() {
+            out.problems.push(format!(
+                "manifest {manifest}: config {} lists {} diff_ids for {} layers",
+                cfg.digest_str,
+                listed.len(),
+                layers.len()
+            ));
+            continue;
+        }
+        for (i, (l, want)) in layers.iter().zip(&listed).enumerate() {
+            let Some(node) = by_digest.get(&l.digest) else { continue };
+            match node.node.diff_id(store)? {
+                None => out.skipped += 1,
+                Some(d) => {
+                    out.checked += 1;
+                    let got = format_digest(&d);
+                    if &got != want {
+                        out.problems.push(format!(
+                            "manifest {manifest}: layer {i} ({}) unpacks to {got}, but config {} lists {want}",
+                            l.digest_str, cfg.digest_str
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// An OCI image layout directory as a blob source.
 pub struct OciLayout {
     pub path: std::path::PathBuf,
