@@ -303,13 +303,7 @@ pub fn import_blob(
                     codec: cname,
                 };
                 let mut framing = Framing::default();
-                let mut tee = Tee {
-                    inner: &mut dec,
-                    tx: Some(tx),
-                    pending: Vec::new(),
-                    events: &events,
-                    framing: &mut framing,
-                };
+                let mut tee = Tee::new(&mut dec, tx, &events, &mut framing);
                 let mut sink = Speculative {
                     dag: TarDag::new(w),
                     hopeless: &hopeless,
@@ -407,13 +401,7 @@ fn reprove(codec: Codec, open: Opener, p: &Profile) -> Result<Option<([u8; 32], 
     let res = (|| -> Result<()> {
         let r = BufReader::with_capacity(256 * 1024, open()?);
         let mut dec = decoder(codec, r, Some(&events))?;
-        let mut tee = Tee {
-            inner: &mut dec,
-            tx: Some(tx),
-            pending: Vec::new(),
-            events: &events,
-            framing: &mut framing,
-        };
+        let mut tee = Tee::new(&mut dec, tx, &events, &mut framing);
         io::copy(&mut tee, &mut io::sink())?;
         tee.finish();
         Ok(())
@@ -550,7 +538,22 @@ struct Tee<'a, 'e, R> {
 const FEED_BYTES: usize = 256 * 1024;
 const FEED_QUEUE: usize = 128;
 
-impl<R: Read> Tee<'_, '_, R> {
+impl<'a, 'e, R: Read> Tee<'a, 'e, R> {
+    fn new(
+        inner: &'a mut R,
+        tx: std::sync::mpsc::SyncSender<Feed>,
+        events: &'e RefCell<Vec<Boundary>>,
+        framing: &'a mut Framing,
+    ) -> Self {
+        Tee {
+            inner,
+            tx: Some(tx),
+            pending: Vec::new(),
+            events,
+            framing,
+        }
+    }
+
     fn send(&mut self, f: Feed) {
         if let Some(tx) = &self.tx {
             if tx.send(f).is_err() {
@@ -645,6 +648,21 @@ fn short_to_mismatch(e: Error, name: &str) -> Error {
     }
 }
 
+/// A node's 32-byte digest field `key`.
+fn sha256_field(v: &Value, key: &str, cid: &Cid) -> Result<[u8; 32]> {
+    v.get(key)
+        .and_then(Value::as_bytes)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| schema_err(cid, format!("{key} is not 32 bytes")))
+}
+
+/// A node's `size` field.
+fn size_field(v: &Value, cid: &Cid) -> Result<u64> {
+    v.get("size")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| schema_err(cid, "size missing"))
+}
+
 /// A blob node, decoded.
 #[derive(Debug, Clone)]
 pub struct BlobNode {
@@ -665,15 +683,8 @@ impl BlobNode {
         if v.get("t").and_then(Value::as_str) != Some("blob") {
             return Err(schema_err(cid, "not a blob node"));
         }
-        let digest: [u8; 32] = v
-            .get("digest")
-            .and_then(Value::as_bytes)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| schema_err(cid, "digest is not 32 bytes"))?;
-        let size = v
-            .get("size")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| schema_err(cid, "size missing"))?;
+        let digest = sha256_field(&v, "digest", cid)?;
+        let size = size_field(&v, cid)?;
         let enc = v
             .get("enc")
             .and_then(Value::as_str)
@@ -764,16 +775,7 @@ impl BlobNode {
     /// The sha256 and size the tar node `tar` records for its stream.
     fn tar_digest(store: &dyn Blockstore, tar: &Cid) -> Result<([u8; 32], u64)> {
         let node = get_node(store, tar)?;
-        let sha: [u8; 32] = node
-            .get("sha256")
-            .and_then(Value::as_bytes)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| schema_err(tar, "sha256 is not 32 bytes"))?;
-        let size = node
-            .get("size")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| schema_err(tar, "size missing"))?;
-        Ok((sha, size))
+        Ok((sha256_field(&node, "sha256", tar)?, size_field(&node, tar)?))
     }
 
     /// A layer's diff_id (the sha256 of its uncompressed tar) as the DAG records it: the blob's own

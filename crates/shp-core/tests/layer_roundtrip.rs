@@ -386,17 +386,21 @@ fn stored_bytes(store: &MemoryStore) -> usize {
 fn no_candidate_is_opaque_without_a_tar_dag() {
     // Small (the probe's head holds it whole): probed before the import, so the tar DAG is never
     // written and the store holds the compressed chunks and the blob node only.
-    let tar = build(
-        &[Ent::File {
-            name: b"noise".to_vec(),
-            data: pseudo(11, 600_000),
-            pad: 0,
-        }],
-        false,
-        2,
-        b"",
-    );
-    let gz = stored_gzip(&tar, 1000);
+    let noise = |seed: u64, len: usize| {
+        let tar = build(
+            &[Ent::File {
+                name: b"noise".to_vec(),
+                data: pseudo(seed, len),
+                pad: 0,
+            }],
+            false,
+            2,
+            b"",
+        );
+        let gz = stored_gzip(&tar, 1000);
+        (tar, gz)
+    };
+    let (tar, gz) = noise(11, 600_000);
     let store = MemoryStore::new();
     let imported = import(&store, &gz, &ImportOptions::default()).unwrap();
     assert_eq!(imported.storage, Storage::Opaque);
@@ -410,17 +414,7 @@ fn no_candidate_is_opaque_without_a_tar_dag() {
     );
 
     // Big (probed beside the import): still opaque and exact.
-    let tar = build(
-        &[Ent::File {
-            name: b"noise".to_vec(),
-            data: pseudo(12, 6 << 20),
-            pad: 0,
-        }],
-        false,
-        2,
-        b"",
-    );
-    let gz = stored_gzip(&tar, 1000);
+    let (tar, gz) = noise(12, 6 << 20);
     let store = MemoryStore::new();
     let imported = import(&store, &gz, &ImportOptions::default()).unwrap();
     assert_eq!(imported.storage, Storage::Opaque);
