@@ -318,8 +318,12 @@ fn run(cli: Cli) -> Result<u8> {
                     doc["fetched_blobs"] = json!(n);
                     doc["fetched_bytes"] = json!(bytes);
                 }
+                doc["warnings"] = json!(rep.warnings);
                 println!("{doc}");
             } else {
+                for w in &rep.warnings {
+                    eprintln!("shp: warning: {w}");
+                }
                 if !quiet {
                     for b in &imp.blobs {
                         println!(

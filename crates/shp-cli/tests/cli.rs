@@ -1083,15 +1083,30 @@ fn verify_checks_layers_against_config_diff_ids() {
     );
 
     for tag in ["gz", "tar"] {
-        home.push(&oci_ref(&src.dir, tag), &[]);
+        let v = home.json(&["push", &oci_ref(&src.dir, tag)]);
+        assert_eq!(v["warnings"], json!([]), "{tag}: {v}");
     }
     let v = home.verify(true);
     assert_eq!(num(&v, "diff_ids_checked"), 2, "{v}");
     assert_eq!(num(&v, "diff_ids_skipped"), 0, "{v}");
 
-    for tag in ["gz-lie", "tar-lie", "short"] {
-        home.push(&oci_ref(&src.dir, tag), &[]);
+    // Pushes store them exactly as they are, and warn.
+    let v = home.json(&["push", &oci_ref(&src.dir, "gz-lie")]);
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{v}");
+    assert!(warnings[0].as_str().unwrap().contains("layer 0"), "{v}");
+    for tag in ["tar-lie", "short"] {
+        let out = home.run(&["push", "-q", &oci_ref(&src.dir, tag)]);
+        assert!(out.status.success(), "{tag}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("shp: warning: manifest sha256:") && err.lines().count() == 1,
+            "{tag}: {err:?}"
+        );
     }
+    let out = Layout::open(home.scratch("out"));
+    home.pull("gz-lie", &oci_ref(&out.dir, "gz-lie"));
+    assert_roundtrip(&src, "gz-lie", &out, "gz-lie");
     let out = home.run(&["verify", "--json"]);
     assert_eq!(out.status.code(), Some(4), "verify of lying configs: {}", stderr(&out));
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();

@@ -57,6 +57,9 @@ pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 pub struct PushReport {
     pub import: ImportReport,
     pub name: Option<String>,
+    /// What the image gets wrong that a runtime would refuse (layers whose uncompressed sha256 is
+    /// not what the config's `rootfs.diff_ids` lists): it is stored as it is, exactly, all the same.
+    pub warnings: Vec<String>,
 }
 
 /// One line of `ls`.
@@ -259,8 +262,7 @@ impl Home {
                 let name = tag
                     .map(str::to_string)
                     .or(default_name.filter(|n| check_name(n).is_ok()));
-                self.record(&import, name.as_deref())?;
-                Ok(PushReport { import, name })
+                self.recorded(import, name.as_deref())
             }
         }
     }
@@ -287,10 +289,24 @@ impl Home {
         let mut batch = self.store.batch()?;
         let import = import_image(&mut *batch, src, top, None, &self.options, &known, progress)?;
         batch.commit()?;
+        self.recorded(import, name)
+    }
+
+    /// After a committed import: records it (see [`Home::record`]) and checks the image's layers
+    /// against its configs' diff_ids (the warnings of the report).
+    fn recorded(&self, import: ImportReport, name: Option<&str>) -> Result<PushReport> {
         self.record(&import, name)?;
+        let warnings = match ImageRoot::load(&self.store, &import.root)
+            .and_then(|img| img.blobs(&self.store))
+            .and_then(|blobs| crate::image::check_diff_ids(&self.store, &blobs))
+        {
+            Ok(check) => check.problems,
+            Err(e) => vec![format!("diff_ids not checked: {e}")],
+        };
         Ok(PushReport {
             import,
             name: name.map(str::to_string),
+            warnings,
         })
     }
 
@@ -846,11 +862,7 @@ impl Home {
         let mut batch = self.store.batch()?;
         let import = import_image(&mut *batch, &src, &top, None, &self.options, &known, &no_progress)?;
         batch.commit()?;
-        self.record(&import, name)?;
-        Ok(PushReport {
-            import,
-            name: name.map(str::to_string),
-        })
+        self.recorded(import, name)
     }
 
     /// The digest of the manifest or index at the top of the image `id` names.
