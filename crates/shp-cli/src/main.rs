@@ -14,6 +14,8 @@ use shp_station::transport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod net;
+
 #[derive(Parser)]
 #[command(
     name = "shp",
@@ -37,6 +39,12 @@ enum Cmd {
         /// compress them at the next `shp gc` (faster imports; raw bytes on disk until then)
         #[arg(long, value_name = "zstd:LEVEL[,deferred]")]
         compression: Option<String>,
+        /// Join a private network: a 64-hex-digit key or a whole swarm.key text (kept in HOME/swarm.key, mode 0600)
+        #[arg(long, value_name = "KEY", conflicts_with = "net_key_file")]
+        net: Option<String>,
+        /// Join the private network of this swarm.key file (Kubo's format)
+        #[arg(long, value_name = "FILE")]
+        net_key_file: Option<PathBuf>,
     },
     /// Import an image: SOURCE is oci:DIR[:REF], docker-archive:FILE[:NAME:TAG|:@N] or docker://HOST/REPO[:TAG|@DIGEST]
     Push {
@@ -64,12 +72,16 @@ enum Cmd {
         /// Fetch IMAGE (a root CID) from this station or trustless gateway first (repeatable)
         #[arg(long = "from", value_name = "URL")]
         from: Vec<String>,
+        /// Print the fetch report (or {"root": CID} when nothing was fetched) as one JSON document
+        #[arg(long)]
+        json: bool,
     },
     /// Fetch the DAG under a CID from stations or trustless gateways into the store
     Fetch {
         cid: String,
-        /// A station's or gateway's base URL, http://HOST:PORT (repeatable: the work is shared)
-        #[arg(long = "from", value_name = "URL", required = true)]
+        /// A station's or gateway's base URL, http://HOST:PORT (repeatable: the work is shared); without
+        /// it, the running station's peers (or a short-lived node's bootstrap and mDNS peers)
+        #[arg(long = "from", value_name = "URL")]
         from: Vec<String>,
         /// Name the fetched image (default: its root is pinned unnamed)
         #[arg(long, value_name = "NAME:TAG")]
@@ -149,6 +161,37 @@ enum Cmd {
         /// Log level: error, warn, info, debug, trace, or a RUST_LOG-style filter (default: $RUST_LOG, else info)
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
+        /// libp2p listen address (repeatable; default station.json's, else /ip4/0.0.0.0/tcp/4001; tcp/0 picks a free port)
+        #[arg(long, value_name = "MULTIADDR")]
+        p2p_listen: Vec<String>,
+        /// A peer to connect to at start and keep connected (repeatable; replaces station.json's list)
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+        /// No mDNS (LAN discovery)
+        #[arg(long)]
+        no_mdns: bool,
+        /// No libp2p host at all (registry and gateway only)
+        #[arg(long)]
+        no_p2p: bool,
+    },
+    /// Connected libp2p peers of the running station
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running station's libp2p addresses
+    Addrs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect the running station to a peer (/ip4/…/tcp/…/p2p/ID)
+    Connect { addr: String },
+    /// Disconnect the running station from a peer
+    Disconnect { peer: String },
+    /// Private-network keys
+    NetKey {
+        #[command(subcommand)]
+        cmd: net::NetKeyCmd,
     },
 }
 
@@ -195,7 +238,29 @@ enum CarCmd {
 
 /// Exit codes (docs/CLI.md): 1 failure, 2 usage, 3 not found, 4 verification found problems.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    use shp_station::control::ControlError;
     use shp_station::{auth::AuthError, server::StationError};
+    if let Some(c) = e.downcast_ref::<ControlError>() {
+        return match c {
+            ControlError::NotRunning { .. } => 5,
+            c if c.is_not_found() => 3,
+            c if c.is_usage() => 2,
+            _ => 1,
+        };
+    }
+    if let Some(shp_station::p2p::Error::BadAddr(..) | shp_station::p2p::Error::BadPeer(_)) =
+        e.downcast_ref::<shp_station::p2p::Error>()
+    {
+        return 2;
+    }
+    if let Some(StationError::P2p(shp_station::p2p::Error::BadAddr(..))) = e.downcast_ref::<StationError>() {
+        return 2;
+    }
+    if let Some(shp_station::p2p::fetch::StandaloneError::Fetch(t)) =
+        e.downcast_ref::<shp_station::p2p::fetch::StandaloneError>()
+    {
+        return if t.is_not_found() { 3 } else { 1 };
+    }
     if let Some(StationError::Listen(_) | StationError::Auth(AuthError::Spec(_))) = e.downcast_ref::<StationError>() {
         return 2;
     }
@@ -225,24 +290,6 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// Fetches `cid` from `from` into `home`, naming it `tag` (or pinning it).
-fn fetch_from(home: &Home, cid: &str, from: &[String], tag: Option<&str>) -> Result<transport::FetchReport> {
-    let root: shp_core::Cid = cid.parse().map_err(|e| Error::InvalidReference {
-        reference: cid.to_string(),
-        reason: format!("not a CID: {e}"),
-    })?;
-    let peers = from
-        .iter()
-        .map(|u| transport::HttpTransport::new(u))
-        .collect::<Result<Vec<_>, _>>()?;
-    let refs: Vec<&dyn transport::Transport> = peers.iter().map(|p| p as &dyn transport::Transport).collect();
-    let rep = transport::fetch_into_home(home, &root, &refs, tag, transport::FetchOptions::default())?;
-    for p in &rep.problems {
-        eprintln!("shp: note: {p}");
-    }
-    Ok(rep)
-}
-
 fn progress_bar(quiet: bool) -> (ProgressBar, impl Fn(Progress)) {
     let pb = if quiet {
         ProgressBar::hidden()
@@ -267,12 +314,17 @@ fn run(cli: Cli) -> Result<u8> {
     let dir = cli.home.clone().unwrap_or_else(Home::default_dir);
     let open = || Home::open(&dir).map_err(anyhow::Error::from);
     match cli.cmd {
-        Cmd::Init { compression } => {
+        Cmd::Init {
+            compression,
+            net,
+            net_key_file,
+        } => {
             let compression = compression.as_deref().map(Compression::parse).transpose()?;
             let h = Home::init_with(&dir, compression)?;
             if compression.is_some() {
                 eprintln!("store compression {}", h.compression());
             }
+            net::init_net_key(h.dir(), net.as_deref(), net_key_file.as_deref())?;
             let (peer, made) = shp_station::server::init_identity(h.dir())?;
             if made {
                 eprintln!("station id {peer}");
@@ -351,6 +403,7 @@ fn run(cli: Cli) -> Result<u8> {
             dest,
             remote,
             from,
+            json,
         } => {
             if dest.starts_with("docker://") {
                 let d = RemoteRef::parse(&dest)?;
@@ -367,31 +420,41 @@ fn run(cli: Cli) -> Result<u8> {
             }
             let d: ImageRef = dest.parse()?;
             let home = open()?;
-            if !from.is_empty() {
-                let rep = fetch_from(&home, &image, &from, None).with_context(|| format!("fetch {image}"))?;
+            // A CID the store lacks is fetched first: from --from, else the network.
+            let missing = match image.parse::<shp_core::Cid>() {
+                Ok(c) => !home.store().has(&c)?,
+                Err(_) => false,
+            };
+            let mut report = None;
+            if !from.is_empty() || missing {
+                let rep = net::fetch(&dir, open()?, &image, &from, None).with_context(|| format!("fetch {image}"))?;
                 eprintln!(
                     "fetched {} blocks ({} bytes on the wire) from {} peers",
                     rep.blocks_fetched,
                     rep.bytes_fetched,
                     rep.peers.len()
                 );
+                report = Some(rep);
             }
-            let (pb, f) = progress_bar(false);
+            let (pb, f) = progress_bar(json);
             let res = home.pull(&image, &d, &f);
             pb.finish_and_clear();
             let root = res.with_context(|| format!("pull {image} {dest}"))?;
-            println!("{root}");
+            match (json, report) {
+                (true, Some(r)) => println!("{}", serde_json::to_string(&r)?),
+                (true, None) => println!("{}", json!({"root": root.to_string()})),
+                (false, _) => println!("{root}"),
+            }
         }
         Cmd::Fetch { cid, from, tag, json } => {
-            let home = open()?;
-            let rep = fetch_from(&home, &cid, &from, tag.as_deref()).with_context(|| format!("fetch {cid}"))?;
+            let rep = net::fetch(&dir, open()?, &cid, &from, tag.as_deref()).with_context(|| format!("fetch {cid}"))?;
             if json {
                 println!("{}", serde_json::to_string(&rep)?);
             } else {
                 for p in &rep.peers {
                     println!(
                         "peer {} blocks {} bytes {}{}",
-                        p.url,
+                        p.peer,
                         p.blocks,
                         p.bytes,
                         if p.dropped { " dropped" } else { "" }
@@ -574,6 +637,10 @@ fn run(cli: Cli) -> Result<u8> {
             auth_reads,
             insecure_public,
             log_level,
+            p2p_listen,
+            bootstrap,
+            no_mdns,
+            no_p2p,
         } => {
             use shp_station::server::{init_logging, Config, Overrides, Station};
             use std::io::Write;
@@ -583,6 +650,10 @@ fn run(cli: Cli) -> Result<u8> {
                 auth,
                 auth_reads,
                 insecure_public,
+                p2p_listen,
+                bootstrap,
+                no_mdns,
+                no_p2p,
             };
             open()?; // a clear error for a missing home before anything else
             let cfg = Config::load(&dir, &o)?;
@@ -593,6 +664,11 @@ fn run(cli: Cli) -> Result<u8> {
             drop(out);
             station.run_until_signal()?;
         }
+        Cmd::Peers { json } => net::peers(&dir, json)?,
+        Cmd::Addrs { json } => net::addrs(&dir, json)?,
+        Cmd::Connect { addr } => net::connect(&dir, &addr)?,
+        Cmd::Disconnect { peer } => net::disconnect(&dir, &peer)?,
+        Cmd::NetKey { cmd } => net::net_key(cmd)?,
     }
     Ok(0)
 }

@@ -10,14 +10,18 @@
 //! - `gateway`   — the trustless gateway (`/ipfs/<cid>`, raw blocks and CARs).
 //! - `transport` — the `Transport` trait, its HTTP implementation, and the multi-peer fetcher.
 //! - `remote`    — a client for remote registries (`docker://HOST/REPO:TAG`).
+//! - `p2p`       — the libp2p host: bitswap client and server, private networks, mDNS.
+//! - `control`   — the control socket the CLI steers a running station through.
 #![forbid(unsafe_code)]
 // `registry::ApiError` (status, code, message, detail) is built once per failed request and turned
 // into a response at once: its size is not worth boxing on every error path.
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod control;
 pub mod drain;
 pub mod gateway;
+pub mod p2p;
 pub mod registry;
 pub mod remote;
 pub mod server;

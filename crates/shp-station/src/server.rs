@@ -14,6 +14,8 @@
 pub mod identity;
 
 use crate::auth::{Auth, AuthError, AuthSpec};
+use crate::control::{self, ControlState};
+use crate::p2p::{self, NetKey, Node, P2pConfig};
 use crate::registry::{self, Registry, Uploads};
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -53,6 +55,12 @@ pub enum StationError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
+    P2p(#[from] crate::p2p::Error),
+    #[error(transparent)]
+    NetKey(#[from] crate::p2p::netkey::NetKeyError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
     Core(#[from] shp_core::Error),
     #[error("station runtime: {0}")]
     Runtime(std::io::Error),
@@ -68,6 +76,10 @@ struct ConfigFile {
     insecure_public: Option<bool>,
     cache_size: Option<u64>,
     compact_idle_secs: Option<u64>,
+    p2p: Option<bool>,
+    p2p_listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    mdns: Option<bool>,
 }
 
 /// What flags say; `None`/`false` leaves the config file's value.
@@ -77,6 +89,12 @@ pub struct Overrides {
     pub auth: Option<String>,
     pub auth_reads: bool,
     pub insecure_public: bool,
+    /// `--p2p-listen` (replaces the config's list when given).
+    pub p2p_listen: Vec<String>,
+    /// `--bootstrap` (replaces the config's list when given).
+    pub bootstrap: Vec<String>,
+    pub no_mdns: bool,
+    pub no_p2p: bool,
 }
 
 /// A station's effective configuration.
@@ -90,6 +108,8 @@ pub struct Config {
     pub cache_size: u64,
     /// With a `deferred` store: compact once no request has come for this long (0: never).
     pub compact_idle: std::time::Duration,
+    /// The libp2p host's settings; `None` runs the station without one.
+    pub p2p: Option<P2pConfig>,
 }
 
 impl Config {
@@ -119,7 +139,33 @@ impl Config {
             Some(s) => AuthSpec::parse(&s)?,
             None => AuthSpec::Off,
         };
+        let p2p = if o.no_p2p || file.p2p == Some(false) {
+            None
+        } else {
+            let listen = if o.p2p_listen.is_empty() {
+                file.p2p_listen.unwrap_or_else(|| vec![p2p::DEFAULT_LISTEN.to_string()])
+            } else {
+                o.p2p_listen.clone()
+            };
+            let bootstrap = if o.bootstrap.is_empty() {
+                file.bootstrap.unwrap_or_default()
+            } else {
+                o.bootstrap.clone()
+            };
+            let addrs = |v: Vec<String>| -> Result<Vec<_>, StationError> {
+                v.iter()
+                    .map(|a| p2p::parse_addr(a).map_err(StationError::P2p))
+                    .collect()
+            };
+            Some(P2pConfig {
+                listen: addrs(listen)?,
+                bootstrap: addrs(bootstrap)?,
+                mdns: !o.no_mdns && file.mdns.unwrap_or(true),
+                net_key: NetKey::of_home(home)?,
+            })
+        };
         let c = Config {
+            p2p,
             listen,
             auth,
             auth_reads: o.auth_reads || file.auth_reads.unwrap_or(false),
@@ -140,6 +186,7 @@ impl Config {
             insecure_public: false,
             cache_size: DEFAULT_CACHE_SIZE,
             compact_idle: std::time::Duration::from_secs(DEFAULT_COMPACT_IDLE_SECS),
+            p2p: None,
         }
     }
 
@@ -252,6 +299,10 @@ async fn compact_when_idle(home: Arc<Home>, activity: Arc<Activity>, idle: Durat
 
 /// A station ready to serve: its listener is bound.
 pub struct Station {
+    /// The runtime the p2p host was started on; serving runs on it too.
+    runtime: Option<tokio::runtime::Runtime>,
+    node: Option<Arc<Node>>,
+    control: Option<(std::os::unix::net::UnixListener, std::path::PathBuf)>,
     listener: std::net::TcpListener,
     addr: SocketAddr,
     peer_id: String,
@@ -277,6 +328,27 @@ impl Station {
             );
         }
         let auth = Auth::load(&cfg.auth, cfg.auth_reads)?;
+        let control = (control::bind(home_dir)?, control::socket_path(home_dir));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("shp-station")
+            .build()
+            .map_err(StationError::Runtime)?;
+        let node = match &cfg.p2p {
+            Some(p) => {
+                let key = p2p::keypair(&id)?;
+                let node = runtime.block_on(Node::start(key, p, home.clone()))?;
+                let addrs = runtime.block_on(node.addrs())?;
+                tracing::info!(
+                    addrs = %addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "),
+                    mdns = p.mdns,
+                    private = p.net_key.is_some(),
+                    "p2p host up"
+                );
+                Some(Arc::new(node))
+            }
+            None => None,
+        };
         let listener = std::net::TcpListener::bind(cfg.listen).map_err(|source| StationError::Bind {
             addr: cfg.listen,
             source,
@@ -291,6 +363,9 @@ impl Station {
             "station bound"
         );
         Ok(Station {
+            runtime: Some(runtime),
+            node,
+            control: Some(control),
             listener,
             addr,
             compact_idle: cfg.compact_idle,
@@ -339,17 +414,40 @@ impl Station {
             }))
     }
 
-    /// Serves until `shutdown` completes, then lets requests in flight finish and discards
-    /// uploads in progress. Must run inside a Tokio runtime.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StationError> {
+    /// Serves until `shutdown` completes, then lets requests in flight finish, discards uploads in
+    /// progress and stops the p2p host. Runs on the station's own runtime ([`Station::run_until_signal`],
+    /// [`Station::spawn`]), where its p2p host lives.
+    async fn serve(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StationError> {
         let app = self.router();
         let home = self.registry.home.clone();
-        let compactor = (home.compression().deferred && !self.compact_idle.is_zero())
-            .then(|| tokio::spawn(compact_when_idle(home, self.activity.clone(), self.compact_idle)));
+        let compactor = (home.compression().deferred && !self.compact_idle.is_zero()).then(|| {
+            tokio::spawn(compact_when_idle(
+                home.clone(),
+                self.activity.clone(),
+                self.compact_idle,
+            ))
+        });
+        let control = self.control.take().map(|(l, path)| {
+            let state = Arc::new(ControlState {
+                home,
+                node: self.node.clone(),
+            });
+            tokio::spawn(control::serve(l, path, state))
+        });
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(StationError::Runtime)?;
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         if let Some(c) = compactor {
             c.abort();
+        }
+        if let Some(c) = control {
+            c.abort();
+            let _ = c.await;
+        }
+        if let Some(node) = self.node.take() {
+            match Arc::try_unwrap(node) {
+                Ok(n) => n.stop().await,
+                Err(_) => tracing::warn!("p2p host still in use at shutdown"),
+            }
         }
         served.map_err(StationError::Runtime)?;
         let n = self.registry.uploads.discard_all();
@@ -357,12 +455,9 @@ impl Station {
         Ok(())
     }
 
-    /// Serves on a fresh multi-threaded runtime until SIGINT or SIGTERM (what `shp start` does).
-    pub fn run_until_signal(self) -> Result<(), StationError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(StationError::Runtime)?;
+    /// Serves until SIGINT or SIGTERM (what `shp start` does).
+    pub fn run_until_signal(mut self) -> Result<(), StationError> {
+        let rt = self.runtime.take().expect("a bound station has its runtime");
         rt.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate()).map_err(StationError::Runtime)?;
@@ -378,17 +473,12 @@ impl Station {
         })
     }
 
-    /// Serves on a background thread with its own runtime until the handle is dropped (tests and
-    /// embedding).
-    pub fn spawn(self) -> Result<Running, StationError> {
+    /// Serves on a background thread until the handle is dropped (tests and embedding).
+    pub fn spawn(mut self) -> Result<Running, StationError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let addr = self.addr;
         let peer_id = self.peer_id.clone();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .worker_threads(2)
-            .build()
-            .map_err(StationError::Runtime)?;
+        let rt = self.runtime.take().expect("a bound station has its runtime");
         let thread = std::thread::Builder::new()
             .name("shp-station".into())
             .spawn(move || {

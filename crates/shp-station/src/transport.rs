@@ -38,6 +38,8 @@ pub enum Error {
     },
     #[error("{peer}: {reason}")]
     Http { peer: String, reason: String },
+    #[error("{peer}: {reason}")]
+    Peer { peer: String, reason: String },
     #[error("{peer}: malformed response: {reason}")]
     Protocol { peer: String, reason: String },
     #[error("invalid peer URL {url:?}: {reason}")]
@@ -292,8 +294,13 @@ pub struct TransportStats {
 
 /// One peer that serves blocks by CID.
 pub trait Transport: Send + Sync {
-    /// A name for reports and errors (for HTTP: the base URL).
+    /// A name for reports and errors (for HTTP: the base URL; for bitswap: the peer id).
     fn name(&self) -> String;
+
+    /// Which transport this is, for reports: `"http"` or `"bitswap"`.
+    fn kind(&self) -> &'static str {
+        "http"
+    }
 
     /// One block, checked against `cid`. [`Error::NotFound`] when the peer does not have it.
     fn get_block(&self, cid: &Cid) -> Result<Vec<u8>>;

@@ -102,7 +102,7 @@ impl Identity {
     }
 
     /// The libp2p `PrivateKey` protobuf encoding (seed then public key).
-    fn private_protobuf(&self) -> Vec<u8> {
+    pub(crate) fn private_protobuf(&self) -> Vec<u8> {
         let mut v = PRIVATE_PREFIX.to_vec();
         v.extend_from_slice(self.key.as_bytes());
         v.extend_from_slice(self.key.verifying_key().as_bytes());

@@ -10,7 +10,7 @@
 //! the whole DAG is in: on any error nothing is stored.
 
 use super::{Error, Result, Transport};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shp_core::cbor;
 use shp_core::cid::{Cid, DAG_CBOR};
 use shp_core::image::ImageRoot;
@@ -39,8 +39,13 @@ impl Default for FetchOptions {
 }
 
 /// What one peer did during a fetch.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeerReport {
+    /// The peer: an HTTP base URL or a libp2p peer id.
+    pub peer: String,
+    /// How it was reached: `"http"` or `"bitswap"`.
+    pub transport: String,
+    /// The same as `peer` (kept for scripts written before bitswap).
     pub url: String,
     /// New blocks this peer supplied.
     pub blocks: u64,
@@ -56,7 +61,7 @@ pub struct PeerReport {
 }
 
 /// What a fetch did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FetchReport {
     pub root: String,
     /// The name given, when the root is an image and a name was asked for.
@@ -119,6 +124,8 @@ pub fn fetch(
         peers: peers
             .iter()
             .map(|p| PeerReport {
+                peer: p.name(),
+                transport: p.kind().to_string(),
                 url: p.name(),
                 ..Default::default()
             })

@@ -1,0 +1,174 @@
+//! The station as a libp2p peer: a host speaking bitswap, with private networks and LAN discovery.
+//!
+//! - [`host`]    — the swarm: TCP (+ pnet) + noise + yamux, identify, ping, mDNS, raw streams.
+//! - [`bitswap`] — `/ipfs/bitswap/1.2.0`: a server over the home's store, a client that is a
+//!   [`crate::transport::Transport`] per peer.
+//! - [`message`] — the bitswap protobuf and its framing.
+//! - [`netkey`]  — private-network keys (`swarm.key`).
+//! - [`fetch`]   — a DAG from bitswap and HTTP peers at once; a short-lived node when no station runs.
+//!
+//! [`Node`] is the handle the rest of the station holds: connect, disconnect, list peers and
+//! addresses, and hand out one [`BitswapPeer`] per connected peer for the multi-peer fetcher.
+
+pub mod bitswap;
+pub mod fetch;
+pub mod host;
+pub mod message;
+pub mod netkey;
+
+pub use bitswap::BitswapPeer;
+pub use netkey::NetKey;
+
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where the host listens by default (QUIC, for the public network, is not built in yet).
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("p2p: {0}")]
+    Start(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("cannot connect to {addr}: {reason}")]
+    Dial { addr: String, reason: String },
+    #[error("{0:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW…): {1}")]
+    BadAddr(String, String),
+    #[error("{0:?} is not a peer id")]
+    BadPeer(String),
+    #[error("the p2p host has stopped")]
+    Stopped,
+}
+
+/// The host's settings (from `station.json` and flags).
+#[derive(Debug, Clone, Default)]
+pub struct P2pConfig {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub net_key: Option<NetKey>,
+}
+
+/// Parses a multiaddr, naming it in the error.
+pub fn parse_addr(s: &str) -> Result<Multiaddr, Error> {
+    s.parse()
+        .map_err(|e: libp2p::multiaddr::Error| Error::BadAddr(s.to_string(), e.to_string()))
+}
+
+/// One connected peer, as `shp peers --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    /// The remote address of its first connection.
+    pub addr: String,
+    /// The last ping round trip, once one was measured.
+    pub latency_ms: Option<f64>,
+    /// Bitswap bytes received from and sent to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub blocks_in: u64,
+    pub blocks_out: u64,
+    /// Its identify agent version (`shp/0.1.0`, `kubo/0.22.0/…`).
+    pub agent: Option<String>,
+    pub connected_secs: u64,
+}
+
+/// A running libp2p host.
+pub struct Node {
+    peer_id: PeerId,
+    commands: mpsc::Sender<host::Command>,
+    engine: Arc<bitswap::Engine>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts the host on the current Tokio runtime: binds every listen address (an error if one
+    /// cannot be bound), dials the bootstrap peers, serves bitswap from `home`.
+    pub async fn start(
+        key: libp2p::identity::Keypair,
+        cfg: &P2pConfig,
+        home: Arc<shp_core::Home>,
+    ) -> Result<Node, Error> {
+        let peer_id = key.public().to_peer_id();
+        let (h, engine) = host::Host::build(key, cfg, home).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(h.run(rx));
+        if let Some(k) = &cfg.net_key {
+            tracing::info!(fingerprint = %k.fingerprint(), "private network: only peers with this swarm key can connect");
+        }
+        Ok(Node {
+            peer_id,
+            commands: tx,
+            engine,
+            task,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> host::Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Connects to `addr` and returns the peer's id once the connection is up (noise done).
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, Error> {
+        let s = addr.to_string();
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.ask(|r| host::Command::Connect(addr, r)),
+        )
+        .await
+        {
+            Ok(r) => r?.map_err(|e| match e {
+                Error::Dial { reason, .. } => Error::Dial { addr: s, reason },
+                e => e,
+            }),
+            Err(_) => Err(Error::Dial {
+                addr: s,
+                reason: "no connection within 30 s".into(),
+            }),
+        }
+    }
+
+    /// Closes every connection to `peer`; false when it was not connected.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<bool, Error> {
+        self.ask(|r| host::Command::Disconnect(peer, r)).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.ask(host::Command::Peers).await
+    }
+
+    /// The listen addresses, each ending in `/p2p/<our id>`.
+    pub async fn addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.ask(host::Command::Addrs).await
+    }
+
+    /// One bitswap transport per connected peer.
+    pub async fn bitswap_peers(&self) -> Result<Vec<BitswapPeer>, Error> {
+        let ids = self.ask(host::Command::Connected).await?;
+        Ok(ids
+            .into_iter()
+            .map(|p| BitswapPeer::new(self.engine.clone(), p))
+            .collect())
+    }
+
+    /// Disconnects everyone and stops the host.
+    pub async fn stop(self) {
+        let _ = self.commands.send(host::Command::Stop).await;
+        let _ = self.task.await;
+    }
+}
+
+/// The libp2p key pair of a station identity (`HOME/station.key`).
+pub fn keypair(id: &crate::server::identity::Identity) -> Result<libp2p::identity::Keypair, Error> {
+    libp2p::identity::Keypair::from_protobuf_encoding(&id.private_protobuf())
+        .map_err(|e| Error::Start(format!("station key: {e}")))
+}

@@ -1,0 +1,233 @@
+//! Bitswap `/ipfs/bitswap/1.2.0`, client and server, on libp2p streams.
+//!
+//! As in go-bitswap, each side *sends* on a stream it opened and only *reads* the streams the other
+//! side opened: a peer's messages arrive on inbound streams and are read frame by frame; everything
+//! we say to a peer goes through one outbound stream per peer, fed by one task ([`Outbox`]) so the
+//! server's answers and the client's wants share it in order.
+//!
+//! - [`server`]: answers wantlists from the home's store (HAVE / DONT_HAVE / blocks), one ledger and
+//!   one task per peer, store reads bounded across all peers, bytes in flight bounded across all peers.
+//! - [`client`]: wants blocks from one peer ([`BitswapPeer`], a [`crate::transport::Transport`]), so
+//!   the multi-peer fetcher drives bitswap peers and HTTP peers alike.
+//!
+//! A peer that sends malformed messages, floods its wantlist or sends blocks nobody asked for gets
+//! strikes; at [`MAX_STRIKES`] it is disconnected. Every problem is logged with the peer's id.
+
+pub mod client;
+pub mod server;
+
+use super::message::{self, Message};
+use futures::StreamExt;
+use libp2p::{PeerId, StreamProtocol};
+use shp_core::Home;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+pub use client::BitswapPeer;
+
+/// The protocol shp speaks (the one with HAVE / DONT_HAVE).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+/// Strikes after which a misbehaving peer is disconnected.
+pub const MAX_STRIKES: u32 = 8;
+
+/// Byte and message counters for one peer (bitswap traffic only).
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub blocks_in: AtomicU64,
+    pub blocks_out: AtomicU64,
+    pub strikes: AtomicU64,
+}
+
+/// What the engine asks the host to do.
+#[derive(Debug)]
+pub enum HostRequest {
+    /// Close every connection to the peer (it misbehaved).
+    Disconnect(PeerId, String),
+}
+
+/// The bitswap engine shared by the host, the server and the clients.
+pub struct Engine {
+    pub(crate) home: Arc<Home>,
+    control: libp2p_stream::Control,
+    outboxes: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
+    counters: Mutex<HashMap<PeerId, Arc<PeerCounters>>>,
+    pub(crate) server: server::Server,
+    pub(crate) client: client::Client,
+    host: mpsc::UnboundedSender<HostRequest>,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+/// A message on its way out, with the budget permits it holds until it is written.
+pub(crate) struct Outgoing {
+    pub msg: Message,
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        home: Arc<Home>,
+        control: libp2p_stream::Control,
+        host: mpsc::UnboundedSender<HostRequest>,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            home,
+            control,
+            outboxes: Mutex::new(HashMap::new()),
+            counters: Mutex::new(HashMap::new()),
+            server: server::Server::new(),
+            client: client::Client::default(),
+            host,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Accepts inbound bitswap streams for as long as the engine lives.
+    pub(crate) fn spawn_acceptor(self: &Arc<Self>) -> Result<(), String> {
+        let mut incoming = self
+            .control
+            .clone()
+            .accept(PROTOCOL)
+            .map_err(|e| format!("bitswap protocol registered twice: {e}"))?;
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let Some(e) = engine.upgrade() else { return };
+                tokio::spawn(e.read_stream(peer, stream));
+            }
+        });
+        Ok(())
+    }
+
+    pub fn counters(&self, peer: &PeerId) -> Arc<PeerCounters> {
+        self.counters.lock().unwrap().entry(*peer).or_default().clone()
+    }
+
+    /// Reads one inbound stream until it ends or misbehaves.
+    async fn read_stream(self: Arc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
+        let counters = self.counters(&peer);
+        loop {
+            let frame = match message::read_frame(&mut stream).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.strike(&peer, &format!("bitswap stream: {e}"));
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "bitswap stream closed");
+                    return;
+                }
+            };
+            counters.bytes_in.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            let msg = match Message::decode(&frame) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.strike(&peer, &e.to_string());
+                    continue;
+                }
+            };
+            self.client.received(&self, &peer, &msg);
+            if !msg.wantlist.is_empty() || msg.full {
+                self.server.wantlist(&self, &peer, msg.wantlist, msg.full);
+            }
+        }
+    }
+
+    /// Records a strike against `peer`, logging why; disconnects it at [`MAX_STRIKES`].
+    pub(crate) fn strike(&self, peer: &PeerId, why: &str) {
+        let n = self.counters(peer).strikes.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(%peer, strikes = n, "bitswap: {why}");
+        if n == MAX_STRIKES as u64 {
+            let _ = self.host.send(HostRequest::Disconnect(
+                *peer,
+                format!("{n} protocol violations, the last: {why}"),
+            ));
+        }
+    }
+
+    /// Queues a message for `peer` (waits while its outbox is full). Fails when the peer cannot be
+    /// reached.
+    pub(crate) async fn send(self: &Arc<Self>, peer: PeerId, out: Outgoing) -> Result<(), String> {
+        let tx = self.outbox(peer);
+        tx.send(out).await.map_err(|_| format!("{peer}: bitswap stream closed"))
+    }
+
+    /// The same from a blocking thread.
+    pub(crate) fn send_blocking(self: &Arc<Self>, peer: PeerId, out: Outgoing) -> Result<(), String> {
+        let tx = self.outbox(peer);
+        tx.blocking_send(out)
+            .map_err(|_| format!("{peer}: bitswap stream closed"))
+    }
+
+    fn outbox(self: &Arc<Self>, peer: PeerId) -> mpsc::Sender<Outgoing> {
+        let mut boxes = self.outboxes.lock().unwrap();
+        if let Some(tx) = boxes.get(&peer) {
+            if !tx.is_closed() {
+                return tx.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(8);
+        boxes.insert(peer, tx.clone());
+        let _guard = self.runtime.enter();
+        tokio::spawn(Outbox::run(self.clone(), peer, rx));
+        tx
+    }
+
+    /// The peer's connections are gone: forget its outbox and ledger, fail its client wants.
+    pub(crate) fn peer_gone(&self, peer: &PeerId) {
+        self.outboxes.lock().unwrap().remove(peer);
+        self.server.forget(peer);
+        self.client.peer_gone(peer, "the peer disconnected");
+    }
+}
+
+/// The task that owns the outbound stream to one peer.
+struct Outbox;
+
+impl Outbox {
+    async fn run(engine: Arc<Engine>, peer: PeerId, mut rx: mpsc::Receiver<Outgoing>) {
+        let counters = engine.counters(&peer);
+        let mut stream: Option<libp2p::Stream> = None;
+        while let Some(out) = rx.recv().await {
+            let bytes = out.msg.encode();
+            let mut sent = false;
+            // One retry on a fresh stream: an idle stream may have been reset by the other side.
+            for _ in 0..2 {
+                if stream.is_none() {
+                    match engine.control.clone().open_stream(peer, PROTOCOL).await {
+                        Ok(s) => stream = Some(s),
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot open a bitswap stream");
+                            break;
+                        }
+                    }
+                }
+                match message::write_frame(stream.as_mut().expect("stream"), &bytes).await {
+                    Ok(()) => {
+                        sent = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "bitswap write failed");
+                        stream = None;
+                    }
+                }
+            }
+            drop(out.permit);
+            if sent {
+                counters.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                counters
+                    .blocks_out
+                    .fetch_add(out.msg.blocks.len() as u64, Ordering::Relaxed);
+            } else {
+                engine.client.peer_gone(&peer, "cannot send to the peer over bitswap");
+                engine.outboxes.lock().unwrap().remove(&peer);
+                return;
+            }
+        }
+    }
+}

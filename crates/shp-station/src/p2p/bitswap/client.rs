@@ -1,0 +1,311 @@
+//! The bitswap client: wants blocks from peers and routes what they send to whoever waits.
+//!
+//! [`BitswapPeer`] is one connected peer seen as a [`Transport`]: `get_blocks` sends one
+//! want-block (with send-dont-have) per CID in a single message and waits for each block or
+//! DONT_HAVE. The multi-peer fetcher above it keeps several such batches in flight per peer and
+//! queues a node's links as soon as the node arrives, so a pull keeps a deep window of wants open
+//! instead of walking the DAG one round trip at a time.
+//!
+//! Every block is hashed on arrival (its CID is computed from its prefix and bytes), so a block is
+//! only ever handed to a waiter for the CID it really has; bytes that hash to nothing anybody asked
+//! for are *unsolicited* and every [`UNSOLICITED_PER_STRIKE`] of them is a strike. A peer that is
+//! silent for the timeout while we wait (no block, no presence, nothing) fails the batch; the
+//! fetcher gives its wants to other peers and drops a peer after repeated failures. The timeout is
+//! derived from the peer's measured ping round trip: `max(10 s, 20 × rtt)`.
+
+use super::{Engine, Outgoing};
+use crate::p2p::message::{self, Entry, Message, Presence, WantType};
+use crate::transport::{DagScope, Error, Result, Transport, TransportStats};
+use libp2p::PeerId;
+use shp_core::cid::Cid;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Unsolicited blocks per strike (a few arrive legitimately after a cancel).
+pub const UNSOLICITED_PER_STRIKE: u64 = 64;
+/// The silence timeout's floor.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) enum Answer {
+    Block(Cid, Vec<u8>),
+    DontHave(Cid),
+    Gone(String),
+}
+
+struct Waiter {
+    session: u64,
+    peer: PeerId,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiters: HashMap<Cid, Vec<Waiter>>,
+    sessions: HashMap<u64, (PeerId, mpsc::Sender<Answer>)>,
+    last_heard: HashMap<PeerId, Instant>,
+    rtt: HashMap<PeerId, Duration>,
+    unsolicited: HashMap<PeerId, u64>,
+}
+
+#[derive(Default)]
+pub(crate) struct Client {
+    inner: Mutex<Inner>,
+    next: AtomicU64,
+}
+
+impl Client {
+    fn register(&self, peer: PeerId, cids: &[Cid], tx: mpsc::Sender<Answer>) -> u64 {
+        let session = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut g = self.inner.lock().unwrap();
+        g.sessions.insert(session, (peer, tx));
+        for c in cids {
+            g.waiters.entry(*c).or_default().push(Waiter { session, peer });
+        }
+        g.last_heard.entry(peer).or_insert_with(Instant::now);
+        session
+    }
+
+    fn unregister(&self, session: u64, cids: &HashSet<Cid>) {
+        let mut g = self.inner.lock().unwrap();
+        g.sessions.remove(&session);
+        for c in cids {
+            if let Some(ws) = g.waiters.get_mut(c) {
+                ws.retain(|w| w.session != session);
+                if ws.is_empty() {
+                    g.waiters.remove(c);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn set_rtt(&self, peer: PeerId, rtt: Duration) {
+        self.inner.lock().unwrap().rtt.insert(peer, rtt);
+    }
+
+    pub(crate) fn rtt(&self, peer: &PeerId) -> Option<Duration> {
+        self.inner.lock().unwrap().rtt.get(peer).copied()
+    }
+
+    fn timeout(&self, peer: &PeerId) -> Duration {
+        self.rtt(peer).map_or(MIN_TIMEOUT, |r| (r * 20).max(MIN_TIMEOUT))
+    }
+
+    fn silent_for(&self, peer: &PeerId) -> Duration {
+        self.inner
+            .lock()
+            .unwrap()
+            .last_heard
+            .get(peer)
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Routes the blocks and presences of a message from `peer`.
+    pub(crate) fn received(&self, engine: &Engine, peer: &PeerId, msg: &Message) {
+        let counters = engine.counters(peer);
+        let mut strikes = Vec::new();
+        {
+            let mut g = self.inner.lock().unwrap();
+            g.last_heard.insert(*peer, Instant::now());
+            for b in &msg.blocks {
+                let cid = match message::block_cid(b) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        strikes.push(why);
+                        continue;
+                    }
+                };
+                counters.blocks_in.fetch_add(1, Ordering::Relaxed);
+                match g.waiters.remove(&cid) {
+                    Some(ws) => {
+                        for w in ws {
+                            if let Some((_, tx)) = g.sessions.get(&w.session) {
+                                let _ = tx.send(Answer::Block(cid, b.data.clone()));
+                            }
+                        }
+                    }
+                    None => {
+                        let n = g.unsolicited.entry(*peer).or_default();
+                        *n += 1;
+                        if *n % UNSOLICITED_PER_STRIKE == 0 {
+                            strikes.push(format!(
+                                "{n} blocks nobody asked for (or that do not hash to a wanted CID)"
+                            ));
+                        }
+                    }
+                }
+            }
+            for (raw, p) in &msg.presences {
+                if *p != Presence::DontHave {
+                    continue;
+                }
+                let Ok(cid) = Cid::from_bytes(raw) else { continue };
+                if let Some(ws) = g.waiters.get_mut(&cid) {
+                    let (mine, others): (Vec<_>, Vec<_>) = ws.drain(..).partition(|w| w.peer == *peer);
+                    *ws = others;
+                    if ws.is_empty() {
+                        g.waiters.remove(&cid);
+                    }
+                    for w in mine {
+                        if let Some((_, tx)) = g.sessions.get(&w.session) {
+                            let _ = tx.send(Answer::DontHave(cid));
+                        }
+                    }
+                }
+            }
+        }
+        if !msg.legacy_blocks.is_empty() {
+            strikes.push("bitswap 1.0.0 blocks on a 1.2.0 stream".into());
+        }
+        for s in strikes {
+            engine.strike(peer, &s);
+        }
+    }
+
+    /// Fails every batch waiting on `peer`.
+    pub(crate) fn peer_gone(&self, peer: &PeerId, why: &str) {
+        let g = self.inner.lock().unwrap();
+        for (p, tx) in g.sessions.values() {
+            if p == peer {
+                let _ = tx.send(Answer::Gone(why.to_string()));
+            }
+        }
+    }
+}
+
+/// One connected peer as a [`Transport`]: blocks by CID over bitswap.
+pub struct BitswapPeer {
+    engine: Arc<Engine>,
+    peer: PeerId,
+    requests: AtomicU64,
+    /// Overrides the latency-derived silence timeout (tests).
+    pub timeout: Option<Duration>,
+}
+
+impl BitswapPeer {
+    pub(crate) fn new(engine: Arc<Engine>, peer: PeerId) -> BitswapPeer {
+        BitswapPeer {
+            engine,
+            peer,
+            requests: AtomicU64::new(0),
+            timeout: None,
+        }
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    fn want(&self, cids: impl Iterator<Item = Cid>, cancel: bool) -> Result<()> {
+        let msg = Message {
+            wantlist: cids
+                .map(|c| Entry {
+                    cid: c.to_bytes().to_vec(),
+                    priority: 1,
+                    cancel,
+                    want_type: WantType::Block,
+                    send_dont_have: !cancel,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.engine
+            .send_blocking(self.peer, Outgoing { msg, permit: None })
+            .map_err(|reason| Error::Peer {
+                peer: self.name(),
+                reason,
+            })
+    }
+}
+
+impl Transport for BitswapPeer {
+    fn name(&self) -> String {
+        self.peer.to_string()
+    }
+
+    fn kind(&self) -> &'static str {
+        "bitswap"
+    }
+
+    fn get_block(&self, cid: &Cid) -> Result<Vec<u8>> {
+        let mut out = None;
+        self.get_blocks(std::slice::from_ref(cid), &mut |_, b| {
+            out = Some(b);
+            Ok(())
+        })?;
+        out.ok_or_else(|| Error::NotFound {
+            peer: self.name(),
+            cid: cid.to_string(),
+        })
+    }
+
+    fn get_blocks(&self, cids: &[Cid], found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>) -> Result<()> {
+        let client = &self.engine.client;
+        let (tx, rx) = mpsc::channel();
+        let mut remaining: HashSet<Cid> = cids.iter().copied().collect();
+        let session = client.register(self.peer, cids, tx);
+        let timeout = self.timeout.unwrap_or_else(|| client.timeout(&self.peer));
+        let sent_at = Instant::now();
+        let res = (|| {
+            self.want(cids.iter().copied(), false)?;
+            while !remaining.is_empty() {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Answer::Block(cid, data)) => {
+                        if remaining.remove(&cid) {
+                            found(cid, data)?;
+                        }
+                    }
+                    Ok(Answer::DontHave(cid)) => {
+                        remaining.remove(&cid);
+                    }
+                    Ok(Answer::Gone(reason)) => {
+                        return Err(Error::Peer {
+                            peer: self.name(),
+                            reason,
+                        })
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if client.silent_for(&self.peer).min(sent_at.elapsed()) >= timeout {
+                            return Err(Error::Peer {
+                                peer: self.name(),
+                                reason: format!(
+                                    "no answer over bitswap for {} s ({} of {} blocks outstanding)",
+                                    timeout.as_secs(),
+                                    remaining.len(),
+                                    cids.len()
+                                ),
+                            });
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("the session holds its sender"),
+                }
+            }
+            Ok(())
+        })();
+        client.unregister(session, &remaining);
+        if res.is_err() && !remaining.is_empty() {
+            let _ = self.want(remaining.iter().copied(), true);
+        }
+        res
+    }
+
+    fn batch_hint(&self) -> usize {
+        64
+    }
+
+    fn get_car(&self, root: &Cid, _scope: DagScope) -> Result<Box<dyn std::io::Read + Send>> {
+        Err(Error::Peer {
+            peer: self.name(),
+            reason: format!("bitswap has no CAR requests (asked for {root})"),
+        })
+    }
+
+    fn stats(&self) -> TransportStats {
+        TransportStats {
+            wire_bytes: self.engine.counters(&self.peer).bytes_in.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The libp2p host: transport, behaviours, and the task that owns the swarm.
+//!
+//! Transport: TCP (nodelay) → pnet (only with a network key) → multistream → noise → yamux.
+//! Behaviours: identify (`/ipfs/id/1.0.0`, protocol version `ipfs/0.1.0` as Kubo says), ping
+//! (round trips feed the bitswap client's timeouts and `shp peers`), mDNS (optional), and
+//! libp2p-stream, on which bitswap runs. The swarm lives in one task; everything else talks to it
+//! through [`Command`]s.
+
+use super::bitswap::{Engine, HostRequest};
+use super::{Error, P2pConfig, PeerInfo};
+use futures::StreamExt;
+use libp2p::core::transport::upgrade::Version;
+use libp2p::core::{muxing::StreamMuxerBox, transport::Boxed, Transport as _};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{behaviour::toggle::Toggle, ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, identity::Keypair, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    stream: libp2p_stream::Behaviour,
+}
+
+pub(crate) enum Command {
+    Connect(Multiaddr, oneshot::Sender<Result<PeerId, Error>>),
+    Disconnect(PeerId, oneshot::Sender<bool>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Addrs(oneshot::Sender<Vec<Multiaddr>>),
+    Connected(oneshot::Sender<Vec<PeerId>>),
+    Stop,
+}
+
+fn transport(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let noise = noise::Config::new(key).map_err(|e| Error::Start(format!("noise: {e}")))?;
+    let timeout = Duration::from_secs(20);
+    Ok(match net_key {
+        // pnet wraps the raw socket: a peer without the key fails before multistream even starts.
+        Some(k) => {
+            let psk = libp2p::pnet::PreSharedKey::new(k);
+            tcp.and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(timeout)
+                .boxed()
+        }
+        None => tcp
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux::Config::default())
+            .timeout(timeout)
+            .boxed(),
+    })
+}
+
+struct Peer {
+    addr: Multiaddr,
+    connections: usize,
+    agent: Option<String>,
+    since: Instant,
+}
+
+/// The swarm's task state.
+pub(crate) struct Host {
+    swarm: Swarm<Behaviour>,
+    engine: Arc<Engine>,
+    peers: HashMap<PeerId, Peer>,
+    dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    requests: mpsc::UnboundedReceiver<HostRequest>,
+}
+
+impl Host {
+    /// Builds the swarm and binds every listen address; returns the host (to be run) and the
+    /// engine it feeds.
+    pub(crate) async fn build(
+        key: Keypair,
+        cfg: &P2pConfig,
+        home: Arc<shp_core::Home>,
+    ) -> Result<(Host, Arc<Engine>), Error> {
+        let net_key = cfg.net_key.as_ref().map(|k| k.0);
+        let mdns_on = cfg.mdns;
+        let local = key.public().to_peer_id();
+        let t = transport(&key, net_key)?;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|_| t)
+            .map_err(|e| Error::Start(e.to_string()))?
+            .with_behaviour(|k| {
+                let mdns = if mdns_on {
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("ipfs/0.1.0".into(), k.public())
+                            .with_agent_version(format!("shp/{}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+                    mdns: Toggle::from(mdns),
+                    stream: libp2p_stream::Behaviour::new(),
+                })
+            })
+            .map_err(|e| Error::Start(format!("behaviours: {e}")))?
+            // Stations keep their peers: connections close when a side disconnects or goes away.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        let (tx, requests) = mpsc::unbounded_channel();
+        let engine = Engine::new(home, swarm.behaviour().stream.new_control(), tx);
+        engine.spawn_acceptor().map_err(Error::Start)?;
+        for addr in &cfg.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut host = Host {
+            swarm,
+            engine: engine.clone(),
+            peers: HashMap::new(),
+            dials: HashMap::new(),
+            listen: Vec::new(),
+            bootstrap: cfg.bootstrap.clone(),
+            requests,
+        };
+        // Wait until every listener reports an address (or fails): then `addrs` is complete and a
+        // port that is taken is an error of `shp start`, not a log line.
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        let mut pending = cfg.listen.len();
+        while pending > 0 {
+            tokio::select! {
+                ev = host.swarm.select_next_some() => match ev {
+                    SwarmEvent::NewListenAddr { address, .. } => {
+                        host.listen.push(address);
+                        pending -= 1;
+                    }
+                    SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                        return Err(Error::Listen {
+                            addr: addresses.first().map(|a| a.to_string()).unwrap_or_default(),
+                            reason: format!("{reason:?}"),
+                        });
+                    }
+                    SwarmEvent::ListenerError { error, .. } => {
+                        return Err(Error::Listen { addr: cfg.listen[0].to_string(), reason: error.to_string() });
+                    }
+                    other => host.event(other),
+                },
+                _ = &mut deadline => return Err(Error::Start("listeners did not come up within 10 s".into())),
+            }
+        }
+        // 0.0.0.0 expands into one address per interface; keep collecting them as they come.
+        let boot = host.bootstrap.clone();
+        for addr in boot {
+            host.dial(addr, None);
+        }
+        Ok((host, engine))
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut redial = tokio::time::interval(Duration::from_secs(30));
+        redial.tick().await;
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.event(ev),
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Stop) => break,
+                    Some(c) => self.command(c),
+                },
+                Some(req) = self.requests.recv() => match req {
+                    HostRequest::Disconnect(peer, why) => {
+                        tracing::warn!(%peer, "disconnecting a misbehaving peer: {why}");
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                },
+                _ = redial.tick() => {
+                    // Bootstrap peers are kept: redial the ones that went away.
+                    for addr in self.bootstrap.clone() {
+                        if let Some(p) = peer_of(&addr) {
+                            if !self.swarm.is_connected(&p) {
+                                self.dial(addr, None);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for p in peers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr, reply: Option<oneshot::Sender<Result<PeerId, Error>>>) {
+        let opts = match peer_of(&addr) {
+            Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                if let Some(r) = reply {
+                    self.dials.insert(id, r);
+                }
+            }
+            Err(e) => {
+                let err = Error::Dial {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                };
+                match reply {
+                    Some(r) => {
+                        let _ = r.send(Err(err));
+                    }
+                    None => tracing::warn!("{err}"),
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Connect(addr, reply) => {
+                if let Some(p) = peer_of(&addr) {
+                    if self.swarm.is_connected(&p) {
+                        let _ = reply.send(Ok(p));
+                        return;
+                    }
+                }
+                self.dial(addr, Some(reply));
+            }
+            Command::Disconnect(peer, reply) => {
+                let _ = reply.send(self.swarm.disconnect_peer_id(peer).is_ok());
+            }
+            Command::Peers(reply) => {
+                let mut out: Vec<PeerInfo> = self
+                    .peers
+                    .iter()
+                    .map(|(id, p)| {
+                        let c = self.engine.counters(id);
+                        PeerInfo {
+                            peer_id: id.to_string(),
+                            addr: p.addr.to_string(),
+                            latency_ms: self.engine.client.rtt(id).map(|d| d.as_secs_f64() * 1000.0),
+                            bytes_in: c.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+                            bytes_out: c.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+                            blocks_in: c.blocks_in.load(std::sync::atomic::Ordering::Relaxed),
+                            blocks_out: c.blocks_out.load(std::sync::atomic::Ordering::Relaxed),
+                            agent: p.agent.clone(),
+                            connected_secs: p.since.elapsed().as_secs(),
+                        }
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+                let _ = reply.send(out);
+            }
+            Command::Addrs(reply) => {
+                let me = *self.swarm.local_peer_id();
+                let _ = reply.send(self.listen.iter().map(|a| a.clone().with(Protocol::P2p(me))).collect());
+            }
+            Command::Connected(reply) => {
+                let _ = reply.send(self.peers.keys().copied().collect());
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                let p = self.peers.entry(peer_id).or_insert_with(|| Peer {
+                    addr: endpoint.get_remote_address().clone(),
+                    connections: 0,
+                    agent: None,
+                    since: Instant::now(),
+                });
+                p.connections += 1;
+                if let Some(r) = self.dials.remove(&connection_id) {
+                    let _ = r.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
+                    self.peers.remove(&peer_id);
+                    self.engine.peer_gone(&peer_id);
+                } else if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connections = num_established as usize;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id, error, ..
+            } => {
+                if let Some(r) = self.dials.remove(&connection_id) {
+                    let _ = r.send(Err(Error::Dial {
+                        addr: String::new(),
+                        reason: error.to_string(),
+                    }));
+                } else {
+                    tracing::debug!(error = %error, "outgoing connection failed");
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr, error, ..
+            } => {
+                // What a peer without the network key (or speaking something else) looks like.
+                tracing::info!(from = %send_back_addr, error = %error, "incoming connection refused");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if !self.listen.contains(&address) {
+                    self.listen.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer, result: Ok(rtt), ..
+            })) => self.engine.client.set_rtt(peer, rtt),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.agent = Some(info.agent_version);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if !self.swarm.is_connected(&peer) && peer != *self.swarm.local_peer_id() {
+                        tracing::info!(%peer, %addr, "found on the LAN (mDNS)");
+                        self.dial(addr.with(Protocol::P2p(peer)), None);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The peer id at the end of a multiaddr (`…/p2p/<id>`), if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().last().and_then(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}

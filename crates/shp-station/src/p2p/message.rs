@@ -1,0 +1,518 @@
+//! The bitswap 1.2.0 wire message (ipfs/specs `bitswap-protocol.md`), encoded and decoded by hand.
+//!
+//! ```text
+//! Message       1 wantlist: Wantlist   3 payload: Block*   4 blockPresences: BlockPresence*
+//!               2 blocks: bytes* (1.0.0 only; decoded, never sent)   5 pendingBytes: int32
+//! Wantlist      1 entries: Entry*      2 full: bool
+//! Entry         1 block: bytes (a CID) 2 priority: int32   3 cancel: bool
+//!               4 wantType: Block=0 | Have=1               5 sendDontHave: bool
+//! Block         1 prefix: bytes (CID version, codec, hash code, hash length as varints)   2 data: bytes
+//! BlockPresence 1 cid: bytes           2 type: Have=0 | DontHave=1
+//! ```
+//!
+//! Each message travels on a libp2p stream as an unsigned-varint length and that many bytes; a frame
+//! over [`MAX_MESSAGE`] is refused before it is read. The decoder is strict about structure (every
+//! length inside the frame, no groups, no truncated varints) and lenient about content, as protobuf
+//! is: unknown fields are skipped, absent fields take their defaults. CIDs stay bytes here; the
+//! server and the client decide what they can use.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use shp_core::cid::{Cid, DAG_CBOR, RAW};
+
+/// The largest message read or written (boxo's limit).
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WantType {
+    #[default]
+    Block,
+    Have,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// The wanted CID, as the peer sent it (any version or codec).
+    pub cid: Vec<u8>,
+    pub priority: i32,
+    pub cancel: bool,
+    pub want_type: WantType,
+    pub send_dont_have: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Block {
+    /// CID prefix: version, codec, multihash code and length (varints).
+    pub prefix: Vec<u8>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Have,
+    DontHave,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    pub wantlist: Vec<Entry>,
+    /// The wantlist replaces the previous one rather than adding to it.
+    pub full: bool,
+    /// Blocks with their CID prefix (1.1.0 and later).
+    pub blocks: Vec<Block>,
+    /// 1.0.0 blocks (CIDv0, dag-pb): kept so a caller can say it saw them.
+    pub legacy_blocks: Vec<Vec<u8>>,
+    pub presences: Vec<(Vec<u8>, Presence)>,
+    pub pending_bytes: i32,
+}
+
+/// Why bytes are not a bitswap message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed bitswap message: {0}")]
+pub struct DecodeError(pub String);
+
+impl Message {
+    pub fn is_empty(&self) -> bool {
+        self.wantlist.is_empty() && self.blocks.is_empty() && self.presences.is_empty() && !self.full
+    }
+
+    /// The protobuf bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.wantlist.is_empty() || self.full {
+            let mut wl = Vec::new();
+            for e in &self.wantlist {
+                let mut eb = Vec::with_capacity(e.cid.len() + 12);
+                put_bytes(&mut eb, 1, &e.cid);
+                if e.priority != 0 {
+                    put_varint_field(&mut eb, 2, e.priority as i64 as u64);
+                }
+                if e.cancel {
+                    put_varint_field(&mut eb, 3, 1);
+                }
+                if e.want_type == WantType::Have {
+                    put_varint_field(&mut eb, 4, 1);
+                }
+                if e.send_dont_have {
+                    put_varint_field(&mut eb, 5, 1);
+                }
+                put_bytes(&mut wl, 1, &eb);
+            }
+            if self.full {
+                put_varint_field(&mut wl, 2, 1);
+            }
+            put_bytes(&mut out, 1, &wl);
+        }
+        for b in &self.legacy_blocks {
+            put_bytes(&mut out, 2, b);
+        }
+        for b in &self.blocks {
+            let mut bb = Vec::with_capacity(b.prefix.len() + b.data.len() + 12);
+            put_bytes(&mut bb, 1, &b.prefix);
+            put_bytes(&mut bb, 2, &b.data);
+            put_bytes(&mut out, 3, &bb);
+        }
+        for (cid, p) in &self.presences {
+            let mut pb = Vec::with_capacity(cid.len() + 4);
+            put_bytes(&mut pb, 1, cid);
+            if *p == Presence::DontHave {
+                put_varint_field(&mut pb, 2, 1);
+            }
+            put_bytes(&mut out, 4, &pb);
+        }
+        if self.pending_bytes != 0 {
+            put_varint_field(&mut out, 5, self.pending_bytes as i64 as u64);
+        }
+        out
+    }
+
+    /// Parses protobuf bytes.
+    pub fn decode(b: &[u8]) -> Result<Message, DecodeError> {
+        let mut m = Message::default();
+        for f in Fields::new(b) {
+            match f? {
+                (1, Value::Bytes(wl)) => {
+                    for f in Fields::new(wl) {
+                        match f? {
+                            (1, Value::Bytes(eb)) => m.wantlist.push(decode_entry(eb)?),
+                            (2, Value::Varint(v)) => m.full = v != 0,
+                            (1 | 2, _) => return Err(DecodeError("wantlist field of the wrong type".into())),
+                            _ => {}
+                        }
+                    }
+                }
+                (2, Value::Bytes(data)) => m.legacy_blocks.push(data.to_vec()),
+                (3, Value::Bytes(bb)) => {
+                    let mut blk = Block::default();
+                    for f in Fields::new(bb) {
+                        match f? {
+                            (1, Value::Bytes(p)) => blk.prefix = p.to_vec(),
+                            (2, Value::Bytes(d)) => blk.data = d.to_vec(),
+                            (1 | 2, _) => return Err(DecodeError("block field of the wrong type".into())),
+                            _ => {}
+                        }
+                    }
+                    m.blocks.push(blk);
+                }
+                (4, Value::Bytes(pb)) => {
+                    let (mut cid, mut kind) = (Vec::new(), Presence::Have);
+                    for f in Fields::new(pb) {
+                        match f? {
+                            (1, Value::Bytes(c)) => cid = c.to_vec(),
+                            (2, Value::Varint(0)) => kind = Presence::Have,
+                            (2, Value::Varint(1)) => kind = Presence::DontHave,
+                            (2, Value::Varint(v)) => {
+                                return Err(DecodeError(format!("unknown block presence type {v}")))
+                            }
+                            (1 | 2, _) => return Err(DecodeError("presence field of the wrong type".into())),
+                            _ => {}
+                        }
+                    }
+                    m.presences.push((cid, kind));
+                }
+                (5, Value::Varint(v)) => m.pending_bytes = v as i32,
+                (1..=5, _) => return Err(DecodeError("message field of the wrong type".into())),
+                _ => {}
+            }
+        }
+        Ok(m)
+    }
+}
+
+fn decode_entry(b: &[u8]) -> Result<Entry, DecodeError> {
+    let mut e = Entry::default();
+    for f in Fields::new(b) {
+        match f? {
+            (1, Value::Bytes(c)) => e.cid = c.to_vec(),
+            (2, Value::Varint(v)) => e.priority = v as i32,
+            (3, Value::Varint(v)) => e.cancel = v != 0,
+            (4, Value::Varint(0)) => e.want_type = WantType::Block,
+            (4, Value::Varint(1)) => e.want_type = WantType::Have,
+            (4, Value::Varint(v)) => return Err(DecodeError(format!("unknown want type {v}"))),
+            (5, Value::Varint(v)) => e.send_dont_have = v != 0,
+            (1..=5, _) => return Err(DecodeError("wantlist entry field of the wrong type".into())),
+            _ => {}
+        }
+    }
+    Ok(e)
+}
+
+/// The CID prefix of a CIDv1 sha2-256 block: version 1, codec, sha2-256, 32 bytes.
+pub fn prefix_of(cid: &Cid) -> Vec<u8> {
+    cid.to_bytes()[..4].to_vec()
+}
+
+/// The CID a block's prefix and data make, when it is one shp stores (CIDv1, raw or dag-cbor,
+/// sha2-256). The data is hashed here, so the CID always matches the bytes.
+pub fn block_cid(b: &Block) -> Result<Cid, String> {
+    let mut pos = 0;
+    let mut next = |what: &str| read_varint(&b.prefix, &mut pos).ok_or_else(|| format!("block prefix: bad {what}"));
+    let (version, codec, hash, len) = (
+        next("version")?,
+        next("codec")?,
+        next("hash code")?,
+        next("hash length")?,
+    );
+    if version != 1 {
+        return Err(format!("block prefix: CID version {version} (CIDv1 expected)"));
+    }
+    if codec != RAW && codec != DAG_CBOR {
+        return Err(format!("block prefix: codec 0x{codec:x} is not raw or dag-cbor"));
+    }
+    if hash != 0x12 || len != 32 {
+        return Err(format!("block prefix: multihash 0x{hash:x}/{len} is not sha2-256/32"));
+    }
+    Ok(Cid::hash(codec, &b.data))
+}
+
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// The (field number, value) pairs of one protobuf message.
+struct Fields<'a> {
+    b: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(b: &'a [u8]) -> Fields<'a> {
+        Fields {
+            b,
+            pos: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u64, Value<'a>), DecodeError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.b.len() {
+            return None;
+        }
+        let r = (|| {
+            let err = |s: &str| DecodeError(s.to_string());
+            let key = read_varint(self.b, &mut self.pos).ok_or_else(|| err("truncated field key"))?;
+            let (field, wire) = (key >> 3, key & 7);
+            if field == 0 {
+                return Err(err("field number 0"));
+            }
+            let v = match wire {
+                0 => Value::Varint(read_varint(self.b, &mut self.pos).ok_or_else(|| err("truncated varint"))?),
+                1 | 5 => {
+                    let n = if wire == 1 { 8 } else { 4 };
+                    if self.b.len() - self.pos < n {
+                        return Err(err("truncated fixed-width field"));
+                    }
+                    self.pos += n;
+                    Value::Fixed
+                }
+                2 => {
+                    let len = read_varint(self.b, &mut self.pos).ok_or_else(|| err("truncated length"))?;
+                    if len > (self.b.len() - self.pos) as u64 {
+                        return Err(err("length runs past the end"));
+                    }
+                    let s = &self.b[self.pos..self.pos + len as usize];
+                    self.pos += len as usize;
+                    Value::Bytes(s)
+                }
+                w => return Err(DecodeError(format!("unsupported wire type {w}"))),
+            };
+            Ok((field, v))
+        })();
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+}
+
+/// An unsigned LEB128 varint of at most 10 bytes.
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_varint_field(out: &mut Vec<u8>, field: u64, v: u64) {
+    put_varint(out, field << 3);
+    put_varint(out, v);
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+    put_varint(out, (field << 3) | 2);
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Reads one length-prefixed frame; `None` at a clean end of stream before a frame starts.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut byte = [0u8; 1];
+        match r.read(&mut byte).await? {
+            0 if i == 0 => return Ok(None),
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "truncated frame length",
+                ))
+            }
+            _ => {}
+        }
+        len |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            if len > MAX_MESSAGE as u64 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a message of {len} bytes, over the {MAX_MESSAGE}-byte limit"),
+                ));
+            }
+            let mut buf = vec![0u8; len as usize];
+            r.read_exact(&mut buf).await?;
+            return Ok(Some(buf));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "frame length is not a varint",
+    ))
+}
+
+/// Writes one length-prefixed frame and flushes it.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, msg: &[u8]) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(10);
+    put_varint(&mut head, msg.len() as u64);
+    w.write_all(&head).await?;
+    w.write_all(msg).await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..40),
+            any::<i32>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(cid, priority, cancel, have, send_dont_have)| Entry {
+                cid,
+                priority,
+                cancel,
+                want_type: if have { WantType::Have } else { WantType::Block },
+                send_dont_have,
+            })
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (
+            proptest::collection::vec(entry(), 0..8),
+            any::<bool>(),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 0..6),
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                ),
+                0..4,
+            ),
+            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..40), any::<bool>()), 0..6),
+            any::<i32>(),
+        )
+            .prop_map(|(wantlist, full, blocks, presences, pending_bytes)| Message {
+                wantlist,
+                full,
+                blocks: blocks
+                    .into_iter()
+                    .map(|(prefix, data)| Block { prefix, data })
+                    .collect(),
+                legacy_blocks: Vec::new(),
+                presences: presences
+                    .into_iter()
+                    .map(|(c, d)| (c, if d { Presence::DontHave } else { Presence::Have }))
+                    .collect(),
+                pending_bytes,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_roundtrip(m in message()) {
+            prop_assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+
+        #[test]
+        fn decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Message::decode(&b);
+        }
+    }
+
+    #[test]
+    fn known_bytes() {
+        // A want-have with send-dont-have for one raw CID, as go-bitswap writes it.
+        let cid = Cid::hash(RAW, b"x");
+        let m = Message {
+            wantlist: vec![Entry {
+                cid: cid.to_bytes().to_vec(),
+                priority: 1,
+                cancel: false,
+                want_type: WantType::Have,
+                send_dont_have: true,
+            }],
+            ..Default::default()
+        };
+        let mut want = vec![0x0a, 46, 0x0a, 44, 0x0a, 36];
+        want.extend_from_slice(&cid.to_bytes());
+        want.extend_from_slice(&[0x10, 1, 0x20, 1, 0x28, 1]);
+        assert_eq!(m.encode(), want);
+        // Negative priorities are ten-byte varints.
+        let e = Entry {
+            priority: -1,
+            ..Default::default()
+        };
+        let m = Message {
+            wantlist: vec![e.clone()],
+            ..Default::default()
+        };
+        assert_eq!(Message::decode(&m.encode()).unwrap().wantlist[0], e);
+    }
+
+    #[test]
+    fn structure_errors_are_named() {
+        for (bytes, what) in [
+            (&[0x0a, 0x05, 0x01][..], "past the end"),
+            (&[0x0b][..], "wire type 3"),
+            (&[0x08][..], "truncated varint"),
+            (&[0x22, 0x02, 0x10, 0x07][..], "presence type 7"),
+            (&[0x00, 0x00][..], "field number 0"),
+        ] {
+            let e = Message::decode(bytes).unwrap_err();
+            assert!(e.to_string().contains(what), "{e} should say {what}");
+        }
+    }
+
+    #[test]
+    fn block_cids_are_computed_from_the_data() {
+        let data = b"some block".to_vec();
+        let cid = Cid::hash(DAG_CBOR, &data);
+        let b = Block {
+            prefix: prefix_of(&cid),
+            data,
+        };
+        assert_eq!(block_cid(&b).unwrap(), cid);
+        let v0 = Block {
+            prefix: vec![0, 0x70, 0x12, 0x20],
+            data: vec![],
+        };
+        assert!(block_cid(&v0).unwrap_err().contains("version 0"));
+        let pb = Block {
+            prefix: vec![1, 0x70, 0x12, 0x20],
+            data: vec![],
+        };
+        assert!(block_cid(&pb).unwrap_err().contains("0x70"));
+    }
+
+    #[test]
+    fn frames_roundtrip_and_oversize_is_refused() {
+        futures::executor::block_on(async {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, b"hello").await.unwrap();
+            write_frame(&mut buf, b"").await.unwrap();
+            let mut r = futures::io::Cursor::new(buf);
+            assert_eq!(read_frame(&mut r).await.unwrap().unwrap(), b"hello");
+            assert_eq!(read_frame(&mut r).await.unwrap().unwrap(), b"");
+            assert!(read_frame(&mut r).await.unwrap().is_none());
+            let mut big = Vec::new();
+            put_varint(&mut big, MAX_MESSAGE as u64 + 1);
+            let e = read_frame(&mut futures::io::Cursor::new(big)).await.unwrap_err();
+            assert!(e.to_string().contains("limit"), "{e}");
+        });
+    }
+}
