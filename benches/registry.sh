@@ -70,7 +70,7 @@ wait_port "$RPORT"
 # shp station on a free port; the first stdout line says which.
 "$SHP" --home "$WORK/home" init >/dev/null 2>&1
 mkfifo "$WORK/station.out"
-"$SHP" --home "$WORK/home" start --listen 127.0.0.1:0 --log-level warn >"$WORK/station.out" 2>"$WORK/station.log" &
+"$SHP" --home "$WORK/home" start --listen 127.0.0.1:0 --p2p-listen /ip4/127.0.0.1/tcp/0 --no-mdns --log-level warn >"$WORK/station.out" 2>"$WORK/station.log" &
 PIDS+=($!)
 exec 3<"$WORK/station.out"
 read -r -t 60 banner <&3 || { echo "registry.sh: shp start printed nothing" >&2; cat "$WORK/station.log" >&2; exit 1; }

@@ -55,6 +55,8 @@ fn start(h: &ShpHome, args: &[&str]) -> (Guard, String, std::path::PathBuf) {
     let mut child = h
         .cmd()
         .arg("start")
+        // Loopback only and no multicast: tests never reach past the machine.
+        .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -130,6 +130,14 @@ impl Engine {
                     continue;
                 }
             };
+            tracing::debug!(
+                %peer,
+                wants = msg.wantlist.len(),
+                full = msg.full,
+                blocks = msg.blocks.len(),
+                presences = msg.presences.len(),
+                "bitswap message in"
+            );
             self.client.received(&self, &peer, &msg);
             if !msg.wantlist.is_empty() || msg.full {
                 self.server.wantlist(&self, &peer, msg.wantlist, msg.full);
@@ -194,6 +202,14 @@ impl Outbox {
         let mut stream: Option<libp2p::Stream> = None;
         while let Some(out) = rx.recv().await {
             let bytes = out.msg.encode();
+            tracing::debug!(
+                %peer,
+                wants = out.msg.wantlist.len(),
+                blocks = out.msg.blocks.len(),
+                presences = out.msg.presences.len(),
+                bytes = bytes.len(),
+                "bitswap message out"
+            );
             let mut sent = false;
             // One retry on a fresh stream: an idle stream may have been reset by the other side.
             for _ in 0..2 {
