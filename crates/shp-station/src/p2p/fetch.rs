@@ -98,9 +98,7 @@ pub fn fetch_standalone(
     let urls = urls.to_vec();
     let h = home.clone();
     let res = rt
-        .block_on(tokio::task::spawn_blocking(move || {
-            fetch_blocking(&h, &root, tag.as_deref(), &urls, &swarm)
-        }))
+        .block_on(rt.spawn_blocking(move || fetch_blocking(&h, &root, tag.as_deref(), &urls, &swarm)))
         .map_err(|e| StandaloneError::Runtime(std::io::Error::other(e)))?;
     rt.block_on(node.stop());
     Ok(res?)
