@@ -35,12 +35,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The version of shp this header belongs to (SemVer "MAJOR.MINOR.PATCH", also as SHP_VERSION_MAJOR,
+// SHP_VERSION_MINOR and SHP_VERSION_PATCH). Compare it with shp_version() to check that the library
+// linked is the one this header came with.
+#define SHP_VERSION "0.1.0"
+
 // Room `shp_blob_writer_commit` needs for a digest: `sha256:` + 64 hex digits + NUL.
 #define SHP_DIGEST_BUF_LEN 72
 
 // Room `shp_image_import` needs for a root CID: a CIDv1 (sha2-256) in base32 is 59 characters,
 // plus NUL.
 #define SHP_CID_BUF_LEN 60
+
+// The major part of `SHP_VERSION`.
+#define SHP_VERSION_MAJOR 0
+
+// The minor part of `SHP_VERSION`.
+#define SHP_VERSION_MINOR 1
+
+// The patch part of `SHP_VERSION`.
+#define SHP_VERSION_PATCH 0
 
 // What an entry point returns. Functions declared `int` return one of these (`SHP_OK` on
 // success); `shp_blob_reader_read` returns one negated. Codes are stable; new ones may be added.
@@ -313,6 +327,12 @@ int shp_image_top_digest(struct shp_store *store,
 // `store` is NULL or a live handle; `cid_or_name` is NULL or NUL-terminated; `cid_out` is NULL
 // or points to `cap` writable bytes.
 int shp_image_resolve(struct shp_store *store, const char *cid_or_name, char *cid_out, size_t cap);
+
+// The version of the library linked (`"0.1.0"`): equal to `SHP_VERSION` when header and
+// library come from the same build.
+//
+// Ownership: a static NUL-terminated string; never free it. Leaves the last error message alone.
+const char *shp_version(void);
 
 // Starts writing a blob, kind `SHP_BLOB_AUTO`. See `shp_blob_writer_new_kind`.
 //

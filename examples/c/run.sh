@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # run.sh — builds examples/c/shp_example.c against target/release/libshp_ffi.a under AddressSanitizer
-# (LeakSanitizer on) and runs it on real OCI images, then checks the exported image's blobs are the
-# very bytes of the source's.
+# (LeakSanitizer on), the way a user would: `gcc prog.c $(pkg-config --cflags --libs shp)` with the
+# shp.pc the build wrote beside the library; runs it on real OCI images, then checks the exported
+# image's blobs are the very bytes of the source's.
 #   examples/c/run.sh [FIXTURES]   FIXTURES: a tests/interop/make-images.sh output (built if absent)
-# Needs gcc and the release staticlib (cargo build --release -p shp-ffi); scripts/test-ffi.sh does both.
+# Needs gcc, pkg-config and the release build (cargo build --release -p shp-ffi); scripts/test-ffi.sh
+# does all three. PKG_CONFIG_PATH defaults to target/release.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-LIB=$ROOT/target/release/libshp_ffi.a
-[ -f "$LIB" ] || { echo "run.sh: $LIB missing: cargo build --release -p shp-ffi" >&2; exit 1; }
+export PKG_CONFIG_PATH=${PKG_CONFIG_PATH:-$ROOT/target/release}
+pkg-config --exists shp || {
+  echo "run.sh: pkg-config finds no shp.pc in PKG_CONFIG_PATH=$PKG_CONFIG_PATH: cargo build --release -p shp-ffi writes it" >&2
+  exit 1
+}
+LIB=$(pkg-config --variable=libdir shp)/libshp_ffi.a
+[ -f "$LIB" ] || { echo "run.sh: $LIB (the libdir of shp.pc) missing: cargo build --release -p shp-ffi" >&2; exit 1; }
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -19,10 +26,10 @@ fi
 OCI=$FIX/oci
 TAG=busybox-gzip
 
-# -lz -lzstd: shp-core links the system zlib and libzstd (recipes must match them byte for byte); the rest is what Rust's std needs in a static link.
+# shp.pc: -I include, the archive, the system zlib and libzstd, and what Rust's std needs in a static link.
+# shellcheck disable=SC2046  # pkg-config's flags are meant to be split
 gcc -std=c11 -Wall -Wextra -Werror -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-  -I"$ROOT/include" "$ROOT/examples/c/shp_example.c" "$LIB" \
-  -lz -lzstd -lgcc_s -lutil -lrt -lpthread -lm -ldl -o "$WORK/shp_example"
+  "$ROOT/examples/c/shp_example.c" $(pkg-config --cflags --libs shp) -o "$WORK/shp_example"
 
 MANIFEST=$(jq -r --arg t "$TAG" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$OCI/index.json")
 LAYER=$(jq -r '.layers[0].digest' "$OCI/blobs/sha256/${MANIFEST#sha256:}")

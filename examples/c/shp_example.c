@@ -151,6 +151,16 @@ int main(int argc, char **argv) {
     char digest[SHP_DIGEST_BUF_LEN], cid[SHP_CID_BUF_LEN], ref[4096];
     uint64_t size = 0;
 
+    /* --- version: the library linked is the one this header came with ----------------------- */
+    const char *linked = shp_version();
+    CHECK(linked != NULL && strcmp(linked, SHP_VERSION) == 0, "shp_version() is %s, SHP_VERSION is %s",
+          linked ? linked : "NULL", SHP_VERSION);
+    char parts[32];
+    snprintf(parts, sizeof parts, "%d.%d.%d", SHP_VERSION_MAJOR, SHP_VERSION_MINOR, SHP_VERSION_PATCH);
+    CHECK(strcmp(parts, SHP_VERSION) == 0, "SHP_VERSION_MAJOR/MINOR/PATCH give %s, SHP_VERSION is %s", parts,
+          SHP_VERSION);
+    printf("shp_example: libshp_ffi %s\n", linked ? linked : "NULL");
+
     /* --- NULL arguments: SHP_INVALID_ARGUMENT, never a crash ------------------------------- */
     shp_store *store = (shp_store *)0x1;
     EXPECT(SHP_INVALID_ARGUMENT, shp_store_open(NULL, &store));

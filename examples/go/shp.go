@@ -65,6 +65,13 @@ const (
 
 func (s Status) String() string { return C.GoString(C.shp_status_name(C.int(s))) }
 
+// HeaderVersion is the version of the C header this package was compiled with (SHP_VERSION).
+const HeaderVersion = C.SHP_VERSION
+
+// Version is the version of the libshp_ffi linked (shp_version()). It equals HeaderVersion when
+// the library and the header come from the same build.
+func Version() string { return C.GoString(C.shp_version()) }
+
 // Sentinel errors; an *Error matches the one of its status with errors.Is.
 var (
 	// ErrNotFound: the blob or image is not in the store.

@@ -94,6 +94,17 @@ func layoutBlobs(t testing.TB) map[string]string {
 	return out
 }
 
+func TestVersion(t *testing.T) {
+	v := Version()
+	if v != HeaderVersion {
+		t.Fatalf("linked libshp_ffi %q, header SHP_VERSION %q", v, HeaderVersion)
+	}
+	var major, minor, patch int
+	if n, err := fmt.Sscanf(v, "%d.%d.%d", &major, &minor, &patch); n != 3 || err != nil {
+		t.Fatalf("version %q is not MAJOR.MINOR.PATCH: %v", v, err)
+	}
+}
+
 func TestRoundTrip(t *testing.T) {
 	s := openStore(t)
 	data := []byte(`{"architecture":"amd64","os":"linux"}`)

@@ -561,6 +561,17 @@ fn refuses_decompression_bomb_over_the_limit() {
 }
 
 #[test]
+fn version_is_the_release() {
+    let out = Command::new(SHP).arg("--version").output().expect("run shp --version");
+    assert!(out.status.success(), "shp --version: {out:?}");
+    // The workspace version, which the C ABI reports too (shp_version(), SHP_VERSION).
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("shp {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn unknown_name_exits_3_and_bad_reference_exits_2() {
     let home = victim_home();
     let before = home.state();

@@ -9,7 +9,7 @@
 //!
 //! Modules: [`status`] (codes, messages, the mapping from `shp_core::Error`), [`boundary`] (panic
 //! boundary and pointer checks), [`store`] (store handle, stat, list, images), [`writer`] and
-//! [`reader`] (streaming blobs).
+//! [`reader`] (streaming blobs), [`version`] (what a caller linked).
 #![allow(non_camel_case_types)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -19,11 +19,13 @@ pub mod boundary;
 pub mod reader;
 pub mod status;
 pub mod store;
+pub mod version;
 pub mod writer;
 
 pub use reader::*;
 pub use status::*;
 pub use store::*;
+pub use version::*;
 pub use writer::*;
 
 /// Room `shp_blob_writer_commit` needs for a digest: `sha256:` + 64 hex digits + NUL.
