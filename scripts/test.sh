@@ -24,6 +24,8 @@ say "cargo test"
 # The recipe tests compare against the real producers (Go, pgzip, gzip, pigz, zstd): here their
 # absence is a failure, not a skip.
 export SHP_REQUIRE_PRODUCERS=1
+# The p2p tests run against a real Kubo: here its absence is a failure too.
+export SHP_REQUIRE_PEERS=1
 cargo build --workspace --locked
 cargo test --workspace --locked
 
