@@ -327,11 +327,7 @@ impl Host {
                 // What a peer without the network key (or speaking something else) looks like.
                 tracing::info!(from = %send_back_addr, error = %error, "incoming connection refused");
             }
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen.contains(&address) {
-                    self.listen.push(address);
-                }
-            }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => self.listen.push(address),
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer, result: Ok(rtt), ..

@@ -135,7 +135,7 @@ impl Client {
                     None => {
                         let n = g.unsolicited.entry(*peer).or_default();
                         *n += 1;
-                        if *n % UNSOLICITED_PER_STRIKE == 0 {
+                        if n.is_multiple_of(UNSOLICITED_PER_STRIKE) {
                             strikes.push(format!(
                                 "{n} blocks nobody asked for (or that do not hash to a wanted CID)"
                             ));
