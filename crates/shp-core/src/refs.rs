@@ -50,7 +50,7 @@ impl Refs {
                     return Err(Error::InvalidReference {
                         reference: name.to_string(),
                         reason: format!(
-                            "ambiguous: {first:?} and {n:?} are this name and name different images (`shp rm` one spelling, or use the exact one)"
+                            "ambiguous: {first:?} and {n:?} are this name and name different images (use the exact spelling, or name the image again)"
                         ),
                     })
                 }
