@@ -121,6 +121,132 @@ fn docker_archive_round_trips_member_files() {
     }
 }
 
+/// Issue 16: names are compared as docker normalises them. An archive skopeo tagged
+/// `docker.io/holdout/curl:latest` (with the legacy `repositories`, `VERSION` and `json` members)
+/// pulled as `holdout/curl:latest` is that archive, byte for byte; another name gets a generated one.
+#[test]
+fn docker_names_are_normalized() {
+    let fx = oci_fixture();
+    // shp writes an archive's members back in its own tar framing: the input is an archive it
+    // wrote from skopeo's, so the comparison below is of whole files (that the members are
+    // skopeo's is what `docker_archive_round_trips_member_files` checks).
+    let maker = ShpHome::new();
+    let skopeo_tar = maker.scratch("skopeo.tar");
+    skopeo(&[
+        "copy",
+        "-q",
+        &oci_ref(&fx.dir, "busybox-2layer"),
+        &format!("docker-archive:{}:docker.io/holdout/curl:latest", skopeo_tar.display()),
+    ]);
+    maker.push(&format!("docker-archive:{}", skopeo_tar.display()), &[]);
+    let input = maker.scratch("in.tar");
+    maker.pull(
+        "docker.io/holdout/curl:latest",
+        &format!("docker-archive:{}", input.display()),
+    );
+    let made = std::fs::read(&input).unwrap();
+
+    let home = ShpHome::new();
+    let members = |tar: &Path| -> BTreeSet<String> {
+        let out = run_tool(Command::new("tar").arg("-tf").arg(tar));
+        stdout(&out).lines().map(str::to_string).collect()
+    };
+    let legacy: Vec<String> = members(&input)
+        .into_iter()
+        .filter(|m| m == "repositories" || m.ends_with("/VERSION") || m.ends_with("/json"))
+        .collect();
+    assert!(
+        legacy.len() >= 3 && legacy.iter().any(|m| m == "repositories"),
+        "the input has no legacy members to lose: {:?}",
+        members(&input)
+    );
+
+    let root = home.push(&format!("docker-archive:{}", input.display()), &[]);
+    assert_eq!(
+        home.names(),
+        BTreeSet::from(["docker.io/holdout/curl:latest".to_string()]),
+        "a name is stored as the source spells it"
+    );
+    for (name, file) in [
+        ("holdout/curl:latest", "out.tar"),
+        ("docker.io/holdout/curl:latest", "out-full.tar"),
+        ("index.docker.io/holdout/curl:latest", "out-index.tar"),
+    ] {
+        let out = home.scratch(file);
+        assert_eq!(
+            home.pull(&root, &format!("docker-archive:{}:{name}", out.display())),
+            root
+        );
+        assert_eq!(
+            sha256_hex(&std::fs::read(&out).unwrap()),
+            sha256_hex(&made),
+            "docker-archive:{file}:{name} is not the archive pushed, byte for byte"
+        );
+    }
+    // Another name is another image name: the archive is generated, without the legacy members.
+    let other = home.scratch("other.tar");
+    home.pull(
+        &root,
+        &format!("docker-archive:{}:holdout/other:latest", other.display()),
+    );
+    let generated = members(&other);
+    assert!(
+        !generated.contains("repositories") && generated.contains("manifest.json"),
+        "{generated:?}"
+    );
+
+    // The image is found by any spelling of its name.
+    for name in [
+        "holdout/curl",
+        "holdout/curl:latest",
+        "docker.io/holdout/curl",
+        "index.docker.io/holdout/curl:latest",
+    ] {
+        let dir = home.scratch(&format!("oci-{}", name.replace(['/', ':'], "_")));
+        assert_eq!(home.pull(name, &oci_ref(&dir, "curl")), root, "shp pull {name}");
+        let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let inspect = home.json(&["inspect", name]);
+        assert_eq!(inspect["root"], json!(root));
+        assert_eq!(index["manifests"][0]["digest"], inspect["digest"], "{name}: {index}");
+        assert_eq!(
+            index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+            json!("curl")
+        );
+    }
+    let (code, err) = home.fails(&["pull", "holdout/other", "oci:/nonexistent"]);
+    assert_eq!(code, 3, "{err}");
+
+    // Naming replaces every spelling of the name; the new spelling is the one listed.
+    home.push(&oci_ref(&fx.dir, "busybox-none"), &["--tag", "holdout/curl"]);
+    assert_eq!(home.names(), BTreeSet::from(["holdout/curl".to_string()]));
+    assert_ne!(
+        home.json(&["inspect", "docker.io/holdout/curl:latest"])["root"],
+        json!(root)
+    );
+    home.push(&oci_ref(&fx.dir, "busybox-none"), &["--tag", "app:v1"]);
+    let app = home.json(&["inspect", "app:v1"])["root"].clone();
+    assert_eq!(home.json(&["inspect", "docker.io/library/app:v1"])["root"], app);
+    assert_eq!(home.json(&["inspect", "library/app:v1"])["root"], app);
+    home.ok(&["rm", "docker.io/library/app:v1"]);
+    assert!(!home.names().contains("app:v1"), "rm removes the name in any spelling");
+
+    // Names are image names: uppercase is refused, naming the name, and nothing is stored.
+    let before = home.state();
+    let (code, err) = home.fails(&["push", &oci_ref(&fx.dir, "busybox-none"), "--tag", "Holdout/Curl"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("\"Holdout/Curl\"") && err.contains("must be lowercase"),
+        "{err}"
+    );
+    let (code, err) = home.fails(&[
+        "push",
+        &format!("docker-archive:{}:Holdout/curl:latest", input.display()),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("must be lowercase"), "{err}");
+    assert_eq!(home.state(), before);
+}
+
 #[test]
 fn oci_image_pulls_to_docker_archive_skopeo_reads() {
     let src = oci_fixture();

@@ -208,7 +208,7 @@ pub fn import_archive(
             .ok_or_else(|| bad(format!("no image @{n} (it has {})", images.len())))?,
         Some(ArchiveRef::Tag(t)) => images
             .iter()
-            .find(|i| tags_of(i).contains(t))
+            .find(|i| tags_of(i).iter().any(|x| crate::name::same(x, t)))
             .ok_or_else(|| Error::ImageNotFound(format!("{t} in {}", path.display())))?,
         None if images.len() == 1 => &images[0],
         None => {
@@ -391,7 +391,8 @@ impl<W: Write> TarOut<W> {
 }
 
 /// Writes the image as a docker-archive at `path`. An image that came from a docker-archive is
-/// written back member for member when `tag` is None or one of its tags.
+/// written back member for member when `tag` is None or one of its tags (compared as names:
+/// `holdout/curl:latest` is the archive's `docker.io/holdout/curl:latest`).
 pub fn export_archive(
     store: &dyn Blockstore,
     root: &ImageRoot,
@@ -412,7 +413,7 @@ pub fn export_archive(
                 .and_then(Value::as_array)
                 .map(|t| t.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            tag.is_none_or(|t| tags.contains(&t))
+            tag.is_none_or(|t| tags.iter().any(|x| crate::name::same(x, t)))
         });
         progress(Progress::Planned {
             blobs: blobs.len(),

@@ -234,10 +234,10 @@ impl Home {
             ImageRef::Oci { path, reference } => {
                 let layout = OciLayout { path: path.clone() };
                 let top = layout.resolve(reference.as_deref())?;
-                let name = tag
-                    .map(str::to_string)
-                    .or(reference.clone().filter(|n| check_name(n).is_ok()));
-                self.push_from(&layout, &top, name.as_deref(), progress)
+                let (name, note) = source_name(tag, reference.clone());
+                let mut report = self.push_from(&layout, &top, name.as_deref(), progress)?;
+                report.warnings.extend(note);
+                Ok(report)
             }
             ImageRef::DockerArchive { path, reference } => {
                 let index = self.refs.load()?.index;
@@ -259,10 +259,10 @@ impl Home {
                     Some(ArchiveRef::Tag(t)) => Some(t.clone()),
                     _ => tags.into_iter().next(),
                 };
-                let name = tag
-                    .map(str::to_string)
-                    .or(default_name.filter(|n| check_name(n).is_ok()));
-                self.recorded(import, name.as_deref())
+                let (name, note) = source_name(tag, default_name);
+                let mut report = self.recorded(import, name.as_deref())?;
+                report.warnings.extend(note);
+                Ok(report)
             }
         }
     }
@@ -315,9 +315,7 @@ impl Home {
         let root = import.root.to_string();
         self.refs.update(|r| {
             match name {
-                Some(n) => {
-                    r.names.insert(n.to_string(), root.clone());
-                }
+                Some(n) => r.set_name(n, root.clone()),
                 None => {
                     r.pins.insert(root.clone());
                 }
@@ -341,8 +339,7 @@ impl Home {
             ImageId::Name(n) => {
                 let refs = self.refs.load()?;
                 let s = refs
-                    .names
-                    .get(&n)
+                    .lookup(&n)?
                     .ok_or_else(|| Error::ImageNotFound(format!("{n:?} (no such name; see `shp ls`)")))?;
                 s.parse()
             }
@@ -871,15 +868,32 @@ impl Home {
         Ok(BlobNode::load(&self.store, &root.top)?.digest_str())
     }
 
-    /// Removes a name or a pin (the blocks go at the next gc).
+    /// Removes a name (in every spelling, see [`Refs::lookup`]), a pin or a blob ref (the blocks go
+    /// at the next gc).
     pub fn remove(&self, id: &str) -> Result<bool> {
         self.refs
-            .update(|r| Ok(r.names.remove(id).is_some() | r.pins.remove(id) | r.blobs.remove(id).is_some()))
+            .update(|r| Ok(r.remove_name(id) | r.pins.remove(id) | r.blobs.remove(id).is_some()))
     }
 
     #[doc(hidden)]
     pub fn no_progress() -> &'static dyn Fn(Progress) {
         &no_progress
+    }
+}
+
+/// The name a push gives: `--tag` (already checked), else the source's own name (an OCI ref
+/// name, a docker-archive tag) if it is a valid image name; else none, with a note saying why.
+fn source_name(tag: Option<&str>, from_source: Option<String>) -> (Option<String>, Option<String>) {
+    if let Some(t) = tag {
+        return (Some(t.to_string()), None);
+    }
+    match from_source.map(|n| check_name(&n).map(|_| n)) {
+        Some(Ok(n)) => (Some(n), None),
+        Some(Err(e)) => (
+            None,
+            Some(format!("not named after its source: {e}; pinned unnamed (give --tag)")),
+        ),
+        None => (None, None),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod gzip;
 pub mod home;
 pub mod image;
 pub mod inflate;
+pub mod name;
 pub mod oci;
 pub mod publish;
 pub mod recipe;

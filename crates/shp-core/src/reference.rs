@@ -66,7 +66,13 @@ impl std::str::FromStr for ImageRef {
                         r[1..].parse().map_err(|_| bad("@INDEX must be a number"))?,
                     )),
                     Some(r) => {
-                        if !r.contains(':') || r.ends_with(':') || r.chars().any(|c| c.is_whitespace()) {
+                        // A tag of an image name (compared as docker compares names, see
+                        // `crate::name`); `localhost:5000/app` has a port, not a tag.
+                        let name = crate::name::Name::parse(r).map_err(|e| match e {
+                            Error::InvalidReference { reason, .. } => bad(&format!("NAME:TAG {r:?}: {reason}")),
+                            e => e,
+                        })?;
+                        if name.digest().is_some() || !tag_given(r) {
                             return Err(bad("expected NAME:TAG after the path"));
                         }
                         Some(ArchiveRef::Tag(r.to_string()))
@@ -85,6 +91,11 @@ impl std::str::FromStr for ImageRef {
             ))),
         }
     }
+}
+
+/// Whether a name spells its tag out (`a:1`, not `a` or `localhost:5000/a`).
+fn tag_given(name: &str) -> bool {
+    name.rfind(':').is_some_and(|i| !name[i + 1..].contains('/'))
 }
 
 /// An image in the store: by root CID or by name.
@@ -131,6 +142,15 @@ mod tests {
             }
         );
         assert_eq!(
+            "docker-archive:x.tar:localhost:5000/app:v1"
+                .parse::<ImageRef>()
+                .unwrap(),
+            ImageRef::DockerArchive {
+                path: "x.tar".into(),
+                reference: Some(ArchiveRef::Tag("localhost:5000/app:v1".into()))
+            }
+        );
+        assert_eq!(
             "docker-archive:x.tar:@1".parse::<ImageRef>().unwrap(),
             ImageRef::DockerArchive {
                 path: "x.tar".into(),
@@ -142,6 +162,10 @@ mod tests {
             "oci:",
             "foo:bar",
             "docker-archive:x.tar:notag",
+            "docker-archive:x.tar:localhost:5000/app",
+            "docker-archive:x.tar:Upper:1",
+            "docker-archive:x.tar:a:",
+            "docker-archive:x.tar:a b:1",
             "docker://x/y:z",
             "nocolon",
         ] {

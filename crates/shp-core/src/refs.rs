@@ -1,6 +1,12 @@
 //! Refs: the names that keep DAGs alive. `name → image root`, `digest → blob node` (blobs stored
 //! on their own, as a content store does) and pins (roots kept without a name, e.g. CAR imports).
 //!
+//! A name is stored as it was given (`busybox`, `docker.io/holdout/curl:latest`) and matched as
+//! docker reads it ([`crate::name`]): `busybox` finds `docker.io/library/busybox:latest` and the
+//! other way round. Naming an image drops any other spelling of the same name, so one name never
+//! has two entries (homes written before names were normalised may have; an exact spelling then
+//! wins, see [`Refs::lookup`]).
+//!
 //! Stored as one JSON file replaced atomically (write, fsync, rename, fsync dir) under an exclusive
 //! lock, so concurrent writers never lose each other's updates and a crash leaves the old or the
 //! new file, never a torn one. Writers commit their blocks before they touch refs.
@@ -29,6 +35,46 @@ pub struct Refs {
 }
 
 impl Refs {
+    /// The root `name` names: the entry spelt exactly so, else the one entry that is the same name
+    /// once normalised (`app:v1` ≡ `docker.io/library/app:v1`). Two such entries naming different
+    /// roots (a home written before names were normalised) are an error naming both.
+    pub fn lookup(&self, name: &str) -> Result<Option<&str>> {
+        if let Some(root) = self.names.get(name) {
+            return Ok(Some(root));
+        }
+        let key = crate::name::key(name);
+        let mut found: Option<(&str, &str)> = None;
+        for (n, root) in self.names.iter().filter(|(n, _)| crate::name::key(n) == key) {
+            match found {
+                Some((first, r)) if r != root => {
+                    return Err(Error::InvalidReference {
+                        reference: name.to_string(),
+                        reason: format!(
+                            "ambiguous: {first:?} and {n:?} are this name and name different images (use the exact spelling, or name the image again)"
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => found = Some((n, root)),
+            }
+        }
+        Ok(found.map(|(_, root)| root))
+    }
+
+    /// Names `root` `name`, replacing what the name (in any spelling) named before.
+    pub fn set_name(&mut self, name: &str, root: String) {
+        self.remove_name(name);
+        self.names.insert(name.to_string(), root);
+    }
+
+    /// Removes the name in every spelling; whether there was one.
+    pub fn remove_name(&mut self, name: &str) -> bool {
+        let key = crate::name::key(name);
+        let before = self.names.len();
+        self.names.retain(|n, _| n != name && crate::name::key(n) != key);
+        self.names.len() != before
+    }
+
     /// Every root the refs keep alive.
     pub fn roots(&self) -> Result<Vec<Cid>> {
         let mut out = Vec::new();
@@ -41,20 +87,16 @@ impl Refs {
     }
 }
 
-/// Checks a name given to `--tag`: printable, no whitespace, not a CID-looking string.
+/// Checks a name an image is to be given (`--tag`, a source's ref name or tag, a registry push): an
+/// image name as docker reads it ([`crate::name::Name::parse`]: lowercase repository, a valid tag
+/// and/or `@sha256:` digest) that does not look like a CID (identifiers are tried as CIDs first).
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = |r: &str| Error::InvalidReference {
-        reference: name.to_string(),
-        reason: r.to_string(),
-    };
-    if name.is_empty() || name.len() > 255 {
-        return Err(bad("a name has 1 to 255 characters"));
-    }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("a name has no whitespace or control characters"));
-    }
+    crate::name::Name::parse(name)?;
     if name.parse::<Cid>().is_ok() {
-        return Err(bad("a name must not look like a CID"));
+        return Err(Error::InvalidReference {
+            reference: name.to_string(),
+            reason: "a name must not look like a CID".into(),
+        });
     }
     Ok(())
 }
@@ -109,5 +151,102 @@ impl RefsFile {
                 .map_err(|e| Error::io_path(dir, e))?;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(names: &[(&str, &str)]) -> Refs {
+        Refs {
+            version: 1,
+            names: names.iter().map(|(n, r)| (n.to_string(), r.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lookups_match_every_spelling() {
+        // a home written before names were normalised: `app:v1` as given
+        let r = refs(&[("app:v1", "A"), ("docker.io/holdout/curl:latest", "C"), ("Legacy", "L")]);
+        for (q, want) in [
+            ("app:v1", Some("A")),
+            ("docker.io/library/app:v1", Some("A")),
+            ("index.docker.io/library/app:v1", Some("A")),
+            ("library/app:v1", Some("A")),
+            ("app", None),
+            ("app:v2", None),
+            ("holdout/curl", Some("C")),
+            ("holdout/curl:latest", Some("C")),
+            ("docker.io/holdout/curl", Some("C")),
+            ("localhost/holdout/curl", None),
+            ("Legacy", Some("L")),
+            ("legacy", None),
+        ] {
+            assert_eq!(r.lookup(q).unwrap(), want, "{q}");
+        }
+    }
+
+    #[test]
+    fn an_exact_spelling_wins_and_a_conflict_is_named() {
+        let r = refs(&[("app", "A"), ("docker.io/library/app:latest", "B")]);
+        assert_eq!(r.lookup("app").unwrap(), Some("A"));
+        assert_eq!(r.lookup("docker.io/library/app:latest").unwrap(), Some("B"));
+        let e = r.lookup("app:latest").unwrap_err().to_string();
+        assert!(
+            e.contains("ambiguous") && e.contains("\"app\"") && e.contains("docker.io/library/app:latest"),
+            "{e}"
+        );
+        // the same root under two spellings is no conflict
+        let r = refs(&[("app", "A"), ("docker.io/library/app:latest", "A")]);
+        assert_eq!(r.lookup("library/app").unwrap(), Some("A"));
+    }
+
+    #[test]
+    fn naming_replaces_every_spelling_and_removal_drops_them() {
+        let mut r = refs(&[
+            ("busybox", "A"),
+            ("docker.io/library/busybox:latest", "B"),
+            ("busybox:1", "C"),
+        ]);
+        r.set_name("library/busybox:latest", "D".into());
+        assert_eq!(
+            r.names
+                .iter()
+                .map(|(n, c)| (n.as_str(), c.as_str()))
+                .collect::<Vec<_>>(),
+            [("busybox:1", "C"), ("library/busybox:latest", "D")]
+        );
+        assert!(r.remove_name("docker.io/library/busybox"));
+        assert!(!r.remove_name("busybox"));
+        assert!(r.remove_name("index.docker.io/busybox:1"));
+        assert!(r.names.is_empty());
+        let mut r = refs(&[("Legacy", "L")]);
+        assert!(!r.remove_name("legacy"));
+        assert!(r.remove_name("Legacy"));
+    }
+
+    #[test]
+    fn names_are_checked_as_docker_names() {
+        for ok in [
+            "busybox",
+            "app:v1",
+            "docker.io/holdout/curl:latest",
+            "localhost:5000/a/b:V1",
+        ] {
+            check_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        check_name(&format!("library/app@{d}")).unwrap();
+        for (bad, why) in [
+            ("", "not empty"),
+            ("App", "must be lowercase"),
+            ("bad name", "invalid"),
+            ("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "CID"),
+        ] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
     }
 }

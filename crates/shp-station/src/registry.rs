@@ -7,7 +7,8 @@
 //!   Blobs form one content store shared by every repository (a mount of a stored blob always
 //!   succeeds).
 //! - A manifest pushed is `Home::commit_image`d and named `<repo>@<digest>` (so it is found by
-//!   digest); a push by tag also names it `<repo>:<tag>`. Tags are the `<repo>:` names.
+//!   digest); a push by tag also names it `<repo>:<tag>`. Tags are the names of the repository,
+//!   compared as docker compares names (`busybox` ≡ `library/busybox`, see `repo_names`).
 //! - `ipfs/<cid>` is a read-only repository whose content is the image rooted at `<cid>`: every
 //!   tag names its top manifest.
 //!
@@ -262,18 +263,42 @@ fn json_response(status: StatusCode, v: &Value, content_type: Option<&str>) -> R
 // ---------------------------------------------------------------------------------------------
 // Names and tags
 
-/// Every name the home holds for a repository: `(rest, root)` where rest is `:tag` or `@digest`.
-fn repo_names(home: &Home, repo: &str) -> Result<Vec<(String, String)>, ApiError> {
+/// A name the home holds for a repository.
+struct RepoName {
+    /// The name as stored (what `Home::remove` is given).
+    stored: String,
+    /// `:tag` or `@digest` (a name holding both is found by its digest).
+    rest: String,
+    root: String,
+}
+
+/// Every name the home holds for a repository, matched as docker reads names
+/// (`shp_core::name`): the repository is the path a client sent, read as a name (so `busybox`,
+/// `library/busybox` and `docker.io/library/busybox` are one repository, Docker Hub's), and a
+/// name stored without a tag (`shp push --tag busybox`) is its `:latest`. Names spelt exactly
+/// `<repo>:<tag>` / `<repo>@<digest>` come first, so they win over other spellings of the same
+/// tag in a home written before names were normalised.
+fn repo_names(home: &Home, repo: &str) -> Result<Vec<RepoName>, ApiError> {
+    let Ok(want) = shp_core::name::Name::parse(repo).map(|n| n.repository()) else {
+        return Ok(Vec::new());
+    };
     let refs = home.refs().map_err(core_err)?;
-    Ok(refs
+    let mut out: Vec<RepoName> = refs
         .names
         .into_iter()
-        .filter_map(|(n, c)| {
-            let rest = n.strip_prefix(repo)?;
-            let ok = rest.strip_prefix(':').is_some_and(is_tag) || rest.strip_prefix('@').is_some_and(is_digest);
-            ok.then(|| (rest.to_string(), c))
+        .filter_map(|(stored, root)| {
+            let n = shp_core::name::Name::parse(&stored)
+                .ok()
+                .filter(|n| n.repository() == want)?;
+            let rest = match (n.digest(), n.tag()) {
+                (Some(d), _) => format!("@{d}"),
+                (None, t) => format!(":{}", t?),
+            };
+            Some(RepoName { stored, rest, root })
         })
-        .collect())
+        .collect();
+    out.sort_by_key(|n| n.stored != format!("{repo}{}", n.rest));
+    Ok(out)
 }
 
 async fn tags_list(reg: &Arc<Registry>, repo: String, n: Option<String>, last: Option<String>) -> ApiResult {
@@ -300,10 +325,11 @@ async fn tags_list(reg: &Arc<Registry>, repo: String, n: Option<String>, last: O
     }
     let mut tags: Vec<String> = names
         .into_iter()
-        .filter_map(|(rest, _)| rest.strip_prefix(':').map(str::to_string))
+        .filter_map(|n| n.rest.strip_prefix(':').map(str::to_string))
         .filter(|t| last.as_ref().is_none_or(|l| t > l))
         .collect();
     tags.sort();
+    tags.dedup();
     let mut link = None;
     if let Some(n) = n {
         if tags.len() > n {
@@ -389,16 +415,16 @@ fn find_manifest(home: &Home, repo: &str, reference: &str) -> Result<Option<Foun
     } else {
         format!(":{reference}")
     };
-    if let Some((_, c)) = names.iter().find(|(r, _)| *r == key) {
-        let cid: Cid = c.parse().map_err(core_err)?;
+    if let Some(n) = names.iter().find(|n| n.rest == key) {
+        let cid: Cid = n.root.parse().map_err(core_err)?;
         if let Some(f) = find_in_image(home, &cid, None)? {
             return Ok(Some(f));
         }
     }
     if by_digest {
         // A manifest inside an index pushed under another name (e.g. by `shp push`).
-        for (_, c) in &names {
-            let cid: Cid = c.parse().map_err(core_err)?;
+        for n in &names {
+            let cid: Cid = n.root.parse().map_err(core_err)?;
             if let Some(f) = find_in_image(home, &cid, Some(reference))? {
                 return Ok(Some(f));
             }
@@ -543,20 +569,21 @@ async fn delete_manifest(reg: &Arc<Registry>, repo: String, r: String) -> ApiRes
         let names = repo_names(&home, &repo)?;
         let mut gone = Vec::new();
         if is_digest(&r) {
-            for (rest, c) in &names {
-                let hit = match rest.strip_prefix('@') {
+            for n in &names {
+                let hit = match n.rest.strip_prefix('@') {
                     Some(d) => d == r,
                     None => {
-                        let cid: Cid = c.parse().map_err(core_err)?;
+                        let cid: Cid = n.root.parse().map_err(core_err)?;
                         find_in_image(&home, &cid, None)?.is_some_and(|f| f.digest == r)
                     }
                 };
                 if hit {
-                    gone.push(format!("{repo}{rest}"));
+                    gone.push(n.stored.clone());
                 }
             }
-        } else if names.iter().any(|(rest, _)| *rest == format!(":{r}")) {
-            gone.push(format!("{repo}:{r}"));
+        } else {
+            let tag = format!(":{r}");
+            gone.extend(names.iter().filter(|n| n.rest == tag).map(|n| n.stored.clone()));
         }
         if gone.is_empty() {
             return Err(ApiError::manifest_unknown(&repo, &r));
@@ -578,11 +605,11 @@ async fn referrers(reg: &Arc<Registry>, repo: String, d: String, artifact_type: 
     let filter = artifact_type.clone();
     let list = blocking(move || {
         let mut out = Vec::new();
-        for (rest, c) in repo_names(&home, &repo)? {
-            if !rest.starts_with('@') {
+        for n in repo_names(&home, &repo)? {
+            if !n.rest.starts_with('@') {
                 continue;
             }
-            let cid: Cid = c.parse().map_err(core_err)?;
+            let cid: Cid = n.root.parse().map_err(core_err)?;
             let Some(f) = find_in_image(&home, &cid, None)? else {
                 continue;
             };

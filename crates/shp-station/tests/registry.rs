@@ -630,6 +630,92 @@ fn manifests_tags_referrers() {
     assert_eq!((s, code.as_str()), (404, "MANIFEST_UNKNOWN"));
 }
 
+/// Repository paths are read as image names (docs/CLI.md "Names"): `busybox`, `library/busybox`
+/// and `docker.io/library/busybox` are one repository (Docker Hub's `library/busybox`), a name the
+/// home was given without a tag is that repository's `latest`, and `localhost/busybox` is another.
+#[test]
+fn repository_paths_are_normalized_names() {
+    let st = TestStation::start();
+    let c = client();
+    let (m, md, (_, config), (_, layer)) = gzip_image();
+    put_blob(&c, &st, "busybox", &config);
+    put_blob(&c, &st, "busybox", &layer);
+    assert_eq!(
+        put_manifest(&c, &st, "busybox", "1", OCI_MANIFEST, &m)
+            .status()
+            .as_u16(),
+        201
+    );
+    let spellings = [
+        "busybox",
+        "library/busybox",
+        "docker.io/library/busybox",
+        "index.docker.io/busybox",
+    ];
+    for repo in spellings {
+        for r in ["1", md.as_str()] {
+            let res = c.get(st.url(&format!("/v2/{repo}/manifests/{r}"))).send().unwrap();
+            assert_eq!(res.status().as_u16(), 200, "{repo} {r}");
+            assert_eq!(res.headers()["docker-content-digest"], md.as_str());
+            assert_eq!(res.bytes().unwrap().as_ref(), &m[..]);
+        }
+        let v: Value = c
+            .get(st.url(&format!("/v2/{repo}/tags/list")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v, json!({"name": repo, "tags": ["1"]}), "{repo}");
+    }
+    for other in ["localhost/busybox", "library/busybox/x", "busybox2"] {
+        let (s, code, _) = error_code(c.get(st.url(&format!("/v2/{other}/manifests/1"))).send().unwrap());
+        assert_eq!((s, code.as_str()), (404, "MANIFEST_UNKNOWN"), "{other}");
+    }
+
+    // The home's names, in any spelling, are the registry's tags; a tag pushed under another
+    // spelling of the repository replaces the first spelling's.
+    let home = st.open_home();
+    assert_eq!(
+        home.resolve("docker.io/library/busybox:1").unwrap(),
+        home.resolve("busybox:1").unwrap()
+    );
+    home.commit_image(&m, Some(OCI_MANIFEST), Some("busybox")).unwrap();
+    let v: Value = c
+        .get(st.url("/v2/library/busybox/tags/list"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["tags"], json!(["1", "latest"]));
+    assert_eq!(
+        put_manifest(&c, &st, "library/busybox", "1", OCI_MANIFEST, &m)
+            .status()
+            .as_u16(),
+        201
+    );
+    let names: Vec<String> = home.refs().unwrap().names.into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "busybox".to_string(),
+            "library/busybox:1".to_string(),
+            format!("library/busybox@{md}")
+        ]
+    );
+
+    // DELETE under one spelling removes the tag in every spelling.
+    let res = c
+        .delete(st.url("/v2/docker.io/library/busybox/manifests/latest"))
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let (s, code, _) = error_code(c.get(st.url("/v2/busybox/manifests/latest")).send().unwrap());
+    assert_eq!((s, code.as_str()), (404, "MANIFEST_UNKNOWN"));
+    assert!(home.resolve("busybox").is_err());
+    let v: Value = c.get(st.url("/v2/busybox/tags/list")).send().unwrap().json().unwrap();
+    assert_eq!(v["tags"], json!(["1"]));
+}
+
 /// `/v2/ipfs/<cid>/…` serves the image rooted at `<cid>` under any tag; an index's children by
 /// digest; the namespace is read-only. An index served to a client reading only image manifests
 /// gives the linux/amd64 one.

@@ -1,10 +1,12 @@
 //! `docker://` references: `docker://[REGISTRY/]REPOSITORY[:TAG][@DIGEST]`, normalised the way
-//! docker and skopeo do (Docker Hub is the default registry, `library/` the default namespace).
+//! docker and skopeo do (Docker Hub is the default registry, `library/` the default namespace) by
+//! `shp_core::name`, so a default name (`docker.io/library/busybox:latest`) is the name every other
+//! command reads.
 
 use super::Error;
 
 /// The registry a reference names when it names none.
-pub const DOCKER_HUB: &str = "docker.io";
+pub const DOCKER_HUB: &str = shp_core::name::DOCKER_HUB;
 /// Where Docker Hub's registry API is actually served.
 pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
@@ -22,90 +24,25 @@ pub struct RemoteRef {
 }
 
 impl RemoteRef {
-    /// Parses `docker://…` (the transport prefix is required).
+    /// Parses `docker://…` (the transport prefix is required). The rest is an image name, read
+    /// by `shp_core::name` (the rules every name in shp follows).
     pub fn parse(s: &str) -> Result<RemoteRef, Error> {
-        let bad = |r: &str| Error::InvalidReference {
+        let rest = s.strip_prefix("docker://").ok_or_else(|| Error::InvalidReference {
             reference: s.to_string(),
-            reason: r.to_string(),
-        };
-        let rest = s
-            .strip_prefix("docker://")
-            .ok_or_else(|| bad("expected docker://[REGISTRY/]REPOSITORY[:TAG][@DIGEST]"))?;
-        let (name_tag, digest) = match rest.split_once('@') {
-            Some((n, d)) => {
-                shp_core::cid::parse_digest(d)
-                    .map_err(|_| bad("the digest after @ is not sha256:<64 lowercase hex>"))?;
-                (n, Some(d.to_string()))
-            }
-            None => (rest, None),
-        };
-        let (name, tag) = match name_tag.rfind(':') {
-            Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(name_tag[i + 1..].to_string())),
-            _ => (name_tag, None),
-        };
-        if let Some(t) = &tag {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && !t.starts_with(['.', '-'])
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-            if !ok {
-                return Err(bad(&format!(
-                    "invalid tag {t:?} (1 to 128 of [A-Za-z0-9_.-], not starting with . or -)"
-                )));
-            }
-        }
-        let (registry, repository) = match name.split_once('/') {
-            Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
-                (first.to_string(), path.to_string())
-            }
-            _ => (DOCKER_HUB.to_string(), name.to_string()),
-        };
-        if registry.is_empty()
-            || registry
-                .chars()
-                .any(|c| !(c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
-        {
-            return Err(bad(&format!("invalid registry {registry:?}")));
-        }
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB.to_string()
-        } else {
-            registry
-        };
-        if repository.is_empty() {
-            return Err(bad("no repository"));
-        }
-        for comp in repository.split('/') {
-            let ok = !comp.is_empty()
-                && comp.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && comp.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && comp
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
-            if !ok {
-                return Err(bad(&format!(
-                    "invalid repository component {comp:?} (lowercase letters, digits and . _ - between them)"
-                )));
-            }
-        }
-        if repository.len() > 255 {
-            return Err(bad("repository name longer than 255 characters"));
-        }
-        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
-            format!("library/{repository}")
-        } else {
-            repository
-        };
-        let tag = if tag.is_none() && digest.is_none() {
-            Some("latest".to_string())
-        } else {
-            tag
-        };
+            reason: "expected docker://[REGISTRY/]REPOSITORY[:TAG][@DIGEST]".into(),
+        })?;
+        let name = shp_core::name::Name::parse(rest).map_err(|e| Error::InvalidReference {
+            reference: s.to_string(),
+            reason: match e {
+                shp_core::Error::InvalidReference { reason, .. } => reason,
+                e => e.to_string(),
+            },
+        })?;
         Ok(RemoteRef {
-            registry,
-            repository,
-            tag,
-            digest,
+            registry: name.domain().to_string(),
+            repository: name.path().to_string(),
+            tag: name.tag().map(str::to_string),
+            digest: name.digest().map(str::to_string),
         })
     }
 

@@ -386,9 +386,7 @@ pub fn fetch_into_home(
     let root_s = root.to_string();
     RefsFile::new(home.dir()).update(|r| {
         match name {
-            Some(n) => {
-                r.names.insert(n.to_string(), root_s.clone());
-            }
+            Some(n) => r.set_name(n, root_s.clone()),
             None => {
                 r.pins.insert(root_s.clone());
             }
