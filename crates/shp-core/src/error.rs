@@ -66,4 +66,78 @@ impl Error {
             source,
         }
     }
+
+    /// The same error again, for each of several waiters on one failed operation (an
+    /// `io::Error` source keeps its kind and message).
+    pub(crate) fn duplicate(&self) -> Error {
+        let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        match self {
+            Error::Io(e) => Error::Io(io(e)),
+            Error::IoPath { path, source } => Error::IoPath {
+                path: path.clone(),
+                source: io(source),
+            },
+            Error::InvalidCid(s) => Error::InvalidCid(s.clone()),
+            Error::BlockNotFound { cid } => Error::BlockNotFound { cid: cid.clone() },
+            Error::CorruptBlock { cid, reason } => Error::CorruptBlock {
+                cid: cid.clone(),
+                reason: reason.clone(),
+            },
+            Error::BlockTooLarge { cid, size, limit } => Error::BlockTooLarge {
+                cid: cid.clone(),
+                size: *size,
+                limit: *limit,
+            },
+            Error::Cbor(s) => Error::Cbor(s.clone()),
+            Error::Schema { cid, reason } => Error::Schema {
+                cid: cid.clone(),
+                reason: reason.clone(),
+            },
+            Error::Tar { blob, offset, reason } => Error::Tar {
+                blob: blob.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Error::Compression { blob, reason } => Error::Compression {
+                blob: blob.clone(),
+                reason: reason.clone(),
+            },
+            Error::TooLarge { blob, limit } => Error::TooLarge {
+                blob: blob.clone(),
+                limit: *limit,
+            },
+            Error::DigestMismatch {
+                expected,
+                actual,
+                size,
+                expected_size,
+            } => Error::DigestMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+                size: *size,
+                expected_size: *expected_size,
+            },
+            Error::InvalidDigest(s) => Error::InvalidDigest(s.clone()),
+            Error::MissingBlob { digest, referrer } => Error::MissingBlob {
+                digest: digest.clone(),
+                referrer: referrer.clone(),
+            },
+            Error::InvalidManifest { what, reason } => Error::InvalidManifest {
+                what: what.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidReference { reference, reason } => Error::InvalidReference {
+                reference: reference.clone(),
+                reason: reason.clone(),
+            },
+            Error::ImageNotFound(s) => Error::ImageNotFound(s.clone()),
+            Error::BlobNotFound(s) => Error::BlobNotFound(s.clone()),
+            Error::Car(s) => Error::Car(s.clone()),
+            Error::RebuildMismatch { digest, actual } => Error::RebuildMismatch {
+                digest: digest.clone(),
+                actual: actual.clone(),
+            },
+            Error::Store(s) => Error::Store(s.clone()),
+        }
+    }
 }

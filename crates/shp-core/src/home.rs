@@ -758,18 +758,7 @@ impl Home {
     /// borrow and move between threads (the C ABI hands it to C; servers to a blocking task).
     /// Recipe layers go through the rebuilt-blob cache, as with [`Home::blob_reader`].
     pub fn open_blob(self: &Arc<Self>, digest: &str) -> Result<Box<dyn Read + Send>> {
-        let node = self.blob(digest)?;
-        if node.recipe.is_none() {
-            return Ok(node.open_shared(Arc::new(SharedStore(self.clone()))));
-        }
-        Ok(match self.cache.open(&node.digest, node.size) {
-            Some(r) => r,
-            None => self.cache.fill(
-                &node.digest,
-                node.size,
-                node.open_shared(Arc::new(SharedStore(self.clone()))),
-            ),
-        })
+        Ok(self.blob_reader(&self.blob(digest)?))
     }
 
     /// Looks a blob up by digest: blobs stored on their own, then the digest index, then (for
@@ -799,17 +788,31 @@ impl Home {
         self.cache = crate::cache::BlobCache::new(&self.dir.join("cache").join("blobs"), max_bytes);
     }
 
-    /// The blob's bytes, verified as they are read. Recipe layers come from the rebuilt-blob cache
-    /// when a previous read left them there, else are rebuilt (and cached once read to the end);
-    /// this is the read path for serving blobs again and again (registry, FFI).
-    pub fn blob_reader(&self, node: &BlobNode) -> Box<dyn Read + Send + '_> {
+    /// What the rebuilt-blob cache did since the home was opened (hits, rebuilds, shared reads).
+    pub fn cache_stats(&self) -> crate::cache::CacheStats {
+        self.cache.stats()
+    }
+
+    /// The blob's bytes, verified as they are read: this is the read path for serving blobs again
+    /// and again (registry, C ABI). Recipe layers come from the rebuilt-blob cache when a previous
+    /// read left them there; else concurrent readers share one rebuild, which fills the cache
+    /// (see [`crate::cache`]). The reader owns a reference to the home (`Send + 'static`).
+    pub fn blob_reader(self: &Arc<Self>, node: &BlobNode) -> Box<dyn Read + Send> {
+        self.blob_reader_at(node, 0)
+    }
+
+    /// [`Home::blob_reader`] from byte `offset` on (an HTTP Range). Its end of file still means the
+    /// whole blob's sha256 was proven: a cold recipe layer is served as its shared rebuild gets
+    /// there (the bytes before `offset` are not re-encoded for this reader alone); other blobs
+    /// read, and check, the bytes before `offset` first.
+    pub fn blob_reader_at(self: &Arc<Self>, node: &BlobNode, offset: u64) -> Box<dyn Read + Send> {
+        let store: Arc<dyn Blockstore> = Arc::new(SharedStore(self.clone()));
         if node.recipe.is_none() {
-            return node.open(&self.store);
+            return crate::cache::skip(node.open_shared(store), offset);
         }
-        match self.cache.open(&node.digest, node.size) {
-            Some(r) => r,
-            None => self.cache.fill(&node.digest, node.size, node.open(&self.store)),
-        }
+        let n = node.clone();
+        let rebuild: crate::cache::Rebuild = Arc::new(move || n.open_shared(store.clone()));
+        self.cache.read_at(&node.digest, node.size, offset, rebuild)
     }
 
     /// Makes an image of a manifest or index whose blobs the store already holds (put with

@@ -491,3 +491,53 @@ fn readers_outlive_their_store_handle_and_move_between_threads() {
     assert!(r.is_null());
     assert!(last_error().contains(&digest(b"absent")), "{}", last_error());
 }
+
+/// Readers of one cold layer opened at once from many threads share its rebuild: all read the
+/// same bytes; when the store is corrupt, all get the same SHP_CORRUPT message.
+#[test]
+fn concurrent_readers_of_a_layer_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path());
+    let layer = gzip(&tar("data/big.bin", &pseudo_random(3 << 20, 13)));
+    let d = s.put(None, shp_blob_kind::SHP_BLOB_AUTO, &layer).unwrap();
+    let read_all = |s: &Store| -> Vec<Result<Vec<u8>, (i64, String)>> {
+        let barrier = std::sync::Barrier::new(6);
+        std::thread::scope(|scope| {
+            let hs: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        s.get(&d)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    for got in read_all(&s) {
+        assert!(got.unwrap() == layer, "a reader got other bytes");
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir.path().join("cache"));
+    // Flip a byte in the middle of the largest block of every pack.
+    for e in std::fs::read_dir(dir.path().join("store/packs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "pack") {
+            let mut b = std::fs::read(&p).unwrap();
+            let (mut at, mut best) = (8usize, (0usize, 0usize));
+            while at + 45 <= b.len() {
+                let stored = u32::from_le_bytes(b[at + 37..at + 41].try_into().unwrap()) as usize;
+                if stored > best.1 {
+                    best = (at + 45, stored);
+                }
+                at += 45 + stored;
+            }
+            b[best.0 + best.1 / 2] ^= 0x10;
+            std::fs::write(&p, b).unwrap();
+        }
+    }
+    let s = Store::open(dir.path());
+    let errs: Vec<(i64, String)> = read_all(&s).into_iter().map(|r| r.unwrap_err()).collect();
+    assert!(errs.iter().all(|e| *e == errs[0]), "{errs:#?}");
+    assert_eq!(errs[0].0, -(shp_status::SHP_CORRUPT as i64), "{}", errs[0].1);
+}

@@ -709,25 +709,15 @@ fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ApiErro
 }
 
 /// Streams `len` bytes of a blob from `start` off a blocking thread, through a small channel.
-/// A whole blob is held back by one chunk until the rebuild's sha256 has been checked at its
-/// end, so a corrupt store aborts the response instead of ending it normally.
+/// A response that runs to the blob's end is held back by one chunk until the blob's sha256 has
+/// been checked, so a corrupt store aborts it instead of ending it normally. Concurrent requests
+/// for a cold recipe layer share one rebuild (see `shp_core::cache`).
 pub fn stream_blob(home: Arc<Home>, node: BlobNode, start: u64, len: u64) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let whole = start == 0 && len == node.size;
+    let to_end = start + len == node.size;
     tokio::task::spawn_blocking(move || {
-        // The rebuilt-blob cache serves a hot recipe layer without re-encoding it.
-        let mut r = home.blob_reader(&node);
+        let mut r = home.blob_reader_at(&node, start);
         let res = (|| -> std::io::Result<()> {
-            if start > 0 {
-                // Ranges rebuild from the blob's start (the first slice costs a rebuild up to it).
-                let skipped = std::io::copy(&mut (&mut r).take(start), &mut std::io::sink())?;
-                if skipped != start {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "blob ended early",
-                    ));
-                }
-            }
             let mut left = len;
             let mut pending: Option<Bytes> = None;
             let mut buf = vec![0u8; CHUNK];
@@ -747,8 +737,8 @@ pub fn stream_blob(home: Arc<Home>, node: BlobNode, start: u64, len: u64) -> Bod
                     }
                 }
             }
-            if whole {
-                // Reading past the end runs the sha256 check.
+            if to_end {
+                // Reading past the end waits for the sha256 check.
                 let mut one = [0u8; 1];
                 if r.read(&mut one)? != 0 {
                     return Err(std::io::Error::other("blob is longer than its node says"));
