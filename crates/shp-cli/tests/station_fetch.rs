@@ -100,8 +100,12 @@ fn fetch_errors_have_exit_codes_and_change_nothing() {
     let (code, err) = b.fails(&["fetch", &root, "--from", "ftp://example"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("ftp://example"), "{err}");
-    let o = b.run(&["fetch", &root]);
-    assert_eq!(o.status.code(), Some(2), "--from is required");
+    // No --from, no station, no peers configured (and no mDNS in tests): a clear failure.
+    std::fs::write(b.dir.join("station.json"), r#"{"mdns": false}"#).unwrap();
+    let (code, err) = b.fails(&["fetch", &root]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no peers"), "{err}");
+    std::fs::remove_file(b.dir.join("station.json")).unwrap();
     // a peer that is not there: 1, naming it
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
