@@ -304,16 +304,8 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    crate::transport::write_varint(v, out)
 }
 
 fn put_varint_field(out: &mut Vec<u8>, field: u64, v: u64) {
