@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use shp_core::Home;
 use shp_station::control::{self, ControlError};
 use shp_station::p2p::{self, NetKey};
-use shp_station::transport::{self, FetchReport};
+use shp_station::transport::FetchReport;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,9 +127,7 @@ pub fn fetch(dir: &Path, home: Home, cid: &str, from: &[String], tag: Option<&st
     let rep: FetchReport = match control::request(dir, &req) {
         Ok(v) => serde_json::from_value(v).context("the station's fetch report")?,
         Err(ControlError::NotRunning { .. }) if !from.is_empty() => {
-            let http = http_peers(from)?;
-            let peers: Vec<&dyn transport::Transport> = http.iter().map(|p| p as &dyn transport::Transport).collect();
-            transport::fetch_into_home(&home, &root, &peers, tag, Default::default())?
+            p2p::fetch::fetch_blocking(&home, &root, tag, from, &[])?
         }
         Err(ControlError::NotRunning { .. }) => {
             let cfg = shp_station::server::Config::load(dir, &Default::default())?;
@@ -151,11 +149,4 @@ pub fn fetch(dir: &Path, home: Home, cid: &str, from: &[String], tag: Option<&st
         eprintln!("shp: note: {p}");
     }
     Ok(rep)
-}
-
-fn http_peers(from: &[String]) -> Result<Vec<transport::HttpTransport>> {
-    Ok(from
-        .iter()
-        .map(|u| transport::HttpTransport::new(u))
-        .collect::<Result<Vec<_>, _>>()?)
 }

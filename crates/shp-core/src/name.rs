@@ -250,11 +250,9 @@ fn check_domain(d: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// One path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn check_component(c: &str) -> std::result::Result<(), String> {
-    if c.chars().any(|ch| ch.is_ascii_uppercase()) {
-        return Err(format!("repository name must be lowercase ({c:?})"));
-    }
+/// Whether `c` is one repository path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` (what the
+/// distribution spec allows, and what the station's registry checks in request paths).
+pub fn is_component(c: &str) -> bool {
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let b = c.as_bytes();
     let mut ok = !b.is_empty() && alnum(b[0]) && alnum(b[b.len() - 1]);
@@ -271,7 +269,15 @@ fn check_component(c: &str) -> std::result::Result<(), String> {
         let sep = &c[start..i];
         ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
     }
-    if ok {
+    ok
+}
+
+/// [`is_component`], with an error that says what is wrong.
+fn check_component(c: &str) -> std::result::Result<(), String> {
+    if c.chars().any(|ch| ch.is_ascii_uppercase()) {
+        return Err(format!("repository name must be lowercase ({c:?})"));
+    }
+    if is_component(c) {
         Ok(())
     } else if c.is_empty() {
         Err("empty path component (a leading, trailing or doubled '/')".into())

@@ -142,7 +142,7 @@ impl Drop for RemoveOnDrop {
 async fn handle(conn: tokio::net::UnixStream, state: Arc<ControlState>) {
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
-    let mut r = tokio::io::BufReader::new(r).take_limit();
+    let mut r = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST as u64));
     let answer = match r.read_line(&mut line).await {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Value>(&line) {
@@ -157,15 +157,6 @@ async fn handle(conn: tokio::net::UnixStream, state: Arc<ControlState>) {
     let mut out = answer.to_string();
     out.push('\n');
     let _ = w.write_all(out.as_bytes()).await;
-}
-
-trait TakeLimit: Sized {
-    fn take_limit(self) -> tokio::io::BufReader<tokio::io::Take<Self>>;
-}
-impl<R: tokio::io::AsyncRead + Unpin> TakeLimit for tokio::io::BufReader<R> {
-    fn take_limit(self) -> tokio::io::BufReader<tokio::io::Take<Self>> {
-        tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(self, MAX_REQUEST as u64))
-    }
 }
 
 type Failure = (&'static str, String);

@@ -57,34 +57,9 @@ pub fn is_tag(s: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-/// One path component of a repository name: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn is_component(c: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let b = c.as_bytes();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
-}
-
 /// Checks a repository name against the spec's grammar.
 pub fn check_repo(name: &str) -> Result<(), ApiError> {
-    if name.len() > 255 || !name.split('/').all(is_component) {
+    if name.len() > 255 || !name.split('/').all(shp_core::name::is_component) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "NAME_INVALID",
