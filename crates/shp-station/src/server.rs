@@ -302,6 +302,8 @@ pub struct Station {
     /// The runtime the p2p host was started on; serving runs on it too.
     runtime: Option<tokio::runtime::Runtime>,
     node: Option<Arc<Node>>,
+    /// The libp2p listen addresses, each ending in `/p2p/<id>` (empty without p2p).
+    p2p_addrs: Vec<String>,
     control: Option<(std::os::unix::net::UnixListener, std::path::PathBuf)>,
     listener: std::net::TcpListener,
     addr: SocketAddr,
@@ -334,6 +336,7 @@ impl Station {
             .thread_name("shp-station")
             .build()
             .map_err(StationError::Runtime)?;
+        let mut p2p_addrs = Vec::new();
         let node = match &cfg.p2p {
             Some(p) => {
                 let key = p2p::keypair(&id)?;
@@ -345,6 +348,7 @@ impl Station {
                     private = p.net_key.is_some(),
                     "p2p host up"
                 );
+                p2p_addrs = addrs.iter().map(|a| a.to_string()).collect();
                 Some(Arc::new(node))
             }
             None => None,
@@ -365,6 +369,7 @@ impl Station {
         Ok(Station {
             runtime: Some(runtime),
             node,
+            p2p_addrs,
             control: Some(control),
             listener,
             addr,
@@ -385,6 +390,11 @@ impl Station {
 
     pub fn peer_id(&self) -> &str {
         &self.peer_id
+    }
+
+    /// The libp2p listen addresses, each ending in `/p2p/<id>` (empty without p2p).
+    pub fn p2p_addrs(&self) -> &[String] {
+        &self.p2p_addrs
     }
 
     /// The machine-readable first line `shp start` prints.
@@ -478,6 +488,7 @@ impl Station {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let addr = self.addr;
         let peer_id = self.peer_id.clone();
+        let p2p_addrs = self.p2p_addrs.clone();
         let rt = self.runtime.take().expect("a bound station has its runtime");
         let thread = std::thread::Builder::new()
             .name("shp-station".into())
@@ -490,6 +501,7 @@ impl Station {
         Ok(Running {
             addr,
             peer_id,
+            p2p_addrs,
             stop: Some(tx),
             thread: Some(thread),
         })
@@ -500,6 +512,8 @@ impl Station {
 pub struct Running {
     pub addr: SocketAddr,
     pub peer_id: String,
+    /// The libp2p listen addresses, each ending in `/p2p/<id>` (empty without p2p).
+    pub p2p_addrs: Vec<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), StationError>>>,
 }

@@ -1,0 +1,245 @@
+//! The bitswap server against a peer we control byte for byte: it answers wants as the protocol
+//! says, ignores a wantlist flood beyond its limit, disconnects a peer that keeps sending malformed
+//! messages, and goes on serving everyone else. Loopback only, no mDNS.
+
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use shp_core::cid::{Cid, RAW};
+use shp_core::store::Blockstore;
+use shp_core::Home;
+use shp_station::p2p::bitswap::server::MAX_WANTS;
+use shp_station::p2p::message::{self, block_cid, Entry, Message, Presence, WantType};
+use shp_station::p2p::P2pConfig;
+use shp_station::server::{Config, Running, Station};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const PROTO: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/ipfs/bitswap/1.2.0");
+
+fn station(home: &std::path::Path) -> Running {
+    let mut cfg = Config::local("127.0.0.1:0".parse().unwrap());
+    cfg.p2p = Some(P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        ..Default::default()
+    });
+    Station::bind(home, &cfg).unwrap().spawn().unwrap()
+}
+
+/// A raw libp2p peer: our bitswap stream out, the messages the station sends in, connection events.
+struct RawPeer {
+    control: libp2p_stream::Control,
+    out: Option<libp2p::Stream>,
+    messages: mpsc::UnboundedReceiver<Message>,
+    closed: mpsc::UnboundedReceiver<PeerId>,
+    station: PeerId,
+}
+
+impl RawPeer {
+    async fn connect(addr: &str) -> RawPeer {
+        let addr: Multiaddr = addr.parse().unwrap();
+        let station = shp_station::p2p::host::peer_of(&addr).unwrap();
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let mut control = swarm.behaviour().new_control();
+        let mut incoming = control.accept(PROTO).unwrap();
+        let (mtx, messages) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((_, mut s)) = incoming.next().await {
+                let mtx = mtx.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(f)) = message::read_frame(&mut s).await {
+                        let _ = mtx.send(Message::decode(&f).expect("the station sends valid messages"));
+                    }
+                });
+            }
+        });
+        swarm.dial(addr).unwrap();
+        let (ctx, closed) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                if let SwarmEvent::ConnectionClosed { peer_id, .. } = swarm.select_next_some().await {
+                    let _ = ctx.send(peer_id);
+                }
+            }
+        });
+        let out = control
+            .open_stream(station, PROTO)
+            .await
+            .expect("open a bitswap stream");
+        RawPeer {
+            control,
+            out: Some(out),
+            messages,
+            closed,
+            station,
+        }
+    }
+
+    async fn send_raw(&mut self, frame: &[u8]) {
+        if self.out.is_none() {
+            self.out = Some(self.control.open_stream(self.station, PROTO).await.unwrap());
+        }
+        if message::write_frame(self.out.as_mut().unwrap(), frame).await.is_err() {
+            self.out = None;
+        }
+    }
+
+    async fn send(&mut self, m: &Message) {
+        self.send_raw(&m.encode()).await;
+    }
+
+    /// Messages until `done` says enough (at most 20 s).
+    async fn until(&mut self, mut done: impl FnMut(&Message) -> bool) {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(m) = self.messages.recv().await {
+                if done(&m) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the station answered within 20 s");
+    }
+}
+
+fn want(cid: &[u8], kind: WantType) -> Entry {
+    Entry {
+        cid: cid.to_vec(),
+        priority: 1,
+        cancel: false,
+        want_type: kind,
+        send_dont_have: true,
+    }
+}
+
+#[test]
+fn the_server_answers_limits_and_drops_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::init(&dir.path().join("home")).unwrap();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let small = b"a small block".to_vec();
+    let (big_cid, small_cid) = (Cid::hash(RAW, &big), Cid::hash(RAW, &small));
+    home.store().put(&big_cid, &big).unwrap();
+    home.store().put(&small_cid, &small).unwrap();
+    drop(home);
+    let running = station(&dir.path().join("home"));
+    let addr = running.p2p_addrs[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut p = RawPeer::connect(&addr).await;
+        let missing = Cid::hash(RAW, b"nobody has this").to_bytes();
+        let dag_pb_v0 = {
+            let mut v = vec![0x12, 0x20];
+            v.extend_from_slice(&[7u8; 32]);
+            v
+        };
+        // want-block → the block; want-have on a small block → the block itself (inlined);
+        // want-have on a big one → HAVE; missing, or a CID shp cannot store → DONT_HAVE.
+        p.send(&Message {
+            wantlist: vec![
+                want(&big_cid.to_bytes(), WantType::Block),
+                want(&small_cid.to_bytes(), WantType::Have),
+                want(&missing, WantType::Block),
+                want(&dag_pb_v0, WantType::Have),
+            ],
+            ..Default::default()
+        })
+        .await;
+        let (mut got_big, mut got_small, mut dont, mut have) = (false, false, 0, 0);
+        p.until(|m| {
+            for b in &m.blocks {
+                let c = block_cid(b).unwrap();
+                assert!(c.matches(&b.data));
+                got_big |= c == big_cid;
+                got_small |= c == small_cid;
+            }
+            for (c, k) in &m.presences {
+                match k {
+                    Presence::DontHave => {
+                        assert!(
+                            c[..] == missing[..] || c[..] == dag_pb_v0[..],
+                            "DONT_HAVE for an unknown CID"
+                        );
+                        dont += 1;
+                    }
+                    Presence::Have => have += 1,
+                }
+            }
+            got_big && got_small && dont == 2
+        })
+        .await;
+        assert_eq!(have, 0, "small blocks are sent in place of HAVE");
+        // want-have on the big block: HAVE, not the block.
+        p.send(&Message {
+            wantlist: vec![want(&big_cid.to_bytes(), WantType::Have)],
+            ..Default::default()
+        })
+        .await;
+        p.until(|m| {
+            assert!(m.blocks.is_empty(), "a want-have for a big block gets no block");
+            m.presences
+                .iter()
+                .any(|(c, k)| *k == Presence::Have && c[..] == big_cid.to_bytes()[..])
+        })
+        .await;
+
+        // A flood: the ledger keeps MAX_WANTS wants and ignores the rest; the peer stays connected.
+        let flood: Vec<Entry> = (0..MAX_WANTS as u32 + 500)
+            .map(|i| Entry {
+                send_dont_have: false,
+                ..want(&Cid::hash(RAW, &i.to_le_bytes()).to_bytes(), WantType::Have)
+            })
+            .collect();
+        p.send(&Message {
+            wantlist: flood,
+            ..Default::default()
+        })
+        .await;
+        // Still served afterwards.
+        p.send(&Message {
+            wantlist: vec![want(&small_cid.to_bytes(), WantType::Block)],
+            ..Default::default()
+        })
+        .await;
+        p.until(|m| m.blocks.iter().any(|b| block_cid(b).unwrap() == small_cid))
+            .await;
+        assert!(p.closed.try_recv().is_err(), "a flood alone does not disconnect");
+
+        // A message over the 4 MiB limit, then malformed ones: each a strike; at the limit the
+        // station disconnects the peer.
+        p.send_raw(&vec![0u8; message::MAX_MESSAGE + 1]).await;
+        p.out = None;
+        for _ in 1..shp_station::p2p::bitswap::MAX_STRIKES {
+            p.send_raw(&[0x0b, 0x01]).await;
+        }
+        let gone = tokio::time::timeout(Duration::from_secs(20), p.closed.recv()).await;
+        assert_eq!(
+            gone.ok().flatten(),
+            Some(p.station),
+            "the station disconnected the misbehaving peer"
+        );
+
+        // Everyone else is still served.
+        let mut q = RawPeer::connect(&addr).await;
+        q.send(&Message {
+            wantlist: vec![want(&big_cid.to_bytes(), WantType::Block)],
+            ..Default::default()
+        })
+        .await;
+        q.until(|m| m.blocks.iter().any(|b| block_cid(b).unwrap() == big_cid))
+            .await;
+    });
+    drop(rt);
+    running.stop().unwrap();
+}
