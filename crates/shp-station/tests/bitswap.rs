@@ -6,7 +6,6 @@ use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use shp_core::cid::{Cid, RAW};
-use shp_core::store::Blockstore;
 use shp_core::Home;
 use shp_station::p2p::bitswap::server::MAX_WANTS;
 use shp_station::p2p::message::{self, block_cid, Entry, Message, Presence, WantType};
