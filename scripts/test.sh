@@ -4,6 +4,7 @@
 #   1. scripts/ci-deps.sh: apt packages (skopeo, umoci, busybox-static, zstd, …) and npm tools
 #   2. formatting and lints
 #   3. cargo test for the whole workspace (unit, property, CLI integration over real images)
+#   3b. tests/netns/p2p.sh: stations in network namespaces (needs root: ip netns, tc)
 #   4. scripts/test-ffi.sh: include/shp.h freshness, the C example under ASan, go test -race
 #   5. npm-side self-test of the CAR verifier, and a short run of every fuzz target if cargo-fuzz works
 set -euo pipefail
@@ -28,6 +29,13 @@ export SHP_REQUIRE_PRODUCERS=1
 export SHP_REQUIRE_PEERS=1
 cargo build --workspace --locked
 cargo test --workspace --locked
+
+say "p2p across network namespaces (mDNS, three rate-limited seeders, a seeder killed mid-pull)"
+if [ "$(id -u)" = 0 ]; then
+  bash tests/netns/p2p.sh
+else
+  sudo -E bash tests/netns/p2p.sh
+fi
 
 say "FFI: header freshness, C example under ASan, Go bindings (go test -race)"
 bash scripts/test-ffi.sh

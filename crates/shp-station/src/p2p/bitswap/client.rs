@@ -11,8 +11,8 @@
 //! for are *unsolicited* and every [`UNSOLICITED_PER_STRIKE`] of them is a strike. A peer that is
 //! silent for the timeout while we wait (no block, no presence, nothing) fails the batch; the
 //! fetcher gives its wants to other peers and drops a peer after repeated failures. The timeout is
-//! derived from the peer's measured ping round trip: `max(10 s, 20 × rtt)`. A batch that hears
-//! nothing for [`RESEND_AFTER`] asks again for what it still lacks: go-bitswap (Kubo) answers each
+//! derived from the peer's measured ping round trip: `max(10 s, 20 × rtt)`. A batch whose peer has
+//! sent nothing at all for [`RESEND_AFTER`] asks again for what it still lacks: go-bitswap (Kubo) answers each
 //! message on a fresh stream, and libp2p-stream drops inbound streams that arrive faster than they
 //! are accepted, so a burst of answers can be lost.
 
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 /// Unsolicited blocks per strike (a few arrive legitimately after a cancel).
 pub const UNSOLICITED_PER_STRIKE: u64 = 64;
-/// How long a batch waits for any answer before it asks again (at least; 4 × rtt when longer).
+/// How long a peer may be quiet before a batch asks it again (at least; 4 × rtt when longer).
 pub const RESEND_AFTER: Duration = Duration::from_millis(500);
 /// How often one batch asks again.
 pub const MAX_RESENDS: u32 = 40;
@@ -258,20 +258,18 @@ impl Transport for BitswapPeer {
         let resend_after = client
             .rtt(&self.peer)
             .map_or(RESEND_AFTER, |r| (r * 4).max(RESEND_AFTER));
-        let mut last_answer = Instant::now();
+        let mut last_ask = Instant::now();
         let mut resends = 0;
         let res = (|| {
             self.want(cids.iter().copied(), false)?;
             while !remaining.is_empty() {
                 match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(Answer::Block(cid, data)) => {
-                        last_answer = Instant::now();
                         if remaining.remove(&cid) {
                             found(cid, data)?;
                         }
                     }
                     Ok(Answer::DontHave(cid)) => {
-                        last_answer = Instant::now();
                         remaining.remove(&cid);
                     }
                     Ok(Answer::Gone(reason)) => {
@@ -282,10 +280,14 @@ impl Transport for BitswapPeer {
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         // go-bitswap answers every message on a stream of its own, and a burst of
-                        // them can be lost on the way in: ask again for what is still missing.
-                        if last_answer.elapsed() >= resend_after && resends < MAX_RESENDS {
+                        // them can be lost on the way in: when the peer has gone quiet, ask again
+                        // for what is still missing. A peer that is still sending (to this batch
+                        // or another) is working through our wants: asking again would only make
+                        // it send blocks twice.
+                        let quiet = client.silent_for(&self.peer).min(last_ask.elapsed());
+                        if quiet >= resend_after && resends < MAX_RESENDS {
                             resends += 1;
-                            last_answer = Instant::now();
+                            last_ask = Instant::now();
                             self.want(remaining.iter().copied(), false)?;
                         }
                         if client.silent_for(&self.peer).min(sent_at.elapsed()) >= timeout {
