@@ -54,12 +54,34 @@ pub enum Error {
     RebuildMismatch { digest: String, actual: String },
     #[error("store: {0}")]
     Store(String),
+    #[error("no space left on the file system of home {home} ({detail}); nothing was changed: free some space and run the command again")]
+    NoSpace { home: String, detail: String },
 }
 
 /// Result of shp-core operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether this is (or wraps) a "file system full" or "quota exceeded" I/O error.
+    pub fn is_no_space(&self) -> bool {
+        fn io_full(e: &io::Error) -> bool {
+            e.kind() == io::ErrorKind::StorageFull
+                || e.kind() == io::ErrorKind::QuotaExceeded
+                || matches!(e.raw_os_error(), Some(28) | Some(122))
+                || e.get_ref()
+                    .and_then(|i| i.downcast_ref::<Error>())
+                    .is_some_and(Error::is_no_space)
+                || e.get_ref()
+                    .and_then(|i| i.downcast_ref::<io::Error>())
+                    .is_some_and(io_full)
+        }
+        match self {
+            Error::Io(e) | Error::IoPath { source: e, .. } => io_full(e),
+            Error::NoSpace { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io_path(path: &std::path::Path, source: io::Error) -> Self {
         Error::IoPath {
             path: path.display().to_string(),
@@ -138,6 +160,10 @@ impl Error {
                 actual: actual.clone(),
             },
             Error::Store(s) => Error::Store(s.clone()),
+            Error::NoSpace { home, detail } => Error::NoSpace {
+                home: home.clone(),
+                detail: detail.clone(),
+            },
         }
     }
 }

@@ -213,6 +213,19 @@ impl Home {
         })
     }
 
+    /// Names the home in an error that means its file system is full (`ENOSPC`, `EDQUOT`); other
+    /// errors pass unchanged. Every operation that writes into the home reports through it.
+    pub fn explain(&self, e: Error) -> Error {
+        if e.is_no_space() && !matches!(e, Error::NoSpace { .. }) {
+            Error::NoSpace {
+                home: self.dir.display().to_string(),
+                detail: e.to_string(),
+            }
+        } else {
+            e
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -227,44 +240,47 @@ impl Home {
 
     /// Imports an image and names it (or pins it when it has no name). Nothing changes on error.
     pub fn push(&self, src: &ImageRef, tag: Option<&str>, progress: &dyn Fn(Progress)) -> Result<PushReport> {
-        if let Some(t) = tag {
-            check_name(t)?;
-        }
-        match src {
-            ImageRef::Oci { path, reference } => {
-                let layout = OciLayout { path: path.clone() };
-                let top = layout.resolve(reference.as_deref())?;
-                let (name, note) = source_name(tag, reference.clone());
-                let mut report = self.push_from(&layout, &top, name.as_deref(), progress)?;
-                report.warnings.extend(note);
-                Ok(report)
+        (|| -> Result<PushReport> {
+            if let Some(t) = tag {
+                check_name(t)?;
             }
-            ImageRef::DockerArchive { path, reference } => {
-                let index = self.refs.load()?.index;
-                let known = |d: &[u8; 32]| -> Option<BlobNode> {
-                    let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
-                    BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
-                };
-                let mut batch = self.store.batch()?;
-                let (import, tags) = docker_archive::import_archive(
-                    &mut *batch,
-                    path,
-                    reference.as_ref(),
-                    &self.options,
-                    &known,
-                    progress,
-                )?;
-                batch.commit()?;
-                let default_name = match reference {
-                    Some(ArchiveRef::Tag(t)) => Some(t.clone()),
-                    _ => tags.into_iter().next(),
-                };
-                let (name, note) = source_name(tag, default_name);
-                let mut report = self.recorded(import, name.as_deref())?;
-                report.warnings.extend(note);
-                Ok(report)
+            match src {
+                ImageRef::Oci { path, reference } => {
+                    let layout = OciLayout { path: path.clone() };
+                    let top = layout.resolve(reference.as_deref())?;
+                    let (name, note) = source_name(tag, reference.clone());
+                    let mut report = self.push_from(&layout, &top, name.as_deref(), progress)?;
+                    report.warnings.extend(note);
+                    Ok(report)
+                }
+                ImageRef::DockerArchive { path, reference } => {
+                    let index = self.refs.load()?.index;
+                    let known = |d: &[u8; 32]| -> Option<BlobNode> {
+                        let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
+                        BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
+                    };
+                    let mut batch = self.store.batch()?;
+                    let (import, tags) = docker_archive::import_archive(
+                        &mut *batch,
+                        path,
+                        reference.as_ref(),
+                        &self.options,
+                        &known,
+                        progress,
+                    )?;
+                    batch.commit()?;
+                    let default_name = match reference {
+                        Some(ArchiveRef::Tag(t)) => Some(t.clone()),
+                        _ => tags.into_iter().next(),
+                    };
+                    let (name, note) = source_name(tag, default_name);
+                    let mut report = self.recorded(import, name.as_deref())?;
+                    report.warnings.extend(note);
+                    Ok(report)
+                }
             }
-        }
+        })()
+        .map_err(|e| self.explain(e))
     }
 
     /// Imports the image `top` describes from any blob source (an OCI layout, a remote registry,
@@ -278,18 +294,21 @@ impl Home {
         name: Option<&str>,
         progress: &dyn Fn(Progress),
     ) -> Result<PushReport> {
-        if let Some(n) = name {
-            check_name(n)?;
-        }
-        let index = self.refs.load()?.index;
-        let known = |d: &[u8; 32]| -> Option<BlobNode> {
-            let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
-            BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
-        };
-        let mut batch = self.store.batch()?;
-        let import = import_image(&mut *batch, src, top, None, &self.options, &known, progress)?;
-        batch.commit()?;
-        self.recorded(import, name)
+        (|| -> Result<PushReport> {
+            if let Some(n) = name {
+                check_name(n)?;
+            }
+            let index = self.refs.load()?.index;
+            let known = |d: &[u8; 32]| -> Option<BlobNode> {
+                let cid: Cid = index.get(&format_digest(d))?.parse().ok()?;
+                BlobNode::load(&self.store, &cid).ok().filter(|n| &n.digest == d)
+            };
+            let mut batch = self.store.batch()?;
+            let import = import_image(&mut *batch, src, top, None, &self.options, &known, progress)?;
+            batch.commit()?;
+            self.recorded(import, name)
+        })()
+        .map_err(|e| self.explain(e))
     }
 
     /// After a committed import: records it (see [`Home::record`]) and checks the image's layers
@@ -571,33 +590,36 @@ impl Home {
 
     /// Removes every block no ref reaches. Needs the home opened with [`Home::open_exclusive`].
     pub fn gc(&self) -> Result<GcReport> {
-        let refs = self.refs.load()?;
-        let mut live = HashSet::new();
-        for root in refs.roots()? {
-            car::walk(&self.store, &root, &mut |c, _| {
-                live.insert(*c);
-                Ok(())
+        (|| -> Result<GcReport> {
+            let refs = self.refs.load()?;
+            let mut live = HashSet::new();
+            for root in refs.roots()? {
+                car::walk(&self.store, &root, &mut |c, _| {
+                    live.insert(*c);
+                    Ok(())
+                })?;
+            }
+            let swept = self.store.retain(&|c| live.contains(c))?;
+            let refs = self.refs.update(|r| {
+                r.index.retain(|_, c| c.parse::<Cid>().is_ok_and(|c| live.contains(&c)));
+                Ok(r.clone())
             })?;
-        }
-        let swept = self.store.retain(&|c| live.contains(c))?;
-        let refs = self.refs.update(|r| {
-            r.index.retain(|_, c| c.parse::<Cid>().is_ok_and(|c| live.contains(&c)));
-            Ok(r.clone())
-        })?;
-        // Cached rebuilds of blobs no longer held go too.
-        if let Ok(dir) = std::fs::read_dir(self.dir.join("cache").join("blobs")) {
-            for e in dir.flatten() {
-                let key = format!("sha256:{}", e.file_name().to_string_lossy());
-                if !refs.index.contains_key(&key) && !refs.blobs.contains_key(&key) {
-                    let _ = std::fs::remove_file(e.path());
+            // Cached rebuilds of blobs no longer held go too.
+            if let Ok(dir) = std::fs::read_dir(self.dir.join("cache").join("blobs")) {
+                for e in dir.flatten() {
+                    let key = format!("sha256:{}", e.file_name().to_string_lossy());
+                    if !refs.index.contains_key(&key) && !refs.blobs.contains_key(&key) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
                 }
             }
-        }
-        Ok(GcReport {
-            live_blocks: live.len() as u64,
-            blocks_removed: swept.blocks_removed,
-            bytes_freed: swept.bytes_freed,
-        })
+            Ok(GcReport {
+                live_blocks: live.len() as u64,
+                blocks_removed: swept.blocks_removed,
+                bytes_freed: swept.bytes_freed,
+            })
+        })()
+        .map_err(|e| self.explain(e))
     }
 
     /// Bytes a `deferred` store wrote raw and has not compressed yet.
@@ -608,7 +630,7 @@ impl Home {
     /// Compresses what a `deferred` store wrote raw (its loose packs); safe while other processes
     /// use the home, unlike [`Home::gc`], which also does this.
     pub fn compact(&self) -> Result<crate::store::CompactStats> {
-        self.store.compact()
+        (|| -> Result<crate::store::CompactStats> { self.store.compact() })().map_err(|e| self.explain(e))
     }
 
     /// Writes the DAG under an image (or any CID) as a CARv1 file.
@@ -619,15 +641,18 @@ impl Home {
 
     /// Imports a CARv1 file; its roots are pinned. Nothing is stored unless all of it is valid.
     pub fn car_import(&self, path: &Path) -> Result<(Vec<Cid>, u64)> {
-        let f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
-        let mut batch = self.store.batch()?;
-        let (roots, n) = car::import(&mut *batch, &mut std::io::BufReader::with_capacity(1 << 20, f))?;
-        batch.commit()?;
-        self.refs.update(|r| {
-            r.pins.extend(roots.iter().map(|c| c.to_string()));
-            Ok(())
-        })?;
-        Ok((roots, n))
+        (|| -> Result<(Vec<Cid>, u64)> {
+            let f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
+            let mut batch = self.store.batch()?;
+            let (roots, n) = car::import(&mut *batch, &mut std::io::BufReader::with_capacity(1 << 20, f))?;
+            batch.commit()?;
+            self.refs.update(|r| {
+                r.pins.extend(roots.iter().map(|c| c.to_string()));
+                Ok(())
+            })?;
+            Ok((roots, n))
+        })()
+        .map_err(|e| self.explain(e))
     }
 
     /// Dedup accounting for images in the given order.
@@ -655,56 +680,62 @@ impl Home {
     /// Stores one blob read from a stream, as `kind` says. The stream is spooled to a file under
     /// `HOME/store/tmp` (the import may read it twice) and the spool removed afterwards.
     pub fn put_blob_as(&self, r: &mut dyn Read, expected: Option<&str>, kind: PutKind) -> Result<ImportedBlob> {
-        let expected = expected.map(crate::cid::parse_digest).transpose()?;
-        // Blobs arrive as a stream: spool them so the opaque fallback can read twice.
-        let spool_dir = self.dir.join("store").join("tmp");
-        let spool = tempfile_in(&spool_dir)?;
-        let path = spool.0.clone();
-        let mut w = SpoolWriter {
-            file: std::io::BufWriter::new(spool.1),
-            sha: <sha2::Sha256 as sha2::Digest>::new(),
-        };
-        let copied = std::io::copy(r, &mut w).and_then(|n| w.file.flush().map(|_| n));
-        let size = match copied {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e.into());
-            }
-        };
-        // Without an expected digest the content's own is used, so the import streams either way.
-        let computed: [u8; 32] = sha2::Digest::finalize(w.sha).into();
-        let res = self.import_file(&path, size, &expected.unwrap_or(computed), kind);
-        let _ = std::fs::remove_file(&spool.0);
-        res
+        (|| -> Result<ImportedBlob> {
+            let expected = expected.map(crate::cid::parse_digest).transpose()?;
+            // Blobs arrive as a stream: spool them so the opaque fallback can read twice.
+            let spool_dir = self.dir.join("store").join("tmp");
+            let spool = tempfile_in(&spool_dir)?;
+            let path = spool.0.clone();
+            let mut w = SpoolWriter {
+                file: std::io::BufWriter::new(spool.1),
+                sha: <sha2::Sha256 as sha2::Digest>::new(),
+            };
+            let copied = std::io::copy(r, &mut w).and_then(|n| w.file.flush().map(|_| n));
+            let size = match copied {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e.into());
+                }
+            };
+            // Without an expected digest the content's own is used, so the import streams either way.
+            let computed: [u8; 32] = sha2::Digest::finalize(w.sha).into();
+            let res = self.import_file(&path, size, &expected.unwrap_or(computed), kind);
+            let _ = std::fs::remove_file(&spool.0);
+            res
+        })()
+        .map_err(|e| self.explain(e))
     }
 
     /// Stores the blob in the file at `path` (left in place), as `kind` says, without copying it
     /// first: for callers that already spooled the bytes (the C ABI's writer). `expected` digest
     /// is checked; without one the file is hashed first. Nothing changes on error.
     pub fn put_blob_file(&self, path: &Path, expected: Option<&str>, kind: PutKind) -> Result<ImportedBlob> {
-        let expected = expected.map(crate::cid::parse_digest).transpose()?;
-        let (digest, size) = match expected {
-            Some(d) => (d, std::fs::metadata(path).map_err(|e| Error::io_path(path, e))?.len()),
-            None => {
-                let mut f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
-                let mut sha = <sha2::Sha256 as sha2::Digest>::new();
-                let (mut buf, mut n) = (vec![0u8; 1 << 20], 0u64);
-                loop {
-                    match f.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(k) => {
-                            sha2::Digest::update(&mut sha, &buf[..k]);
-                            n += k as u64;
+        (|| -> Result<ImportedBlob> {
+            let expected = expected.map(crate::cid::parse_digest).transpose()?;
+            let (digest, size) = match expected {
+                Some(d) => (d, std::fs::metadata(path).map_err(|e| Error::io_path(path, e))?.len()),
+                None => {
+                    let mut f = std::fs::File::open(path).map_err(|e| Error::io_path(path, e))?;
+                    let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+                    let (mut buf, mut n) = (vec![0u8; 1 << 20], 0u64);
+                    loop {
+                        match f.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(k) => {
+                                sha2::Digest::update(&mut sha, &buf[..k]);
+                                n += k as u64;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(Error::io_path(path, e)),
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Error::io_path(path, e)),
                     }
+                    (sha2::Digest::finalize(sha).into(), n)
                 }
-                (sha2::Digest::finalize(sha).into(), n)
-            }
-        };
-        self.import_file(path, size, &digest, kind)
+            };
+            self.import_file(path, size, &digest, kind)
+        })()
+        .map_err(|e| self.explain(e))
     }
 
     /// Imports the blob in `path` (`size` bytes, which must hash to `digest`) and records it.
@@ -822,47 +853,50 @@ impl Home {
     /// document's own `mediaType`). A blob the store lacks is `Error::MissingBlob` naming it.
     /// Nothing changes on error.
     pub fn commit_image(&self, manifest: &[u8], media_type: Option<&str>, name: Option<&str>) -> Result<PushReport> {
-        if let Some(n) = name {
-            check_name(n)?;
-        }
-        if manifest.len() as u64 > crate::oci::MAX_MANIFEST {
-            return Err(Error::InvalidManifest {
-                what: "the manifest".into(),
-                reason: format!("over the {}-byte manifest limit", crate::oci::MAX_MANIFEST),
-            });
-        }
-        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(manifest).into();
-        let digest_str = format_digest(&digest);
-        let doc = Document::parse(manifest, &digest_str)?;
-        let media_type = match media_type.filter(|m| !m.is_empty()) {
-            Some(m) => m.to_string(),
-            None if !doc.media_type.is_empty() => doc.media_type.clone(),
-            None => {
+        (|| -> Result<PushReport> {
+            if let Some(n) = name {
+                check_name(n)?;
+            }
+            if manifest.len() as u64 > crate::oci::MAX_MANIFEST {
+                return Err(Error::InvalidManifest {
+                    what: "the manifest".into(),
+                    reason: format!("over the {}-byte manifest limit", crate::oci::MAX_MANIFEST),
+                });
+            }
+            let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(manifest).into();
+            let digest_str = format_digest(&digest);
+            let doc = Document::parse(manifest, &digest_str)?;
+            let media_type = match media_type.filter(|m| !m.is_empty()) {
+                Some(m) => m.to_string(),
+                None if !doc.media_type.is_empty() => doc.media_type.clone(),
+                None => {
+                    return Err(Error::InvalidManifest {
+                        what: digest_str,
+                        reason: "no media type: neither declared nor in the document".into(),
+                    })
+                }
+            };
+            let top_json = serde_json::json!({"mediaType": media_type, "digest": digest_str, "size": manifest.len()});
+            let top = crate::oci::Descriptor::parse(&top_json, "the manifest")?;
+            if !(top.is_index() || top.is_manifest()) {
                 return Err(Error::InvalidManifest {
                     what: digest_str,
-                    reason: "no media type: neither declared nor in the document".into(),
-                })
+                    reason: format!("media type {media_type:?} is not a manifest or index"),
+                });
             }
-        };
-        let top_json = serde_json::json!({"mediaType": media_type, "digest": digest_str, "size": manifest.len()});
-        let top = crate::oci::Descriptor::parse(&top_json, "the manifest")?;
-        if !(top.is_index() || top.is_manifest()) {
-            return Err(Error::InvalidManifest {
-                what: digest_str,
-                reason: format!("media type {media_type:?} is not a manifest or index"),
-            });
-        }
-        let refs = self.refs.load()?;
-        let src = StoredBlobs {
-            home: self,
-            refs: &refs,
-            top: (digest, manifest),
-        };
-        let known = |d: &[u8; 32]| -> Option<BlobNode> { self.find_blob(&refs, d).ok().flatten() };
-        let mut batch = self.store.batch()?;
-        let import = import_image(&mut *batch, &src, &top, None, &self.options, &known, &no_progress)?;
-        batch.commit()?;
-        self.recorded(import, name)
+            let refs = self.refs.load()?;
+            let src = StoredBlobs {
+                home: self,
+                refs: &refs,
+                top: (digest, manifest),
+            };
+            let known = |d: &[u8; 32]| -> Option<BlobNode> { self.find_blob(&refs, d).ok().flatten() };
+            let mut batch = self.store.batch()?;
+            let import = import_image(&mut *batch, &src, &top, None, &self.options, &known, &no_progress)?;
+            batch.commit()?;
+            self.recorded(import, name)
+        })()
+        .map_err(|e| self.explain(e))
     }
 
     /// The digest of the manifest or index at the top of the image `id` names.

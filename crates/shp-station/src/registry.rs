@@ -144,6 +144,8 @@ fn core_err(e: Error) -> ApiError {
         }
         e @ Error::DigestMismatch { .. } => ApiError::digest_invalid(e.to_string()),
         e @ Error::InvalidReference { .. } => ApiError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", e.to_string()),
+        // 507: the request was fine; the station's disk is full (clients may retry later).
+        e @ Error::NoSpace { .. } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", e.to_string()),
         e => ApiError::internal(e),
     }
 }

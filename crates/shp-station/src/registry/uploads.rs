@@ -28,6 +28,7 @@ struct Session {
 
 /// The uploads in progress.
 pub struct Uploads {
+    home: PathBuf,
     dir: PathBuf,
     map: Mutex<HashMap<String, Session>>,
 }
@@ -61,9 +62,26 @@ pub fn parse_content_range(v: &str) -> Result<(u64, u64), ApiError> {
 impl Uploads {
     pub fn new(home_dir: &Path) -> Uploads {
         Uploads {
+            home: home_dir.to_path_buf(),
             dir: home_dir.join("store").join("tmp"),
             map: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// An I/O error on an upload's spool file: a full disk names the home (507), anything else is
+    /// an internal error naming the file.
+    fn spool_err(&self, path: &Path, e: std::io::Error) -> ApiError {
+        let e = Error::IoPath {
+            path: path.display().to_string(),
+            source: e,
+        };
+        if e.is_no_space() {
+            return super::core_err(Error::NoSpace {
+                home: self.home.display().to_string(),
+                detail: e.to_string(),
+            });
+        }
+        ApiError::internal(e)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -90,7 +108,7 @@ impl Uploads {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+            .map_err(|e| self.spool_err(&path, e))?;
         self.lock().insert(
             id.clone(),
             Session {
@@ -195,7 +213,7 @@ impl Uploads {
                 .append(true)
                 .open(&path)
                 .await
-                .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+                .map_err(|e| self.spool_err(&path, e))?;
             let mut w = tokio::io::BufWriter::with_capacity(256 * 1024, f);
             let mut n = 0u64;
             let mut s = body.into_data_stream();
@@ -212,12 +230,12 @@ impl Uploads {
                     return Err(size_invalid(expect.unwrap_or(0), n));
                 }
                 sha.update(&chunk);
-                w.write_all(&chunk).await.map_err(ApiError::internal)?;
+                w.write_all(&chunk).await.map_err(|e| self.spool_err(&path, e))?;
             }
             if expect.is_some_and(|e| n != e) {
                 return Err(size_invalid(expect.unwrap_or(0), n));
             }
-            w.flush().await.map_err(ApiError::internal)?;
+            w.flush().await.map_err(|e| self.spool_err(&path, e))?;
             Ok(n)
         }
         .await;

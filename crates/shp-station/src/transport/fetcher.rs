@@ -356,46 +356,53 @@ pub fn fetch_into_home(
     name: Option<&str>,
     opts: FetchOptions,
 ) -> Result<FetchReport> {
-    if let Some(n) = name {
-        check_name(n)?;
-    }
-    let check_root = |data: &[u8]| -> Result<()> {
-        if name.is_none() {
-            return Ok(());
+    (|| -> Result<FetchReport> {
+        if let Some(n) = name {
+            check_name(n)?;
         }
-        let is_image = root.codec() == DAG_CBOR
-            && cbor::decode(data)
-                .ok()
-                .and_then(|v| v.get("t").and_then(|t| t.as_str()).map(|t| t == "image"))
-                .unwrap_or(false);
-        if is_image {
-            Ok(())
-        } else {
-            Err(Error::Core(shp_core::Error::InvalidReference {
-                reference: root.to_string(),
-                reason: "not an image root: only images can be named (fetch it without --tag to pin it)".into(),
-            }))
-        }
-    };
-    let mut report = fetch(home.store(), root, peers, opts, &check_root)?;
-    let image = ImageRoot::load(home.store(), root).ok();
-    let blobs = match &image {
-        Some(img) => img.blobs(home.store())?,
-        None => Vec::new(),
-    };
-    let root_s = root.to_string();
-    RefsFile::new(home.dir()).update(|r| {
-        match name {
-            Some(n) => r.set_name(n, root_s.clone()),
-            None => {
-                r.pins.insert(root_s.clone());
+        let check_root = |data: &[u8]| -> Result<()> {
+            if name.is_none() {
+                return Ok(());
             }
-        }
-        for b in &blobs {
-            r.index.insert(b.node.digest_str(), b.node.cid.to_string());
-        }
-        Ok(())
-    })?;
-    report.name = name.map(str::to_string);
-    Ok(report)
+            let is_image = root.codec() == DAG_CBOR
+                && cbor::decode(data)
+                    .ok()
+                    .and_then(|v| v.get("t").and_then(|t| t.as_str()).map(|t| t == "image"))
+                    .unwrap_or(false);
+            if is_image {
+                Ok(())
+            } else {
+                Err(Error::Core(shp_core::Error::InvalidReference {
+                    reference: root.to_string(),
+                    reason: "not an image root: only images can be named (fetch it without --tag to pin it)".into(),
+                }))
+            }
+        };
+        let mut report = fetch(home.store(), root, peers, opts, &check_root)?;
+        let image = ImageRoot::load(home.store(), root).ok();
+        let blobs = match &image {
+            Some(img) => img.blobs(home.store())?,
+            None => Vec::new(),
+        };
+        let root_s = root.to_string();
+        RefsFile::new(home.dir()).update(|r| {
+            match name {
+                Some(n) => r.set_name(n, root_s.clone()),
+                None => {
+                    r.pins.insert(root_s.clone());
+                }
+            }
+            for b in &blobs {
+                r.index.insert(b.node.digest_str(), b.node.cid.to_string());
+            }
+            Ok(())
+        })?;
+        report.name = name.map(str::to_string);
+        Ok(report)
+    })()
+    // A full disk names the home.
+    .map_err(|e| match e {
+        Error::Core(c) => Error::Core(home.explain(c)),
+        e => e,
+    })
 }
