@@ -630,7 +630,7 @@ impl Home {
     /// Compresses what a `deferred` store wrote raw (its loose packs); safe while other processes
     /// use the home, unlike [`Home::gc`], which also does this.
     pub fn compact(&self) -> Result<crate::store::CompactStats> {
-        (|| -> Result<crate::store::CompactStats> { self.store.compact() })().map_err(|e| self.explain(e))
+        self.store.compact().map_err(|e| self.explain(e))
     }
 
     /// Writes the DAG under an image (or any CID) as a CARv1 file.
