@@ -3,6 +3,7 @@
 //! - [`host`]    — the swarm: TCP (+ pnet) + noise + yamux, identify, ping, mDNS, raw streams.
 //! - [`bitswap`] — `/ipfs/bitswap/1.2.0`: a server over the home's store, a client that is a
 //!   [`crate::transport::Transport`] per peer.
+//! - [`inbound`] — accepts every inbound bitswap stream (libp2p-stream drops bursts).
 //! - [`message`] — the bitswap protobuf and its framing.
 //! - [`netkey`]  — private-network keys (`swarm.key`).
 //! - [`fetch`]   — a DAG from bitswap and HTTP peers at once; a short-lived node when no station runs.
@@ -13,6 +14,7 @@
 pub mod bitswap;
 pub mod fetch;
 pub mod host;
+pub mod inbound;
 pub mod message;
 pub mod netkey;
 

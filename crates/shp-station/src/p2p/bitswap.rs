@@ -17,7 +17,6 @@ pub mod client;
 pub mod server;
 
 use super::message::{self, Message};
-use futures::StreamExt;
 use libp2p::{PeerId, StreamProtocol};
 use shp_core::Home;
 use std::collections::HashMap;
@@ -85,21 +84,16 @@ impl Engine {
         })
     }
 
-    /// Accepts inbound bitswap streams for as long as the engine lives.
-    pub(crate) fn spawn_acceptor(self: &Arc<Self>) -> Result<(), String> {
-        let mut incoming = self
-            .control
-            .clone()
-            .accept(PROTOCOL)
-            .map_err(|e| format!("bitswap protocol registered twice: {e}"))?;
+    /// Reads every inbound bitswap stream (from [`crate::p2p::inbound`]) for as long as the engine
+    /// lives.
+    pub(crate) fn spawn_acceptor(self: &Arc<Self>, mut incoming: mpsc::UnboundedReceiver<(PeerId, libp2p::Stream)>) {
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some((peer, stream)) = incoming.next().await {
+            while let Some((peer, stream)) = incoming.recv().await {
                 let Some(e) = engine.upgrade() else { return };
                 tokio::spawn(e.read_stream(peer, stream));
             }
         });
-        Ok(())
     }
 
     pub fn counters(&self, peer: &PeerId) -> Arc<PeerCounters> {

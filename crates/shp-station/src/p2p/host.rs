@@ -26,6 +26,7 @@ pub(crate) struct Behaviour {
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     stream: libp2p_stream::Behaviour,
+    bitswap: super::inbound::Inbound,
 }
 
 pub(crate) enum Command {
@@ -91,6 +92,7 @@ impl Host {
         let mdns_on = cfg.mdns;
         let local = key.public().to_peer_id();
         let t = transport(&key, net_key)?;
+        let (inbound, streams) = super::inbound::Inbound::new(super::bitswap::PROTOCOL);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|_| t)
@@ -109,6 +111,7 @@ impl Host {
                     ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
                     mdns: Toggle::from(mdns),
                     stream: libp2p_stream::Behaviour::new(),
+                    bitswap: inbound,
                 })
             })
             .map_err(|e| Error::Start(format!("behaviours: {e}")))?
@@ -117,7 +120,7 @@ impl Host {
             .build();
         let (tx, requests) = mpsc::unbounded_channel();
         let engine = Engine::new(home, swarm.behaviour().stream.new_control(), tx);
-        engine.spawn_acceptor().map_err(Error::Start)?;
+        engine.spawn_acceptor(streams);
         for addr in &cfg.listen {
             swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
                 addr: addr.to_string(),

@@ -12,9 +12,8 @@
 //! silent for the timeout while we wait (no block, no presence, nothing) fails the batch; the
 //! fetcher gives its wants to other peers and drops a peer after repeated failures. The timeout is
 //! derived from the peer's measured ping round trip: `max(10 s, 20 × rtt)`. A batch whose peer has
-//! sent nothing at all for [`RESEND_AFTER`] asks again for what it still lacks: go-bitswap (Kubo) answers each
-//! message on a fresh stream, and libp2p-stream drops inbound streams that arrive faster than they
-//! are accepted, so a burst of answers can be lost.
+//! sent nothing at all for [`RESEND_AFTER`] asks again for what it still lacks, in case a message was lost (a
+//! stream reset, a peer that forgot our wants).
 
 use super::{Engine, Outgoing};
 use crate::p2p::message::{self, Entry, Message, Presence, WantType};
@@ -279,9 +278,8 @@ impl Transport for BitswapPeer {
                         })
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        // go-bitswap answers every message on a stream of its own, and a burst of
-                        // them can be lost on the way in: when the peer has gone quiet, ask again
-                        // for what is still missing. A peer that is still sending (to this batch
+                        // A message can be lost (a stream reset, a peer that dropped our wants):
+                        // when the peer has gone quiet, ask again for what is still missing. A peer that is still sending (to this batch
                         // or another) is working through our wants: asking again would only make
                         // it send blocks twice.
                         let quiet = client.silent_for(&self.peer).min(last_ask.elapsed());
