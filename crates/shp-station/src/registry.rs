@@ -15,8 +15,11 @@
 //! Store work runs on blocking threads; blob bodies stream in both directions with bounded
 //! buffers.
 
-mod paths;
+/// Request parsing (paths, names, digests, queries); public for the fuzz targets.
+pub mod paths;
 mod uploads;
+
+pub use uploads::parse_content_range;
 
 use crate::auth::{Auth, Verdict};
 use axum::body::{Body, Bytes};
