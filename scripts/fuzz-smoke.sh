@@ -9,8 +9,12 @@
 # search and the targets' own assertions, no AddressSanitizer -- shp-core has no unsafe code).
 # FUZZ_SANITIZER=address adds ASan: on stable that needs RUSTC_BOOTSTRAP=1, which this script
 # sets for it. Other knobs: FUZZ_TIMEOUT (seconds one input may take, default 20),
-# FUZZ_RSS_MB (default 2048), FUZZ_SKIP="t1 t2" (targets to leave out). Needs cargo-fuzz:
-# `cargo install cargo-fuzz --locked`.
+# FUZZ_RSS_MB (default 2048), FUZZ_SKIP="t1 t2" (targets to leave out), FUZZ_SEED (libFuzzer's
+# -seed; 0, the default, is a random seed: scripts/test.sh fixes one so that CI runs the same inputs
+# every time), FUZZ_RUNS (stop after this many executions instead of SECONDS: a deep run is
+# `FUZZ_RUNS=10000000 scripts/fuzz-smoke.sh 0`), FUZZ_MERGE=1 (afterwards, merge into
+# fuzz/corpus/TARGET the new inputs that add coverage: how the committed corpora grow).
+# Needs cargo-fuzz: `cargo install cargo-fuzz --locked`.
 set -euo pipefail
 SECS=${1:-20}
 shift || true
@@ -20,6 +24,9 @@ SAN=${FUZZ_SANITIZER:-none}
 TIMEOUT=${FUZZ_TIMEOUT:-20}
 RSS=${FUZZ_RSS_MB:-2048}
 SKIP=" ${FUZZ_SKIP:-} "
+SEED=${FUZZ_SEED:-0}
+RUNS=${FUZZ_RUNS:-}
+if [ -n "$RUNS" ]; then LIMIT=(-runs="$RUNS"); SECS=0; else LIMIT=(-max_total_time="$SECS"); fi
 
 command -v cargo-fuzz >/dev/null || { echo "fuzz-smoke.sh: cargo-fuzz not found: cargo install cargo-fuzz --locked" >&2; exit 2; }
 if [ "$SAN" != none ] && ! rustc --version | grep -q nightly; then
@@ -42,7 +49,7 @@ run_one() {
   local t=$1
   mkdir -p "$SCRATCH/$t" "$FUZZ/artifacts/$t"
   cargo fuzz run --fuzz-dir "$FUZZ" -s "$SAN" --target-dir "$TARGET_DIR" "$t" "$SCRATCH/$t" "$FUZZ/corpus/$t" -- \
-    -max_total_time="$SECS" -timeout="$TIMEOUT" -rss_limit_mb="$RSS" -print_final_stats=1 \
+    "${LIMIT[@]}" -seed="$SEED" -timeout="$TIMEOUT" -rss_limit_mb="$RSS" -print_final_stats=1 \
     -artifact_prefix="$FUZZ/artifacts/$t/" >"$SCRATCH/$t.log" 2>&1
 }
 
@@ -61,10 +68,18 @@ for t in "${targets[@]}"; do
       continue
     fi
   fi
-  echo "== $t: ${SECS}s"
+  if [ -n "$RUNS" ]; then echo "== $t: $RUNS runs"; else echo "== $t: ${SECS}s"; fi
+  t0=$SECONDS
   if run_one "$t"; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$SCRATCH/$t.log")
-    echo "   ok: ${runs:-?} runs, $(find "$SCRATCH/$t" -type f | wc -l) new inputs"
+    echo "   ok: ${runs:-?} runs in $((SECONDS - t0)) s, $(find "$SCRATCH/$t" -type f | wc -l) new inputs"
+    if [ "${FUZZ_MERGE:-0}" = 1 ]; then
+      before=$(find "$FUZZ/corpus/$t" -type f | wc -l)
+      cargo fuzz run --fuzz-dir "$FUZZ" -s "$SAN" --target-dir "$TARGET_DIR" "$t" "$FUZZ/corpus/$t" "$SCRATCH/$t" -- \
+        -merge=1 -timeout="$TIMEOUT" -rss_limit_mb="$RSS" >"$SCRATCH/$t.merge.log" 2>&1 ||
+        { echo "   merge failed:"; tail -5 "$SCRATCH/$t.merge.log" | sed "s/^/   /"; failed+=("$t"); }
+      echo "   corpus: $before -> $(find "$FUZZ/corpus/$t" -type f | wc -l) inputs"
+    fi
   else
     failed+=("$t")
     echo "   FAILED: $(grep -a -m1 -E 'panicked at|ERROR: libFuzzer' "$SCRATCH/$t.log" || echo 'see log')"
@@ -77,4 +92,4 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz-smoke.sh: failing targets: ${failed[*]} (new inputs in fuzz/artifacts/; known ones in fuzz/artifacts-found/)" >&2
   exit 1
 fi
-echo "fuzz-smoke.sh: all targets ran ${SECS}s without a failure"
+echo "fuzz-smoke.sh: all targets ran ${RUNS:-${SECS}s} ${RUNS:+runs }without a failure"

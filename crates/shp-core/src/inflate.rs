@@ -8,7 +8,7 @@
 //! deflate stream of its own:
 //!
 //! ```text
-//! stored block (not final): the window | the segment | stored block: a 16-byte sentinel | final empty block
+//! stored block (not final): the window | the segment | final fixed-Huffman block: a 16-byte sentinel
 //! ```
 //!
 //! The output is then `window ‖ segment data ‖ sentinel`. A sentinel at the end proves the decoder
@@ -23,7 +23,10 @@
 //! bounded: at most [`MAX_SEGMENT`] compressed bytes and [`MAX_OUTPUT`] decoded ones per segment.
 //!
 //! The sentinel is random per decoder, so no input can be made to end a segment with it (it
-//! could only make its own member fail the CRC check, never decode to something else).
+//! could only make its own member fail the CRC check, never decode to something else). It is
+//! Huffman-coded, not stored: a stored block of the input that began before the candidate cut and
+//! ran on through the appended bytes would copy a stored sentinel verbatim and pass the check at a
+//! false cut (found by fuzzing); copied, the coded sentinel is other bytes.
 
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, Read};
@@ -135,6 +138,8 @@ pub struct Inflater {
     emit: std::ops::Range<usize>,
     last_out: usize,
     sentinel: [u8; SENTINEL_LEN],
+    /// The sentinel as a final fixed-Huffman block (starts at a byte boundary).
+    sentinel_block: Vec<u8>,
     total_out: u64,
     fast_out: u64,
     /// zlib is mid-stream at the start of `cbuf`: the segment there is a trial (see `next_segment`).
@@ -162,6 +167,7 @@ impl Inflater {
             h.write_usize(i);
             part.copy_from_slice(&h.finish().to_le_bytes());
         }
+        let sentinel_block = fixed_block(&sentinel);
         Inflater {
             mode: Mode::Segments,
             lib: libdeflater::Decompressor::new(),
@@ -175,6 +181,7 @@ impl Inflater {
             emit: 0..0,
             last_out: 0,
             sentinel,
+            sentinel_block,
             total_out: 0,
             fast_out: 0,
             trial: false,
@@ -316,9 +323,7 @@ impl Inflater {
             self.scratch.extend_from_slice(&self.window);
         }
         self.scratch.extend_from_slice(&self.cbuf[..end]);
-        stored_header(&mut self.scratch, SENTINEL_LEN);
-        self.scratch.extend_from_slice(&self.sentinel);
-        self.scratch.extend_from_slice(&[0x03, 0x00]);
+        self.scratch.extend_from_slice(&self.sentinel_block);
         let mut cap = w + SENTINEL_LEN + (end * 4).max(self.last_out + 4096).max(256 * 1024);
         loop {
             if self.obuf.len() < cap {
@@ -505,6 +510,33 @@ fn stored_header(v: &mut Vec<u8>, len: usize) {
     v.extend_from_slice(&(!n).to_le_bytes());
 }
 
+/// `data` as one final deflate block with the fixed Huffman codes (RFC 1951, 3.2.6), literals only.
+fn fixed_block(data: &[u8]) -> Vec<u8> {
+    // Huffman codes go most significant bit first; the stream fills bytes from their low bit.
+    let codes = std::iter::once((0b011u32, 3u32, false)) // BFINAL = 1, BTYPE = 01
+        .chain(data.iter().map(|&b| match b {
+            0..=143 => (0x30 + b as u32, 8, true),
+            _ => (0x190 + b as u32 - 144, 9, true),
+        }))
+        .chain(std::iter::once((0, 7, true))); // end of block (256)
+    let mut out = Vec::with_capacity(data.len() * 9 / 8 + 2);
+    let (mut acc, mut nbits) = (0u64, 0u32);
+    for (c, n, huffman) in codes {
+        let bits = if huffman { (0..n).fold(0, |r, i| r | (((c >> i) & 1) << (n - 1 - i))) } else { c };
+        acc |= (bits as u64) << nbits;
+        nbits += n;
+        while nbits >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            nbits -= 8;
+        }
+    }
+    if nbits > 0 {
+        out.push(acc as u8);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +565,48 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_coded_sentinel_decodes_to_itself() {
+        for seed in 0..64u8 {
+            let data: Vec<u8> = (0..=255u8).map(|i| i.wrapping_mul(seed | 1).wrapping_add(seed)).collect();
+            let block = fixed_block(&data);
+            let mut z = flate2::Decompress::new(false);
+            let mut out = Vec::with_capacity(512);
+            let st = z.decompress_vec(&block, &mut out, flate2::FlushDecompress::Finish).unwrap();
+            assert_eq!((st, out, z.total_in()), (flate2::Status::StreamEnd, data, block.len() as u64));
+        }
+    }
+
+    /// A stored block that starts before a candidate cut and is long enough to run through the
+    /// bytes the decoder appends: it must not pass for a segment (a fuzzer's find; the decoder once
+    /// took it, as the sentinel was appended stored and the block copied it verbatim).
+    #[test]
+    fn a_stored_block_across_the_cut_is_no_segment() {
+        let crash = include_bytes!("../../../fuzz/artifacts-found/inflate/stored-block-swallows-sentinel");
+        let mut z = flate2::Decompress::new(false);
+        let mut want = Vec::with_capacity(1 << 16);
+        let st = z.decompress_vec(crash, &mut want, flate2::FlushDecompress::Finish).unwrap();
+        assert_eq!(st, flate2::Status::StreamEnd);
+        let (got, _, rest) = inflate(&crash[..z.total_in() as usize], &crash[z.total_in() as usize..]).unwrap();
+        assert!(got == want, "decoded data differs from zlib's");
+        assert_eq!(rest, &crash[z.total_in() as usize..]);
+        // Built on purpose: stored LEN covering the candidate and exactly the 5 + 16 bytes a stored
+        // sentinel once took, then a real flush and the final block.
+        for k in [0usize, 1, 100, 5000] {
+            let body: Vec<u8> = (0..k).map(|i| (i * 7) as u8).chain(FLUSH).collect();
+            let len = body.len() + 5 + SENTINEL_LEN;
+            let mut s = Vec::new();
+            stored_header(&mut s, len);
+            s.extend_from_slice(&body);
+            s.extend((0..len - body.len()).map(|i| i as u8 ^ 0x5a));
+            s.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff, 0x03, 0x00]);
+            let (got, _, rest) = inflate(&s, b"tail").unwrap();
+            let expect: Vec<u8> = body.iter().copied().chain((0..len - body.len()).map(|i| i as u8 ^ 0x5a)).collect();
+            assert!(got == expect, "k = {k}");
+            assert_eq!(rest, b"tail");
+        }
     }
 
     /// Decodes `stream` followed by `after`: the data, the fast-path bytes, and what was left unread.
