@@ -407,7 +407,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             if dest.starts_with("docker://") {
                 let d = RemoteRef::parse(&dest)?;
-                let home = open()?;
+                let home = std::sync::Arc::new(open()?);
                 let (pb, f) = progress_bar(false);
                 let res = remote::export(&home, &image, &d, &remote.options()?, &f);
                 pb.finish_and_clear();
@@ -419,7 +419,7 @@ fn run(cli: Cli) -> Result<u8> {
                 return Ok(0);
             }
             let d: ImageRef = dest.parse()?;
-            let home = open()?;
+            let home = std::sync::Arc::new(open()?);
             // A CID the store lacks is fetched first: from --from, else the network.
             let missing = match image.parse::<shp_core::Cid>() {
                 Ok(c) => !home.store().has(&c)?,

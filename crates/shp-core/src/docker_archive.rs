@@ -393,12 +393,14 @@ impl<W: Write> TarOut<W> {
 /// Writes the image as a docker-archive at `path`. An image that came from a docker-archive is
 /// written back member for member when `tag` is None or one of its tags (compared as names:
 /// `holdout/curl:latest` is the archive's `docker.io/holdout/curl:latest`).
-pub fn export_archive(
+/// Blob bytes come from `open` (see [`crate::image::OpenBlob`]).
+pub fn export_archive<'s>(
     store: &dyn Blockstore,
     root: &ImageRoot,
     path: &Path,
     tag: Option<&str>,
     progress: &dyn Fn(Progress),
+    open: &crate::image::OpenBlob<'s>,
 ) -> Result<()> {
     let blobs = root.blobs(store)?;
     let dir = path
@@ -451,7 +453,7 @@ pub fn export_archive(
                             digest: b.node.digest_str(),
                             size: b.node.size,
                         });
-                        out.entry(name, b'0', b.node.size, "", Some(&mut *b.node.open(store)))?
+                        out.entry(name, b'0', b.node.size, "", Some(&mut *open(&b.node)))?
                     }
                     "file" => {
                         let size = f
@@ -470,7 +472,7 @@ pub fn export_archive(
                 }
             }
         } else {
-            write_generated(store, &blobs, &mut out, tag, dir)?;
+            write_generated(store, &blobs, &mut out, tag, dir, open)?;
         }
         out.finish()?;
         Ok(())
@@ -483,6 +485,7 @@ fn write_generated<W: Write>(
     out: &mut TarOut<W>,
     tag: Option<&str>,
     dir: &Path,
+    open: &crate::image::OpenBlob<'_>,
 ) -> Result<()> {
     // Pick one image manifest: the top one, or the host's platform from an index.
     let top = &blobs[0];
@@ -533,13 +536,13 @@ fn write_generated<W: Write>(
     };
     let cfg_node = node_of(&cfg.digest)?;
     let cfg_name = format!("{}.json", &cfg.digest_str[7..]);
-    out.entry(&cfg_name, b'0', cfg_node.size, "", Some(&mut *cfg_node.open(store)))?;
+    out.entry(&cfg_name, b'0', cfg_node.size, "", Some(&mut *open(cfg_node)))?;
     let mut layer_names = Vec::new();
     for l in &doc.layers {
         let node = node_of(&l.digest)?;
         if node.enc == "tar" {
             let name = format!("{}.tar", &l.digest_str[7..]);
-            out.entry(&name, b'0', node.size, "", Some(&mut *node.open(store)))?;
+            out.entry(&name, b'0', node.size, "", Some(&mut *open(node)))?;
             layer_names.push(name);
         } else {
             // Compressed: decode to a temporary file to learn the tar's size and diff_id.

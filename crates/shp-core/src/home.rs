@@ -365,11 +365,16 @@ impl Home {
         }
     }
 
-    /// Writes the image `id` names to `dest`, bit-exact. Returns its root.
-    pub fn pull(&self, id: &str, dest: &ImageRef, progress: &dyn Fn(Progress)) -> Result<Cid> {
+    /// Writes the image `id` names to `dest`, bit-exact. Returns its root. Recipe layers are read
+    /// as [`Home::blob_reader`] reads them: from the rebuilt-blob cache when a station (or an
+    /// earlier pull) left them there, else rebuilt once and cached for the next reader.
+    pub fn pull(self: &Arc<Self>, id: &str, dest: &ImageRef, progress: &dyn Fn(Progress)) -> Result<Cid> {
         let root = ImageRoot::load(&self.store, &self.resolve(id)?)?;
+        let open = |n: &BlobNode| self.blob_reader(n);
         match dest {
-            ImageRef::Oci { path, reference } => export_oci(&self.store, &root, path, reference.as_deref(), progress)?,
+            ImageRef::Oci { path, reference } => {
+                export_oci(&self.store, &root, path, reference.as_deref(), progress, &open)?
+            }
             ImageRef::DockerArchive { path, reference } => {
                 let tag = match reference {
                     Some(ArchiveRef::Tag(t)) => Some(t.as_str()),
@@ -381,7 +386,7 @@ impl Home {
                     }
                     None => None,
                 };
-                docker_archive::export_archive(&self.store, &root, path, tag, progress)?
+                docker_archive::export_archive(&self.store, &root, path, tag, progress, &open)?
             }
         }
         Ok(root.cid)

@@ -614,13 +614,19 @@ pub fn write_verified(path: &std::path::Path, r: &mut dyn Read) -> Result<u64> {
     crate::publish::publish(path, |w| std::io::copy(r, w).map_err(crate::dag::unwrap_io))
 }
 
+/// Opens a blob for an export, verified as it is read: [`BlobNode::open`] over the store, or a
+/// reader that goes through a cache of rebuilt blobs ([`crate::home::Home::blob_reader`]).
+pub type OpenBlob<'s> = dyn Fn(&BlobNode) -> Box<dyn Read + Send + 's> + 's;
+
 /// Writes the image into an OCI layout at `path` (created if absent), naming it `reference`.
-pub fn export_oci(
+/// Blob bytes come from `open`.
+pub fn export_oci<'s>(
     store: &dyn Blockstore,
     root: &ImageRoot,
     path: &std::path::Path,
     reference: Option<&str>,
     progress: &dyn Fn(Progress),
+    open: &OpenBlob<'s>,
 ) -> Result<()> {
     let blobs = root.blobs(store)?;
     progress(Progress::Planned {
@@ -646,7 +652,7 @@ pub fn export_oci(
             }
         }
         let mut r = Counting {
-            inner: b.node.open(store),
+            inner: open(&b.node),
             progress,
         };
         write_verified(&p, &mut r)?;

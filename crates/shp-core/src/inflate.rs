@@ -522,7 +522,11 @@ fn fixed_block(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() * 9 / 8 + 2);
     let (mut acc, mut nbits) = (0u64, 0u32);
     for (c, n, huffman) in codes {
-        let bits = if huffman { (0..n).fold(0, |r, i| r | (((c >> i) & 1) << (n - 1 - i))) } else { c };
+        let bits = if huffman {
+            (0..n).fold(0, |r, i| r | (((c >> i) & 1) << (n - 1 - i)))
+        } else {
+            c
+        };
         acc |= (bits as u64) << nbits;
         nbits += n;
         while nbits >= 8 {
@@ -570,12 +574,19 @@ mod tests {
     #[test]
     fn the_coded_sentinel_decodes_to_itself() {
         for seed in 0..64u8 {
-            let data: Vec<u8> = (0..=255u8).map(|i| i.wrapping_mul(seed | 1).wrapping_add(seed)).collect();
+            let data: Vec<u8> = (0..=255u8)
+                .map(|i| i.wrapping_mul(seed | 1).wrapping_add(seed))
+                .collect();
             let block = fixed_block(&data);
             let mut z = flate2::Decompress::new(false);
             let mut out = Vec::with_capacity(512);
-            let st = z.decompress_vec(&block, &mut out, flate2::FlushDecompress::Finish).unwrap();
-            assert_eq!((st, out, z.total_in()), (flate2::Status::StreamEnd, data, block.len() as u64));
+            let st = z
+                .decompress_vec(&block, &mut out, flate2::FlushDecompress::Finish)
+                .unwrap();
+            assert_eq!(
+                (st, out, z.total_in()),
+                (flate2::Status::StreamEnd, data, block.len() as u64)
+            );
         }
     }
 
@@ -587,7 +598,9 @@ mod tests {
         let crash = include_bytes!("../../../fuzz/artifacts-found/inflate/stored-block-swallows-sentinel");
         let mut z = flate2::Decompress::new(false);
         let mut want = Vec::with_capacity(1 << 16);
-        let st = z.decompress_vec(crash, &mut want, flate2::FlushDecompress::Finish).unwrap();
+        let st = z
+            .decompress_vec(crash, &mut want, flate2::FlushDecompress::Finish)
+            .unwrap();
         assert_eq!(st, flate2::Status::StreamEnd);
         let (got, _, rest) = inflate(&crash[..z.total_in() as usize], &crash[z.total_in() as usize..]).unwrap();
         assert!(got == want, "decoded data differs from zlib's");
@@ -603,7 +616,11 @@ mod tests {
             s.extend((0..len - body.len()).map(|i| i as u8 ^ 0x5a));
             s.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff, 0x03, 0x00]);
             let (got, _, rest) = inflate(&s, b"tail").unwrap();
-            let expect: Vec<u8> = body.iter().copied().chain((0..len - body.len()).map(|i| i as u8 ^ 0x5a)).collect();
+            let expect: Vec<u8> = body
+                .iter()
+                .copied()
+                .chain((0..len - body.len()).map(|i| i as u8 ^ 0x5a))
+                .collect();
             assert!(got == expect, "k = {k}");
             assert_eq!(rest, b"tail");
         }

@@ -197,3 +197,58 @@ fn a_failed_rebuild_fails_every_reader_with_the_same_error() {
         "nothing published, no temp file left"
     );
 }
+
+/// `Home::pull` reads recipe layers as the station does: the first pull rebuilds the layer once
+/// and leaves it cached; the next pull (to an OCI layout or a docker-archive) is served from the
+/// cached copy, with the same bytes. A docker-archive wants the layer's tar, which comes straight
+/// from the DAG: no rebuild at all.
+#[test]
+fn pulls_go_through_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, gz, digest) = home_with_layer(dir.path(), 400_000);
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = format_digest(&Sha256::digest(config).into());
+    home.put_blob(&mut &config[..], Some(&cd), false).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{digest}","size":{}}}]}}"#,
+        config.len(),
+        gz.len()
+    );
+    home.commit_image(manifest.as_bytes(), None, Some("app:v1")).unwrap();
+    let cached = dir.path().join("home/cache/blobs").join(&digest[7..]);
+    assert!(!cached.exists());
+
+    let oci = dir.path().join("oci");
+    let dest = format!("oci:{}:v1", oci.display()).parse().unwrap();
+    home.pull("app:v1", &dest, Home::no_progress()).unwrap();
+    assert_eq!(std::fs::read(oci.join("blobs/sha256").join(&digest[7..])).unwrap(), gz);
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        gz,
+        "the first pull left the rebuild cached"
+    );
+    let s = home.cache_stats();
+    assert_eq!((s.rebuilds, s.hits), (1, 0), "{s:?}");
+
+    let oci2 = dir.path().join("oci2");
+    let dest = format!("oci:{}:v1", oci2.display()).parse().unwrap();
+    home.pull("app:v1", &dest, Home::no_progress()).unwrap();
+    assert_eq!(std::fs::read(oci2.join("blobs/sha256").join(&digest[7..])).unwrap(), gz);
+    let archive = dir.path().join("app.tar");
+    let dest = format!("docker-archive:{}:app:v1", archive.display()).parse().unwrap();
+    home.pull("app:v1", &dest, Home::no_progress()).unwrap();
+    let s = home.cache_stats();
+    assert_eq!(
+        (s.rebuilds, s.hits),
+        (1, 1),
+        "the second pull was a hit, the archive needed neither: {s:?}"
+    );
+    // The archive holds the layer, decompressed as docker-archive wants it, bit for bit.
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut tar).unwrap();
+    let archive = std::fs::read(&archive).unwrap();
+    assert!(
+        archive.windows(tar.len()).any(|w| w == tar),
+        "the layer's tar is in the archive"
+    );
+}

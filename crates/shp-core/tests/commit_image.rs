@@ -43,7 +43,7 @@ fn manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
 #[test]
 fn blobs_then_manifest_pull_back_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::init(&dir.path().join("home")).unwrap();
+    let home = std::sync::Arc::new(Home::init(&dir.path().join("home")).unwrap());
     let layer = layer();
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
     home.put_blob(&mut &layer[..], Some(&digest(&layer)), true).unwrap();

@@ -422,8 +422,9 @@ impl<R: Read> Read for Counting<'_, R> {
 
 /// Sends the image `id` names (a name or root CID) to the registry repository `dest`, bit-exact:
 /// the registry ends up with the original manifest bytes under `dest`'s tag (or digest).
+/// Recipe layers are read through the home's rebuilt-blob cache ([`Home::blob_reader`]).
 pub fn export(
-    home: &Home,
+    home: &std::sync::Arc<Home>,
     id: &str,
     dest: &RemoteRef,
     opts: &RemoteOptions,
@@ -480,7 +481,7 @@ pub fn export(
                 },
                 Upload::Session(url) => {
                     let mut r = Counting {
-                        inner: b.node.open(store),
+                        inner: home.blob_reader(&b.node),
                         progress,
                     };
                     if b.node.size > opts.chunk_size {

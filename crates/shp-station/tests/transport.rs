@@ -21,7 +21,7 @@ fn fetch(home: &Home, root: &Cid, urls: &[String], name: Option<&str>) -> Result
     fetch_into_home(home, root, &refs, name, FetchOptions::default())
 }
 
-fn pull(home: &Home, id: &str, dir: &std::path::Path, tag: &str) {
+fn pull(home: &std::sync::Arc<Home>, id: &str, dir: &std::path::Path, tag: &str) {
     let dest = format!("oci:{}:{tag}", dir.display()).parse().unwrap();
     home.pull(id, &dest, Home::no_progress()).unwrap();
 }
@@ -77,7 +77,7 @@ fn app_update_moves_only_the_changed_file() {
     let x = apps();
     let gw = gateway(&x.a);
     let tmp = tempdir();
-    let b = new_home(&tmp.path().join("b"));
+    let b = std::sync::Arc::new(new_home(&tmp.path().join("b")));
 
     let r1 = fetch(&b, &x.v1, &[gw.url()], Some("app-v1")).unwrap();
     let n1 = dag_cids(x.a.store(), &x.v1).len() as u64;
@@ -130,7 +130,7 @@ fn a_peer_sending_wrong_bytes_is_caught_and_another_used() {
     let gw = gateway(&x.a);
     let proxy = CorruptingProxy::start(gw.url());
     let tmp = tempdir();
-    let b = new_home(&tmp.path().join("b"));
+    let b = std::sync::Arc::new(new_home(&tmp.path().join("b")));
 
     // the transport alone catches it
     let t = HttpTransport::new(&proxy.url()).unwrap();
@@ -165,7 +165,7 @@ fn two_peers_share_the_work() {
     let x = apps();
     let (g1, g2) = (gateway(&x.a), gateway(&x.a));
     let tmp = tempdir();
-    let b = new_home(&tmp.path().join("b"));
+    let b = std::sync::Arc::new(new_home(&tmp.path().join("b")));
     let r = fetch(&b, &x.v1, &[g1.url(), g2.url()], None).unwrap();
     let n = dag_cids(x.a.store(), &x.v1).len() as u64;
     assert_eq!(r.blocks_fetched, n);
@@ -191,7 +191,7 @@ fn a_plain_trustless_gateway_is_enough() {
     )
     .unwrap();
     let tmp = tempdir();
-    let b = new_home(&tmp.path().join("b"));
+    let b = std::sync::Arc::new(new_home(&tmp.path().join("b")));
     let t = HttpTransport::new(&plain.url()).unwrap();
     let r = fetch_into_home(&b, &x.v1, &[&t], Some("app-v1"), FetchOptions::default()).unwrap();
     assert!(!t.speaks_shp());
@@ -217,7 +217,7 @@ fn missing_blocks_dead_peers_and_bad_input() {
     let x = apps();
     let gw = gateway(&x.a);
     let tmp = tempdir();
-    let b = new_home(&tmp.path().join("b"));
+    let b = std::sync::Arc::new(new_home(&tmp.path().join("b")));
 
     // nobody has it: not found
     let absent = Cid::hash(RAW, b"nobody has this");
