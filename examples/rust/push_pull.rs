@@ -12,7 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [_, src, home, dest] = &args[..] else {
         return Err("usage: push_pull SOURCE HOME DEST (e.g. oci:./layout:latest ./home oci:./out:latest)".into());
     };
-    let home = Home::init(Path::new(home))?;
+    // Shared (an Arc): readers of recipe layers share one rebuild and the home's cache of it.
+    let home = std::sync::Arc::new(Home::init(Path::new(home))?);
     let quiet = |_: Progress| {};
     let report = home.push(&src.parse::<ImageRef>()?, None, &quiet)?;
     for b in &report.import.blobs {
