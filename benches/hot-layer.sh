@@ -2,8 +2,9 @@
 # benches/hot-layer.sh -- a fleet pulling a freshly pushed image: CLIENTS (16) concurrent clients fetch
 # the manifest and every blob of a one-layer image whose layer is a ~90 MB pgzip stream (a recipe layer:
 # the station rebuilds it from its tar DAG), from a shp station (`shp start`) right after the push
-# (cold: no rebuilt copy cached), then again (warm: served from the rebuilt-blob cache), then from
-# Debian's docker-registry (distribution) serving the same image. All on 127.0.0.1, same run. Prints the
+# (fresh: the station kept the uploaded bytes in its blob cache), then with that cache emptied (cold:
+# every byte from one shared rebuild), then again (warm: served from the cache the rebuild filled),
+# then from Debian's docker-registry (distribution) serving the same image. All on 127.0.0.1, same run. Prints the
 # three wall-clock times and the ratios cold/warm and cold/registry.
 #
 #   benches/hot-layer.sh                 a tar of whole files under /usr/lib and /usr/share (TAR_BYTES)
@@ -140,6 +141,12 @@ fleet() { # fleet HOST:PORT -> seconds for CLIENTS clients at once, each fetchin
 
 TICK=$(getconf CLK_TCK)
 cpu() { awk -v t="$TICK" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$SPID/stat"; } # station's CPU seconds so far
+# Right after the push: the station kept the uploaded layer's bytes in its cache as it stored the
+# layer (a recipe), so the fleet that pulls a freshly pushed image is served without a rebuild.
+[ -f "$WORK/home/cache/blobs/${LAYER#sha256:}" ] ||
+  { echo "hot-layer.sh: the push left no copy of the layer in the station's cache" >&2; exit 1; }
+u0=$(cpu); F=$(fleet "$SADDR"); u1=$(cpu)
+echo "fresh (right after the push): ${F}s, station CPU $(python3 -c "print(f'{$u1-$u0:.2f}s')")"
 # One client alone, cold: the time of one rebuild (plus one transfer).
 rm -rf "$WORK/home/cache/blobs"
 u0=$(cpu); t0=$(date +%s.%N); curl -sf -o /dev/null "http://$SADDR/v2/bench/image/blobs/$LAYER"; t1=$(date +%s.%N); u1=$(cpu)
@@ -157,9 +164,9 @@ for s in "$SADDR" "127.0.0.1:$RPORT"; do
   got=$(curl -sf "http://$s/v2/bench/image/blobs/$LAYER" | sha256sum | cut -d' ' -f1)
   [ "sha256:$got" = "$LAYER" ] || { echo "hot-layer.sh: $s sent other bytes ($got)" >&2; exit 1; }
 done
-python3 - "${C[*]}" "${W[*]}" "${R[*]}" <<'PY'
+python3 - "${C[*]}" "${W[*]}" "${R[*]}" "$F" <<'PY'
 import statistics, sys
-c, w, r = (statistics.median(float(x) for x in a.split()) for a in sys.argv[1:])
+c, w, r, f = (statistics.median(float(x) for x in a.split()) for a in sys.argv[1:])
 print(f"median: station cold {c:.3f}s  station warm {w:.3f}s  registry {r:.3f}s")
-print(f"ratio cold/warm: {c / w:.2f}  cold/registry: {c / r:.2f}")
+print(f"ratio cold/warm: {c / w:.2f}  cold/registry: {c / r:.2f}  fresh/warm: {f / w:.2f}  fresh/registry: {f / r:.2f}")
 PY

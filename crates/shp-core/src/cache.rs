@@ -20,6 +20,11 @@
 //! rebuilt to its end even after its readers went away: the next request is then a hit. If the
 //! temp file cannot be created or written (a full disk), every reader falls back to a rebuild of
 //! its own.
+//!
+//! **Adopted copies.** A blob that arrives whole in a file of the home's (a registry upload, once
+//! stored as a recipe) can be put in the cache as it is ([`BlobCache::adopt`]: a hard link, else a
+//! copy), so the first pull of a freshly pushed layer is a hit instead of a rebuild. It is read back
+//! through the same sha256 check as every cached copy.
 
 use crate::blob::verified;
 use crate::cid::format_digest;
@@ -285,6 +290,40 @@ impl BlobCache {
         true
     }
 
+    /// Keeps the blob in `path` (its bytes already proven to be the blob's, e.g. by an import that
+    /// checked its digest) as the blob's cached copy: a hard link when `path` is on the cache's
+    /// file system, else a copy. Nothing happens when the cache is off, the blob is bigger than
+    /// half its bound, or a copy is already there. True when a copy was added. Reads still check
+    /// the copy's sha256, so a file changed behind the cache's back costs a rebuild, never data.
+    pub fn adopt(&self, digest: &[u8; 32], size: u64, path: &Path) -> io::Result<bool> {
+        let max = self.inner.max_bytes;
+        let dest = self.path(digest);
+        if max == 0 || size > max / 2 || dest.exists() {
+            return Ok(false);
+        }
+        if fs::metadata(path)?.len() != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not {size} bytes long", path.display()),
+            ));
+        }
+        fs::create_dir_all(&self.inner.dir)?;
+        let tmp = self.inner.dir.join(format!(
+            ".tmp-{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            &format_digest(digest)[7..]
+        ));
+        let placed = fs::hard_link(path, &tmp).or_else(|_| fs::copy(path, &tmp).map(|_| ()));
+        let published = placed.and_then(|()| fs::rename(&tmp, &dest));
+        if let Err(e) = published {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let _ = self.evict();
+        Ok(true)
+    }
+
     /// Deletes least-recently-used files until the cache holds at most `max_bytes`.
     pub fn evict(&self) -> io::Result<()> {
         let mut files = Vec::new();
@@ -292,6 +331,14 @@ impl BlobCache {
         for e in fs::read_dir(&self.inner.dir)? {
             let e = e?;
             let name = e.file_name();
+            if let Some(rest) = name.to_string_lossy().strip_prefix(".tmp-") {
+                // A temp file of a process that is gone (killed mid-rebuild or mid-adopt).
+                let pid = rest.split('-').next().unwrap_or("");
+                if !pid.is_empty() && Path::new("/proc/self").exists() && !Path::new("/proc").join(pid).exists() {
+                    let _ = fs::remove_file(e.path());
+                }
+                continue;
+            }
             if name.to_string_lossy().starts_with('.') {
                 continue;
             }
@@ -431,6 +478,7 @@ impl Read for Skip {
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+    use std::io::Write;
     use std::sync::Barrier;
     use std::time::Duration;
 
@@ -632,6 +680,54 @@ mod tests {
         }
         assert_eq!(read_all(c.open(&db, 400_000).expect("cached")).unwrap(), *b);
         assert_eq!(opened.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn adopted_copies_are_hits_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BlobCache::new(&dir.path().join("cache"), 1_000_000);
+        let (a, da) = blob(31, 200_000);
+        let upload = dir.path().join("upload");
+        fs::write(&upload, &*a).unwrap();
+        assert!(c.adopt(&da, 200_000, &upload).unwrap());
+        assert!(!c.adopt(&da, 200_000, &upload).unwrap(), "already there");
+        // The upload goes away, as a spooled upload does; the copy stays.
+        fs::remove_file(&upload).unwrap();
+        let opened = Arc::new(AtomicU64::new(0));
+        let got = read_all(c.read_at(&da, 200_000, 0, rebuild_of(&a, da, Duration::ZERO, &opened))).unwrap();
+        assert_eq!(
+            (got == *a, opened.load(Ordering::SeqCst)),
+            (true, 0),
+            "a hit, no rebuild"
+        );
+        // Too big for the bound, or the wrong length: not adopted.
+        let (b, db) = blob(37, 600_000);
+        fs::write(&upload, &*b).unwrap();
+        assert!(!c.adopt(&db, 600_000, &upload).unwrap());
+        assert!(c.adopt(&db, 5, &upload).is_err());
+        // Wrong bytes under a digest fail their check at the end, as any corrupted copy does.
+        let (x, dx) = blob(41, 1000);
+        fs::write(&upload, &x[..999]).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&upload)
+            .unwrap()
+            .write_all(&[!x[999]])
+            .unwrap();
+        assert!(c.adopt(&dx, 1000, &upload).unwrap());
+        assert!(read_all(c.open(&dx, 1000).unwrap()).is_err());
+        let tmp_left = fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with('.'));
+        assert!(!tmp_left);
+        // A temp file left by a process that is gone goes at the next eviction; ours stay.
+        let stale = dir.path().join("cache/.tmp-999999999-0-ab");
+        let ours = dir.path().join(format!("cache/.tmp-{}-0-cd", std::process::id()));
+        fs::write(&stale, b"x").unwrap();
+        fs::write(&ours, b"x").unwrap();
+        c.evict().unwrap();
+        assert!(!stale.exists() && ours.exists());
     }
 
     #[test]

@@ -824,6 +824,11 @@ impl Home {
         self.cache = crate::cache::BlobCache::new(&self.dir.join("cache").join("blobs"), max_bytes);
     }
 
+    /// The rebuilt-blob cache (e.g. to [`crate::cache::BlobCache::adopt`] a freshly uploaded layer).
+    pub fn blob_cache(&self) -> &crate::cache::BlobCache {
+        &self.cache
+    }
+
     /// What the rebuilt-blob cache did since the home was opened (hits, rebuilds, shared reads).
     pub fn cache_stats(&self) -> crate::cache::CacheStats {
         self.cache.stats()

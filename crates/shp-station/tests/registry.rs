@@ -250,12 +250,17 @@ fn chunked_upload_with_resume() {
     assert_eq!(res.status().as_u16(), 201);
     assert_eq!(res.headers()["docker-content-digest"], ld.as_str());
     assert_eq!(res.headers()["location"], format!("/v2/chunks/blobs/{ld}").as_str());
+    // The layer is stored as a recipe, and the uploaded bytes were kept in the blob cache as it
+    // was stored, so the first pull (and ranges of it) are served without re-encoding.
+    let cached = st.home.path().join("cache/blobs").join(&ld["sha256:".len()..]);
+    assert_eq!(std::fs::read(&cached).expect("the upload kept in the cache"), layer);
     let back = c.get(st.url(&format!("/v2/chunks/blobs/{ld}"))).send().unwrap();
     assert_eq!(back.headers()["docker-content-digest"], ld.as_str());
     assert_eq!(back.bytes().unwrap().as_ref(), &layer[..]);
-    // The layer is a recipe: the full read left the rebuilt bytes in the cache, so the next pull
-    // (and ranges of it) are served without re-encoding.
-    let cached = st.home.path().join("cache/blobs").join(&ld["sha256:".len()..]);
+    // Without the copy, the first full read rebuilds the layer and leaves the rebuild there.
+    std::fs::remove_file(&cached).unwrap();
+    let back = c.get(st.url(&format!("/v2/chunks/blobs/{ld}"))).send().unwrap();
+    assert_eq!(back.bytes().unwrap().as_ref(), &layer[..]);
     assert_eq!(std::fs::read(&cached).expect("cached rebuild"), layer);
     let again = c
         .get(st.url(&format!("/v2/chunks/blobs/{ld}")))

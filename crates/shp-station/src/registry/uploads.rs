@@ -335,6 +335,16 @@ pub fn put_sniffed(home: &Home, path: &Path, digest: &str) -> Result<String, Err
         }
         r => r?,
     };
+    if let shp_core::blob::Storage::Recipe(_) = &imported.storage {
+        // The client's bytes, just proven to be the blob: the first pull of this fresh layer is
+        // then served from them instead of a rebuild (a fleet pulls right after a push).
+        if let Ok(d) = shp_core::cid::parse_digest(digest) {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if let Err(e) = home.blob_cache().adopt(&d, size, path) {
+                tracing::debug!(digest, "the upload was not kept in the blob cache: {e}");
+            }
+        }
+    }
     Ok(imported.storage.to_string())
 }
 
