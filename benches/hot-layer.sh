@@ -145,6 +145,7 @@ cpu() { awk -v t="$TICK" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$SPID/stat"
 # layer (a recipe), so the fleet that pulls a freshly pushed image is served without a rebuild.
 [ -f "$WORK/home/cache/blobs/${LAYER#sha256:}" ] ||
   { echo "hot-layer.sh: the push left no copy of the layer in the station's cache" >&2; exit 1; }
+client "127.0.0.1:$RPORT" 0 # one pull first, so the first fleet does not pay for the clients' start-up
 u0=$(cpu); F=$(fleet "$SADDR"); u1=$(cpu)
 echo "fresh (right after the push): ${F}s, station CPU $(python3 -c "print(f'{$u1-$u0:.2f}s')")"
 # One client alone, cold: the time of one rebuild (plus one transfer).
