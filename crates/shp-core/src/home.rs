@@ -50,7 +50,10 @@ pub struct Home {
 }
 
 /// Default bound of the rebuilt-blob cache (`Home::set_cache_bytes` changes it; 0 turns it off).
-pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+/// A home's `station.json` may set another (`cache_size`): every process that opens the home (the
+/// station, the CLI, the C ABI) then keeps the cache to that same bound, so none trims what another
+/// keeps.
+pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
 
 /// What `push` did.
 #[derive(Debug, Clone)]
@@ -209,7 +212,7 @@ impl Home {
             store: DiskStore::open_with(&dir.join("store"), mode, compression)?,
             refs: RefsFile::new(dir),
             options: ImportOptions::default(),
-            cache: crate::cache::BlobCache::new(&dir.join("cache").join("blobs"), DEFAULT_CACHE_BYTES),
+            cache: crate::cache::BlobCache::new(&dir.join("cache").join("blobs"), cache_bound(dir)),
         })
     }
 
@@ -1060,6 +1063,20 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     Ok((p, f))
 }
 
+/// The blob cache's bound for a home: `cache_size` in its `station.json` when that file says so, else
+/// [`DEFAULT_CACHE_BYTES`]. A `station.json` that does not parse is the station's to report.
+fn cache_bound(dir: &Path) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct StationFile {
+        cache_size: Option<u64>,
+    }
+    std::fs::read(dir.join("station.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<StationFile>(&b).ok())
+        .and_then(|f| f.cache_size)
+        .unwrap_or(DEFAULT_CACHE_BYTES)
+}
+
 /// Reads a home's config.json: its version must be 1; the store compression, when it names one.
 fn read_config(path: &Path) -> Result<Option<Compression>> {
     let bad = |r: String| Error::Store(format!("{}: {r}", path.display()));
@@ -1083,6 +1100,23 @@ fn read_config(path: &Path) -> Result<Option<Compression>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_bound_is_the_station_files_for_every_opener() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("h");
+        drop(Home::init(&h).unwrap());
+        assert_eq!(Home::open(&h).unwrap().blob_cache().max_bytes(), DEFAULT_CACHE_BYTES);
+        std::fs::write(
+            h.join("station.json"),
+            br#"{"listen": "127.0.0.1:5000", "cache_size": 12345}"#,
+        )
+        .unwrap();
+        assert_eq!(Home::open(&h).unwrap().blob_cache().max_bytes(), 12345);
+        // Not the home's to judge: a broken station.json leaves the default.
+        std::fs::write(h.join("station.json"), b"{not json").unwrap();
+        assert_eq!(Home::open(&h).unwrap().blob_cache().max_bytes(), DEFAULT_CACHE_BYTES);
+    }
 
     #[test]
     fn config_names_what_is_wrong_and_keeps_the_compression() {

@@ -36,7 +36,7 @@ pub const CONFIG_FILE: &str = "station.json";
 /// Where a station listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 /// The default cache size (bytes) for content fetched from other stations.
-pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+pub const DEFAULT_CACHE_SIZE: u64 = shp_core::home::DEFAULT_CACHE_BYTES;
 /// How long a station with a `deferred` store waits without requests before it compacts.
 pub const DEFAULT_COMPACT_IDLE_SECS: u64 = 60;
 
