@@ -203,12 +203,7 @@ impl BlobCache {
     fn start(&self, digest: &[u8; 32], size: u64, rebuild: Rebuild) -> Option<Arc<Flight>> {
         let dir = &self.inner.dir;
         fs::create_dir_all(dir).ok()?;
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            &format_digest(digest)[7..]
-        ));
+        let tmp = self.temp_path(digest);
         let file = File::options()
             .read(true)
             .write(true)
@@ -290,6 +285,17 @@ impl BlobCache {
         true
     }
 
+    /// A fresh temp file name in the cache: `.tmp-PID-SEQ-HEX` (`evict` reads the PID back to
+    /// remove what a process that is gone left behind).
+    fn temp_path(&self, digest: &[u8; 32]) -> PathBuf {
+        self.inner.dir.join(format!(
+            ".tmp-{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            &format_digest(digest)[7..]
+        ))
+    }
+
     /// Keeps the blob in `path` (its bytes already proven to be the blob's, e.g. by an import that
     /// checked its digest) as the blob's cached copy: a hard link when `path` is on the cache's
     /// file system, else a copy. Nothing happens when the cache is off, the blob is bigger than
@@ -308,12 +314,7 @@ impl BlobCache {
             ));
         }
         fs::create_dir_all(&self.inner.dir)?;
-        let tmp = self.inner.dir.join(format!(
-            ".tmp-{}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            &format_digest(digest)[7..]
-        ));
+        let tmp = self.temp_path(digest);
         let placed = fs::hard_link(path, &tmp).or_else(|_| fs::copy(path, &tmp).map(|_| ()));
         let published = placed.and_then(|()| fs::rename(&tmp, &dest));
         if let Err(e) = published {
@@ -328,13 +329,14 @@ impl BlobCache {
     pub fn evict(&self) -> io::Result<()> {
         let mut files = Vec::new();
         let mut total = 0u64;
+        let procfs = Path::new("/proc/self").exists();
         for e in fs::read_dir(&self.inner.dir)? {
             let e = e?;
             let name = e.file_name();
             if let Some(rest) = name.to_string_lossy().strip_prefix(".tmp-") {
                 // A temp file of a process that is gone (killed mid-rebuild or mid-adopt).
                 let pid = rest.split('-').next().unwrap_or("");
-                if !pid.is_empty() && Path::new("/proc/self").exists() && !Path::new("/proc").join(pid).exists() {
+                if procfs && !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
                     let _ = fs::remove_file(e.path());
                 }
                 continue;
