@@ -90,7 +90,7 @@ for _ in $(seq 1 150); do
   [ "$n" -ge 3 ] && break
   sleep 0.2
 done
-[ "$n" -ge 3 ] || die "mDNS found $n of 3 seeders in 30 s"
+[ "$n" -ge 3 ] || { tail -n 40 "$WORK/m.log" >&2; die "mDNS found $n of 3 seeders in 30 s"; }
 echo "   found $n peers"
 
 # pull HOME [ADDR...]: a fresh station on h0 without mDNS, connected to the given seeders; prints

@@ -70,6 +70,11 @@ struct Peer {
 }
 
 /// The swarm's task state.
+/// How often LAN neighbours that are not connected are dialled again.
+const LAN_REDIAL: Duration = Duration::from_secs(5);
+/// Bootstrap peers are redialled every this many LAN ticks (30 s).
+const BOOTSTRAP_EVERY: u32 = 6;
+
 pub(crate) struct Host {
     swarm: Swarm<Behaviour>,
     engine: Arc<Engine>,
@@ -77,6 +82,9 @@ pub(crate) struct Host {
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
     listen: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
+    /// Peers mDNS reports on the LAN (until their record expires), redialled while they are not
+    /// connected.
+    lan: HashMap<PeerId, Multiaddr>,
     requests: mpsc::UnboundedReceiver<HostRequest>,
 }
 
@@ -134,6 +142,7 @@ impl Host {
             dials: HashMap::new(),
             listen: Vec::new(),
             bootstrap: cfg.bootstrap.clone(),
+            lan: HashMap::new(),
             requests,
         };
         // Wait until every listener reports an address (or fails): then `addrs` is complete and a
@@ -165,14 +174,15 @@ impl Host {
         // 0.0.0.0 expands into one address per interface; keep collecting them as they come.
         let boot = host.bootstrap.clone();
         for addr in boot {
-            host.dial(addr, None);
+            host.dial(addr, false, None);
         }
         Ok((host, engine))
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut redial = tokio::time::interval(Duration::from_secs(30));
+        let mut redial = tokio::time::interval(LAN_REDIAL);
         redial.tick().await;
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.event(ev),
@@ -187,11 +197,25 @@ impl Host {
                     }
                 },
                 _ = redial.tick() => {
-                    // Bootstrap peers are kept: redial the ones that went away.
-                    for addr in self.bootstrap.clone() {
-                        if let Some(p) = peer_of(&addr) {
-                            if !self.swarm.is_connected(&p) {
-                                self.dial(addr, None);
+                    ticks = ticks.wrapping_add(1);
+                    // LAN neighbours are kept while mDNS reports them: a dial that failed, or a
+                    // neighbour that left it to us (see `event`), is tried again.
+                    let lan: Vec<Multiaddr> = self
+                        .lan
+                        .iter()
+                        .filter(|(p, _)| !self.swarm.is_connected(p))
+                        .map(|(p, a)| with_peer(a.clone(), *p))
+                        .collect();
+                    for addr in lan {
+                        self.dial(addr, true, None);
+                    }
+                    // Bootstrap peers are kept: redial the ones that went away (every 30 s).
+                    if ticks % BOOTSTRAP_EVERY == 0 {
+                        for addr in self.bootstrap.clone() {
+                            if let Some(p) = peer_of(&addr) {
+                                if !self.swarm.is_connected(&p) {
+                                    self.dial(addr, false, None);
+                                }
                             }
                         }
                     }
@@ -204,10 +228,15 @@ impl Host {
         }
     }
 
-    fn dial(&mut self, addr: Multiaddr, reply: Option<oneshot::Sender<Result<PeerId, Error>>>) {
-        let opts = match peer_of(&addr) {
-            Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
-            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+    /// Dials `addr`. `new_port`: from a fresh local port rather than the listening one, so that two
+    /// stations dialling each other at once (both told by the same mDNS answer) make two TCP
+    /// connections instead of one simultaneous open that neither handshake survives.
+    fn dial(&mut self, addr: Multiaddr, new_port: bool, reply: Option<oneshot::Sender<Result<PeerId, Error>>>) {
+        let opts = match (peer_of(&addr), new_port) {
+            (Some(p), false) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
+            (Some(p), true) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).allocate_new_port().build(),
+            (None, false) => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+            (None, true) => DialOpts::unknown_peer_id().address(addr.clone()).allocate_new_port().build(),
         };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
@@ -216,6 +245,8 @@ impl Host {
                     self.dials.insert(id, r);
                 }
             }
+            // Already connected or dialling (a LAN redial while the first dial is under way).
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) if reply.is_none() => {}
             Err(e) => {
                 let err = Error::Dial {
                     addr: addr.to_string(),
@@ -240,7 +271,7 @@ impl Host {
                         return;
                     }
                 }
-                self.dial(addr, Some(reply));
+                self.dial(addr, false, Some(reply));
             }
             Command::Disconnect(peer, reply) => {
                 let _ = reply.send(self.swarm.disconnect_peer_id(peer).is_ok());
@@ -341,15 +372,37 @@ impl Host {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let me = *self.swarm.local_peer_id();
                 for (peer, addr) in found {
-                    if !self.swarm.is_connected(&peer) && peer != *self.swarm.local_peer_id() {
-                        tracing::info!(%peer, %addr, "found on the LAN (mDNS)");
-                        self.dial(addr.with(Protocol::P2p(peer)), None);
+                    if peer == me || self.lan.insert(peer, addr.clone()).is_some() {
+                        continue;
+                    }
+                    tracing::info!(%peer, %addr, "found on the LAN (mDNS)");
+                    // One mDNS answer reaches both sides: the smaller peer id dials at once, the
+                    // other only at the next redial tick if no connection came by then.
+                    if !self.swarm.is_connected(&peer) && me < peer {
+                        self.dial(with_peer(addr, peer), true, None);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if self.lan.get(&peer) == Some(&addr) {
+                        self.lan.remove(&peer);
                     }
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// `addr` ending in `/p2p/<peer>` (mDNS answers carry it already).
+fn with_peer(addr: Multiaddr, peer: PeerId) -> Multiaddr {
+    if peer_of(&addr).is_some() {
+        addr
+    } else {
+        addr.with(Protocol::P2p(peer))
     }
 }
 
