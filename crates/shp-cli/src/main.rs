@@ -14,6 +14,7 @@ use shp_station::transport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod mirror;
 mod net;
 
 #[derive(Parser)]
@@ -173,6 +174,21 @@ enum Cmd {
         /// No libp2p host at all (registry and gateway only)
         #[arg(long)]
         no_p2p: bool,
+        /// Pull through to an upstream registry: HOST=URL, e.g. docker.io=https://registry-1.docker.io (repeatable; replaces station.json's list)
+        #[arg(long, value_name = "HOST=URL")]
+        mirror: Vec<String>,
+        /// Seconds a tag resolved against an upstream is served without asking again (default 300)
+        #[arg(long, value_name = "SECS")]
+        mirror_tag_ttl: Option<u64>,
+    },
+    /// Print the configuration that makes a container runtime use this station as its mirror
+    MirrorConfig {
+        /// containerd (hosts.toml), podman (registries.conf, also skopeo and buildah) or docker (daemon.json)
+        #[arg(value_enum)]
+        runtime: mirror::Runtime,
+        /// The station's URL as the runtime reaches it (default: http:// and station.json's listen address)
+        #[arg(long, value_name = "URL")]
+        station: Option<String>,
     },
     /// Connected libp2p peers of the running station
     Peers {
@@ -641,6 +657,8 @@ fn run(cli: Cli) -> Result<u8> {
             bootstrap,
             no_mdns,
             no_p2p,
+            mirror,
+            mirror_tag_ttl,
         } => {
             use shp_station::server::{init_logging, Config, Overrides, Station};
             use std::io::Write;
@@ -654,6 +672,8 @@ fn run(cli: Cli) -> Result<u8> {
                 bootstrap,
                 no_mdns,
                 no_p2p,
+                mirrors: mirror,
+                mirror_tag_ttl,
             };
             open()?; // a clear error for a missing home before anything else
             let cfg = Config::load(&dir, &o)?;
@@ -664,6 +684,7 @@ fn run(cli: Cli) -> Result<u8> {
             drop(out);
             station.run_until_signal()?;
         }
+        Cmd::MirrorConfig { runtime, station } => mirror::print_config(&dir, runtime, station.as_deref())?,
         Cmd::Peers { json } => net::peers(&dir, json)?,
         Cmd::Addrs { json } => net::addrs(&dir, json)?,
         Cmd::Connect { addr } => net::connect(&dir, &addr)?,

@@ -10,6 +10,7 @@
 //! - `gateway`   — the trustless gateway (`/ipfs/<cid>`, raw blocks and CARs).
 //! - `transport` — the `Transport` trait, its HTTP implementation, and the multi-peer fetcher.
 //! - `remote`    — a client for remote registries (`docker://HOST/REPO:TAG`).
+//! - `mirror`    — pull-through: the registry fetches what it lacks from upstream registries.
 //! - `p2p`       — the libp2p host: bitswap client and server, private networks, mDNS.
 //! - `control`   — the control socket the CLI steers a running station through.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod control;
 pub mod drain;
 pub mod gateway;
 pub mod p2p;
+pub mod mirror;
 pub mod registry;
 pub mod remote;
 pub mod server;

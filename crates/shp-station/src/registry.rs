@@ -22,6 +22,7 @@ mod uploads;
 pub use uploads::parse_content_range;
 
 use crate::auth::{Auth, Verdict};
+use crate::mirror::{Mirror, MirrorError, Target};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -52,6 +53,8 @@ pub struct Registry {
     pub home: Arc<Home>,
     pub auth: Auth,
     pub uploads: Uploads,
+    /// Pull-through to upstream registries (`shp start --mirror`), if configured.
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// A spec error: status, code, message and optional detail.
@@ -206,6 +209,7 @@ async fn dispatch(reg: Arc<Registry>, req: Request) -> ApiResult {
     }
     let query = paths::query(req.uri().query().unwrap_or(""));
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let ns = q("ns");
     if let Some(repo) = route.repo() {
         if paths::ipfs_root(repo).is_some() && !read {
             return Err(ApiError::new(
@@ -214,18 +218,37 @@ async fn dispatch(reg: Arc<Registry>, req: Request) -> ApiResult {
                 format!("{repo} is a read-only view of a stored DAG: push to another repository"),
             ));
         }
+        if let Some(m) = &reg.mirror {
+            if !read && m.is_mirror_path(ns.as_deref(), repo) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "DENIED",
+                    format!("{repo}: the mirror is read-only (push to the station's own repositories, without ?ns= or an upstream host prefix)"),
+                ));
+            }
+        }
     }
+    // What the home lacks, a mirror fetches (never for the read-only DAG views).
+    let mirror = |repo: &str| reg.mirror.clone().filter(|_| paths::ipfs_root(repo).is_none());
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(json_response(StatusCode::OK, &json!({}), None)),
         (Route::Tags(repo), Method::GET) => tags_list(&reg, repo, q("n"), q("last")).await,
         (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => {
             let accept = accept_list(req.headers());
-            get_manifest(&reg, repo, r, accept, m == Method::HEAD).await
+            let head = m == Method::HEAD;
+            match (get_manifest(&reg, repo.clone(), r.clone(), accept.clone(), head).await, mirror(&repo)) {
+                (Err(e), Some(mi)) if e.code == "MANIFEST_UNKNOWN" => mirrored_manifest(mi, ns, repo, r, accept, head).await,
+                (res, _) => res,
+            }
         }
         (Route::Manifest(repo, r), Method::PUT) => put_manifest(&reg, repo, r, req).await,
         (Route::Manifest(repo, r), Method::DELETE) => delete_manifest(&reg, repo, r).await,
         (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
-            get_blob(&reg, repo, d, req.headers(), m == Method::HEAD).await
+            let head = m == Method::HEAD;
+            match (get_blob(&reg, repo.clone(), d.clone(), req.headers(), head).await, mirror(&repo)) {
+                (Err(e), Some(mi)) if e.code == "BLOB_UNKNOWN" => mirrored_blob(mi, ns, repo, d, req.headers(), head).await,
+                (res, _) => res,
+            }
         }
         (Route::Blob(_, d), Method::DELETE) => delete_blob(&reg, d).await,
         (Route::Upload(repo, None), Method::POST) => {
@@ -476,26 +499,106 @@ async fn get_manifest(reg: &Arc<Registry>, repo: String, r: String, accept: Vec<
                 }
             }
         }
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "MANIFEST_UNKNOWN",
-            format!(
-                "manifest {r} in {repo} is {}, which the Accept header ({}) does not allow",
-                f.media_type,
-                accept.join(", ")
-            ),
-        ))
+        Err(not_acceptable(&repo, &r, &f.media_type, &accept))
     })
     .await?;
-    let len = found.bytes.len();
+    manifest_response(found.bytes, &found.media_type, &found.digest, head)
+}
+
+fn manifest_response(bytes: Vec<u8>, media_type: &str, digest: &str, head: bool) -> ApiResult {
     let res = Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, &found.media_type)
-        .header(header::CONTENT_LENGTH, len)
-        .header(DIGEST_HEADER, &found.digest)
-        .header(header::ETAG, format!("\"{}\"", found.digest));
-    let body = if head { Body::empty() } else { Body::from(found.bytes) };
+        .header(header::CONTENT_TYPE, media_type)
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .header(DIGEST_HEADER, digest)
+        .header(header::ETAG, format!("\"{digest}\""));
+    let body = if head { Body::empty() } else { Body::from(bytes) };
     res.body(body).map_err(ApiError::internal)
+}
+
+fn not_acceptable(repo: &str, r: &str, media_type: &str, accept: &[String]) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "MANIFEST_UNKNOWN",
+        format!(
+            "manifest {r} in {repo} is {media_type}, which the Accept header ({}) does not allow",
+            accept.join(", ")
+        ),
+    )
+}
+
+/// A mirror error as a spec error; `unknown` is the code for "the upstream has none".
+fn mirror_err(e: MirrorError, unknown: &'static str) -> ApiError {
+    match e {
+        e @ MirrorError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, unknown, e.to_string()),
+        e @ MirrorError::NoUpstream { .. } => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", e.to_string()),
+        // The upstream is down or refused us: clients may retry, or go to the upstream themselves.
+        e @ MirrorError::Unavailable { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", e.to_string())
+        }
+        e @ MirrorError::Mismatch { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "UNKNOWN", e.to_string()),
+        e => ApiError::internal(e),
+    }
+}
+
+/// A manifest the home does not hold, from the mirror's upstream (with the same Accept rule as
+/// held manifests: a client that cannot read an index gets its linux/amd64 manifest).
+async fn mirrored_manifest(
+    mirror: Arc<Mirror>,
+    ns: Option<String>,
+    repo: String,
+    r: String,
+    accept: Vec<String>,
+    head: bool,
+) -> ApiResult {
+    let m = blocking(move || {
+        let t = mirror.select(ns.as_deref(), &repo).map_err(|e| mirror_err(e, "NAME_UNKNOWN"))?;
+        let got = |reference: &str| mirror.manifest(&t, reference, !head).map_err(|e| mirror_err(e, "MANIFEST_UNKNOWN"));
+        let m = got(&r)?;
+        if acceptable(&accept, &m.media_type) {
+            return Ok(m);
+        }
+        if (m.media_type == OCI_INDEX || m.media_type == DOCKER_LIST) && !is_digest(&r) {
+            let doc = shp_core::oci::Document::parse(&m.bytes, "index").map_err(core_err)?;
+            let platform = |d: &shp_core::oci::Descriptor| {
+                let p = d.json.get("platform")?;
+                Some(format!("{}/{}", p.get("os")?.as_str()?, p.get("architecture")?.as_str()?))
+            };
+            let pick = doc
+                .manifests
+                .iter()
+                .find(|d| acceptable(&accept, &d.media_type) && platform(d).as_deref() == Some("linux/amd64"))
+                .or_else(|| doc.manifests.iter().find(|d| acceptable(&accept, &d.media_type)));
+            if let Some(d) = pick {
+                return got(&d.digest_str);
+            }
+        }
+        Err(not_acceptable(&t.repo, &r, &m.media_type, &accept))
+    })
+    .await?;
+    manifest_response(m.bytes, &m.media_type, &m.digest, head)
+}
+
+/// A blob the home does not hold, from the mirror's upstream: streamed as it arrives, checked
+/// against its digest before the response ends.
+async fn mirrored_blob(mirror: Arc<Mirror>, ns: Option<String>, repo: String, d: String, h: &HeaderMap, head: bool) -> ApiResult {
+    if !is_digest(&d) {
+        return Err(ApiError::digest_invalid(format!("{d:?} is not a sha256 digest")));
+    }
+    let (m, d2) = (mirror.clone(), d.clone());
+    let (t, size): (Target, u64) = blocking(move || {
+        let t = m.select(ns.as_deref(), &repo).map_err(|e| mirror_err(e, "NAME_UNKNOWN"))?;
+        match m.blob_size(&t, &d2).map_err(|e| mirror_err(e, "BLOB_UNKNOWN"))? {
+            Some(n) => Ok((t, n)),
+            None => Err(ApiError::blob_unknown(&d2)),
+        }
+    })
+    .await?;
+    let digest = shp_core::cid::parse_digest(&d).map_err(core_err)?;
+    let d2 = d.clone();
+    blob_response(&d, size, h, head, move |start, len| {
+        stream_reader(move || mirror.open_blob(&t, digest, size, start), len, start + len == size, d2)
+    })
 }
 
 async fn read_limited(body: Body, limit: u64) -> Result<Vec<u8>, ApiError> {
@@ -718,10 +821,23 @@ fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ApiErro
 /// been checked, so a corrupt store aborts it instead of ending it normally. Concurrent requests
 /// for a cold recipe layer share one rebuild (see `shp_core::cache`).
 pub fn stream_blob(home: Arc<Home>, node: BlobNode, start: u64, len: u64) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let to_end = start + len == node.size;
+    let digest = node.digest_str();
+    stream_reader(move || home.blob_reader_at(&node, start), len, to_end, digest)
+}
+
+/// Streams `len` bytes of what `open` gives (a blob `digest` from some offset, verified at its
+/// end) off a blocking thread; `to_end`: the bytes run to the blob's end, so the last chunk waits
+/// for the verdict.
+fn stream_reader(
+    open: impl FnOnce() -> Box<dyn Read + Send> + Send + 'static,
+    len: u64,
+    to_end: bool,
+    digest: String,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut r = home.blob_reader_at(&node, start);
+        let mut r = open();
         let res = (|| -> std::io::Result<()> {
             let mut left = len;
             let mut pending: Option<Bytes> = None;
@@ -756,7 +872,7 @@ pub fn stream_blob(home: Arc<Home>, node: BlobNode, start: u64, len: u64) -> Bod
         })();
         if let Err(e) = res {
             let e = shp_core::dag::unwrap_io(e);
-            tracing::error!(digest = %node.digest_str(), "serving blob failed: {e}");
+            tracing::error!(%digest, "serving blob failed: {e}");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
@@ -771,27 +887,30 @@ async fn get_blob(reg: &Arc<Registry>, repo: String, d: String, h: &HeaderMap, h
     let home = reg.home.clone();
     let d2 = d.clone();
     let node = blocking(move || find_blob(&home, &repo, &d2)).await?;
-    let range = parse_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), node.size)?;
+    let home = reg.home.clone();
+    let size = node.size;
+    blob_response(&d, size, h, head, move |start, len| stream_blob(home, node, start, len))
+}
+
+/// The answer to a blob GET or HEAD (with `Range` support); `body(start, len)` streams the bytes.
+fn blob_response(d: &str, size: u64, h: &HeaderMap, head: bool, body: impl FnOnce(u64, u64) -> Body) -> ApiResult {
+    let range = parse_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size)?;
     let (status, start, end) = match range {
         Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
-        None => (StatusCode::OK, 0, node.size.saturating_sub(1)),
+        None => (StatusCode::OK, 0, size.saturating_sub(1)),
     };
-    let len = if node.size == 0 { 0 } else { end - start + 1 };
+    let len = if size == 0 { 0 } else { end - start + 1 };
     let mut res = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(DIGEST_HEADER, &d)
+        .header(DIGEST_HEADER, d)
         .header(header::ETAG, format!("\"{d}\""));
     if range.is_some() {
-        res = res.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", node.size));
+        res = res.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
     }
-    let body = if head || len == 0 {
-        Body::empty()
-    } else {
-        stream_blob(reg.home.clone(), node, start, len)
-    };
+    let body = if head || len == 0 { Body::empty() } else { body(start, len) };
     res.body(body).map_err(ApiError::internal)
 }
 

@@ -28,7 +28,8 @@ mod reference;
 pub use auth::{Challenge, Credentials};
 pub use reference::{RemoteRef, DOCKER_HUB, DOCKER_HUB_API};
 
-use client::{Client, Upload};
+pub(crate) use client::Client;
+use client::Upload;
 use shp_core::cid::format_digest;
 use shp_core::image::{BlobSource, ImageRoot, Progress};
 use shp_core::oci::{Descriptor, Document, MAX_MANIFEST};
@@ -177,7 +178,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     <sha2::Sha256 as sha2::Digest>::digest(b).into()
 }
 
-fn is_manifest_type(mt: &str) -> bool {
+pub(crate) fn is_manifest_type(mt: &str) -> bool {
     client::MANIFEST_ACCEPT.split(", ").any(|m| m == mt)
 }
 

@@ -16,6 +16,7 @@ pub mod identity;
 use crate::auth::{Auth, AuthError, AuthSpec};
 use crate::control::{self, ControlState};
 use crate::p2p::{self, NetKey, Node, P2pConfig};
+use crate::mirror::{Mirror, MirrorConfig};
 use crate::registry::{self, Registry, Uploads};
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -62,6 +63,8 @@ pub enum StationError {
     Control(#[from] crate::control::ControlError),
     #[error(transparent)]
     Core(#[from] shp_core::Error),
+    #[error(transparent)]
+    Mirror(#[from] crate::mirror::MirrorError),
     #[error("station runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -80,6 +83,9 @@ struct ConfigFile {
     p2p_listen: Option<Vec<String>>,
     bootstrap: Option<Vec<String>>,
     mdns: Option<bool>,
+    /// `HOST=URL` upstreams of the pull-through mirror.
+    mirrors: Option<Vec<String>>,
+    mirror_tag_ttl_secs: Option<u64>,
 }
 
 /// What flags say; `None`/`false` leaves the config file's value.
@@ -95,6 +101,10 @@ pub struct Overrides {
     pub bootstrap: Vec<String>,
     pub no_mdns: bool,
     pub no_p2p: bool,
+    /// `--mirror HOST=URL` (replaces the config's list when given).
+    pub mirrors: Vec<String>,
+    /// `--mirror-tag-ttl SECS`.
+    pub mirror_tag_ttl: Option<u64>,
 }
 
 /// A station's effective configuration.
@@ -110,6 +120,8 @@ pub struct Config {
     pub compact_idle: std::time::Duration,
     /// The libp2p host's settings; `None` runs the station without one.
     pub p2p: Option<P2pConfig>,
+    /// Pull-through to upstream registries; `None`: the registry serves what the home holds.
+    pub mirror: Option<MirrorConfig>,
 }
 
 impl Config {
@@ -164,8 +176,26 @@ impl Config {
                 net_key: NetKey::of_home(home)?,
             })
         };
+        let specs = if o.mirrors.is_empty() {
+            file.mirrors.unwrap_or_default()
+        } else {
+            o.mirrors.clone()
+        };
+        let mirror = if specs.is_empty() {
+            None
+        } else {
+            Some(MirrorConfig {
+                upstreams: crate::mirror::parse_upstreams(&specs)?,
+                tag_ttl: o
+                    .mirror_tag_ttl
+                    .or(file.mirror_tag_ttl_secs)
+                    .map(std::time::Duration::from_secs)
+                    .unwrap_or(crate::mirror::DEFAULT_TAG_TTL),
+            })
+        };
         let c = Config {
             p2p,
+            mirror,
             listen,
             auth,
             auth_reads: o.auth_reads || file.auth_reads.unwrap_or(false),
@@ -187,6 +217,7 @@ impl Config {
             cache_size: DEFAULT_CACHE_SIZE,
             compact_idle: std::time::Duration::from_secs(DEFAULT_COMPACT_IDLE_SECS),
             p2p: None,
+            mirror: None,
         }
     }
 
@@ -377,6 +408,17 @@ impl Station {
             activity: Arc::new(Activity::default()),
             peer_id: id.peer_id(),
             registry: Arc::new(Registry {
+                mirror: match &cfg.mirror {
+                    Some(m) => {
+                        tracing::info!(
+                            upstreams = %m.upstreams.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(" "),
+                            tag_ttl_secs = m.tag_ttl.as_secs(),
+                            "pull-through mirror"
+                        );
+                        Some(Mirror::new(home.clone(), m.clone())?)
+                    }
+                    None => None,
+                },
                 uploads: Uploads::new(home_dir),
                 home,
                 auth,

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod station;
+pub mod upstream;
+
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};

@@ -26,7 +26,7 @@ const IN_FLIGHT: usize = 8;
 
 /// A client for one repository of one registry.
 pub struct Client {
-    rt: tokio::runtime::Runtime,
+    rt: OwnRuntime,
     http: reqwest::Client,
     /// `https://host` or `http://host`.
     base: Url,
@@ -47,6 +47,25 @@ pub enum Upload {
     Session(Url),
 }
 
+/// The client's runtime, shut down without waiting when the client goes: a client may be dropped
+/// anywhere, a server's async context included (where a blocking shutdown panics).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 fn install_crypto() {
     // reqwest is built without a default provider: ring is ours. Ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -56,6 +75,33 @@ impl Client {
     /// Connects to the registry `r` names and checks it speaks `/v2/`, answering its auth
     /// challenge if any. `push` asks tokens for `pull,push` instead of `pull`.
     pub fn connect(r: &RemoteRef, opts: &RemoteOptions, push: bool) -> Result<Client, Error> {
+        let host = r.api_host();
+        let base = Url::parse(&format!("https://{host}")).map_err(|e| Error::InvalidReference {
+            reference: r.to_string(),
+            reason: format!("registry {host:?}: {e}"),
+        })?;
+        let mut c = Client::new(base, &r.registry, &r.repository, opts, push)?;
+        match c.ping() {
+            Err(Error::Http { source, .. }) if !opts.tls_verify && (source.is_connect() || source.is_request()) => {
+                // --tls-verify=false: a registry that does not speak TLS is asked over plain http.
+                c.base = Url::parse(&format!("http://{host}")).expect("valid: the https form parsed");
+                c.ping()?;
+            }
+            res => res?,
+        }
+        Ok(c)
+    }
+
+    /// Connects to repository `repo` of the registry served at `base` (`http://…` or
+    /// `https://…`, as given: no fallback), which users call `registry` (for auth files and
+    /// messages); pull only.
+    pub fn connect_url(base: Url, registry: &str, repo: &str, opts: &RemoteOptions) -> Result<Client, Error> {
+        let c = Client::new(base, registry, repo, opts, false)?;
+        c.ping()?;
+        Ok(c)
+    }
+
+    fn new(base: Url, registry: &str, repo: &str, opts: &RemoteOptions, push: bool) -> Result<Client, Error> {
         install_crypto();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -80,33 +126,20 @@ impl Client {
         let creds = match &opts.creds {
             Some(c) => Some(c.clone()),
             None => match &opts.authfile {
-                Some(f) => Credentials::from_authfile(f, &r.registry)?,
+                Some(f) => Credentials::from_authfile(f, registry)?,
                 None => None,
             },
         };
-        let host = r.api_host();
-        let mut c = Client {
-            rt,
+        Ok(Client {
+            rt: OwnRuntime(Some(rt)),
             http,
-            base: Url::parse(&format!("https://{host}")).map_err(|e| Error::InvalidReference {
-                reference: r.to_string(),
-                reason: format!("registry {host:?}: {e}"),
-            })?,
-            repo: r.repository.clone(),
+            base,
+            repo: repo.to_string(),
             creds,
             actions: if push { "pull,push" } else { "pull" },
             auth: Mutex::new(None),
-            what: format!("{}/{}", r.registry, r.repository),
-        };
-        match c.ping() {
-            Err(Error::Http { source, .. }) if !opts.tls_verify && (source.is_connect() || source.is_request()) => {
-                // --tls-verify=false: a registry that does not speak TLS is asked over plain http.
-                c.base = Url::parse(&format!("http://{host}")).expect("valid: the https form parsed");
-                c.ping()?;
-            }
-            res => res?,
-        }
-        Ok(c)
+            what: format!("{registry}/{repo}"),
+        })
     }
 
     fn url(&self, path: &str) -> Url {
@@ -307,6 +340,29 @@ impl Client {
             .unwrap_or_default();
         let bytes = self.read_small(resp, shp_core::oci::MAX_MANIFEST, &what)?;
         Ok(Some((bytes, mt)))
+    }
+
+    /// What a registry says of a manifest without sending it: its digest (the
+    /// `Docker-Content-Digest` header, when given) and media type. `Ok(None)` when it has none.
+    pub fn head_manifest(&self, reference: &str) -> Result<Option<(Option<String>, String)>, Error> {
+        let url = self.url(&format!("/v2/{}/manifests/{reference}", self.repo));
+        let what = format!("HEAD {url}");
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let resp = self.send(Method::HEAD, url, h, None)?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.status_err(resp, &what));
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        };
+        Ok(Some((header("docker-content-digest"), header("content-type").unwrap_or_default())))
     }
 
     /// The size of a blob the repository holds (`expected` when the registry does not say), None

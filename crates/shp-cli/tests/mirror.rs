@@ -1,0 +1,267 @@
+//! The station as a pull-through mirror (`shp start --mirror HOST=URL`) in front of Debian's real
+//! `docker-registry`: skopeo pulling `docker.io/…` through a registries.conf mirror entry that
+//! `shp mirror-config podman` wrote, the image kept as a DAG, one upstream GET per blob however
+//! many clients ask at once, tags with a TTL and served from the cache while the upstream is down,
+//! wrong bytes from the upstream refused, and no writes through the mirror path.
+//!
+//! Everything listens on 127.0.0.1; the station runs without a libp2p host.
+
+mod common;
+
+use common::station::{http, split_response, start, Guard};
+use common::upstream::Registry;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Copies a fixture image into the upstream as `repo_tag`.
+fn seed(up: &Registry, fx: &Layout, tag: &str, repo_tag: &str) {
+    skopeo(&["copy", "--dest-tls-verify=false", &oci_ref(&fx.dir, tag), &up.url(repo_tag)]);
+}
+
+/// A station mirroring docker.io from `up`; returns its guard and `127.0.0.1:PORT`.
+fn mirror_station(h: &ShpHome, up: &Registry, extra: &[&str]) -> (Station, String) {
+    let spec = format!("docker.io=http://{}", up.host);
+    let mut args = vec!["--listen", "127.0.0.1:0", "--no-p2p", "--mirror", &spec];
+    args.extend_from_slice(extra);
+    let (g, banner, log) = start(h, &args);
+    let addr = banner
+        .strip_prefix("listening http://")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("banner {banner:?}"))
+        .to_string();
+    (Station { g, log }, addr)
+}
+
+struct Station {
+    g: Guard,
+    log: std::path::PathBuf,
+}
+
+impl Station {
+    /// SIGTERM; asserts a clean exit (the log is shown otherwise).
+    fn stop(&mut self) {
+        let st = self.g.terminate();
+        assert!(st.success(), "shp start: {st}\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+}
+
+/// Waits (at most 60 s) until the home names `name`.
+fn wait_for_name(h: &ShpHome, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !h.names().contains(name) {
+        assert!(Instant::now() < deadline, "{name} was not imported: {:?}", h.names());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A GET that tolerates an aborted body: (status, body bytes received, whether it ended cleanly
+/// with every byte Content-Length announced).
+fn get_lenient(addr: &str, path: &str) -> (u16, Vec<u8>, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (status, head, body) = split_response(&all);
+    let len: Option<usize> = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse().ok());
+    let whole = len == Some(body.len());
+    (status, body, whole)
+}
+
+fn error_code(body: &[u8]) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+    (
+        v["errors"][0]["code"].as_str().unwrap_or_default().to_string(),
+        v["errors"][0]["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn skopeo_pulls_through_the_mirror_and_the_image_is_kept_as_a_dag() {
+    let fx = oci_fixture();
+    let up = Registry::start(None);
+    seed(&up, &fx, "busybox-gzip", "library/app:v1");
+    let h = ShpHome::new();
+    let (mut g, addr) = mirror_station(&h, &up, &[]);
+
+    // The runtime wiring as `shp mirror-config podman` prints it (station.json names the upstream).
+    std::fs::write(
+        h.dir.join("station.json"),
+        format!(r#"{{"mirrors": ["docker.io=http://{}"]}}"#, up.host),
+    )
+    .unwrap();
+    let conf = h.ok(&["mirror-config", "podman", "--station", &format!("http://{addr}")]);
+    assert!(conf.contains(&format!("location = \"{addr}/docker.io\"")), "{conf}");
+    assert!(conf.contains(&format!("location = \"{}\"", up.host)), "{conf}");
+    let regconf = h.scratch("registries.conf");
+    std::fs::write(&regconf, &conf).unwrap();
+    let containerd = h.ok(&["mirror-config", "containerd", "--station", &format!("http://{addr}")]);
+    assert!(containerd.contains(&format!("server = \"http://{}\"", up.host)), "{containerd}");
+    assert!(containerd.contains(&format!("[host.\"http://{addr}\"]")), "{containerd}");
+    assert!(containerd.contains(r#"capabilities = ["pull", "resolve"]"#), "{containerd}");
+
+    let pull = |dir: &str| {
+        let out = Layout::open(h.scratch(dir));
+        skopeo(&[
+            "--registries-conf",
+            regconf.to_str().unwrap(),
+            "copy",
+            "docker://docker.io/library/app:v1",
+            &oci_ref(&out.dir, "v1"),
+        ]);
+        out
+    };
+    let out = pull("out1");
+    assert_roundtrip(&fx, "busybox-gzip", &out, "v1");
+
+    // Every blob came from the upstream once, fetched by the station (not skopeo falling back).
+    let want: std::collections::BTreeSet<String> = fx.reachable(&fx.ref_desc("busybox-gzip")).into_keys().collect();
+    let gets = up.blob_gets("library/app");
+    let log = up.log.lock().unwrap().clone();
+    let by_shp = log.iter().filter(|l| l.contains("\"GET /v2/library/app/blobs/") && l.contains("shp/")).count();
+    assert_eq!(by_shp, gets.len(), "every upstream blob GET is the station's: {log:?}");
+    let fetched: std::collections::BTreeSet<String> = gets.iter().cloned().collect();
+    assert_eq!(fetched.len(), gets.len(), "no blob fetched twice: {gets:?}");
+    assert!(fetched.iter().all(|d| want.contains(d)), "{fetched:?} ⊄ {want:?}");
+
+    // The image is in the home as a DAG, named by digest, and pulls back bit-exact.
+    let digest = fx.ref_digest("busybox-gzip");
+    let name = format!("docker.io/library/app@{digest}");
+    wait_for_name(&h, &name);
+    let back = Layout::open(h.scratch("back"));
+    h.pull(&name, &oci_ref(&back.dir, "v1"));
+    assert_roundtrip(&fx, "busybox-gzip", &back, "v1");
+    h.verify(true);
+
+    // The upstream goes away: the tag (within its TTL) and every blob are served from the station.
+    drop(up);
+    let again = pull("out2");
+    assert_roundtrip(&fx, "busybox-gzip", &again, "v1");
+    g.stop();
+}
+
+#[test]
+fn one_upstream_fetch_per_blob_tags_ttl_wrong_bytes_and_an_upstream_down() {
+    let fx = oci_fixture();
+    let up = Registry::start(None);
+    seed(&up, &fx, "busybox-gzip", "library/app:v1");
+    seed(&up, &fx, "busybox-2layer", "library/other:v1");
+    let h = ShpHome::new();
+    let (mut g, addr) = mirror_station(&h, &up, &["--mirror-tag-ttl", "0"]);
+    let v2 = |p: &str| format!("/v2/library/{p}?ns=docker.io");
+
+    // A tag by HEAD (containerd's resolve), then the manifest by digest.
+    let (st, head, _) = http(&addr, "HEAD", &v2("app/manifests/v1"), "");
+    assert_eq!(st, 200, "{head}");
+    let digest = fx.ref_digest("busybox-gzip");
+    assert!(head.to_ascii_lowercase().contains(&format!("docker-content-digest: {digest}")), "{head}");
+    let (st, _, body) = http(&addr, "GET", &v2(&format!("app/manifests/{digest}")), "");
+    assert_eq!(st, 200);
+    assert_eq!(body, fx.blob(&digest), "the manifest bytes are the upstream's");
+
+    // Eight clients at once for the biggest layer: one upstream GET, every body the blob.
+    let m = fx.manifest("busybox-gzip");
+    let layer = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bytes = fx.blob(&layer);
+    let bodies: Vec<(u16, Vec<u8>, bool)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| get_lenient(&addr, &v2(&format!("app/blobs/{layer}")))))
+            .collect();
+        hs.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (st, b, whole) in &bodies {
+        assert_eq!((*st, *whole), (200, true));
+        assert!(b == &bytes, "a body is not the blob");
+    }
+    assert_eq!(up.blob_gets("library/app").iter().filter(|d| **d == layer).count(), 1, "one upstream GET");
+    // A range of it.
+    let (st, head, part) = http(&addr, "GET", &v2(&format!("app/blobs/{layer}")), "Range: bytes=10-99\r\n");
+    assert_eq!(st, 206, "{head}");
+    assert_eq!(part, bytes[10..100]);
+
+    // What the upstream lacks, what no upstream is configured for, and writes: refused clearly.
+    let (st, _, body) = http(&addr, "GET", &v2("app/manifests/nope"), "");
+    let (code, msg) = error_code(&body);
+    assert_eq!((st, code.as_str()), (404, "MANIFEST_UNKNOWN"), "{msg}");
+    assert!(msg.contains(&up.host), "the message names the upstream: {msg}");
+    let (st, _, body) = http(&addr, "GET", "/v2/library/app/manifests/v1?ns=quay.io", "");
+    assert_eq!((st, error_code(&body).0.as_str()), (404, "NAME_UNKNOWN"));
+    let (st, _, body) = http(&addr, "POST", &v2("app/blobs/uploads/"), "");
+    assert_eq!((st, error_code(&body).0.as_str()), (403, "DENIED"));
+    let (st, _, body) = http(&addr, "POST", "/v2/docker.io/library/app/blobs/uploads/", "");
+    assert_eq!((st, error_code(&body).0.as_str()), (403, "DENIED"));
+
+    // The upstream serves wrong bytes for a blob: every response is cut short, nothing is kept,
+    // and once the upstream is right again the same request succeeds.
+    let other = fx.manifest("busybox-2layer");
+    let mine: Vec<&serde_json::Value> = m["layers"].as_array().unwrap().iter().map(|l| &l["digest"]).collect();
+    let victim = other["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| !mine.contains(&&l["digest"]))
+        .expect("busybox-2layer has a layer busybox-gzip lacks")["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = up.blob_file(&victim);
+    let good = std::fs::read(&file).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&file, &bad).unwrap();
+    for _ in 0..2 {
+        let (st, b, whole) = get_lenient(&addr, &v2(&format!("other/blobs/{victim}")));
+        assert_eq!(st, 200);
+        assert!(
+            !whole && b != good && b != bad,
+            "a wrong blob must not arrive whole ({} of {} bytes, whole: {whole})",
+            b.len(),
+            good.len()
+        );
+    }
+    let refs = String::from_utf8_lossy(&h.state().refs_json.unwrap_or_default()).into_owned();
+    assert!(!refs.contains(&victim), "the wrong blob was kept: {refs}");
+    std::fs::write(&file, &good).unwrap();
+    let (st, b, whole) = get_lenient(&addr, &v2(&format!("other/blobs/{victim}")));
+    assert_eq!((st, whole), (200, true));
+    assert!(b == good);
+
+    // TTL 0: a tag moved upstream is seen at once.
+    seed(&up, &fx, "busybox-2layer", "library/app:v1");
+    let (_, head, _) = http(&addr, "HEAD", &v2("app/manifests/v1"), "");
+    let moved = fx.ref_digest("busybox-2layer");
+    assert!(head.to_ascii_lowercase().contains(&format!("docker-content-digest: {moved}")), "{head}");
+
+    // The upstream down: a tag seen before is served from the cache; anything else is a 503
+    // naming the upstream.
+    drop(up);
+    let (st, head, _) = http(&addr, "GET", &v2("app/manifests/v1"), "");
+    assert_eq!(st, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("docker-content-digest: {moved}")), "{head}");
+    let (st, _, body) = http(&addr, "GET", &v2("app/manifests/never-seen"), "");
+    let (code, msg) = error_code(&body);
+    assert_eq!((st, code.as_str()), (503, "UNAVAILABLE"), "{msg}");
+    assert!(msg.contains("docker.io="), "{msg}");
+    h.verify(false);
+    g.stop();
+}
