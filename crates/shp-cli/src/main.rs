@@ -180,6 +180,9 @@ enum Cmd {
         /// Seconds a tag resolved against an upstream is served without asking again (default 300)
         #[arg(long, value_name = "SECS")]
         mirror_tag_ttl: Option<u64>,
+        /// Another station the mirror asks for content before the upstream, http://HOST:PORT (repeatable; replaces station.json's list)
+        #[arg(long, value_name = "URL")]
+        mirror_peer: Vec<String>,
     },
     /// Print the configuration that makes a container runtime use this station as its mirror
     MirrorConfig {
@@ -659,6 +662,7 @@ fn run(cli: Cli) -> Result<u8> {
             no_p2p,
             mirror,
             mirror_tag_ttl,
+            mirror_peer,
         } => {
             use shp_station::server::{init_logging, Config, Overrides, Station};
             use std::io::Write;
@@ -674,6 +678,7 @@ fn run(cli: Cli) -> Result<u8> {
                 no_p2p,
                 mirrors: mirror,
                 mirror_tag_ttl,
+                mirror_peers: mirror_peer,
             };
             open()?; // a clear error for a missing home before anything else
             let cfg = Config::load(&dir, &o)?;

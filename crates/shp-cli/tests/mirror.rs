@@ -17,7 +17,12 @@ use std::time::{Duration, Instant};
 
 /// Copies a fixture image into the upstream as `repo_tag`.
 fn seed(up: &Registry, fx: &Layout, tag: &str, repo_tag: &str) {
-    skopeo(&["copy", "--dest-tls-verify=false", &oci_ref(&fx.dir, tag), &up.url(repo_tag)]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci_ref(&fx.dir, tag),
+        &up.url(repo_tag),
+    ]);
 }
 
 /// A station mirroring docker.io from `up`; returns its guard and `127.0.0.1:PORT`.
@@ -39,11 +44,27 @@ struct Station {
     log: std::path::PathBuf,
 }
 
+impl Drop for Station {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {}:\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
 impl Station {
     /// SIGTERM; asserts a clean exit (the log is shown otherwise).
     fn stop(&mut self) {
         let st = self.g.terminate();
-        assert!(st.success(), "shp start: {st}\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        assert!(
+            st.success(),
+            "shp start: {st}\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 }
 
@@ -73,14 +94,19 @@ fn get_lenient(addr: &str, path: &str) -> (u16, Vec<u8>, bool) {
     let (status, head, body) = split_response(&all);
     let len: Option<usize> = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
         .and_then(|v| v.parse().ok());
     let whole = len == Some(body.len());
     (status, body, whole)
 }
 
 fn error_code(body: &[u8]) -> (String, String) {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+    let v: serde_json::Value =
+        serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
     (
         v["errors"][0]["code"].as_str().unwrap_or_default().to_string(),
         v["errors"][0]["message"].as_str().unwrap_or_default().to_string(),
@@ -107,9 +133,18 @@ fn skopeo_pulls_through_the_mirror_and_the_image_is_kept_as_a_dag() {
     let regconf = h.scratch("registries.conf");
     std::fs::write(&regconf, &conf).unwrap();
     let containerd = h.ok(&["mirror-config", "containerd", "--station", &format!("http://{addr}")]);
-    assert!(containerd.contains(&format!("server = \"http://{}\"", up.host)), "{containerd}");
-    assert!(containerd.contains(&format!("[host.\"http://{addr}\"]")), "{containerd}");
-    assert!(containerd.contains(r#"capabilities = ["pull", "resolve"]"#), "{containerd}");
+    assert!(
+        containerd.contains(&format!("server = \"http://{}\"", up.host)),
+        "{containerd}"
+    );
+    assert!(
+        containerd.contains(&format!("[host.\"http://{addr}\"]")),
+        "{containerd}"
+    );
+    assert!(
+        containerd.contains(r#"capabilities = ["pull", "resolve"]"#),
+        "{containerd}"
+    );
 
     let pull = |dir: &str| {
         let out = Layout::open(h.scratch(dir));
@@ -129,7 +164,10 @@ fn skopeo_pulls_through_the_mirror_and_the_image_is_kept_as_a_dag() {
     let want: std::collections::BTreeSet<String> = fx.reachable(&fx.ref_desc("busybox-gzip")).into_keys().collect();
     let gets = up.blob_gets("library/app");
     let log = up.log.lock().unwrap().clone();
-    let by_shp = log.iter().filter(|l| l.contains("\"GET /v2/library/app/blobs/") && l.contains("shp/")).count();
+    let by_shp = log
+        .iter()
+        .filter(|l| l.contains("\"GET /v2/library/app/blobs/") && l.contains("shp/"))
+        .count();
     assert_eq!(by_shp, gets.len(), "every upstream blob GET is the station's: {log:?}");
     let fetched: std::collections::BTreeSet<String> = gets.iter().cloned().collect();
     assert_eq!(fetched.len(), gets.len(), "no blob fetched twice: {gets:?}");
@@ -165,7 +203,11 @@ fn one_upstream_fetch_per_blob_tags_ttl_wrong_bytes_and_an_upstream_down() {
     let (st, head, _) = http(&addr, "HEAD", &v2("app/manifests/v1"), "");
     assert_eq!(st, 200, "{head}");
     let digest = fx.ref_digest("busybox-gzip");
-    assert!(head.to_ascii_lowercase().contains(&format!("docker-content-digest: {digest}")), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("docker-content-digest: {digest}")),
+        "{head}"
+    );
     let (st, _, body) = http(&addr, "GET", &v2(&format!("app/manifests/{digest}")), "");
     assert_eq!(st, 200);
     assert_eq!(body, fx.blob(&digest), "the manifest bytes are the upstream's");
@@ -192,9 +234,25 @@ fn one_upstream_fetch_per_blob_tags_ttl_wrong_bytes_and_an_upstream_down() {
         assert_eq!((*st, *whole), (200, true));
         assert!(b == &bytes, "a body is not the blob");
     }
-    assert_eq!(up.blob_gets("library/app").iter().filter(|d| **d == layer).count(), 1, "one upstream GET");
+    assert_eq!(
+        up.blob_gets("library/app").iter().filter(|d| **d == layer).count(),
+        1,
+        "one upstream GET"
+    );
+    // The GET by digest started the image's import, which joined those downloads.
+    wait_for_name(&h, &format!("docker.io/library/app@{digest}"));
+    assert_eq!(
+        up.blob_gets("library/app").iter().filter(|d| **d == layer).count(),
+        1,
+        "one upstream GET"
+    );
     // A range of it.
-    let (st, head, part) = http(&addr, "GET", &v2(&format!("app/blobs/{layer}")), "Range: bytes=10-99\r\n");
+    let (st, head, part) = http(
+        &addr,
+        "GET",
+        &v2(&format!("app/blobs/{layer}")),
+        "Range: bytes=10-99\r\n",
+    );
     assert_eq!(st, 206, "{head}");
     assert_eq!(part, bytes[10..100]);
 
@@ -250,18 +308,74 @@ fn one_upstream_fetch_per_blob_tags_ttl_wrong_bytes_and_an_upstream_down() {
     seed(&up, &fx, "busybox-2layer", "library/app:v1");
     let (_, head, _) = http(&addr, "HEAD", &v2("app/manifests/v1"), "");
     let moved = fx.ref_digest("busybox-2layer");
-    assert!(head.to_ascii_lowercase().contains(&format!("docker-content-digest: {moved}")), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("docker-content-digest: {moved}")),
+        "{head}"
+    );
 
     // The upstream down: a tag seen before is served from the cache; anything else is a 503
     // naming the upstream.
     drop(up);
     let (st, head, _) = http(&addr, "GET", &v2("app/manifests/v1"), "");
     assert_eq!(st, 200, "{head}");
-    assert!(head.to_ascii_lowercase().contains(&format!("docker-content-digest: {moved}")), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("docker-content-digest: {moved}")),
+        "{head}"
+    );
     let (st, _, body) = http(&addr, "GET", &v2("app/manifests/never-seen"), "");
     let (code, msg) = error_code(&body);
     assert_eq!((st, code.as_str()), (503, "UNAVAILABLE"), "{msg}");
     assert!(msg.contains("docker.io="), "{msg}");
     h.verify(false);
     g.stop();
+}
+
+#[test]
+fn a_station_with_a_mirror_peer_serves_the_image_with_the_upstream_down() {
+    let fx = oci_fixture();
+    let up = Registry::start(None);
+    seed(&up, &fx, "busybox-2layer", "library/app:v1");
+    let ha = ShpHome::new();
+    let (mut a, addr_a) = mirror_station(&ha, &up, &[]);
+    let peer = format!("http://{addr_a}");
+    let pull = |addr: &str, dir: &std::path::Path| {
+        let out = Layout::open(dir);
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{addr}/docker.io/library/app:v1"),
+            &oci_ref(&out.dir, "v1"),
+        ]);
+        out
+    };
+    // A node pulls through A; then B, with A as its peer, serves another node: the upstream saw
+    // each blob once (B's came from A) and each station keeps the image.
+    let via_a = pull(&addr_a, &ha.scratch("via-a"));
+    assert_roundtrip(&fx, "busybox-2layer", &via_a, "v1");
+    let hb = ShpHome::new();
+    let (mut b, addr_b) = mirror_station(&hb, &up, &["--mirror-peer", &peer]);
+    let via_b = pull(&addr_b, &hb.scratch("via-b"));
+    assert_roundtrip(&fx, "busybox-2layer", &via_b, "v1");
+    let gets = up.blob_gets("library/app");
+    let unique: std::collections::BTreeSet<&String> = gets.iter().collect();
+    assert_eq!(unique.len(), gets.len(), "the upstream served each blob once: {gets:?}");
+    let digest = fx.ref_digest("busybox-2layer");
+    wait_for_name(&ha, &format!("docker.io/library/app@{digest}"));
+    wait_for_name(&hb, &format!("docker.io/library/app@{digest}"));
+
+    // The upstream stops. A third station, with A as its peer, serves the tag and every blob.
+    drop(up);
+    let hc = ShpHome::new();
+    let dead = Registry::start(None); // an upstream that has nothing, then goes away too
+    let (mut c, addr_c) = mirror_station(&hc, &dead, &["--mirror-peer", &peer]);
+    drop(dead);
+    let via_c = pull(&addr_c, &hc.scratch("via-c"));
+    assert_roundtrip(&fx, "busybox-2layer", &via_c, "v1");
+    wait_for_name(&hc, &format!("docker.io/library/app@{digest}"));
+    hc.verify(true);
+    c.stop();
+    b.stop();
+    a.stop();
 }

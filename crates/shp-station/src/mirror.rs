@@ -37,12 +37,21 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a tag resolved against the upstream is served without asking again, by default.
 pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(300);
 /// Upstream clients kept (one per upstream repository: tokens are per repository).
 const MAX_CLIENTS: usize = 64;
+/// How long a peer that failed is left out.
+const BENCH: Duration = Duration::from_secs(60);
+
+/// Where content comes from: a peer station (by index) or the target's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    Peer(usize),
+    Upstream(usize),
+}
 
 /// One `--mirror HOST=URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,17 +79,23 @@ impl Upstream {
             spec: s.to_string(),
             reason: why.to_string(),
         };
-        let (host, url) = s.split_once('=').ok_or_else(|| bad("expected HOST=URL, e.g. docker.io=https://registry-1.docker.io"))?;
+        let (host, url) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected HOST=URL, e.g. docker.io=https://registry-1.docker.io"))?;
         let host = host.trim();
         if host.is_empty() || host.contains('/') || host.chars().any(char::is_whitespace) {
-            return Err(bad("HOST is a registry host name such as docker.io or quay.io (with :PORT if any)"));
+            return Err(bad(
+                "HOST is a registry host name such as docker.io or quay.io (with :PORT if any)",
+            ));
         }
         let url = reqwest::Url::parse(url.trim()).map_err(|e| bad(&format!("URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(bad("URL must be http://HOST[:PORT] or https://HOST[:PORT]"));
         }
         if url.path() != "/" || url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("URL takes no path, query or credentials (the registry's /v2/ is found at its root)"));
+            return Err(bad(
+                "URL takes no path, query or credentials (the registry's /v2/ is found at its root)",
+            ));
         }
         Ok(Upstream {
             host: canonical_host(host),
@@ -100,6 +115,8 @@ impl std::fmt::Display for Upstream {
 pub struct MirrorConfig {
     pub upstreams: Vec<Upstream>,
     pub tag_ttl: Duration,
+    /// Other stations (`http://HOST:PORT`) asked for content before the upstream.
+    pub peers: Vec<Url>,
 }
 
 /// Mirror errors; each names the upstream (and what was asked of it) where there is one.
@@ -135,6 +152,8 @@ pub struct MirrorCounters {
     pub upstream_manifests: AtomicU64,
     /// Blob GETs sent to upstreams.
     pub upstream_blobs: AtomicU64,
+    /// Blob GETs peers answered.
+    pub peer_blobs: AtomicU64,
     /// Images imported into the DAG.
     pub imported: AtomicU64,
 }
@@ -144,14 +163,22 @@ pub struct MirrorCounters {
 pub struct Target {
     pub upstream: usize,
     pub repo: String,
+    /// The request came from another station's mirror ([`HOP_HEADER`]): peers are not asked
+    /// again, so two stations that are each other's peers never wait on each other.
+    pub hop: bool,
 }
+
+/// The header a mirror sends to its peers.
+pub const HOP_HEADER: &str = "x-shp-mirror-hop";
 
 pub struct Mirror {
     home: Arc<Home>,
     cfg: MirrorConfig,
     opts: RemoteOptions,
     state: state::State,
-    clients: Mutex<HashMap<(usize, String), Arc<Client>>>,
+    clients: Mutex<HashMap<(Source, String), Arc<Client>>>,
+    /// Peers that failed (unreachable, wrong bytes) are skipped until then.
+    benched: Mutex<HashMap<usize, Instant>>,
     /// Blob sizes from the manifests served (saves a HEAD per blob).
     sizes: Mutex<HashMap<[u8; 32], u64>>,
     /// Image imports running (by manifest digest).
@@ -181,6 +208,7 @@ impl Mirror {
             },
             state,
             clients: Mutex::new(HashMap::new()),
+            benched: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             importing: Mutex::new(HashSet::new()),
             counters: Arc::default(),
@@ -211,26 +239,38 @@ impl Mirror {
     }
 
     /// Picks the upstream for a request (see the module docs).
-    pub fn select(&self, ns: Option<&str>, repo: &str) -> Result<Target, MirrorError> {
+    pub fn select(&self, ns: Option<&str>, repo: &str, hop: bool) -> Result<Target, MirrorError> {
         if let Some(ns) = ns {
             let host = canonical_host(ns);
             return match self.cfg.upstreams.iter().position(|u| u.host == host) {
                 Some(i) => Ok(Target {
                     upstream: i,
                     repo: repo.to_string(),
+                    hop,
                 }),
                 None => Err(MirrorError::NoUpstream {
                     ns: ns.to_string(),
-                    have: self.cfg.upstreams.iter().map(|u| u.host.as_str()).collect::<Vec<_>>().join(", "),
+                    have: self
+                        .cfg
+                        .upstreams
+                        .iter()
+                        .map(|u| u.host.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }),
             };
         }
         if let Some((i, rest)) = self.prefixed(repo) {
-            return Ok(Target { upstream: i, repo: rest });
+            return Ok(Target {
+                upstream: i,
+                repo: rest,
+                hop,
+            });
         }
         Ok(Target {
             upstream: 0,
             repo: repo.to_string(),
+            hop,
         })
     }
 
@@ -240,18 +280,102 @@ impl Mirror {
     }
 
     fn client(&self, t: &Target) -> Result<Arc<Client>, crate::remote::Error> {
-        let key = (t.upstream, t.repo.clone());
+        self.client_of(Source::Upstream(t.upstream), t)
+    }
+
+    /// A client for the target's repository at `src`. A peer station is asked with the upstream
+    /// host as the repository's first component (`/v2/docker.io/library/app/…`): it answers from
+    /// what it holds, or as a mirror itself.
+    fn client_of(&self, src: Source, t: &Target) -> Result<Arc<Client>, crate::remote::Error> {
+        let key = (src, t.repo.clone());
         if let Some(c) = lock(&self.clients).get(&key) {
             return Ok(c.clone());
         }
         let up = self.upstream(t);
-        let c = Arc::new(Client::connect_url(up.url.clone(), &up.host, &t.repo, &self.opts)?);
+        let c = match src {
+            Source::Upstream(_) => Client::connect_url(up.url.clone(), &up.host, &t.repo, &self.opts)?,
+            Source::Peer(i) => {
+                let peer = &self.cfg.peers[i];
+                let opts = RemoteOptions {
+                    connect_timeout: Duration::from_secs(2),
+                    ..self.opts.clone()
+                };
+                Client::connect_url(peer.clone(), peer.as_str(), &format!("{}/{}", up.host, t.repo), &opts)?
+                    .with_header(HOP_HEADER, "1")
+            }
+        };
+        let c = Arc::new(c);
         let mut clients = lock(&self.clients);
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
-        clients.insert(key, c.clone());
-        Ok(c)
+        // Another thread may have connected meanwhile: one client per key.
+        Ok(clients.entry(key).or_insert(c).clone())
+    }
+
+    /// The peers not benched, in configured order (none for a request from a peer).
+    fn live_peers(&self, t: &Target) -> Vec<usize> {
+        if t.hop {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let benched = lock(&self.benched);
+        (0..self.cfg.peers.len())
+            .filter(|i| benched.get(i).is_none_or(|until| *until <= now))
+            .collect()
+    }
+
+    /// A peer's answer failed: a peer that cannot be reached (or talks nonsense) is benched; one
+    /// that only lacks the content (404, or a 5xx of its own upstream) is not.
+    fn peer_failed(&self, peer: usize, e: crate::remote::Error) {
+        match e {
+            crate::remote::Error::NotFound(_) | crate::remote::Error::Registry { .. } => {
+                tracing::debug!(peer = %self.cfg.peers[peer], "mirror peer has none: {e}")
+            }
+            e => self.bench(peer, e),
+        }
+    }
+
+    fn bench(&self, peer: usize, why: impl std::fmt::Display) {
+        tracing::warn!(peer = %self.cfg.peers[peer], "mirror peer left out for {} s: {why}", BENCH.as_secs());
+        lock(&self.benched).insert(peer, Instant::now() + BENCH);
+    }
+
+    /// A manifest by digest from the first peer that has it (checked against the digest).
+    fn manifest_from_peers(&self, t: &Target, digest: &str, what: &str) -> Option<Manifest> {
+        for i in self.live_peers(t) {
+            let got = self.client_of(Source::Peer(i), t).and_then(|c| c.get_manifest(digest));
+            match got {
+                Ok(Some((bytes, ct))) => match self.checked(t, bytes, ct, Some(digest), what) {
+                    Ok(m) => return Some(m),
+                    Err(e) => self.bench(i, e),
+                },
+                Ok(None) => {}
+                Err(e) => self.peer_failed(i, e),
+            }
+        }
+        None
+    }
+
+    /// What the peers say a tag is (asked only while the upstream cannot be reached).
+    fn tag_from_peers(&self, t: &Target, tag: &str, what: &str) -> Option<Manifest> {
+        for i in self.live_peers(t) {
+            let head = self.client_of(Source::Peer(i), t).and_then(|c| c.head_manifest(tag));
+            match head {
+                Ok(Some((Some(d), _))) if crate::registry::paths::is_digest(&d) => {
+                    if let Some(m) = self
+                        .state
+                        .manifest(&d)
+                        .or_else(|| self.manifest_from_peers(t, &d, what))
+                    {
+                        return Some(m);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => self.peer_failed(i, e),
+            }
+        }
+        None
     }
 
     fn unavailable(&self, t: &Target, what: &str, e: impl std::fmt::Display) -> MirrorError {
@@ -308,8 +432,12 @@ impl Mirror {
             self.counters.upstream_manifests.fetch_add(1, Ordering::Relaxed);
             let head = c.head_manifest(tag).map_err(|e| self.unavailable(t, what, e))?;
             let Some((digest, _)) = head else { return Ok(None) };
-            if let Some(m) = digest.as_deref().and_then(|d| self.state.manifest(d)) {
-                return Ok(Some(m));
+            if let Some(d) = digest.as_deref().filter(|d| crate::registry::paths::is_digest(d)) {
+                // Content by digest: kept here, else from the peers first, else the upstream.
+                return match self.state.manifest(d) {
+                    Some(m) => Ok(Some(m)),
+                    None => self.fetch_manifest(t, d, what).map(Some),
+                };
             }
             self.counters.upstream_manifests.fetch_add(1, Ordering::Relaxed);
             let got = c.get_manifest(tag).map_err(|e| self.unavailable(t, what, e))?;
@@ -327,23 +455,34 @@ impl Mirror {
                 self.state.drop_tag(&key).map_err(|e| self.state_err(e))?;
                 Err(self.not_found(t, what))
             }
-            Err(e @ MirrorError::Unavailable { .. }) => match cached {
-                Some((fetched, m)) => {
-                    tracing::warn!(
-                        tag = %key,
-                        digest = %m.digest,
-                        age_secs = state::now_secs().saturating_sub(fetched),
-                        "serving a cached tag: {e}"
-                    );
+            Err(e @ MirrorError::Unavailable { .. }) => match self.tag_from_peers(t, tag, what) {
+                Some(m) => {
+                    tracing::warn!(tag = %key, digest = %m.digest, "tag resolved by a peer: {e}");
+                    self.state.put_manifest(&m).map_err(|e| self.state_err(e))?;
                     Ok(m)
                 }
-                None => Err(e),
+                None => match cached {
+                    Some((fetched, m)) => {
+                        tracing::warn!(
+                            tag = %key,
+                            digest = %m.digest,
+                            age_secs = state::now_secs().saturating_sub(fetched),
+                            "serving a cached tag: {e}"
+                        );
+                        Ok(m)
+                    }
+                    None => Err(e),
+                },
             },
             Err(e) => Err(e),
         }
     }
 
     fn fetch_manifest(&self, t: &Target, digest: &str, what: &str) -> Result<Manifest, MirrorError> {
+        if let Some(m) = self.manifest_from_peers(t, digest, what) {
+            self.state.put_manifest(&m).map_err(|e| self.state_err(e))?;
+            return Ok(m);
+        }
         let c = self.client(t).map_err(|e| self.unavailable(t, what, e))?;
         self.counters.upstream_manifests.fetch_add(1, Ordering::Relaxed);
         let got = c.get_manifest(digest).map_err(|e| self.unavailable(t, what, e))?;
@@ -396,7 +535,9 @@ impl Mirror {
 
     /// Learns the blob sizes of a manifest served; a GET of an image manifest starts its import.
     fn note(self: &Arc<Self>, t: &Target, m: &Manifest, get: bool) {
-        let Ok(doc) = Document::parse(&m.bytes, "a kept manifest") else { return };
+        let Ok(doc) = Document::parse(&m.bytes, "a kept manifest") else {
+            return;
+        };
         {
             let mut sizes = lock(&self.sizes);
             if sizes.len() > 100_000 {
@@ -418,6 +559,13 @@ impl Mirror {
             return Ok(Some(*n));
         }
         let what = format!("blob {digest} in {}", t.repo);
+        for i in self.live_peers(t) {
+            match self.client_of(Source::Peer(i), t).and_then(|c| c.head_blob(digest, 0)) {
+                Ok(Some(n)) if n > 0 => return Ok(Some(n)),
+                Ok(_) => {}
+                Err(e) => self.peer_failed(i, e),
+            }
+        }
         let c = self.client(t).map_err(|e| self.unavailable(t, &what, e))?;
         c.head_blob(digest, 0).map_err(|e| self.unavailable(t, &what, e))
     }
@@ -425,26 +573,57 @@ impl Mirror {
     /// A blob from byte `offset` on, through the blob cache: a cached copy, the upstream GET in
     /// flight, or a new one that the next readers share. The reader's end of file means the whole
     /// blob's sha256 was proven.
-    pub fn open_blob(&self, t: &Target, digest: [u8; 32], size: u64, offset: u64) -> Box<dyn Read + Send> {
-        let digest_str = format_digest(&digest);
-        let what = format!("blob {digest_str} from {}", self.upstream(t));
-        let client = self.client(t).map_err(|e| e.to_string());
-        let counters = self.counters.clone();
-        let rebuild: Rebuild = Arc::new(move || -> Box<dyn Read + Send> {
-            let c = match &client {
-                Ok(c) => c.clone(),
-                Err(e) => return failing(format!("{what}: {e}")),
+    pub fn open_blob(self: &Arc<Self>, t: &Target, digest: [u8; 32], size: u64, offset: u64) -> Box<dyn Read + Send> {
+        if t.hop {
+            // A peer's request does not join this station's downloads: one of those may be
+            // waiting on that very peer (two stations that are each other's peers).
+            let r = match self.home.blob_cache().open(&digest, size) {
+                Some(r) => r,
+                None => self.fetch_blob(t, digest, size),
             };
-            counters.upstream_blobs.fetch_add(1, Ordering::Relaxed);
-            match c.get_blob(&digest_str) {
-                Ok(body) => Box::new(Named {
-                    inner: shp_core::blob::verified(body, digest, size),
-                    what: what.clone(),
-                }),
-                Err(e) => failing(format!("{what}: {e}")),
-            }
-        });
+            return skip(r, offset);
+        }
+        let (mirror, t2) = (self.clone(), t.clone());
+        let rebuild: Rebuild = Arc::new(move || mirror.fetch_blob(&t2, digest, size));
         self.home.blob_cache().read_at(&digest, size, offset, rebuild)
+    }
+
+    /// One fetch of a whole blob: from the first live peer that starts sending it, else from the
+    /// upstream; verified at its end (a peer whose bytes are wrong is benched).
+    fn fetch_blob(self: &Arc<Self>, t: &Target, digest: [u8; 32], size: u64) -> Box<dyn Read + Send> {
+        let digest_str = format_digest(&digest);
+        for i in self.live_peers(t) {
+            let got = self
+                .client_of(Source::Peer(i), t)
+                .and_then(|c| c.get_blob(&digest_str).map(|b| (c, b)));
+            match got {
+                Ok((client, body)) => {
+                    self.counters.peer_blobs.fetch_add(1, Ordering::Relaxed);
+                    return Box::new(Named {
+                        inner: shp_core::blob::verified(body, digest, size),
+                        what: format!("blob {digest_str} from the peer {}", self.cfg.peers[i]),
+                        on_error: Some((self.clone(), i)),
+                        _client: client,
+                    });
+                }
+                Err(e) => self.peer_failed(i, e),
+            }
+        }
+        let what = format!("blob {digest_str} from {}", self.upstream(t));
+        let c = match self.client(t) {
+            Ok(c) => c,
+            Err(e) => return failing(format!("{what}: {e}")),
+        };
+        self.counters.upstream_blobs.fetch_add(1, Ordering::Relaxed);
+        match c.get_blob(&digest_str) {
+            Ok(body) => Box::new(Named {
+                inner: shp_core::blob::verified(body, digest, size),
+                what,
+                on_error: None,
+                _client: c,
+            }),
+            Err(e) => failing(format!("{what}: {e}")),
+        }
     }
 
     /// Imports the image `m` is the manifest of, in the background, unless it is held already or
@@ -455,28 +634,34 @@ impl Mirror {
             return;
         }
         let (mirror, t) = (self.clone(), t.clone());
-        let spawned = std::thread::Builder::new().name("shp-mirror-import".into()).spawn(move || {
-            let res = mirror.import(&t, &m, &name);
-            lock(&mirror.importing).remove(&m.digest);
-            match res {
-                Ok(root) => {
-                    mirror.counters.imported.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%name, %root, "mirrored image imported");
+        let spawned = std::thread::Builder::new()
+            .name("shp-mirror-import".into())
+            .spawn(move || {
+                let res = mirror.import(&t, &m, &name);
+                lock(&mirror.importing).remove(&m.digest);
+                match res {
+                    Ok(root) => {
+                        mirror.counters.imported.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%name, %root, "mirrored image imported");
+                    }
+                    Err(e) => tracing::warn!(%name, "mirrored image not imported (the next pull tries again): {e}"),
                 }
-                Err(e) => tracing::warn!(%name, "mirrored image not imported (the next pull tries again): {e}"),
-            }
-        });
+            });
         if spawned.is_err() {
             tracing::warn!("mirror: could not start an import thread");
         }
     }
 
-    fn import(&self, t: &Target, m: &Manifest, name: &str) -> Result<shp_core::Cid, shp_core::Error> {
+    fn import(self: &Arc<Self>, t: &Target, m: &Manifest, name: &str) -> Result<shp_core::Cid, shp_core::Error> {
         let top = Descriptor::parse(
             &serde_json::json!({"mediaType": m.media_type, "digest": m.digest, "size": m.bytes.len()}),
             "the manifest",
         )?;
-        let src = MirrorSource { mirror: self, t, top: m };
+        let src = MirrorSource {
+            mirror: self,
+            t,
+            top: m,
+        };
         let report = self.home.push_from(&src, &top, Some(name), &|_: Progress| {})?;
         Ok(report.import.root)
     }
@@ -484,7 +669,7 @@ impl Mirror {
 
 /// The upstream as the source of one image's import.
 struct MirrorSource<'a> {
-    mirror: &'a Mirror,
+    mirror: &'a Arc<Mirror>,
     t: &'a Target,
     top: &'a Manifest,
 }
@@ -535,6 +720,18 @@ impl Read for Lazy<'_> {
     }
 }
 
+/// `r` from byte `n` on.
+fn skip(mut r: Box<dyn Read + Send>, n: u64) -> Box<dyn Read + Send> {
+    if n == 0 {
+        return r;
+    }
+    match io::copy(&mut (&mut r).take(n), &mut io::sink()) {
+        Ok(k) if k == n => r,
+        Ok(_) => failing(format!("the blob ended before byte {n}")),
+        Err(e) => failing(e.to_string()),
+    }
+}
+
 /// A reader whose first read fails with `msg`.
 fn failing(msg: String) -> Box<dyn Read + Send> {
     struct Failing(String);
@@ -546,23 +743,51 @@ fn failing(msg: String) -> Box<dyn Read + Send> {
     Box::new(Failing(msg))
 }
 
-/// Errors of `inner` prefixed with what is being read (the upstream and the blob).
+/// Errors of `inner` prefixed with what is being read (the source and the blob); an error from a
+/// peer benches it.
 struct Named<R> {
     inner: R,
     what: String,
+    on_error: Option<(Arc<Mirror>, usize)>,
+    /// The client whose runtime carries the body: kept while it is read.
+    _client: Arc<Client>,
 }
 
 impl<R: Read> Read for Named<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner
-            .read(buf)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {}", self.what, shp_core::dag::unwrap_io(e))))
+        self.inner.read(buf).map_err(|e| {
+            let msg = format!("{}: {}", self.what, shp_core::dag::unwrap_io(e));
+            if let Some((m, i)) = self.on_error.take() {
+                m.bench(i, &msg);
+            }
+            io::Error::other(msg)
+        })
     }
+}
+
+/// Reads `--mirror-peer` URLs: stations at `http(s)://HOST[:PORT]`.
+pub fn parse_peers(urls: &[String]) -> Result<Vec<Url>, MirrorError> {
+    urls.iter()
+        .map(|s| {
+            let bad = |why: String| MirrorError::Spec {
+                spec: s.clone(),
+                reason: why,
+            };
+            let u = Url::parse(s.trim()).map_err(|e| bad(format!("a peer is a station URL, http://HOST:PORT: {e}")))?;
+            if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() || u.path() != "/" {
+                return Err(bad("a peer is a station URL, http://HOST:PORT (no path)".into()));
+            }
+            Ok(u)
+        })
+        .collect()
 }
 
 /// Reads `--mirror` specs (flags, else station.json's list).
 pub fn parse_upstreams(specs: &[String]) -> Result<Vec<Upstream>, MirrorError> {
-    let ups = specs.iter().map(|s| Upstream::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let ups = specs
+        .iter()
+        .map(|s| Upstream::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     for (i, u) in ups.iter().enumerate() {
         if ups[..i].iter().any(|v| v.host == u.host) {
             return Err(MirrorError::Spec {
@@ -574,7 +799,6 @@ pub fn parse_upstreams(specs: &[String]) -> Result<Vec<Upstream>, MirrorError> {
     Ok(ups)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,7 +809,10 @@ mod tests {
         assert_eq!(u.host, "docker.io");
         assert_eq!(u.url.as_str(), "https://registry-1.docker.io/");
         assert_eq!(u.to_string(), "docker.io=https://registry-1.docker.io");
-        assert_eq!(Upstream::parse("index.docker.io=http://127.0.0.1:5001").unwrap().host, "docker.io");
+        assert_eq!(
+            Upstream::parse("index.docker.io=http://127.0.0.1:5001").unwrap().host,
+            "docker.io"
+        );
         assert_eq!(Upstream::parse("Quay.IO=https://quay.io").unwrap().host, "quay.io");
         for bad in [
             "docker.io",
@@ -601,5 +828,12 @@ mod tests {
         }
         let e = parse_upstreams(&["docker.io=http://a".into(), "index.docker.io=http://b".into()]).unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
+        assert_eq!(
+            parse_peers(&["http://10.0.0.2:5000".into()]).unwrap()[0].as_str(),
+            "http://10.0.0.2:5000/"
+        );
+        for bad in ["10.0.0.2:5000", "http://h/v2/", "ftp://h"] {
+            assert!(parse_peers(&[bad.into()]).unwrap_err().to_string().contains(bad));
+        }
     }
 }

@@ -210,6 +210,7 @@ async fn dispatch(reg: Arc<Registry>, req: Request) -> ApiResult {
     let query = paths::query(req.uri().query().unwrap_or(""));
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let ns = q("ns");
+    let hop = req.headers().contains_key(crate::mirror::HOP_HEADER);
     if let Some(repo) = route.repo() {
         if paths::ipfs_root(repo).is_some() && !read {
             return Err(ApiError::new(
@@ -236,8 +237,13 @@ async fn dispatch(reg: Arc<Registry>, req: Request) -> ApiResult {
         (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => {
             let accept = accept_list(req.headers());
             let head = m == Method::HEAD;
-            match (get_manifest(&reg, repo.clone(), r.clone(), accept.clone(), head).await, mirror(&repo)) {
-                (Err(e), Some(mi)) if e.code == "MANIFEST_UNKNOWN" => mirrored_manifest(mi, ns, repo, r, accept, head).await,
+            match (
+                get_manifest(&reg, repo.clone(), r.clone(), accept.clone(), head).await,
+                mirror(&repo),
+            ) {
+                (Err(e), Some(mi)) if e.code == "MANIFEST_UNKNOWN" => {
+                    mirrored_manifest(mi, ns, hop, repo, r, accept, head).await
+                }
                 (res, _) => res,
             }
         }
@@ -245,8 +251,13 @@ async fn dispatch(reg: Arc<Registry>, req: Request) -> ApiResult {
         (Route::Manifest(repo, r), Method::DELETE) => delete_manifest(&reg, repo, r).await,
         (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
             let head = m == Method::HEAD;
-            match (get_blob(&reg, repo.clone(), d.clone(), req.headers(), head).await, mirror(&repo)) {
-                (Err(e), Some(mi)) if e.code == "BLOB_UNKNOWN" => mirrored_blob(mi, ns, repo, d, req.headers(), head).await,
+            match (
+                get_blob(&reg, repo.clone(), d.clone(), req.headers(), head).await,
+                mirror(&repo),
+            ) {
+                (Err(e), Some(mi)) if e.code == "BLOB_UNKNOWN" => {
+                    mirrored_blob(mi, ns, hop, repo, d, req.headers(), head).await
+                }
                 (res, _) => res,
             }
         }
@@ -546,14 +557,21 @@ fn mirror_err(e: MirrorError, unknown: &'static str) -> ApiError {
 async fn mirrored_manifest(
     mirror: Arc<Mirror>,
     ns: Option<String>,
+    hop: bool,
     repo: String,
     r: String,
     accept: Vec<String>,
     head: bool,
 ) -> ApiResult {
     let m = blocking(move || {
-        let t = mirror.select(ns.as_deref(), &repo).map_err(|e| mirror_err(e, "NAME_UNKNOWN"))?;
-        let got = |reference: &str| mirror.manifest(&t, reference, !head).map_err(|e| mirror_err(e, "MANIFEST_UNKNOWN"));
+        let t = mirror
+            .select(ns.as_deref(), &repo, hop)
+            .map_err(|e| mirror_err(e, "NAME_UNKNOWN"))?;
+        let got = |reference: &str| {
+            mirror
+                .manifest(&t, reference, !head)
+                .map_err(|e| mirror_err(e, "MANIFEST_UNKNOWN"))
+        };
         let m = got(&r)?;
         if acceptable(&accept, &m.media_type) {
             return Ok(m);
@@ -562,7 +580,11 @@ async fn mirrored_manifest(
             let doc = shp_core::oci::Document::parse(&m.bytes, "index").map_err(core_err)?;
             let platform = |d: &shp_core::oci::Descriptor| {
                 let p = d.json.get("platform")?;
-                Some(format!("{}/{}", p.get("os")?.as_str()?, p.get("architecture")?.as_str()?))
+                Some(format!(
+                    "{}/{}",
+                    p.get("os")?.as_str()?,
+                    p.get("architecture")?.as_str()?
+                ))
             };
             let pick = doc
                 .manifests
@@ -581,13 +603,23 @@ async fn mirrored_manifest(
 
 /// A blob the home does not hold, from the mirror's upstream: streamed as it arrives, checked
 /// against its digest before the response ends.
-async fn mirrored_blob(mirror: Arc<Mirror>, ns: Option<String>, repo: String, d: String, h: &HeaderMap, head: bool) -> ApiResult {
+async fn mirrored_blob(
+    mirror: Arc<Mirror>,
+    ns: Option<String>,
+    hop: bool,
+    repo: String,
+    d: String,
+    h: &HeaderMap,
+    head: bool,
+) -> ApiResult {
     if !is_digest(&d) {
         return Err(ApiError::digest_invalid(format!("{d:?} is not a sha256 digest")));
     }
     let (m, d2) = (mirror.clone(), d.clone());
     let (t, size): (Target, u64) = blocking(move || {
-        let t = m.select(ns.as_deref(), &repo).map_err(|e| mirror_err(e, "NAME_UNKNOWN"))?;
+        let t = m
+            .select(ns.as_deref(), &repo, hop)
+            .map_err(|e| mirror_err(e, "NAME_UNKNOWN"))?;
         match m.blob_size(&t, &d2).map_err(|e| mirror_err(e, "BLOB_UNKNOWN"))? {
             Some(n) => Ok((t, n)),
             None => Err(ApiError::blob_unknown(&d2)),
@@ -597,7 +629,12 @@ async fn mirrored_blob(mirror: Arc<Mirror>, ns: Option<String>, repo: String, d:
     let digest = shp_core::cid::parse_digest(&d).map_err(core_err)?;
     let d2 = d.clone();
     blob_response(&d, size, h, head, move |start, len| {
-        stream_reader(move || mirror.open_blob(&t, digest, size, start), len, start + len == size, d2)
+        stream_reader(
+            move || mirror.open_blob(&t, digest, size, start),
+            len,
+            start + len == size,
+            d2,
+        )
     })
 }
 
@@ -910,7 +947,11 @@ fn blob_response(d: &str, size: u64, h: &HeaderMap, head: bool, body: impl FnOnc
     if range.is_some() {
         res = res.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
     }
-    let body = if head || len == 0 { Body::empty() } else { body(start, len) };
+    let body = if head || len == 0 {
+        Body::empty()
+    } else {
+        body(start, len)
+    };
     res.body(body).map_err(ApiError::internal)
 }
 

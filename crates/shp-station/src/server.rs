@@ -15,8 +15,8 @@ pub mod identity;
 
 use crate::auth::{Auth, AuthError, AuthSpec};
 use crate::control::{self, ControlState};
-use crate::p2p::{self, NetKey, Node, P2pConfig};
 use crate::mirror::{Mirror, MirrorConfig};
+use crate::p2p::{self, NetKey, Node, P2pConfig};
 use crate::registry::{self, Registry, Uploads};
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -86,6 +86,8 @@ struct ConfigFile {
     /// `HOST=URL` upstreams of the pull-through mirror.
     mirrors: Option<Vec<String>>,
     mirror_tag_ttl_secs: Option<u64>,
+    /// Stations (`http://HOST:PORT`) the mirror asks before the upstream.
+    mirror_peers: Option<Vec<String>>,
 }
 
 /// What flags say; `None`/`false` leaves the config file's value.
@@ -105,6 +107,8 @@ pub struct Overrides {
     pub mirrors: Vec<String>,
     /// `--mirror-tag-ttl SECS`.
     pub mirror_tag_ttl: Option<u64>,
+    /// `--mirror-peer URL` (replaces the config's list when given).
+    pub mirror_peers: Vec<String>,
 }
 
 /// A station's effective configuration.
@@ -191,6 +195,11 @@ impl Config {
                     .or(file.mirror_tag_ttl_secs)
                     .map(std::time::Duration::from_secs)
                     .unwrap_or(crate::mirror::DEFAULT_TAG_TTL),
+                peers: crate::mirror::parse_peers(if o.mirror_peers.is_empty() {
+                    file.mirror_peers.as_deref().unwrap_or_default()
+                } else {
+                    &o.mirror_peers
+                })?,
             })
         };
         let c = Config {

@@ -90,4 +90,3 @@ pub fn split_response(all: &[u8]) -> (u16, String, Vec<u8>) {
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head, all[end + 4..].to_vec())
 }
-

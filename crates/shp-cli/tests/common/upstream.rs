@@ -121,4 +121,3 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
-

@@ -67,7 +67,12 @@ impl State {
                 )
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.join("tags.json").display()))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", dir.join("tags.json").display()),
+                ))
+            }
         };
         Ok(State {
             dir,
@@ -76,7 +81,9 @@ impl State {
     }
 
     fn manifest_path(&self, digest: &str) -> PathBuf {
-        self.dir.join("manifests").join(digest.strip_prefix("sha256:").unwrap_or(digest))
+        self.dir
+            .join("manifests")
+            .join(digest.strip_prefix("sha256:").unwrap_or(digest))
     }
 
     /// The manifest with this digest, if it is kept here and still hashes to it.

@@ -234,9 +234,15 @@ impl Host {
     fn dial(&mut self, addr: Multiaddr, new_port: bool, reply: Option<oneshot::Sender<Result<PeerId, Error>>>) {
         let opts = match (peer_of(&addr), new_port) {
             (Some(p), false) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
-            (Some(p), true) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).allocate_new_port().build(),
+            (Some(p), true) => DialOpts::peer_id(p)
+                .addresses(vec![addr.clone()])
+                .allocate_new_port()
+                .build(),
             (None, false) => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-            (None, true) => DialOpts::unknown_peer_id().address(addr.clone()).allocate_new_port().build(),
+            (None, true) => DialOpts::unknown_peer_id()
+                .address(addr.clone())
+                .allocate_new_port()
+                .build(),
         };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {

@@ -37,6 +37,8 @@ pub struct Client {
     /// The `Authorization` value in use, once a challenge was answered.
     auth: Mutex<Option<String>>,
     what: String,
+    /// Sent with every request (see [`Client::with_header`]).
+    extra: HeaderMap,
 }
 
 /// What starting a blob upload gave.
@@ -139,7 +141,14 @@ impl Client {
             actions: if push { "pull,push" } else { "pull" },
             auth: Mutex::new(None),
             what: format!("{registry}/{repo}"),
+            extra: HeaderMap::new(),
         })
+    }
+
+    /// Sends `name: value` with every request.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Client {
+        self.extra.insert(name, HeaderValue::from_static(value));
+        self
     }
 
     fn url(&self, path: &str) -> Url {
@@ -170,7 +179,11 @@ impl Client {
     ) -> Result<reqwest::Response, Error> {
         let what = format!("{method} {url}");
         for attempt in 0..2 {
-            let mut req = self.http.request(method.clone(), url.clone()).headers(headers.clone());
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(self.extra.clone())
+                .headers(headers.clone());
             if let Some(a) = self.auth.lock().expect("auth lock").clone() {
                 req = req.header(AUTHORIZATION, a);
             }
@@ -362,7 +375,10 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
         };
-        Ok(Some((header("docker-content-digest"), header("content-type").unwrap_or_default())))
+        Ok(Some((
+            header("docker-content-digest"),
+            header("content-type").unwrap_or_default(),
+        )))
     }
 
     /// The size of a blob the repository holds (`expected` when the registry does not say), None
@@ -395,22 +411,27 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_err(resp, &what));
         }
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Option<Bytes>>>(IN_FLIGHT);
+        let w = what.clone();
         self.rt.spawn(async move {
             let mut resp = resp;
             loop {
                 let item = match resp.chunk().await {
-                    Ok(Some(c)) => Ok(c),
-                    Ok(None) => return,
-                    Err(e) => Err(io::Error::other(format!("{what}: {e}"))),
+                    Ok(c) => Ok(c),
+                    Err(e) => Err(io::Error::other(format!("{w}: {e}"))),
                 };
-                let stop = item.is_err();
+                let stop = !matches!(item, Ok(Some(_)));
                 if tx.send(item).await.is_err() || stop {
                     return;
                 }
             }
         });
-        Ok(BodyReader { rx, cur: Bytes::new() })
+        Ok(BodyReader {
+            rx,
+            cur: Bytes::new(),
+            ended: false,
+            what,
+        })
     }
 
     /// Starts a blob upload: a cross-repository mount when `mount_from` names a repository of
@@ -603,16 +624,30 @@ fn feed(tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>, r: &mut dyn Read, len
 
 /// A response body as a blocking reader, fed by a task on the client's runtime.
 pub struct BodyReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    /// Chunks, then `Ok(None)` at the body's real end.
+    rx: tokio::sync::mpsc::Receiver<io::Result<Option<Bytes>>>,
     cur: Bytes,
+    ended: bool,
+    what: String,
 }
 
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(item) => self.cur = item?,
-                None => return Ok(0),
+                Some(Ok(Some(c))) => self.cur = c,
+                Some(Ok(None)) => self.ended = true,
+                Some(Err(e)) => return Err(e),
+                // The task went without saying the body ended: the client was dropped under it.
+                None => {
+                    return Err(io::Error::other(format!(
+                        "{}: the connection closed before the body ended",
+                        self.what
+                    )))
+                }
             }
         }
         let n = buf.len().min(self.cur.len());
