@@ -210,7 +210,7 @@ impl Host {
                         self.dial(addr, true, None);
                     }
                     // Bootstrap peers are kept: redial the ones that went away (every 30 s).
-                    if ticks % BOOTSTRAP_EVERY == 0 {
+                    if ticks.is_multiple_of(BOOTSTRAP_EVERY) {
                         for addr in self.bootstrap.clone() {
                             if let Some(p) = peer_of(&addr) {
                                 if !self.swarm.is_connected(&p) {
