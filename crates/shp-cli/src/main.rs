@@ -183,6 +183,9 @@ enum Cmd {
         /// Another station the mirror asks for content before the upstream, http://HOST:PORT (repeatable; replaces station.json's list)
         #[arg(long, value_name = "URL")]
         mirror_peer: Vec<String>,
+        /// Seconds an image pulled through the mirror stays named after its last pull (default 604800, a week; 0: for ever)
+        #[arg(long, value_name = "SECS")]
+        mirror_keep: Option<u64>,
     },
     /// Print the configuration that makes a container runtime use this station as its mirror
     MirrorConfig {
@@ -663,6 +666,7 @@ fn run(cli: Cli) -> Result<u8> {
             mirror,
             mirror_tag_ttl,
             mirror_peer,
+            mirror_keep,
         } => {
             use shp_station::server::{init_logging, Config, Overrides, Station};
             use std::io::Write;
@@ -679,6 +683,7 @@ fn run(cli: Cli) -> Result<u8> {
                 mirrors: mirror,
                 mirror_tag_ttl,
                 mirror_peers: mirror_peer,
+                mirror_keep,
             };
             open()?; // a clear error for a missing home before anything else
             let cfg = Config::load(&dir, &o)?;

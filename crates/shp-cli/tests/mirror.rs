@@ -187,6 +187,22 @@ fn skopeo_pulls_through_the_mirror_and_the_image_is_kept_as_a_dag() {
     let again = pull("out2");
     assert_roundtrip(&fx, "busybox-gzip", &again, "v1");
     g.stop();
+
+    // Unused for longer than --mirror-keep: the station takes the name away (at start, then
+    // hourly), and gc reclaims the blocks.
+    let before = h.stats();
+    std::thread::sleep(Duration::from_millis(1100));
+    let up2 = Registry::start(None);
+    let (mut g, _) = mirror_station(&h, &up2, &["--mirror-keep", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.names().contains(&name) {
+        assert!(Instant::now() < deadline, "{name} is still named");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    g.stop();
+    h.ok(&["gc"]);
+    let after = h.stats();
+    assert!(num(&after, "blocks") < num(&before, "blocks"), "{before} → {after}");
 }
 
 #[test]

@@ -117,7 +117,15 @@ pub struct MirrorConfig {
     pub tag_ttl: Duration,
     /// Other stations (`http://HOST:PORT`) asked for content before the upstream.
     pub peers: Vec<Url>,
+    /// Images the mirror made and nobody pulled for this long lose their names (then `shp gc`
+    /// reclaims what nothing else uses); zero: kept for ever.
+    pub keep: Duration,
 }
+
+/// How long an image pulled through the mirror stays named after its last pull, by default.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the names are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Mirror errors; each names the upstream (and what was asked of it) where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -547,8 +555,13 @@ impl Mirror {
                 sizes.insert(d.digest, d.size);
             }
         }
-        if get && doc.kind != DocKind::Index {
-            self.start_import(t, m.clone());
+        if doc.kind != DocKind::Index {
+            if let Err(e) = self.state.touch(&self.ref_name(t, &m.digest)) {
+                tracing::warn!("mirror state: {e}");
+            }
+            if get {
+                self.start_import(t, m.clone());
+            }
         }
     }
 
@@ -649,6 +662,42 @@ impl Mirror {
             });
         if spawned.is_err() {
             tracing::warn!("mirror: could not start an import thread");
+        }
+    }
+
+    /// Takes the names of mirrored images unused for the keep time away (see [`MirrorConfig::keep`]).
+    /// Returns the names removed.
+    pub fn sweep(&self) -> Result<Vec<String>, MirrorError> {
+        if self.cfg.keep.is_zero() {
+            return Ok(Vec::new());
+        }
+        let mut gone = Vec::new();
+        for name in self.state.unused_for(self.cfg.keep.as_secs()) {
+            self.home
+                .remove(&name)
+                .map_err(|e| self.state_err(io::Error::other(e.to_string())))?;
+            self.state.forget(&name).map_err(|e| self.state_err(e))?;
+            gone.push(name);
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                names = gone.len(),
+                "mirrored images unused for the keep time lost their names (shp gc reclaims them)"
+            );
+        }
+        Ok(gone)
+    }
+
+    /// Sweeps at start and every hour (until the task is dropped).
+    pub async fn sweep_every_hour(self: Arc<Self>) {
+        loop {
+            let m = self.clone();
+            match tokio::task::spawn_blocking(move || m.sweep()).await {
+                Ok(Err(e)) => tracing::warn!("mirror sweep: {e}"),
+                Err(e) => tracing::warn!("mirror sweep task: {e}"),
+                Ok(Ok(_)) => {}
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
         }
     }
 

@@ -88,6 +88,7 @@ struct ConfigFile {
     mirror_tag_ttl_secs: Option<u64>,
     /// Stations (`http://HOST:PORT`) the mirror asks before the upstream.
     mirror_peers: Option<Vec<String>>,
+    mirror_keep_secs: Option<u64>,
 }
 
 /// What flags say; `None`/`false` leaves the config file's value.
@@ -109,6 +110,8 @@ pub struct Overrides {
     pub mirror_tag_ttl: Option<u64>,
     /// `--mirror-peer URL` (replaces the config's list when given).
     pub mirror_peers: Vec<String>,
+    /// `--mirror-keep SECS`.
+    pub mirror_keep: Option<u64>,
 }
 
 /// A station's effective configuration.
@@ -200,6 +203,11 @@ impl Config {
                 } else {
                     &o.mirror_peers
                 })?,
+                keep: o
+                    .mirror_keep
+                    .or(file.mirror_keep_secs)
+                    .map(std::time::Duration::from_secs)
+                    .unwrap_or(crate::mirror::DEFAULT_KEEP),
             })
         };
         let c = Config {
@@ -488,6 +496,7 @@ impl Station {
                 self.compact_idle,
             ))
         });
+        let sweeper = self.registry.mirror.clone().map(|m| tokio::spawn(m.sweep_every_hour()));
         let control = self.control.take().map(|(l, path)| {
             let state = Arc::new(ControlState {
                 home,
@@ -499,6 +508,9 @@ impl Station {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         if let Some(c) = compactor {
             c.abort();
+        }
+        if let Some(s) = sweeper {
+            s.abort();
         }
         if let Some(c) = control {
             c.abort();

@@ -6,6 +6,8 @@
 //!   through a sha256 check: a file that does not hash to its name is removed and fetched again.
 //! - `tags.json`: `HOST/REPO:TAG` → the digest the upstream last gave for it and when (Unix
 //!   seconds), for the tag TTL and for serving a cached tag while the upstream is down.
+//! - `used.json`: each image name the mirror made (`HOST/REPO@DIGEST`) → when it was last served
+//!   (Unix seconds, to within [`TOUCH_EVERY`]), for `--mirror-keep`.
 //!
 //! Writes go to a temp file renamed into place, so a crash leaves the old or the new file.
 
@@ -33,9 +35,22 @@ pub struct TagEntry {
     pub fetched: u64,
 }
 
+/// A name's last use is written at most this often (seconds).
+pub const TOUCH_EVERY: u64 = 600;
+
 pub struct State {
     dir: PathBuf,
     tags: Mutex<BTreeMap<String, TagEntry>>,
+    used: Mutex<BTreeMap<String, u64>>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> io::Result<T> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
 }
 
 pub fn now_secs() -> u64 {
@@ -59,24 +74,12 @@ impl State {
     /// error naming it: the tags would otherwise be forgotten silently.
     pub fn open(home: &Path) -> io::Result<State> {
         let dir = home.join("mirror");
-        let tags = match std::fs::read(dir.join("tags.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", dir.join("tags.json").display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", dir.join("tags.json").display()),
-                ))
-            }
-        };
+        let tags = read_json(&dir.join("tags.json"))?;
+        let used = read_json(&dir.join("used.json"))?;
         Ok(State {
             dir,
             tags: Mutex::new(tags),
+            used: Mutex::new(used),
         })
     }
 
@@ -143,6 +146,45 @@ impl State {
         write_atomic(&self.dir.join("tags.json"), &bytes)
     }
 
+    /// Records that the image `name` was served now (written at most every [`TOUCH_EVERY`] s).
+    pub fn touch(&self, name: &str) -> io::Result<()> {
+        let now = now_secs();
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.get(name).is_some_and(|t| now.saturating_sub(*t) < TOUCH_EVERY) {
+            return Ok(());
+        }
+        used.insert(name.to_string(), now);
+        let bytes = serde_json::to_vec_pretty(&*used).expect("used serializes");
+        write_atomic(&self.dir.join("used.json"), &bytes)
+    }
+
+    /// The names not served for `keep` seconds.
+    pub fn unused_for(&self, keep: u64) -> Vec<String> {
+        let now = now_secs();
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        used.iter()
+            .filter(|(_, t)| now.saturating_sub(**t) >= keep)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Forgets a name (and its kept manifest: a later pull fetches it again).
+    pub fn forget(&self, name: &str) -> io::Result<()> {
+        if let Some((_, digest)) = name.rsplit_once('@') {
+            let p = self.manifest_path(digest);
+            let _ = std::fs::remove_file(&p);
+            let mut t = p.into_os_string();
+            t.push(".type");
+            let _ = std::fs::remove_file(t);
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.remove(name).is_none() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec_pretty(&*used).expect("used serializes");
+        write_atomic(&self.dir.join("used.json"), &bytes)
+    }
+
     #[cfg(test)]
     pub fn tag_count(&self) -> usize {
         self.tags.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -178,6 +220,16 @@ mod tests {
         assert!(!s.manifest_path(&digest).exists());
         s.drop_tag("docker.io/library/a:1").unwrap();
         assert_eq!(State::open(d.path()).unwrap().tag_count(), 0);
+        // Last use: kept across a reopen; unused_for(0) is everything, a long keep nothing.
+        let name = format!("docker.io/library/a@{digest}");
+        s.put_manifest(&m).unwrap();
+        s.touch(&name).unwrap();
+        let s = State::open(d.path()).unwrap();
+        assert_eq!(s.unused_for(0), vec![name.clone()]);
+        assert!(s.unused_for(3600).is_empty());
+        s.forget(&name).unwrap();
+        assert!(s.manifest(&digest).is_none(), "the manifest goes with the name");
+        assert!(State::open(d.path()).unwrap().unused_for(0).is_empty());
     }
 
     #[test]
