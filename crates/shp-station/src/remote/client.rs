@@ -331,26 +331,38 @@ impl Client {
         ))
     }
 
-    /// A manifest by tag or digest: its bytes and the media type the registry gives it.
-    /// `Ok(None)` when the registry has no such manifest.
-    pub fn get_manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+    /// Asks for a manifest with every type shp reads in `Accept`: the response when the registry
+    /// has it (`Ok(None)` for a 404), and what was asked (for messages).
+    fn manifest_request(&self, method: Method, reference: &str) -> Result<Option<(reqwest::Response, String)>, Error> {
         let url = self.url(&format!("/v2/{}/manifests/{reference}", self.repo));
-        let what = format!("GET {url}");
+        let what = format!("{method} {url}");
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
-        let resp = self.send(Method::GET, url, h, None)?;
+        let resp = self.send(method, url, h, None)?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !resp.status().is_success() {
             return Err(self.status_err(resp, &what));
         }
-        let mt = resp
-            .headers()
-            .get(CONTENT_TYPE)
+        Ok(Some((resp, what)))
+    }
+
+    /// A response header's value without parameters (`a/b; charset=x` → `a/b`).
+    fn header_value(resp: &reqwest::Response, name: &str) -> Option<String> {
+        resp.headers()
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
+    }
+
+    /// A manifest by tag or digest: its bytes and the media type the registry gives it.
+    /// `Ok(None)` when the registry has no such manifest.
+    pub fn get_manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        let Some((resp, what)) = self.manifest_request(Method::GET, reference)? else {
+            return Ok(None);
+        };
+        let mt = Self::header_value(&resp, CONTENT_TYPE.as_str()).unwrap_or_default();
         let bytes = self.read_small(resp, shp_core::oci::MAX_MANIFEST, &what)?;
         Ok(Some((bytes, mt)))
     }
@@ -358,26 +370,12 @@ impl Client {
     /// What a registry says of a manifest without sending it: its digest (the
     /// `Docker-Content-Digest` header, when given) and media type. `Ok(None)` when it has none.
     pub fn head_manifest(&self, reference: &str) -> Result<Option<(Option<String>, String)>, Error> {
-        let url = self.url(&format!("/v2/{}/manifests/{reference}", self.repo));
-        let what = format!("HEAD {url}");
-        let mut h = HeaderMap::new();
-        h.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
-        let resp = self.send(Method::HEAD, url, h, None)?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some((resp, _)) = self.manifest_request(Method::HEAD, reference)? else {
             return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(self.status_err(resp, &what));
-        }
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
         };
         Ok(Some((
-            header("docker-content-digest"),
-            header("content-type").unwrap_or_default(),
+            Self::header_value(&resp, "docker-content-digest"),
+            Self::header_value(&resp, CONTENT_TYPE.as_str()).unwrap_or_default(),
         )))
     }
 
