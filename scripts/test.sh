@@ -5,7 +5,7 @@
 #   2. formatting and lints
 #   3. cargo test for the whole workspace (unit, property, CLI integration over real images)
 #   3b. tests/netns/p2p.sh: stations in network namespaces (needs root: ip netns, tc)
-#   3c. tests/containerd/mirror.sh: containerd pulling through stations as its mirror (needs root)
+#   3c. tests/runtimes/mirror.sh: containerd and podman pulling through stations as their mirror (root)
 #   3d. benches/kills.sh 20: SIGKILLs at random moments in push, compact, gc, fetch, a station mid-upload
 #   4. scripts/test-ffi.sh: include/shp.h freshness, the C example under ASan, go test -race
 #   5. npm-side self-test of the CAR verifier, and a short run of every fuzz target if cargo-fuzz works
@@ -41,11 +41,11 @@ else
   sudo -E bash tests/netns/p2p.sh
 fi
 
-say "containerd through stations as its registry mirror (pull-through, a peer, the upstream down)"
+say "containerd and podman through stations as their registry mirror (pull-through, a peer, the upstream down)"
 if [ "$(id -u)" = 0 ]; then
-  bash tests/containerd/mirror.sh
+  bash tests/runtimes/mirror.sh
 else
-  sudo -E bash tests/containerd/mirror.sh
+  sudo -E bash tests/runtimes/mirror.sh
 fi
 
 say "crash safety: SIGKILL at random moments, 20 per stage (benches/kills.sh runs 200)"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# tests/containerd/mirror.sh -- Debian's containerd pulling through stations as its registry mirror,
+# tests/runtimes/mirror.sh -- Debian's containerd and podman pulling through stations as their mirror,
 # wired the way `shp mirror-config containerd` prints (hosts.toml, capabilities pull + resolve):
 #   1. three concurrent `ctr images pull` (three namespaces) through station A, whose upstream
 #      for docker.io is Debian's docker-registry: the images have the upstream's digests, unpack
 #      (containerd checks every blob's digest), and the upstream saw each blob requested once;
 #      A then holds the image as a DAG;
 #   2. the upstream stopped: a second containerd pulls through station B, whose only source is
-#      its peer A (--mirror-peer), with the same digests.
+#      its peer A (--mirror-peer), with the same digests;
+#   3. podman pulls docker.io/library/app:v1 through B with the registries.conf entries
+#      `shp mirror-config podman` prints: the same manifest digest.
 # Needs root (containerd), containerd + ctr, docker-registry, skopeo, umoci, python3 and a built
 # shp (SHP=path; default target/debug/shp). Everything listens on 127.0.0.1 or a unix socket in a
 # temp dir; everything it starts it stops by PID.
@@ -34,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 [ "$(id -u)" = 0 ] || die "needs root (containerd)"
-for t in containerd ctr docker-registry skopeo umoci python3; do
+for t in containerd ctr podman docker-registry skopeo umoci python3 curl; do
   command -v "$t" >/dev/null || die "$t not found (scripts/ci-deps.sh installs it)"
 done
 [ -x "$SHP" ] || die "$SHP not found (cargo build -p shp-cli)"
@@ -163,4 +165,15 @@ ctr -a "$C2" -n default images pull --hosts-dir "$WORK/hosts-b" --snapshotter na
 got=$(pulled "$C2" default)
 [ "$got" = "$WANT" ] || die "through B: $got, the upstream had $WANT"
 echo "   through B with the upstream down: $got"
-say "containerd mirror tests passed"
+say "3. podman through B, wired by \`shp mirror-config podman\`"
+"$SHP" --home "$WORK/b" mirror-config podman --station "http://$B" >"$WORK/registries.conf"
+grep -q "location = \"$B/docker.io\"" "$WORK/registries.conf" || die "mirror-config podman: $(cat "$WORK/registries.conf")"
+podman() {
+  CONTAINERS_REGISTRIES_CONF=$WORK/registries.conf command podman --root "$WORK/podman/root" \
+    --runroot "$WORK/podman/run" --storage-driver vfs --cgroup-manager cgroupfs --events-backend none "$@"
+}
+podman pull -q docker.io/library/app:v1 >"$WORK/podman-pull.out" 2>&1 || die "podman pull: $(cat "$WORK/podman-pull.out")"
+got=$(podman image inspect --format '{{.Digest}}' docker.io/library/app:v1)
+[ "$got" = "$WANT" ] || die "podman has $got, the upstream had $WANT"
+echo "   podman: $got"
+say "containerd and podman mirror tests passed"
