@@ -20,7 +20,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/shp-containerd.XXXXXX")
 PIDS=()
 say() { printf '== %s\n' "$*"; }
 die() {
-  echo "containerd/mirror.sh: $*" >&2
+  echo "runtimes/mirror.sh: $*" >&2
   for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }; done
   exit 1
 }
