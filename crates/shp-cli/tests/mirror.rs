@@ -320,6 +320,22 @@ fn one_upstream_fetch_per_blob_tags_ttl_wrong_bytes_and_an_upstream_down() {
     assert_eq!((st, whole), (200, true));
     assert!(b == good);
 
+    // A manifest whose bytes are not its digest: 502, nothing kept, and fine once it is right.
+    let other_digest = fx.ref_digest("busybox-2layer");
+    let mfile = up.blob_file(&other_digest);
+    let mgood = std::fs::read(&mfile).unwrap();
+    let mut mbad = mgood.clone();
+    mbad.push(b'\n');
+    std::fs::write(&mfile, &mbad).unwrap();
+    let path = v2(&format!("other/manifests/{other_digest}"));
+    let (st, _, body) = http(&addr, "GET", &path, "");
+    let (code, msg) = error_code(&body);
+    assert_eq!((st, code.as_str()), (502, "UNKNOWN"), "{msg}");
+    assert!(msg.contains("refused") && msg.contains(&up.host), "{msg}");
+    std::fs::write(&mfile, &mgood).unwrap();
+    let (st, _, body) = http(&addr, "GET", &path, "");
+    assert_eq!((st, &body), (200, &mgood));
+
     // TTL 0: a tag moved upstream is seen at once.
     seed(&up, &fx, "busybox-2layer", "library/app:v1");
     let (_, head, _) = http(&addr, "HEAD", &v2("app/manifests/v1"), "");
