@@ -49,6 +49,7 @@ echo "image: $LAYERS layers of $LAYER_MB MiB (random), $CLIENTS concurrent skope
 # fleet URL: CLIENTS concurrent pulls of URL; prints the seconds.
 fleet() {
   rm -rf "$WORK/out"
+  mkdir -p "$WORK/out"
   local t0 t1 pids=()
   t0=$(date +%s.%N)
   for c in $(seq 1 "$CLIENTS"); do
