@@ -186,6 +186,9 @@ enum Cmd {
         /// Seconds an image pulled through the mirror stays named after its last pull (default 604800, a week; 0: for ever)
         #[arg(long, value_name = "SECS")]
         mirror_keep: Option<u64>,
+        /// Credentials for the upstreams: a containers auth.json or docker config.json (by upstream HOST)
+        #[arg(long, value_name = "FILE")]
+        mirror_authfile: Option<std::path::PathBuf>,
     },
     /// Print the configuration that makes a container runtime use this station as its mirror
     MirrorConfig {
@@ -667,6 +670,7 @@ fn run(cli: Cli) -> Result<u8> {
             mirror_tag_ttl,
             mirror_peer,
             mirror_keep,
+            mirror_authfile,
         } => {
             use shp_station::server::{init_logging, Config, Overrides, Station};
             use std::io::Write;
@@ -684,6 +688,7 @@ fn run(cli: Cli) -> Result<u8> {
                 mirror_tag_ttl,
                 mirror_peers: mirror_peer,
                 mirror_keep,
+                mirror_authfile,
             };
             open()?; // a clear error for a missing home before anything else
             let cfg = Config::load(&dir, &o)?;

@@ -411,3 +411,50 @@ fn a_station_with_a_mirror_peer_serves_the_image_with_the_upstream_down() {
     b.stop();
     a.stop();
 }
+
+#[test]
+fn an_upstream_that_wants_credentials_gets_them_from_the_mirror_authfile() {
+    let fx = oci_fixture();
+    let up = Registry::start(Some(("shp", "s3cret")));
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "shp:s3cret",
+        &oci_ref(&fx.dir, "busybox-gzip"),
+        &up.url("library/app:v1"),
+    ]);
+    let digest = fx.ref_digest("busybox-gzip");
+    let path = "/v2/library/app/manifests/v1?ns=docker.io";
+
+    // Without credentials: a 503 that says the upstream refused.
+    let h = ShpHome::new();
+    let (mut g, addr) = mirror_station(&h, &up, &[]);
+    let (st, _, body) = http(&addr, "GET", path, "");
+    let (code, msg) = error_code(&body);
+    assert_eq!((st, code.as_str()), (503, "UNAVAILABLE"), "{msg}");
+    assert!(msg.contains("unauthorized"), "{msg}");
+    g.stop();
+
+    // With an auth file keyed by the upstream's HOST (docker.io): the image comes through.
+    let authfile = h.scratch("auth.json");
+    std::fs::write(&authfile, r#"{"auths": {"docker.io": {"auth": "c2hwOnMzY3JldA=="}}}"#).unwrap();
+    let af = authfile.display().to_string();
+    let (mut g, addr) = mirror_station(&h, &up, &["--mirror-authfile", &af]);
+    let (st, head, body) = http(&addr, "GET", path, "");
+    assert_eq!(st, 200, "{head}");
+    assert_eq!(body, fx.blob(&digest));
+    let config = fx.manifest("busybox-gzip")["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, _, body) = http(
+        &addr,
+        "GET",
+        &format!("/v2/library/app/blobs/{config}?ns=docker.io"),
+        "",
+    );
+    assert_eq!((st, body), (200, fx.blob(&config)));
+    wait_for_name(&h, &format!("docker.io/library/app@{digest}"));
+    g.stop();
+}

@@ -120,6 +120,9 @@ pub struct MirrorConfig {
     /// Images the mirror made and nobody pulled for this long lose their names (then `shp gc`
     /// reclaims what nothing else uses); zero: kept for ever.
     pub keep: Duration,
+    /// Credentials for the upstreams: a containers auth.json or docker config.json, looked up by
+    /// each upstream's HOST (Basic, or the token service's login).
+    pub authfile: Option<std::path::PathBuf>,
 }
 
 /// How long an image pulled through the mirror stays named after its last pull, by default.
@@ -204,6 +207,7 @@ impl Mirror {
             path: home.dir().join("mirror").display().to_string(),
             source,
         })?;
+        let authfile = cfg.authfile.clone();
         Ok(Arc::new(Mirror {
             home,
             cfg,
@@ -212,6 +216,7 @@ impl Mirror {
                 // quickly rather than after the CLI's 30 s.
                 connect_timeout: Duration::from_secs(5),
                 read_timeout: Duration::from_secs(60),
+                authfile,
                 ..RemoteOptions::default()
             },
             state,
@@ -304,8 +309,10 @@ impl Mirror {
             Source::Upstream(_) => Client::connect_url(up.url.clone(), &up.host, &t.repo, &self.opts)?,
             Source::Peer(i) => {
                 let peer = &self.cfg.peers[i];
+                // Peers are stations: the upstreams' credentials are not theirs to see.
                 let opts = RemoteOptions {
                     connect_timeout: Duration::from_secs(2),
+                    authfile: None,
                     ..self.opts.clone()
                 };
                 Client::connect_url(peer.clone(), peer.as_str(), &format!("{}/{}", up.host, t.repo), &opts)?

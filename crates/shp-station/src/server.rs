@@ -89,6 +89,7 @@ struct ConfigFile {
     /// Stations (`http://HOST:PORT`) the mirror asks before the upstream.
     mirror_peers: Option<Vec<String>>,
     mirror_keep_secs: Option<u64>,
+    mirror_authfile: Option<std::path::PathBuf>,
 }
 
 /// What flags say; `None`/`false` leaves the config file's value.
@@ -112,6 +113,8 @@ pub struct Overrides {
     pub mirror_peers: Vec<String>,
     /// `--mirror-keep SECS`.
     pub mirror_keep: Option<u64>,
+    /// `--mirror-authfile FILE`.
+    pub mirror_authfile: Option<std::path::PathBuf>,
 }
 
 /// A station's effective configuration.
@@ -208,6 +211,7 @@ impl Config {
                     .or(file.mirror_keep_secs)
                     .map(std::time::Duration::from_secs)
                     .unwrap_or(crate::mirror::DEFAULT_KEEP),
+                authfile: o.mirror_authfile.clone().or(file.mirror_authfile),
             })
         };
         let c = Config {
