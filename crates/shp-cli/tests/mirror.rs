@@ -386,6 +386,8 @@ fn a_station_with_a_mirror_peer_serves_the_image_with_the_upstream_down() {
     // each blob once (B's came from A) and each station keeps the image.
     let via_a = pull(&addr_a, &ha.scratch("via-a"));
     assert_roundtrip(&fx, "busybox-2layer", &via_a, "v1");
+    let digest = fx.ref_digest("busybox-2layer");
+    wait_for_name(&ha, &format!("docker.io/library/app@{digest}"));
     let hb = ShpHome::new();
     let (mut b, addr_b) = mirror_station(&hb, &up, &["--mirror-peer", &peer]);
     let via_b = pull(&addr_b, &hb.scratch("via-b"));
@@ -393,9 +395,10 @@ fn a_station_with_a_mirror_peer_serves_the_image_with_the_upstream_down() {
     let gets = up.blob_gets("library/app");
     let unique: std::collections::BTreeSet<&String> = gets.iter().collect();
     assert_eq!(unique.len(), gets.len(), "the upstream served each blob once: {gets:?}");
-    let digest = fx.ref_digest("busybox-2layer");
-    wait_for_name(&ha, &format!("docker.io/library/app@{digest}"));
     wait_for_name(&hb, &format!("docker.io/library/app@{digest}"));
+    // A held the image as a DAG: B fetched the DAG (blocks, verified) rather than the blobs.
+    let log_b = std::fs::read_to_string(&b.log).unwrap();
+    assert!(log_b.contains("mirrored image's DAG fetched from a peer"), "{log_b}");
 
     // The upstream stops. A third station, with A as its peer, serves the tag and every blob.
     drop(up);
@@ -405,6 +408,8 @@ fn a_station_with_a_mirror_peer_serves_the_image_with_the_upstream_down() {
     drop(dead);
     let via_c = pull(&addr_c, &hc.scratch("via-c"));
     assert_roundtrip(&fx, "busybox-2layer", &via_c, "v1");
+    let log_c = std::fs::read_to_string(&c.log).unwrap();
+    assert!(log_c.contains("mirrored image's DAG fetched from a peer"), "{log_c}");
     wait_for_name(&hc, &format!("docker.io/library/app@{digest}"));
     hc.verify(true);
     c.stop();
@@ -457,4 +462,64 @@ fn an_upstream_that_wants_credentials_gets_them_from_the_mirror_authfile() {
     assert_eq!((st, body), (200, fx.blob(&config)));
     wait_for_name(&h, &format!("docker.io/library/app@{digest}"));
     g.stop();
+}
+
+#[test]
+fn a_mirror_peer_moves_only_the_blocks_the_station_lacks() {
+    // The same busybox tree as a gzip and as a zstd layer: different blobs, the same files.
+    let fx = oci_fixture();
+    let up = Registry::start(None);
+    seed(&up, &fx, "busybox-gzip", "library/app:gz");
+    seed(&up, &fx, "busybox-zstd", "library/app:zst");
+    let ha = ShpHome::new();
+    let (mut a, addr_a) = mirror_station(&ha, &up, &[]);
+    for tag in ["gz", "zst"] {
+        let out = Layout::open(ha.scratch(tag));
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{addr_a}/docker.io/library/app:{tag}"),
+            &oci_ref(&out.dir, tag),
+        ]);
+    }
+    for t in ["busybox-gzip", "busybox-zstd"] {
+        wait_for_name(&ha, &format!("docker.io/library/app@{}", fx.ref_digest(t)));
+    }
+    let hb = ShpHome::new();
+    let (mut b, addr_b) = mirror_station(&hb, &up, &["--mirror-peer", &format!("http://{addr_a}")]);
+    let mut fetched = Vec::new();
+    for (tag, t) in [("gz", "busybox-gzip"), ("zst", "busybox-zstd")] {
+        let out = Layout::open(hb.scratch(tag));
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{addr_b}/docker.io/library/app:{tag}"),
+            &oci_ref(&out.dir, tag),
+        ]);
+        assert_roundtrip(&fx, t, &out, tag);
+        let log = std::fs::read_to_string(&b.log).unwrap();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("DAG fetched from a peer"))
+            .nth(fetched.len())
+            .unwrap_or_else(|| panic!("{log}"))
+            .to_string();
+        let n: u64 = line
+            .split("bytes_fetched=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        let total: u64 = fx.reachable(&fx.ref_desc(t)).values().sum();
+        fetched.push((n, total));
+    }
+    eprintln!("bytes fetched from the peer (fetched, image blobs): {fetched:?}");
+    let (zst, zst_total) = fetched[1];
+    assert!(
+        zst * 4 < zst_total,
+        "the zstd image shares its files with the gzip one: {fetched:?}"
+    );
+    hb.verify(true);
+    b.stop();
+    a.stop();
 }

@@ -181,6 +181,9 @@ pub struct Target {
 
 /// The header a mirror sends to its peers.
 pub const HOP_HEADER: &str = "x-shp-mirror-hop";
+/// The header a station's registry answers a top manifest with: the root CID of the image it
+/// holds, so that a mirror peer can fetch the DAG (only the blocks it lacks) instead of the blobs.
+pub const ROOT_HEADER: &str = "x-shp-root";
 
 pub struct Mirror {
     home: Arc<Home>,
@@ -194,6 +197,8 @@ pub struct Mirror {
     sizes: Mutex<HashMap<[u8; 32], u64>>,
     /// Image imports running (by manifest digest).
     importing: Mutex<HashSet<String>>,
+    /// Manifests a peer holds as an image: digest → (peer, root CID).
+    roots: Mutex<HashMap<String, (usize, shp_core::Cid)>>,
     pub counters: Arc<MirrorCounters>,
 }
 
@@ -224,6 +229,7 @@ impl Mirror {
             benched: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             importing: Mutex::new(HashSet::new()),
+            roots: Mutex::new(HashMap::new()),
             counters: Arc::default(),
         }))
     }
@@ -359,10 +365,17 @@ impl Mirror {
     /// A manifest by digest from the first peer that has it (checked against the digest).
     fn manifest_from_peers(&self, t: &Target, digest: &str, what: &str) -> Option<Manifest> {
         for i in self.live_peers(t) {
-            let got = self.client_of(Source::Peer(i), t).and_then(|c| c.get_manifest(digest));
+            let got = self
+                .client_of(Source::Peer(i), t)
+                .and_then(|c| c.get_manifest_with(digest, ROOT_HEADER));
             match got {
-                Ok(Some((bytes, ct))) => match self.checked(t, bytes, ct, Some(digest), what) {
-                    Ok(m) => return Some(m),
+                Ok(Some((bytes, ct, root))) => match self.checked(t, bytes, ct, Some(digest), what) {
+                    Ok(m) => {
+                        if let Some(root) = root.and_then(|r| r.parse::<shp_core::Cid>().ok()) {
+                            lock(&self.roots).insert(m.digest.clone(), (i, root));
+                        }
+                        return Some(m);
+                    }
                     Err(e) => self.bench(i, e),
                 },
                 Ok(None) => {}
@@ -567,6 +580,7 @@ impl Mirror {
                 tracing::warn!("mirror state: {e}");
             }
             if get {
+                self.fetch_dag(t, &m.digest);
                 self.start_import(t, m.clone());
             }
         }
@@ -669,6 +683,58 @@ impl Mirror {
             });
         if spawned.is_err() {
             tracing::warn!("mirror: could not start an import thread");
+        }
+    }
+
+    /// When a peer holds this manifest's image as a DAG: fetches that DAG from it (only the blocks
+    /// the home lacks, each verified against its CID), checks that the image's top manifest is the
+    /// one asked for, and names it — before the client gets the manifest, so its blob requests are
+    /// served from the home. Anything wrong is logged, and the blobs come the ordinary way.
+    fn fetch_dag(&self, t: &Target, digest: &str) {
+        let name = self.ref_name(t, digest);
+        let Some((peer, root)) = lock(&self.roots).remove(digest) else {
+            return;
+        };
+        if self.home.resolve(&name).is_ok() {
+            return;
+        }
+        let url = &self.cfg.peers[peer];
+        let res = (|| -> Result<crate::transport::FetchReport, String> {
+            let http = crate::transport::HttpTransport::new(url.as_str()).map_err(|e| e.to_string())?;
+            let report = crate::transport::fetch_into_home(&self.home, &root, &[&http], None, Default::default())
+                .map_err(|e| e.to_string())?;
+            let top = shp_core::image::ImageRoot::load(self.home.store(), &root)
+                .and_then(|img| img.blobs(self.home.store()))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|b| b.parent.is_none())
+                .map(|b| b.node.digest_str());
+            let root_s = root.to_string();
+            let matches = top.as_deref() == Some(digest);
+            shp_core::refs::RefsFile::new(self.home.dir())
+                .update(|r| {
+                    r.pins.remove(&root_s);
+                    if matches {
+                        r.set_name(&name, root_s.clone());
+                    }
+                    Ok(())
+                })
+                .map_err(|e| e.to_string())?;
+            if !matches {
+                return Err(format!("its root {root} is the image of {top:?}, not of {digest}"));
+            }
+            Ok(report)
+        })();
+        match res {
+            Ok(r) => tracing::info!(
+                %name,
+                peer = %url,
+                blocks_fetched = r.blocks_fetched,
+                bytes_fetched = r.bytes_fetched,
+                blocks_present = r.blocks_present,
+                "mirrored image's DAG fetched from a peer"
+            ),
+            Err(e) => self.bench(peer, format!("the DAG of {name}: {e}")),
         }
     }
 

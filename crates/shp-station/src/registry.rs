@@ -396,6 +396,8 @@ struct Found {
     digest: String,
     /// For an index: its children (digest, media type, platform "os/arch").
     children: Vec<(String, String, Option<String>)>,
+    /// The image root whose top manifest this is (sent as [`crate::mirror::ROOT_HEADER`]).
+    root: Option<Cid>,
 }
 
 fn read_node(home: &Home, node: &BlobNode) -> Result<Vec<u8>, ApiError> {
@@ -437,6 +439,7 @@ fn find_in_image(home: &Home, root: &Cid, digest: Option<&str>) -> Result<Option
                 media_type: b.media_type.clone(),
                 digest: b.node.digest_str(),
                 children,
+                root: is_top.then_some(*root),
             }));
         }
     }
@@ -513,7 +516,14 @@ async fn get_manifest(reg: &Arc<Registry>, repo: String, r: String, accept: Vec<
         Err(not_acceptable(&repo, &r, &f.media_type, &accept))
     })
     .await?;
-    manifest_response(found.bytes, &found.media_type, &found.digest, head)
+    let mut res = manifest_response(found.bytes, &found.media_type, &found.digest, head)?;
+    if let Some(root) = found.root {
+        // Another station's mirror can fetch the image's DAG by it (only the chunks it lacks).
+        if let Ok(v) = HeaderValue::from_str(&root.to_string()) {
+            res.headers_mut().insert(crate::mirror::ROOT_HEADER, v);
+        }
+    }
+    Ok(res)
 }
 
 fn manifest_response(bytes: Vec<u8>, media_type: &str, digest: &str, head: bool) -> ApiResult {

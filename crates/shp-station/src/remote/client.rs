@@ -359,12 +359,26 @@ impl Client {
     /// A manifest by tag or digest: its bytes and the media type the registry gives it.
     /// `Ok(None)` when the registry has no such manifest.
     pub fn get_manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        Ok(self.get_manifest_with(reference, "")?.map(|(b, mt, _)| (b, mt)))
+    }
+
+    /// [`Client::get_manifest`], plus the value of the response header `header` if any.
+    pub fn get_manifest_with(
+        &self,
+        reference: &str,
+        header: &str,
+    ) -> Result<Option<(Vec<u8>, String, Option<String>)>, Error> {
         let Some((resp, what)) = self.manifest_request(Method::GET, reference)? else {
             return Ok(None);
         };
         let mt = Self::header_value(&resp, CONTENT_TYPE.as_str()).unwrap_or_default();
+        let extra = if header.is_empty() {
+            None
+        } else {
+            Self::header_value(&resp, header)
+        };
         let bytes = self.read_small(resp, shp_core::oci::MAX_MANIFEST, &what)?;
-        Ok(Some((bytes, mt)))
+        Ok(Some((bytes, mt, extra)))
     }
 
     /// What a registry says of a manifest without sending it: its digest (the
