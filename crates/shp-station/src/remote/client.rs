@@ -41,6 +41,9 @@ pub struct Client {
     extra: HeaderMap,
 }
 
+/// A manifest's bytes, its media type and the value of one more response header (if sent).
+pub type ManifestWith = (Vec<u8>, String, Option<String>);
+
 /// What starting a blob upload gave.
 pub enum Upload {
     /// The registry mounted the blob from another repository: nothing to send.
@@ -363,11 +366,7 @@ impl Client {
     }
 
     /// [`Client::get_manifest`], plus the value of the response header `header` if any.
-    pub fn get_manifest_with(
-        &self,
-        reference: &str,
-        header: &str,
-    ) -> Result<Option<(Vec<u8>, String, Option<String>)>, Error> {
+    pub fn get_manifest_with(&self, reference: &str, header: &str) -> Result<Option<ManifestWith>, Error> {
         let Some((resp, what)) = self.manifest_request(Method::GET, reference)? else {
             return Ok(None);
         };
