@@ -134,13 +134,22 @@ fn stations_fetch_from_each_other_over_bitswap() {
     let b = ShpHome::new();
     let _sb = Station::start(&b, &[]);
     assert_eq!(b.ok(&["connect", &sa.addr]).trim(), sa.peer_id);
-    let peers = b.json(&["peers"]);
-    let p = peers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["peer_id"] == sa.peer_id.as_str())
-        .expect("A is a peer");
+    // The agent arrives with identify, just after the connection: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let p = loop {
+        let peers = b.json(&["peers"]);
+        let p = peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["peer_id"] == sa.peer_id.as_str())
+            .expect("A is a peer")
+            .clone();
+        if p["agent"].is_string() || Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for k in ["addr", "latency_ms", "bytes_in", "bytes_out"] {
         assert!(p.get(k).is_some(), "peers row lacks {k}: {p}");
     }

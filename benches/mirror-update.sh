@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# benches/mirror-update.sh CORPUS -- an app update through the mirror: a node whose station holds
+# app-v1 pulls app-v2 (one file changed) through its mirror, whose peer station holds app-v2. Prints
+# what moved from the peer (the DAG's missing blocks) and from the upstream, against the dedup
+# oracle's bound for the same pair (`dedup-oracle.py --pairs app-v1:app-v2`: the changed chunks,
+# zstd-3, plus the tar headers) and against the layer-level cost (the changed layers, gzip'd: what a
+# pull with no peer moves).
+#
+# CORPUS: what /work/shared/corpus/build-corpus.sh OUT made (OUT/oci, tags app-v1 and app-v2), or the
+# layout itself. Knobs: SHP (default target/release/shp), ORACLE (default
+# ../shared/corpus/dedup-oracle.py; needs pyfastcdc and zstandard), WORK (removed unless KEEP=1).
+# Needs docker-registry, skopeo, curl, python3. Run by hand, not in CI.
+set -euo pipefail
+export LC_ALL=C
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHP=${SHP:-$ROOT/target/release/shp}
+ORACLE=${ORACLE:-$ROOT/../shared/corpus/dedup-oracle.py}
+IN=${1:?usage: mirror-update.sh CORPUS_DIR_OR_OCI_LAYOUT}
+[ -f "$IN/index.json" ] || IN=$IN/oci
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/shp-bench-mirror-update.XXXXXX")}
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+[ -x "$SHP" ] || (cd "$ROOT" && cargo build --release -p shp-cli >/dev/null)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+UP=127.0.0.1:$(free_port)
+printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+  "$WORK/registry" "$UP" >"$WORK/registry.yml"
+docker-registry serve "$WORK/registry.yml" >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do curl -fs "http://$UP/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+for v in v1 v2; do
+  skopeo copy -q --dest-tls-verify=false "oci:$IN:app-$v" "docker://$UP/library/app:$v"
+done
+
+# station NAME ARGS...: sets ADDR.
+station() {
+  local name=$1
+  shift
+  "$SHP" --home "$WORK/$name" init >/dev/null 2>&1
+  mkfifo "$WORK/$name.banner"
+  "$SHP" --home "$WORK/$name" start --listen 127.0.0.1:0 --no-p2p --mirror "docker.io=http://$UP" "$@" \
+    >"$WORK/$name.banner" 2>"$WORK/$name.log" &
+  PIDS+=($!)
+  read -r -t 30 line <"$WORK/$name.banner"
+  ADDR=$(echo "$line" | awk '{print $2}' | sed 's#http://##')
+}
+pull() { skopeo copy -q --src-tls-verify=false "docker://$1/docker.io/library/app:$2" "oci:$WORK/out-$1-$2:x"; }
+held() { for _ in $(seq 1 600); do "$SHP" --home "$WORK/$1" ls | grep -q "docker.io/library/app@$2" && return; sleep 0.1; done; exit 1; }
+digest() { skopeo inspect --raw --tls-verify=false "docker://$UP/library/app:$1" | sha256sum | awk '{print "sha256:" $1}'; }
+blob_gets() { grep -c '"GET /v2/library/app/blobs/' "$WORK/upstream.log" || true; }
+
+station peer
+PEER=$ADDR
+pull "$PEER" v2
+held peer "$(digest v2)"
+station node --mirror-peer "http://$PEER"
+NODE=$ADDR
+pull "$NODE" v1
+held node "$(digest v1)"
+before=$(blob_gets)
+pull "$NODE" v2
+held node "$(digest v2)"
+after=$(blob_gets)
+line=$(grep "DAG fetched from a peer" "$WORK/node.log" | tail -1)
+fetched=$(echo "$line" | sed -n 's/.*bytes_fetched=\([0-9]*\).*/\1/p')
+[ -n "$fetched" ] || { echo "the node did not fetch the DAG from its peer:" >&2; cat "$WORK/node.log" >&2; exit 1; }
+echo "node holding app-v1 pulls app-v2 through its mirror (peer holds app-v2):"
+echo "  from the peer: $fetched bytes of blocks; upstream blob GETs: $((after - before))"
+python3 "$ORACLE" "$IN" --pairs app-v1:app-v2 >"$WORK/oracle.txt"
+python3 - "$fetched" "$WORK/oracle.txt" <<'PY'
+import re, sys
+fetched = int(sys.argv[1])
+m = re.search(r"layer-level=(\d+) chunk-level\(zstd3\)=(\d+) \+headers\(zstd3\)=(\d+)", open(sys.argv[2]).read())
+layer, chunk, meta = map(int, m.groups())
+bound = chunk + meta
+print(f"  oracle: changed chunks (zstd3) {chunk} + headers {meta} = {bound} bytes; layer-level {layer} bytes")
+print(f"  shp / oracle = {fetched / bound:.2f}x; shp / layer-level = {fetched / layer:.3f}")
+PY
