@@ -46,6 +46,10 @@ enum Cmd {
         /// Join the private network of this swarm.key file (Kubo's format)
         #[arg(long, value_name = "FILE")]
         net_key_file: Option<PathBuf>,
+        /// Join the public IPFS network: writes "public": true and the public bootstrap peers into
+        /// HOME/station.json (QUIC beside TCP; the station announces what it holds on the IPFS DHT)
+        #[arg(long, conflicts_with_all = ["net", "net_key_file"])]
+        public: bool,
     },
     /// Import an image: SOURCE is oci:DIR[:REF], docker-archive:FILE[:NAME:TAG|:@N] or docker://HOST/REPO[:TAG|@DIGEST]
     Push {
@@ -343,6 +347,7 @@ fn run(cli: Cli) -> Result<u8> {
             compression,
             net,
             net_key_file,
+            public,
         } => {
             let compression = compression.as_deref().map(Compression::parse).transpose()?;
             let h = Home::init_with(&dir, compression)?;
@@ -350,6 +355,12 @@ fn run(cli: Cli) -> Result<u8> {
                 eprintln!("store compression {}", h.compression());
             }
             net::init_net_key(h.dir(), net.as_deref(), net_key_file.as_deref())?;
+            if public && shp_station::server::join_public(h.dir())? {
+                eprintln!(
+                    "on the public IPFS network: bootstrap peers in {}",
+                    h.dir().join("station.json").display()
+                );
+            }
             let (peer, made) = shp_station::server::init_identity(h.dir())?;
             if made {
                 eprintln!("station id {peer}");

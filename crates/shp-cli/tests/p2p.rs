@@ -51,7 +51,7 @@ impl Station {
         let addr = a["addrs"][0].as_str().expect("an address").to_string();
         let peer_id = a["peer_id"].as_str().unwrap().to_string();
         assert!(
-            addr.starts_with("/ip4/127.0.0.1/tcp/") && addr.ends_with(&format!("/p2p/{peer_id}")),
+            addr.starts_with("/ip4/127.0.0.1/") && addr.ends_with(&format!("/p2p/{peer_id}")),
             "{a}"
         );
         assert_eq!(
@@ -191,6 +191,160 @@ fn stations_fetch_from_each_other_over_bitswap() {
     let (code, err) = b.fails(&["fetch", &missing]);
     assert_eq!(code, 3, "{err}");
     assert_eq!(b.state(), before);
+}
+
+#[test]
+fn a_fetch_finds_providers_on_the_dht() {
+    // C knows everyone; A (holding the image) and B only know C. B has never heard of A: the DHT
+    // (A's provider record, put at C) tells B who has the root, and B fetches from A over bitswap.
+    let c = ShpHome::new();
+    let sc = Station::start(&c, &[]);
+    let a = ShpHome::new();
+    let (root, src, tag) = image_in(&a);
+    let sa = Station::start(&a, &["--bootstrap", &sc.addr]);
+    let b = ShpHome::new();
+    let sb = Station::start(&b, &["--bootstrap", &sc.addr]);
+    let peers_of = |h: &ShpHome| -> Vec<String> {
+        h.json(&["peers"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["peer_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!peers_of(&b).contains(&sa.peer_id), "B starts without A");
+    // A's record reaches C a moment after A starts: the DHT is eventually consistent, so the
+    // fetch is retried while the root is not found (bounded).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let rep = loop {
+        let out = b
+            .cmd()
+            .args(["fetch", &root, "--tag", "app:v1", "--json"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let text = String::from_utf8(out.stdout).unwrap();
+            break serde_json::from_str::<Value>(text.lines().last().unwrap()).unwrap();
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "only not-found is retried: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(Instant::now() < deadline, "no provider found in 40 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let rows = rep["peers"].as_array().unwrap();
+    let from_a = rows
+        .iter()
+        .find(|r| r["peer"] == sa.peer_id.as_str())
+        .unwrap_or_else(|| panic!("A served the fetch: {rep}"));
+    assert_eq!(from_a["transport"], "bitswap");
+    assert_eq!(from_a["blocks"], rep["blocks_fetched"], "{rep}");
+    assert!(peers_of(&b).contains(&sa.peer_id), "B is now connected to A");
+    assert_eq!(b.verify(true)["problems"].as_array().map_or(0, |p| p.len()), 0);
+    let out = Layout::open(b.scratch("out"));
+    b.pull("app:v1", &oci_ref(&out.dir, "latest"));
+    assert_same_image(&out, &src, &tag);
+    // What was fetched is announced in turn: a fourth station finds the root at A or B.
+    let d = ShpHome::new();
+    let _sd = Station::start(&d, &["--bootstrap", &sc.addr]);
+    let rep = d.json(&["fetch", &root]);
+    assert!(num(&rep, "blocks_fetched") > 0, "{rep}");
+    assert!(
+        rep["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| num(r, "blocks") > 0 && (r["peer"] == sa.peer_id.as_str() || r["peer"] == sb.peer_id.as_str())),
+        "{rep}"
+    );
+}
+
+#[test]
+fn stations_speak_quic() {
+    let a = ShpHome::new();
+    let (root, src, tag) = image_in(&a);
+    let sa = Station::start(&a, &["--p2p-listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    let quic = a.json(&["addrs"])["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .find(|s| s.contains("/udp/") && s.contains("/quic-v1/"))
+        .expect("a QUIC address");
+    let b = ShpHome::new();
+    let _sb = Station::start(&b, &[]);
+    assert_eq!(b.ok(&["connect", &quic]).trim(), sa.peer_id);
+    let peers = b.json(&["peers"]);
+    assert!(peers[0]["addr"].as_str().unwrap().contains("/quic-v1"), "{peers}");
+    let rep = b.json(&["fetch", &root, "--tag", "app:v1"]);
+    assert_eq!(rep["peers"][0]["transport"], "bitswap", "{rep}");
+    let out = Layout::open(b.scratch("out"));
+    b.pull("app:v1", &oci_ref(&out.dir, "latest"));
+    assert_same_image(&out, &src, &tag);
+
+    // A private network is TCP only (pnet): a QUIC listener is refused, naming it.
+    let k = ShpHome::new();
+    let hex = "0".repeat(63) + "1";
+    k.ok(&["init", "--net", &hex]);
+    let out = k
+        .cmd()
+        .args([
+            "start",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/ip4/127.0.0.1/udp/0/quic-v1") && err.contains("QUIC is off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn init_public_writes_the_public_bootstrap_peers() {
+    // Only the config is checked: no test ever dials the public network.
+    let h = ShpHome::new();
+    std::fs::write(h.dir.join("station.json"), r#"{"listen": "127.0.0.1:5999"}"#).unwrap();
+    h.ok(&["init", "--public"]);
+    let v: Value = serde_json::from_slice(&std::fs::read(h.dir.join("station.json")).unwrap()).unwrap();
+    assert_eq!(v["public"], true);
+    assert_eq!(v["listen"], "127.0.0.1:5999", "other fields are kept");
+    let boot = v["bootstrap"].as_array().unwrap();
+    assert!(boot.len() >= 4, "{v}");
+    assert!(boot
+        .iter()
+        .any(|b| b.as_str().unwrap().starts_with("/dnsaddr/bootstrap.libp2p.io/p2p/")));
+    // Idempotent; plain init writes no bootstrap peers.
+    h.ok(&["init", "--public"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&std::fs::read(h.dir.join("station.json")).unwrap()).unwrap(),
+        v
+    );
+    let plain = ShpHome::new();
+    plain.ok(&["init"]);
+    assert!(!plain.dir.join("station.json").exists());
+    // The public network and a private key exclude each other.
+    let out = plain
+        .cmd()
+        .args(["init", "--public", "--net", &"1".repeat(64)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let k = ShpHome::new();
+    k.ok(&["init", "--net", &"1".repeat(64)]);
+    let (code, err) = k.fails(&["init", "--public"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("private network"), "{err}");
+    assert!(!k.dir.join("station.json").exists());
 }
 
 /// A raw CIDv1 for bytes, in base32 (what `shp` prints), computed here independently.

@@ -222,7 +222,11 @@ async fn fetch(req: &Value, state: &Arc<ControlState>) -> Result<Value, Failure>
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let swarm = match &state.node {
-        Some(n) => n.bitswap_peers().await.map_err(failed)?,
+        Some(n) => {
+            // Providers the DHT knows join the peers already connected.
+            n.find_providers(cid, p2p::FIND_WAIT).await.map_err(failed)?;
+            n.bitswap_peers().await.map_err(failed)?
+        }
         None => Vec::new(),
     };
     let home = state.home.clone();

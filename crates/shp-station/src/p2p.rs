@@ -1,6 +1,7 @@
 //! The station as a libp2p peer: a host speaking bitswap, with private networks and LAN discovery.
 //!
-//! - [`host`]    — the swarm: TCP (+ pnet) + noise + yamux, identify, ping, mDNS, raw streams.
+//! - [`host`]    — the swarm: TCP (+ pnet) + noise + yamux, QUIC, identify, ping, mDNS, raw streams.
+//! - [`dht`]     — Kademlia: announcing what the home holds, finding providers for a fetch.
 //! - [`bitswap`] — `/ipfs/bitswap/1.2.0`: a server over the home's store, a client that is a
 //!   [`crate::transport::Transport`] per peer.
 //! - [`inbound`] — accepts every inbound bitswap stream (libp2p-stream drops bursts).
@@ -12,6 +13,7 @@
 //! addresses, and hand out one [`BitswapPeer`] per connected peer for the multi-peer fetcher.
 
 pub mod bitswap;
+pub mod dht;
 pub mod fetch;
 pub mod host;
 pub mod inbound;
@@ -24,10 +26,28 @@ pub use netkey::NetKey;
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// Where the host listens by default (QUIC, for the public network, is not built in yet).
+/// Where the host listens by default.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+
+/// Added to the default listen addresses on the public network: QUIC on the same port.
+pub const DEFAULT_LISTEN_QUIC: &str = "/ip4/0.0.0.0/udp/4001/quic-v1";
+
+/// The public IPFS network's bootstrap peers (the list Kubo ships), written into `station.json` by
+/// `shp init --public`. Nothing else ever makes a station dial the public internet.
+pub const PUBLIC_BOOTSTRAP: &[&str] = &[
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV9BziYpJsPpimSy9bhMJGpgx8G8E36rCvKXBJ",
+    "/ip4/104.131.131.82/udp/4001/quic-v1/p2p/QmaCpDMGvV9BziYpJsPpimSy9bhMJGpgx8G8E36rCvKXBJ",
+];
+
+/// How long a fetch looks for providers on the DHT before it starts with the peers it has.
+pub const FIND_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +72,9 @@ pub struct P2pConfig {
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
     pub net_key: Option<NetKey>,
+    /// On the public IPFS network (`shp init --public`): QUIC beside TCP by default, and kad
+    /// serves only once the host is reachable.
+    pub public: bool,
 }
 
 /// Parses a multiaddr, naming it in the error.
@@ -151,6 +174,24 @@ impl Node {
     /// The listen addresses, each ending in `/p2p/<our id>`.
     pub async fn addrs(&self) -> Result<Vec<Multiaddr>, Error> {
         self.ask(host::Command::Addrs).await
+    }
+
+    /// Looks for providers of `cid` on the DHT for at most `wait`, dials each one found, and
+    /// returns them once connected (or once `wait` is over; a provider that is slow to connect
+    /// still joins later fetches).
+    pub async fn find_providers(&self, cid: shp_core::cid::Cid, wait: Duration) -> Result<Vec<PeerId>, Error> {
+        let deadline = Instant::now() + wait;
+        let found = match tokio::time::timeout(wait, self.ask(|r| host::Command::FindProviders(cid, r))).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(Vec::new()),
+        };
+        loop {
+            let up = self.ask(host::Command::Connected).await?;
+            if found.iter().all(|p| up.contains(p)) || Instant::now() >= deadline {
+                return Ok(found.into_iter().filter(|p| up.contains(p)).collect());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// One bitswap transport per connected peer.

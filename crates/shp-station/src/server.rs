@@ -83,6 +83,8 @@ struct ConfigFile {
     p2p_listen: Option<Vec<String>>,
     bootstrap: Option<Vec<String>>,
     mdns: Option<bool>,
+    /// On the public IPFS network (`shp init --public` sets it, with the public bootstrap peers).
+    public: Option<bool>,
     /// `HOST=URL` upstreams of the pull-through mirror.
     mirrors: Option<Vec<String>>,
     mirror_tag_ttl_secs: Option<u64>,
@@ -164,8 +166,25 @@ impl Config {
         let p2p = if o.no_p2p || file.p2p == Some(false) {
             None
         } else {
+            let public = file.public.unwrap_or(false);
+            let net_key = NetKey::of_home(home)?;
+            if public && net_key.is_some() {
+                return Err(StationError::Config {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "\"public\": true and a private network key ({}) exclude each other",
+                        home.join(p2p::netkey::KEY_FILE).display()
+                    ),
+                });
+            }
             let listen = if o.p2p_listen.is_empty() {
-                file.p2p_listen.unwrap_or_else(|| vec![p2p::DEFAULT_LISTEN.to_string()])
+                file.p2p_listen.unwrap_or_else(|| {
+                    let mut v = vec![p2p::DEFAULT_LISTEN.to_string()];
+                    if public {
+                        v.push(p2p::DEFAULT_LISTEN_QUIC.to_string());
+                    }
+                    v
+                })
             } else {
                 o.p2p_listen.clone()
             };
@@ -183,7 +202,8 @@ impl Config {
                 listen: addrs(listen)?,
                 bootstrap: addrs(bootstrap)?,
                 mdns: !o.no_mdns && file.mdns.unwrap_or(true),
-                net_key: NetKey::of_home(home)?,
+                net_key,
+                public,
             })
         };
         let specs = if o.mirrors.is_empty() {
@@ -267,6 +287,50 @@ fn parse_listen(s: &str) -> Result<SocketAddr, StationError> {
 pub fn init_identity(home: &Path) -> Result<(String, bool), StationError> {
     let (id, made) = Identity::load_or_create(home)?;
     Ok((id.peer_id(), made))
+}
+
+/// Puts a home on the public IPFS network (what `shp init --public` calls): sets `"public": true` in
+/// `station.json` and, when the file names no bootstrap peers, the public ones
+/// ([`p2p::PUBLIC_BOOTSTRAP`]); every other field is kept. Refused for a home with a private network
+/// key. Returns whether the file changed.
+pub fn join_public(home: &Path) -> Result<bool, StationError> {
+    let path = home.join(CONFIG_FILE);
+    let bad = |reason: String| StationError::Config {
+        path: path.display().to_string(),
+        reason,
+    };
+    if NetKey::of_home(home)?.is_some() {
+        return Err(bad(format!(
+            "this home is in a private network ({}): the public network and a swarm key exclude each other",
+            home.join(p2p::netkey::KEY_FILE).display()
+        )));
+    }
+    let mut v: serde_json::Value = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| bad(e.to_string()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let obj = v.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
+    let before = obj.clone();
+    obj.insert("public".into(), serde_json::Value::Bool(true));
+    let has_boot = obj
+        .get("bootstrap")
+        .and_then(|b| b.as_array())
+        .is_some_and(|b| !b.is_empty());
+    if !has_boot {
+        obj.insert("bootstrap".into(), serde_json::json!(p2p::PUBLIC_BOOTSTRAP));
+    }
+    if *obj == before {
+        return Ok(false);
+    }
+    let text = serde_json::to_string_pretty(&v).expect("JSON") + "\n";
+    let tmp = home.join(format!("{CONFIG_FILE}.tmp"));
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| bad(e.to_string()))?;
+    // The file must still load (fields of a newer shp would fail here, not at `shp start`).
+    Config::load(home, &Overrides::default())?;
+    Ok(true)
 }
 
 /// Sets up logging to stderr: `RUST_LOG` if set, else `level` (error, warn, info, debug, trace).

@@ -61,7 +61,8 @@ pub enum StandaloneError {
 }
 
 /// Starts a node of our own (no listeners; the config's bootstrap peers and mDNS), waits up to
-/// `wait` for peers to connect, fetches, and stops the node.
+/// `wait` for peers to connect, asks them (the DHT) for the root's providers and dials those,
+/// fetches from everyone connected, and stops the node.
 pub fn fetch_standalone(
     home: Arc<Home>,
     cfg: &P2pConfig,
@@ -88,10 +89,15 @@ pub fn fetch_standalone(
             // Every bootstrap peer up (or the wait over; mDNS neighbours arrive as they answer).
             let enough = !cfg.bootstrap.is_empty() && peers.len() >= cfg.bootstrap.len();
             if !want_peers || enough || start.elapsed() >= wait {
-                return Ok::<_, super::Error>(peers);
+                break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Then the providers the DHT knows of, through the peers we reached.
+        if want_peers {
+            node.find_providers(*root, super::FIND_WAIT).await?;
+        }
+        node.bitswap_peers().await
     })?;
     let root = *root;
     let tag = tag.map(str::to_string);

@@ -1,20 +1,24 @@
 //! The libp2p host: transport, behaviours, and the task that owns the swarm.
 //!
-//! Transport: TCP (nodelay) → pnet (only with a network key) → multistream → noise → yamux.
+//! Transport: TCP (nodelay) → pnet (only with a network key) → multistream → noise → yamux; beside
+//! it QUIC (v1) when there is no network key (pnet is TCP only, as in Kubo); DNS names
+//! (`/dns4`, `/dnsaddr`, as the public bootstrap peers use) resolved by the system resolver.
 //! Behaviours: identify (`/ipfs/id/1.0.0`, protocol version `ipfs/0.1.0` as Kubo says), ping
-//! (round trips feed the bitswap client's timeouts and `shp peers`), mDNS (optional), and
-//! libp2p-stream, on which bitswap runs. The swarm lives in one task; everything else talks to it
+//! (round trips feed the bitswap client's timeouts and `shp peers`), mDNS (optional), Kademlia
+//! ([`super::dht`]: providing and finding), and libp2p-stream, on which bitswap runs. The swarm lives in one task; everything else talks to it
 //! through [`Command`]s.
 
 use super::bitswap::{Engine, HostRequest};
+use super::dht::{self, Announce};
 use super::{Error, P2pConfig, PeerInfo};
 use futures::StreamExt;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::core::{muxing::StreamMuxerBox, transport::Boxed, Transport as _};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{behaviour::toggle::Toggle, ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity::Keypair, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{identify, identity::Keypair, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use shp_core::cid::Cid;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +29,7 @@ pub(crate) struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
     stream: libp2p_stream::Behaviour,
     bitswap: super::inbound::Inbound,
 }
@@ -35,6 +40,9 @@ pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
     Connected(oneshot::Sender<Vec<PeerId>>),
+    /// Asks the DHT for providers of a CID; each one found is dialled, and the reply lists them
+    /// once the query is over.
+    FindProviders(Cid, oneshot::Sender<Vec<PeerId>>),
     Stop,
 }
 
@@ -42,7 +50,7 @@ fn transport(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, 
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let noise = noise::Config::new(key).map_err(|e| Error::Start(format!("noise: {e}")))?;
     let timeout = Duration::from_secs(20);
-    Ok(match net_key {
+    let stack = match net_key {
         // pnet wraps the raw socket: a peer without the key fails before multistream even starts.
         Some(k) => {
             let psk = libp2p::pnet::PreSharedKey::new(k);
@@ -53,13 +61,29 @@ fn transport(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, 
                 .timeout(timeout)
                 .boxed()
         }
-        None => tcp
-            .upgrade(Version::V1Lazy)
-            .authenticate(noise)
-            .multiplex(yamux::Config::default())
-            .timeout(timeout)
-            .boxed(),
-    })
+        None => {
+            let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+            tcp.upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(timeout)
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                .or_transport(quic)
+                .map(|either, _| match either {
+                    futures::future::Either::Left(x) | futures::future::Either::Right(x) => x,
+                })
+                .boxed()
+        }
+    };
+    let dns = libp2p::dns::tokio::Transport::system(stack)
+        .map_err(|e| Error::Start(format!("DNS resolver (/etc/resolv.conf): {e}")))?;
+    Ok(dns.boxed())
+}
+
+/// Whether `addr` is a QUIC address (`/udp/PORT/quic-v1`).
+pub fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
 }
 
 struct Peer {
@@ -86,6 +110,10 @@ pub(crate) struct Host {
     /// connected.
     lan: HashMap<PeerId, Multiaddr>,
     requests: mpsc::UnboundedReceiver<HostRequest>,
+    /// What the announcer asks us to provide or stop providing.
+    announce: mpsc::UnboundedReceiver<Announce>,
+    /// Provider searches under way: who was found, and who waits for the answer.
+    finds: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
 }
 
 impl Host {
@@ -97,8 +125,23 @@ impl Host {
         home: Arc<shp_core::Home>,
     ) -> Result<(Host, Arc<Engine>), Error> {
         let net_key = cfg.net_key.as_ref().map(|k| k.0);
+        if net_key.is_some() {
+            if let Some(a) = cfg.listen.iter().find(|a| is_quic(a)) {
+                return Err(Error::Listen {
+                    addr: a.to_string(),
+                    reason: "QUIC is off in a private network (the swarm key protects TCP connections only)".into(),
+                });
+            }
+        }
         let mdns_on = cfg.mdns;
         let local = key.public().to_peer_id();
+        // A station answers DHT queries on a private or local network; on the public one kad
+        // serves once an external address is confirmed; a node without listeners only asks.
+        let kad_server = match (cfg.listen.is_empty(), cfg.public) {
+            (true, _) => Some(false),
+            (false, true) => None,
+            (false, false) => Some(true),
+        };
         let t = transport(&key, net_key)?;
         let (inbound, streams) = super::inbound::Inbound::new(super::bitswap::PROTOCOL);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -118,6 +161,7 @@ impl Host {
                     ),
                     ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
                     mdns: Toggle::from(mdns),
+                    kad: dht::behaviour(local, kad_server),
                     stream: libp2p_stream::Behaviour::new(),
                     bitswap: inbound,
                 })
@@ -127,6 +171,10 @@ impl Host {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
             .build();
         let (tx, requests) = mpsc::unbounded_channel();
+        let (announce_tx, announce) = mpsc::unbounded_channel();
+        if !cfg.listen.is_empty() {
+            dht::spawn_announcer(home.clone(), announce_tx);
+        }
         let engine = Engine::new(home, swarm.behaviour().stream.new_control(), tx);
         engine.spawn_acceptor(streams);
         for addr in &cfg.listen {
@@ -144,6 +192,8 @@ impl Host {
             bootstrap: cfg.bootstrap.clone(),
             lan: HashMap::new(),
             requests,
+            announce,
+            finds: HashMap::new(),
         };
         // Wait until every listener reports an address (or fails): then `addrs` is complete and a
         // port that is taken is an error of `shp start`, not a log line.
@@ -174,6 +224,9 @@ impl Host {
         // 0.0.0.0 expands into one address per interface; keep collecting them as they come.
         let boot = host.bootstrap.clone();
         for addr in boot {
+            if let Some(p) = peer_of(&addr) {
+                host.swarm.behaviour_mut().kad.add_address(&p, addr.clone());
+            }
             host.dial(addr, false, None);
         }
         Ok((host, engine))
@@ -190,6 +243,7 @@ impl Host {
                     None | Some(Command::Stop) => break,
                     Some(c) => self.command(c),
                 },
+                Some(a) = self.announce.recv() => self.on_announce(a),
                 Some(req) = self.requests.recv() => match req {
                     HostRequest::Disconnect(peer, why) => {
                         tracing::warn!(%peer, "disconnecting a misbehaving peer: {why}");
@@ -256,7 +310,7 @@ impl Host {
             Err(e) => {
                 let err = Error::Dial {
                     addr: addr.to_string(),
-                    reason: e.to_string(),
+                    reason: dial_reason(&e),
                 };
                 match reply {
                     Some(r) => {
@@ -311,6 +365,10 @@ impl Host {
             Command::Connected(reply) => {
                 let _ = reply.send(self.peers.keys().copied().collect());
             }
+            Command::FindProviders(cid, reply) => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(dht::key(&cid));
+                self.finds.insert(id, (Vec::new(), reply));
+            }
             Command::Stop => {}
         }
     }
@@ -355,7 +413,7 @@ impl Host {
                 if let Some(r) = self.dials.remove(&connection_id) {
                     let _ = r.send(Err(Error::Dial {
                         addr: String::new(),
-                        reason: error.to_string(),
+                        reason: dial_reason(&error),
                     }));
                 } else {
                     tracing::debug!(error = %error, "outgoing connection failed");
@@ -373,10 +431,17 @@ impl Host {
                 peer, result: Ok(rtt), ..
             })) => self.engine.client.set_rtt(peer, rtt),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                // A peer that speaks the DHT joins the routing table with the addresses it listens on.
+                if info.protocols.contains(&dht::KAD_PROTOCOL) {
+                    for a in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    }
+                }
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.agent = Some(info.agent_version);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.kad_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 let me = *self.swarm.local_peer_id();
                 for (peer, addr) in found {
@@ -400,6 +465,105 @@ impl Host {
             }
             _ => {}
         }
+    }
+}
+
+impl Host {
+    fn on_announce(&mut self, a: Announce) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        match a {
+            Announce::Provide(cids) => {
+                tracing::info!(count = cids.len(), "providing on the DHT");
+                for c in cids {
+                    if let Err(e) = kad.start_providing(dht::key(&c)) {
+                        tracing::warn!(cid = %c, "cannot provide: {e}");
+                    }
+                }
+            }
+            Announce::Unprovide(cids) => {
+                for c in cids {
+                    kad.stop_providing(&dht::key(&c));
+                }
+            }
+        }
+    }
+
+    fn kad_event(&mut self, ev: kad::Event) {
+        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = ev else {
+            return;
+        };
+        match result {
+            kad::QueryResult::GetProviders(res) => {
+                let me = *self.swarm.local_peer_id();
+                let mut dial = Vec::new();
+                if let Some((found, _)) = self.finds.get_mut(&id) {
+                    match res {
+                        Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                            for p in providers {
+                                if p != me && !found.contains(&p) {
+                                    found.push(p);
+                                    dial.push(p);
+                                }
+                            }
+                        }
+                        Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                        Err(e) => tracing::debug!("provider search: {e}"),
+                    }
+                }
+                for p in dial {
+                    tracing::info!(peer = %p, "found a provider on the DHT");
+                    // kad gives the addresses its query learnt.
+                    let opts = DialOpts::peer_id(p)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+                            tracing::info!(peer = %p, "cannot dial a provider: {e}");
+                        }
+                    }
+                }
+                if step.last {
+                    if let Some((found, reply)) = self.finds.remove(&id) {
+                        let _ = reply.send(found);
+                    }
+                }
+            }
+            kad::QueryResult::StartProviding(Err(e)) => tracing::debug!("provider record not stored: {e}"),
+            kad::QueryResult::Bootstrap(Err(e)) => tracing::debug!("DHT bootstrap: {e}"),
+            _ => {}
+        }
+    }
+}
+
+/// A dial error in one line: the innermost cause of each address's failure (libp2p nests one per
+/// transport layer, DNS, TCP or QUIC, upgrade), e.g. "Connection refused (os error 111)".
+fn dial_reason(e: &libp2p::swarm::DialError) -> String {
+    use libp2p::swarm::DialError;
+    fn innermost(e: &dyn std::error::Error) -> String {
+        let mut handshake = false;
+        let mut cur = e;
+        loop {
+            handshake |= cur.to_string().to_ascii_lowercase().contains("handshake");
+            match cur.source() {
+                Some(s) => cur = s,
+                None => break,
+            }
+        }
+        let msg = cur.to_string();
+        let msg = msg.lines().next().unwrap_or("").trim().to_string();
+        if handshake && !msg.to_ascii_lowercase().contains("handshake") {
+            format!("handshake failed: {msg}")
+        } else {
+            msg
+        }
+    }
+    match e {
+        DialError::Transport(errs) => {
+            let mut out: Vec<String> = errs.iter().map(|(_, te)| innermost(te)).collect();
+            out.dedup();
+            out.join("; ")
+        }
+        other => innermost(other).replace('\n', " "),
     }
 }
 
