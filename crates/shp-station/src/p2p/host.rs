@@ -114,6 +114,8 @@ pub(crate) struct Host {
     announce: mpsc::UnboundedReceiver<Announce>,
     /// Provider searches under way: who was found, and who waits for the answer.
     finds: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    kad_protocol: libp2p::StreamProtocol,
+    public: bool,
 }
 
 impl Host {
@@ -137,6 +139,7 @@ impl Host {
         let local = key.public().to_peer_id();
         // A station answers DHT queries on a private or local network; on the public one kad
         // serves once an external address is confirmed; a node without listeners only asks.
+        let kad_protocol = dht::protocol(cfg.public);
         let kad_server = match (cfg.listen.is_empty(), cfg.public) {
             (true, _) => Some(false),
             (false, true) => None,
@@ -161,7 +164,7 @@ impl Host {
                     ),
                     ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
                     mdns: Toggle::from(mdns),
-                    kad: dht::behaviour(local, kad_server),
+                    kad: dht::behaviour(local, kad_protocol.clone(), kad_server),
                     stream: libp2p_stream::Behaviour::new(),
                     bitswap: inbound,
                 })
@@ -194,6 +197,8 @@ impl Host {
             requests,
             announce,
             finds: HashMap::new(),
+            kad_protocol,
+            public: cfg.public,
         };
         // Wait until every listener reports an address (or fails): then `addrs` is complete and a
         // port that is taken is an error of `shp start`, not a log line.
@@ -204,7 +209,7 @@ impl Host {
             tokio::select! {
                 ev = host.swarm.select_next_some() => match ev {
                     SwarmEvent::NewListenAddr { address, .. } => {
-                        host.listen.push(address);
+                        host.listening(address);
                         pending -= 1;
                     }
                     SwarmEvent::ListenerClosed { addresses, reason, .. } => {
@@ -425,14 +430,17 @@ impl Host {
                 // What a peer without the network key (or speaking something else) looks like.
                 tracing::info!(from = %send_back_addr, error = %error, "incoming connection refused");
             }
-            SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => self.listen.push(address),
-            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen.contains(&address) => self.listening(address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+                self.listen.retain(|a| a != &address);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer, result: Ok(rtt), ..
             })) => self.engine.client.set_rtt(peer, rtt),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 // A peer that speaks the DHT joins the routing table with the addresses it listens on.
-                if info.protocols.contains(&dht::KAD_PROTOCOL) {
+                if info.protocols.contains(&self.kad_protocol) {
                     for a in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                     }
@@ -469,6 +477,15 @@ impl Host {
 }
 
 impl Host {
+    /// A listen address is up. It is also what the host advertises (in provider records, which
+    /// Kubo drops without an address): every one off the public network, only global ones on it.
+    fn listening(&mut self, address: Multiaddr) {
+        if !self.public || is_global(&address) {
+            self.swarm.add_external_address(address.clone());
+        }
+        self.listen.push(address);
+    }
+
     fn on_announce(&mut self, a: Announce) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         match a {
@@ -489,6 +506,7 @@ impl Host {
     }
 
     fn kad_event(&mut self, ev: kad::Event) {
+        tracing::debug!(event = ?ev, "kad");
         let kad::Event::OutboundQueryProgressed { id, result, step, .. } = ev else {
             return;
         };
@@ -564,6 +582,29 @@ fn dial_reason(e: &libp2p::swarm::DialError) -> String {
             out.join("; ")
         }
         other => innermost(other).replace('\n', " "),
+    }
+}
+
+/// Whether `addr` is reachable from the internet (not loopback, private, link-local, CGNAT,
+/// unspecified or unique-local).
+fn is_global(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => {
+            let o = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64))
+        }
+        Some(Protocol::Ip6(ip)) => {
+            let s = ip.segments();
+            !(ip.is_loopback() || ip.is_unspecified() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80)
+        }
+        // DNS names are what their owner published.
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)) => true,
+        _ => false,
     }
 }
 
