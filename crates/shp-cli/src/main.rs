@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 mod mirror;
 mod net;
+mod rootfs;
 
 #[derive(Parser)]
 #[command(
@@ -193,6 +194,16 @@ enum Cmd {
         /// Credentials for the upstreams: a containers auth.json or docker config.json (by upstream HOST)
         #[arg(long, value_name = "FILE")]
         mirror_authfile: Option<std::path::PathBuf>,
+    },
+    /// Write an image's root file system (its layers applied, whiteouts and all) into DIR, absent or empty
+    Unpack {
+        image: String,
+        dir: PathBuf,
+        /// For an image index: the platform's manifest (default: this machine's, else the first)
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Print the configuration that makes a container runtime use this station as its mirror
     MirrorConfig {
@@ -710,6 +721,12 @@ fn run(cli: Cli) -> Result<u8> {
             drop(out);
             station.run_until_signal()?;
         }
+        Cmd::Unpack {
+            image,
+            dir: out,
+            platform,
+            json,
+        } => rootfs::unpack(&open()?, &image, &out, platform, json)?,
         Cmd::MirrorConfig { runtime, station } => mirror::print_config(&dir, runtime, station.as_deref())?,
         Cmd::Peers { json } => net::peers(&dir, json)?,
         Cmd::Addrs { json } => net::addrs(&dir, json)?,

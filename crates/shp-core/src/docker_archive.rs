@@ -14,7 +14,7 @@ use crate::cid::{format_digest, parse_digest};
 use crate::dag::{DagReader, DagWriter};
 use crate::error::{Error, Result};
 use crate::image::{import_image, BlobSource, ImageRoot, ImportReport, Progress};
-use crate::oci::{self, Descriptor, DocKind};
+use crate::oci::{self, Descriptor};
 use crate::reference::ArchiveRef;
 use crate::store::{Batch, Blockstore};
 use crate::tar::{check_checksum, parse_numeric};
@@ -487,38 +487,8 @@ fn write_generated<W: Write>(
     dir: &Path,
     open: &crate::image::OpenBlob<'_>,
 ) -> Result<()> {
-    // Pick one image manifest: the top one, or the host's platform from an index.
-    let top = &blobs[0];
-    let manifest = match top.doc.as_ref().map(|d| d.kind) {
-        Some(DocKind::Manifest) => top,
-        Some(DocKind::Index) => {
-            let doc = top.doc.as_ref().unwrap();
-            let want = format!(
-                "linux/{}",
-                if cfg!(target_arch = "aarch64") {
-                    "arm64"
-                } else {
-                    "amd64"
-                }
-            );
-            let pick = doc
-                .manifests
-                .iter()
-                .find(|d| crate::oci::Document::platform_of(d).as_deref() == Some(want.as_str()))
-                .or(doc.manifests.first());
-            let pick = pick.ok_or_else(|| Error::ImageNotFound("an image manifest in the index".into()))?;
-            blobs
-                .iter()
-                .find(|b| b.node.digest == pick.digest && b.doc.as_ref().map(|d| d.kind) == Some(DocKind::Manifest))
-                .ok_or_else(|| Error::ImageNotFound(format!("manifest {} for docker-archive", pick.digest_str)))?
-        }
-        None => {
-            return Err(Error::InvalidManifest {
-                what: top.node.digest_str(),
-                reason: "not a manifest or index".into(),
-            })
-        }
-    };
+    // One image manifest: the top one, or the host's platform from an index.
+    let manifest = crate::image::pick_manifest(blobs, None)?;
     let doc = manifest.doc.as_ref().unwrap();
     let cfg = doc.config.as_ref().ok_or_else(|| Error::InvalidManifest {
         what: manifest.node.digest_str(),

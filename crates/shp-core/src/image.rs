@@ -374,6 +374,60 @@ impl ImageRoot {
     }
 }
 
+/// The platform this build runs on, as image indexes name it (`linux/amd64`, `linux/arm64`).
+pub fn host_platform() -> String {
+    format!(
+        "linux/{}",
+        if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        }
+    )
+}
+
+/// The image manifest to use from an image's blobs ([`ImageRoot::blobs`]): the top one, or from an
+/// index the one for `platform` (`os/arch[/variant]`; `None`: the host's, else the index's first).
+/// A platform asked for that the index lacks is an error naming the ones it has.
+pub fn pick_manifest<'a>(blobs: &'a [ImageBlob], platform: Option<&str>) -> Result<&'a ImageBlob> {
+    let top = blobs
+        .first()
+        .ok_or_else(|| Error::ImageNotFound("an image with blobs".into()))?;
+    match top.doc.as_ref().map(|d| d.kind) {
+        Some(DocKind::Manifest) => Ok(top),
+        Some(DocKind::Index) => {
+            let doc = top.doc.as_ref().expect("checked");
+            let plat = |d: &Descriptor| Document::platform_of(d);
+            let pick = match platform {
+                Some(want) => doc.manifests.iter().find(|d| plat(d).as_deref() == Some(want)).ok_or_else(|| {
+                    let have: Vec<String> = doc.manifests.iter().filter_map(plat).collect();
+                    Error::ImageNotFound(format!(
+                        "platform {want} in the index {} (it has: {})",
+                        top.node.digest_str(),
+                        if have.is_empty() { "none named".to_string() } else { have.join(", ") }
+                    ))
+                })?,
+                None => {
+                    let host = host_platform();
+                    doc.manifests
+                        .iter()
+                        .find(|d| plat(d).as_deref() == Some(host.as_str()))
+                        .or(doc.manifests.first())
+                        .ok_or_else(|| Error::ImageNotFound("an image manifest in the index".into()))?
+                }
+            };
+            blobs
+                .iter()
+                .find(|b| b.node.digest == pick.digest && b.doc.as_ref().map(|d| d.kind) == Some(DocKind::Manifest))
+                .ok_or_else(|| Error::ImageNotFound(format!("manifest {} of the index", pick.digest_str)))
+        }
+        None => Err(Error::InvalidManifest {
+            what: top.node.digest_str(),
+            reason: "not a manifest or index".into(),
+        }),
+    }
+}
+
 /// One blob of an image, as its parent describes it.
 #[derive(Debug, Clone)]
 pub struct ImageBlob {

@@ -1,0 +1,31 @@
+//! Container root file systems from shp's DAG.
+//!
+//! - [`unpack`] — `shp unpack IMAGE DIR`: an image's layers applied in order to a directory, as the
+//!   OCI image spec says (whiteouts `.wh.NAME`, opaque directories `.wh..wh..opq`), streamed from
+//!   the store's tar DAGs with no layer rebuilt or decompressed.
+//! - [`path`] — layer entry names made safe: cleaned, refused when they climb out, and resolved
+//!   inside the root with symlinks followed as if the root were `/`, so nothing is ever written
+//!   outside it.
+//!
+//! Every file-system call goes through `rustix` (no unsafe code here either).
+
+#![forbid(unsafe_code)]
+
+pub mod path;
+pub mod unpack;
+
+pub use unpack::{unpack, UnpackOptions, UnpackReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] shp_core::Error),
+    #[error("layer {layer}: entry {entry:?}: {reason}")]
+    Entry { layer: String, entry: String, reason: String },
+    #[error("layer {layer}: reading its tar: {reason}")]
+    Tar { layer: String, reason: String },
+    #[error("{path}: {reason}")]
+    Dest { path: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
