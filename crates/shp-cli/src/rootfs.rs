@@ -5,10 +5,7 @@ use shp_core::Home;
 use std::path::Path;
 
 pub fn unpack(home: &Home, image: &str, dir: &Path, platform: Option<String>, json: bool) -> Result<()> {
-    let opts = shp_rootfs::UnpackOptions {
-        platform,
-        owners: None,
-    };
+    let opts = shp_rootfs::UnpackOptions { platform, owners: None };
     let rep = shp_rootfs::unpack(home, image, dir, &opts).map_err(|e| match e {
         // Core errors keep their exit codes (3: no such image, 2: a bad reference).
         shp_rootfs::Error::Core(c) => anyhow::Error::from(c),

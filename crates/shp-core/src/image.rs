@@ -399,14 +399,22 @@ pub fn pick_manifest<'a>(blobs: &'a [ImageBlob], platform: Option<&str>) -> Resu
             let doc = top.doc.as_ref().expect("checked");
             let plat = |d: &Descriptor| Document::platform_of(d);
             let pick = match platform {
-                Some(want) => doc.manifests.iter().find(|d| plat(d).as_deref() == Some(want)).ok_or_else(|| {
-                    let have: Vec<String> = doc.manifests.iter().filter_map(plat).collect();
-                    Error::ImageNotFound(format!(
-                        "platform {want} in the index {} (it has: {})",
-                        top.node.digest_str(),
-                        if have.is_empty() { "none named".to_string() } else { have.join(", ") }
-                    ))
-                })?,
+                Some(want) => doc
+                    .manifests
+                    .iter()
+                    .find(|d| plat(d).as_deref() == Some(want))
+                    .ok_or_else(|| {
+                        let have: Vec<String> = doc.manifests.iter().filter_map(plat).collect();
+                        Error::ImageNotFound(format!(
+                            "platform {want} in the index {} (it has: {})",
+                            top.node.digest_str(),
+                            if have.is_empty() {
+                                "none named".to_string()
+                            } else {
+                                have.join(", ")
+                            }
+                        ))
+                    })?,
                 None => {
                     let host = host_platform();
                     doc.manifests

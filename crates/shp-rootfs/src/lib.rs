@@ -21,7 +21,11 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] shp_core::Error),
     #[error("layer {layer}: entry {entry:?}: {reason}")]
-    Entry { layer: String, entry: String, reason: String },
+    Entry {
+        layer: String,
+        entry: String,
+        reason: String,
+    },
     #[error("layer {layer}: reading its tar: {reason}")]
     Tar { layer: String, reason: String },
     #[error("{path}: {reason}")]

@@ -128,7 +128,10 @@ mod tests {
         std::fs::write(root.join("file"), b"x").unwrap();
         assert!(r(b"file/x").unwrap_err().contains("not a directory"));
         // Nothing appeared outside the root.
-        let mut outside: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut outside: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         outside.sort();
         assert_eq!(outside, ["root"]);
     }

@@ -123,7 +123,9 @@ fn prepare(dir: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => {
             if std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?.next().is_some() {
-                return Err(bad("not empty (unpack writes a whole root file system into an empty directory)".into()));
+                return Err(bad(
+                    "not empty (unpack writes a whole root file system into an empty directory)".into(),
+                ));
             }
             Ok(())
         }
@@ -243,7 +245,11 @@ impl Unpacker<'_> {
             if kind.is_dir() {
                 let root = self.root.clone();
                 self.meta(&root, uid, gid, &pax.xattrs)?;
-                self.dirs.push(DirMeta { path: root, mode, mtime });
+                self.dirs.push(DirMeta {
+                    path: root,
+                    mode,
+                    mtime,
+                });
             }
             return Ok(());
         }
@@ -297,10 +303,7 @@ impl Unpacker<'_> {
                 set_mtime(&path, mtime)?;
             }
             tar::EntryType::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or("a symlink without a target")?
-                    .into_owned();
+                let target = e.link_name_bytes().ok_or("a symlink without a target")?.into_owned();
                 remove(&path, false)?;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &path)
                     .map_err(|e| err("symlink", e))?;
@@ -309,10 +312,7 @@ impl Unpacker<'_> {
                 self.rep.symlinks += 1;
             }
             tar::EntryType::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or("a hard link without a target")?
-                    .into_owned();
+                let target = e.link_name_bytes().ok_or("a hard link without a target")?.into_owned();
                 let tcomps = clean(&target).map_err(|r| format!("hard link target: {r}"))?;
                 if tcomps.is_empty() {
                     return Err("a hard link to the root".into());
@@ -344,7 +344,8 @@ impl Unpacker<'_> {
                 };
                 let is_fifo = matches!(kind, tar::EntryType::Fifo);
                 if !is_fifo && !self.owners {
-                    self.rep.skip(format!("{}: a {what} (only root makes device nodes)", path.display()));
+                    self.rep
+                        .skip(format!("{}: a {what} (only root makes device nodes)", path.display()));
                     return Ok(());
                 }
                 let major = h.device_major().ok().flatten().unwrap_or(0);
@@ -372,14 +373,25 @@ impl Unpacker<'_> {
             | tar::EntryType::XHeader
             | tar::EntryType::GNULongName
             | tar::EntryType::GNULongLink => return Ok(()),
-            other => return Err(format!("an entry of type {:?}, which a root file system cannot hold", other.as_byte() as char)),
+            other => {
+                return Err(format!(
+                    "an entry of type {:?}, which a root file system cannot hold",
+                    other.as_byte() as char
+                ))
+            }
         }
         self.created.insert(path);
         Ok(())
     }
 
     /// Owner and xattrs (before the mode: a chown clears setuid bits).
-    fn meta(&mut self, path: &Path, uid: u64, gid: u64, xattrs: &[(Vec<u8>, Vec<u8>)]) -> std::result::Result<(), String> {
+    fn meta(
+        &mut self,
+        path: &Path,
+        uid: u64,
+        gid: u64,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> std::result::Result<(), String> {
         if self.owners {
             rustix::fs::chownat(
                 CWD,
@@ -397,12 +409,17 @@ impl Unpacker<'_> {
             let name = std::ffi::OsStr::from_bytes(k);
             match rustix::fs::lsetxattr(path, name, v, rustix::fs::XattrFlags::empty()) {
                 Ok(()) => {}
-                Err(e) if e == rustix::io::Errno::PERM || e == rustix::io::Errno::NOTSUP => self.rep.skip(format!(
-                    "{}: xattr {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy(k)
-                )),
-                Err(e) => return Err(format!("xattr {} on {}: {e}", String::from_utf8_lossy(k), path.display())),
+                Err(e) if e == rustix::io::Errno::PERM || e == rustix::io::Errno::NOTSUP => {
+                    self.rep
+                        .skip(format!("{}: xattr {}: {e}", path.display(), String::from_utf8_lossy(k)))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "xattr {} on {}: {e}",
+                        String::from_utf8_lossy(k),
+                        path.display()
+                    ))
+                }
             }
         }
         Ok(())
@@ -442,7 +459,8 @@ impl Unpacker<'_> {
                 // Removed or replaced by a later layer.
                 _ => continue,
             }
-            std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode)).map_err(|e| fail(e.to_string()))?;
+            std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
+                .map_err(|e| fail(e.to_string()))?;
             set_mtime(&d.path, d.mtime).map_err(fail)?;
         }
         Ok(())
@@ -517,11 +535,11 @@ mod tests {
     #[test]
     fn pax_times_keep_their_fraction() {
         let t = parse_time(b"1700000000.5").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec as i64), (1_700_000_000, 500_000_000));
+        assert_eq!((t.tv_sec, t.tv_nsec), (1_700_000_000, 500_000_000));
         let t = parse_time(b"12").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec as i64), (12, 0));
+        assert_eq!((t.tv_sec, t.tv_nsec), (12, 0));
         let t = parse_time(b"-1.25").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec as i64), (-2, 750_000_000));
+        assert_eq!((t.tv_sec, t.tv_nsec), (-2, 750_000_000));
         assert!(parse_time(b"x").is_none());
     }
 }
