@@ -14,7 +14,7 @@
 pub mod path;
 pub mod unpack;
 
-pub use unpack::{unpack, UnpackOptions, UnpackReport};
+pub use unpack::{unpack, Applier, UnpackOptions, UnpackReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -97,20 +97,12 @@ pub fn unpack(home: &Home, image: &str, dir: &Path, opts: &UnpackOptions) -> Res
         layers: layers.len(),
         ..Default::default()
     };
-    let mut u = Unpacker {
-        root: dir.to_path_buf(),
-        owners,
-        dirs: Vec::new(),
-        created: HashSet::new(),
-        rep: &mut rep,
-    };
+    let mut u = Applier::new(dir, owners, &mut rep);
     for node in &layers {
-        let layer = node.digest_str();
         let r = node.open_tar(store)?;
-        u.created.clear();
-        u.layer(&layer, r)?;
+        u.layer(&node.digest_str(), r)?;
     }
-    u.finish_dirs()?;
+    u.finish()?;
     Ok(rep)
 }
 
@@ -145,7 +137,10 @@ struct DirMeta {
     mtime: Timespec,
 }
 
-struct Unpacker<'r> {
+/// Applies layer tars, one after the other, to a root directory (what [`unpack`] does per image;
+/// public for the fuzz target and for callers with tars of their own). Call [`Applier::finish`]
+/// after the last layer: it sets the directories' modes and mtimes.
+pub struct Applier<'r> {
     root: PathBuf,
     owners: bool,
     dirs: Vec<DirMeta>,
@@ -186,8 +181,22 @@ fn parse_time(v: &[u8]) -> Option<Timespec> {
     })
 }
 
-impl Unpacker<'_> {
-    fn layer(&mut self, layer: &str, r: Box<dyn Read + '_>) -> Result<()> {
+impl<'r> Applier<'r> {
+    /// An applier writing into `root` (an existing directory); `owners`: set owners and make
+    /// device nodes (root only).
+    pub fn new(root: &Path, owners: bool, rep: &'r mut UnpackReport) -> Applier<'r> {
+        Applier {
+            root: root.to_path_buf(),
+            owners,
+            dirs: Vec::new(),
+            created: HashSet::new(),
+            rep,
+        }
+    }
+
+    /// Applies one layer's tar; `layer` names it in errors.
+    pub fn layer(&mut self, layer: &str, r: impl Read) -> Result<()> {
+        self.created.clear();
         let tar_err = |e: std::io::Error| Error::Tar {
             layer: layer.to_string(),
             reason: e.to_string(),
@@ -442,7 +451,7 @@ impl Unpacker<'_> {
     }
 
     /// Directories' modes and mtimes, deepest first (writing into a directory changes its mtime).
-    fn finish_dirs(&mut self) -> Result<()> {
+    pub fn finish(&mut self) -> Result<()> {
         let mut dirs = std::mem::take(&mut self.dirs);
         // The last entry for a directory wins; deepest paths first.
         dirs.reverse();
