@@ -642,3 +642,130 @@ fn kubo_finds_a_station_image_through_the_dht() {
     let r = kubo.ask("peers");
     assert!(r["peers"].to_string().contains(&sa.peer_id), "Kubo reached A: {r}");
 }
+
+/// A protobuf message's fields: (number, bytes) for length-delimited ones (varints skipped).
+fn pb_fields(mut b: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    fn varint(b: &mut &[u8]) -> u64 {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = b[0];
+            *b = &b[1..];
+            v |= ((byte & 0x7f) as u64) << (7 * i);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let key = varint(&mut b);
+        match key & 7 {
+            0 => {
+                varint(&mut b);
+            }
+            2 => {
+                let n = varint(&mut b) as usize;
+                out.push((key >> 3, b[..n].to_vec()));
+                b = &b[n..];
+            }
+            w => panic!("wire type {w}"),
+        }
+    }
+    out
+}
+
+/// A UnixFS file's bytes from its dag-pb blocks (by sha256 digest), read independently of shp.
+fn unixfs_file(blocks: &std::collections::HashMap<Vec<u8>, Vec<u8>>, digest: &[u8]) -> Vec<u8> {
+    let node = &blocks[digest];
+    let mut out = Vec::new();
+    let fields = pb_fields(node);
+    for (f, v) in &fields {
+        if *f == 1 {
+            for (uf, uv) in pb_fields(v) {
+                if uf == 2 {
+                    out.extend_from_slice(&uv);
+                }
+            }
+        }
+    }
+    for (f, v) in &fields {
+        if *f == 2 {
+            let hash = &pb_fields(v).into_iter().find(|(k, _)| *k == 1).unwrap().1;
+            // CIDv0 (0x12 0x20 digest) or CIDv1 (… 0x12 0x20 digest): the digest is the tail.
+            out.extend(unixfs_file(blocks, &hash[hash.len() - 32..]));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_station_fetches_a_file_kubo_added() {
+    use sha2::{Digest, Sha256};
+    let a = ShpHome::new();
+    let Some(mut kubo) = Kubo::start(a.temp_root(), None) else {
+        return;
+    };
+    // 1.5 MB: six 256 KiB dag-pb leaves under one dag-pb root, CIDv0 (Kubo's defaults).
+    let data = Rng(7).bytes(1_500_000);
+    let file = a.scratch("kubo-file.bin");
+    std::fs::write(&file, &data).unwrap();
+    let r = kubo.ask(&format!("add {}", file.display()));
+    assert_eq!(r["ok"], true, "kubo add: {r}");
+    let cid = r["cid"].as_str().unwrap().to_string();
+    assert!(cid.starts_with("Qm"), "{cid}");
+    let _s = Station::start(&a, &[]);
+    a.ok(&["connect", &kubo.addr]);
+    let rep = a.json(&["fetch", &cid]);
+    assert_eq!(rep["peers"][0]["transport"], "bitswap", "{rep}");
+    assert!(num(&rep, "blocks_fetched") >= 7, "{rep}");
+    assert_eq!(a.verify(false)["problems"].as_array().map_or(0, |p| p.len()), 0);
+    // The file, read back from a CAR of the stored blocks, is Kubo's: every block checked here.
+    let car = a.scratch("kubo.car");
+    a.ok(&["car", "export", &cid, car.to_str().unwrap()]);
+    let bytes = std::fs::read(&car).unwrap();
+    let mut blocks = std::collections::HashMap::new();
+    let mut first = None;
+    for (cid_bytes, block) in car_blocks(&bytes) {
+        let digest = cid_bytes[cid_bytes.len() - 32..].to_vec();
+        assert_eq!(
+            Sha256::digest(&block).as_slice(),
+            &digest[..],
+            "a block matches its CID"
+        );
+        assert_eq!(cid_bytes[..2], [0x01, 0x70], "dag-pb blocks, as CIDv1");
+        first.get_or_insert(digest.clone());
+        blocks.insert(digest, block);
+    }
+    let got = unixfs_file(&blocks, &first.unwrap());
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the file Kubo added, bit for bit");
+}
+
+/// (CID bytes, block bytes) of each section of a CARv1 (CIDv1 only: what `shp car export` writes).
+fn car_blocks(car: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn varint(b: &[u8], pos: &mut usize) -> usize {
+        let mut v = 0usize;
+        for i in 0..10 {
+            let byte = b[*pos];
+            *pos += 1;
+            v |= ((byte & 0x7f) as usize) << (7 * i);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    let mut pos = 0;
+    let n = varint(car, &mut pos);
+    pos += n;
+    let mut out = Vec::new();
+    while pos < car.len() {
+        let n = varint(car, &mut pos);
+        let section = &car[pos..pos + n];
+        // CIDv1: version, codec, 0x12, 0x20, 32 bytes (single-byte varints here).
+        out.push((section[..36].to_vec(), section[36..].to_vec()));
+        pos += n;
+    }
+    out
+}

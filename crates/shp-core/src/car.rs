@@ -5,7 +5,7 @@
 //! and stores nothing unless the whole file is valid.
 
 use crate::cbor::{self, Value};
-use crate::cid::{read_varint, write_varint, Cid, DAG_CBOR};
+use crate::cid::{read_varint, write_varint, Cid};
 use crate::error::{Error, Result};
 use crate::store::{Batch, Blockstore, MAX_BLOCK};
 use std::collections::HashSet;
@@ -23,15 +23,7 @@ pub fn walk(store: &dyn Blockstore, root: &Cid, f: &mut dyn FnMut(&Cid, &[u8]) -
         let data = store.get(&cid)?;
         f(&cid, &data)?;
         n += 1;
-        if cid.codec() == DAG_CBOR {
-            let v = cbor::decode(&data).map_err(|e| Error::Schema {
-                cid: cid.to_string(),
-                reason: e.to_string(),
-            })?;
-            let mut links = Vec::new();
-            v.collect_links(&mut links);
-            stack.extend(links.into_iter().rev());
-        }
+        stack.extend(crate::dag::block_links(&cid, &data)?.into_iter().rev());
     }
     Ok(n)
 }
@@ -120,7 +112,7 @@ pub fn import(batch: &mut dyn Batch, r: &mut dyn Read) -> Result<(Vec<Cid>, u64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cid::RAW;
+    use crate::cid::{DAG_CBOR, RAW};
     use crate::store::MemoryStore;
 
     #[test]

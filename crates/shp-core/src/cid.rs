@@ -1,7 +1,11 @@
-//! Content identifiers: CIDv1 with a sha2-256 multihash, for `raw` and `dag-cbor` blocks only.
+//! Content identifiers: CIDv1 with a sha2-256 multihash, for `raw`, `dag-cbor` and (read only)
+//! `dag-pb` blocks.
 //!
 //! shp writes exactly two kinds of block, so this type is deliberately narrow: parsing rejects
-//! anything else (CIDv0, other hashes, other codecs) with an error that says which part was wrong.
+//! anything else (other hashes, other codecs) with an error that says which part was wrong. A
+//! CIDv0 (`Qm…`, a bare sha2-256 multihash: dag-pb) is read as the CIDv1 of the same block
+//! ([`Cid::from_str`], [`Cid::from_link_bytes`]) and always printed as CIDv1; [`Cid::to_v0`]
+//! gives its CIDv0 text back.
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -12,6 +16,8 @@ use std::str::FromStr;
 pub const RAW: u64 = 0x55;
 /// Multicodec of blocks holding structure.
 pub const DAG_CBOR: u64 = 0x71;
+/// Multicodec of other IPFS tools' structure blocks (UnixFS): fetched and stored, never written.
+pub const DAG_PB: u64 = 0x70;
 const SHA2_256: u64 = 0x12;
 /// Length of a binary CID: version, codec, hash code, digest length, 32-byte digest.
 pub const CID_LEN: usize = 36;
@@ -39,8 +45,8 @@ impl Cid {
     /// A CID from a precomputed sha2-256 digest.
     pub fn from_digest(codec: u64, digest: [u8; 32]) -> Cid {
         assert!(
-            codec == RAW || codec == DAG_CBOR,
-            "shp only writes raw and dag-cbor blocks"
+            codec == RAW || codec == DAG_CBOR || codec == DAG_PB,
+            "shp only holds raw, dag-cbor and dag-pb blocks"
         );
         Cid {
             codec: codec as u8,
@@ -84,9 +90,9 @@ impl Cid {
             return Err(Error::InvalidCid(format!("unsupported CID version {version}")));
         }
         let codec = read_varint(b, &mut pos)?;
-        if codec != RAW && codec != DAG_CBOR {
+        if codec != RAW && codec != DAG_CBOR && codec != DAG_PB {
             return Err(Error::InvalidCid(format!(
-                "unsupported codec 0x{codec:x} (shp uses raw 0x55 and dag-cbor 0x71)"
+                "unsupported codec 0x{codec:x} (shp holds raw 0x55, dag-cbor 0x71 and dag-pb 0x70)"
             )));
         }
         let hcode = read_varint(b, &mut pos)?;
@@ -111,6 +117,25 @@ impl Cid {
             },
             pos + 32,
         ))
+    }
+
+    /// A binary CID as dag-pb links hold them: CIDv1, or CIDv0 (`0x12 0x20` + digest, a dag-pb
+    /// block) read as the CIDv1 of the same block. Must use all of `b`.
+    pub fn from_link_bytes(b: &[u8]) -> Result<Cid> {
+        if b.len() == 34 && b[0] == 0x12 && b[1] == 0x20 {
+            return Ok(Cid::from_digest(DAG_PB, b[2..].try_into().expect("32 bytes")));
+        }
+        Cid::from_bytes(b)
+    }
+
+    /// The CIDv0 text (`Qm…`) of a dag-pb CID; `None` for other codecs.
+    pub fn to_v0(&self) -> Option<String> {
+        if self.codec() != DAG_PB {
+            return None;
+        }
+        let mut mh = vec![0x12, 0x20];
+        mh.extend_from_slice(&self.digest);
+        Some(base58_encode(&mh))
     }
 
     /// Parses a binary CID that must use all of `b`.
@@ -197,9 +222,16 @@ impl FromStr for Cid {
             Some(b'b') => &s[1..],
             Some(b'B') => &s[1..],
             Some(b'Q') if s.starts_with("Qm") => {
-                return Err(Error::InvalidCid(format!(
-                    "{s:?} is a CIDv0; shp uses CIDv1 (base32, starts with 'b')"
-                )))
+                let mh = base58_decode(s).ok_or_else(|| Error::InvalidCid(format!("{s:?}: not base58btc")))?;
+                let c = Cid::from_link_bytes(&mh)
+                    .ok()
+                    .filter(|_| mh.len() == 34)
+                    .ok_or_else(|| Error::InvalidCid(format!("{s:?}: a CIDv0 must be a sha2-256 multihash")))?;
+                // One text per CIDv0: no leading zeros beyond the canonical encoding.
+                if c.to_v0().as_deref() != Some(s) {
+                    return Err(Error::InvalidCid(format!("{s:?}: not canonical base58btc")));
+                }
+                return Ok(c);
             }
             _ => {
                 return Err(Error::InvalidCid(format!(
@@ -234,6 +266,52 @@ impl FromStr for Cid {
             e => e,
         })
     }
+}
+
+const B58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+fn base58_encode(b: &[u8]) -> String {
+    let zeros = b.iter().take_while(|&&x| x == 0).count();
+    let mut digits: Vec<u8> = Vec::new(); // base 58, little end first
+    for &byte in b {
+        let mut carry = byte as u32;
+        for d in digits.iter_mut() {
+            carry += (*d as u32) << 8;
+            *d = (carry % 58) as u8;
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push((carry % 58) as u8);
+            carry /= 58;
+        }
+    }
+    let mut s = String::with_capacity(zeros + digits.len());
+    s.extend(std::iter::repeat_n('1', zeros));
+    s.extend(digits.iter().rev().map(|&d| B58[d as usize] as char));
+    s
+}
+
+fn base58_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() > 128 {
+        return None;
+    }
+    let zeros = s.bytes().take_while(|&c| c == b'1').count();
+    let mut bytes: Vec<u8> = Vec::new(); // base 256, little end first
+    for c in s.bytes() {
+        let mut carry = B58.iter().position(|&x| x == c)? as u32;
+        for b in bytes.iter_mut() {
+            carry += (*b as u32) * 58;
+            *b = (carry & 0xff) as u8;
+            carry >>= 8;
+        }
+        while carry > 0 {
+            bytes.push((carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    let mut out = vec![0u8; zeros];
+    out.extend(bytes.iter().rev());
+    Some(out)
 }
 
 /// An OCI digest `sha256:<hex>` as raw bytes.
@@ -282,8 +360,31 @@ mod tests {
     }
 
     #[test]
+    fn cidv0_is_the_cidv1_of_a_dag_pb_block() {
+        // The empty UnixFS directory, as Kubo names it in both versions.
+        let v0 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn";
+        let c: Cid = v0.parse().unwrap();
+        assert_eq!(c.codec(), DAG_PB);
+        assert_eq!(
+            c.to_string(),
+            "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
+        );
+        assert_eq!(c.to_v0().as_deref(), Some(v0));
+        assert_eq!(
+            Cid::from_link_bytes(&[&[0x12u8, 0x20][..], c.digest()].concat()).unwrap(),
+            c
+        );
+        assert_eq!(Cid::from_link_bytes(&c.to_bytes()).unwrap(), c);
+        assert!(Cid::hash(RAW, b"x").to_v0().is_none());
+    }
+
+    #[test]
     fn rejects_bad_text() {
-        assert!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>().is_err());
+        assert!(
+            "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbd0".parse::<Cid>().is_err(),
+            "0 is no base58"
+        );
+        assert!("QmYwAPJz".parse::<Cid>().is_err(), "too short for a sha2-256 multihash");
         assert!("bafy!".parse::<Cid>().is_err());
         assert!("".parse::<Cid>().is_err());
         // One character too many still decodes to the same bytes: refused, one text per CID.

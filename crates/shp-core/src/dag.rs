@@ -314,6 +314,25 @@ impl Read for HashingReader<'_> {
     }
 }
 
+/// The links of a block, in order: a dag-cbor node's, a dag-pb node's ([`crate::dagpb`]); none for
+/// raw bytes. A node that does not decode is a schema error naming it.
+pub fn block_links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>> {
+    let schema = |reason: String| Error::Schema {
+        cid: cid.to_string(),
+        reason,
+    };
+    match cid.codec() {
+        DAG_CBOR => {
+            let v = cbor::decode(data).map_err(|e| schema(e.to_string()))?;
+            let mut out = Vec::new();
+            v.collect_links(&mut out);
+            Ok(out)
+        }
+        crate::cid::DAG_PB => crate::dagpb::links(data).map_err(|e| schema(e.to_string())),
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// Reads a dag-cbor node, checking its codec.
 pub fn get_node(store: &dyn Blockstore, cid: &Cid) -> Result<Value> {
     if cid.codec() != DAG_CBOR {

@@ -13,6 +13,7 @@ pub mod cbor;
 pub mod chunk;
 pub mod cid;
 pub mod dag;
+pub mod dagpb;
 pub mod dedup;
 pub mod docker_archive;
 pub mod error;

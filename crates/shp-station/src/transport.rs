@@ -143,7 +143,10 @@ pub fn walk_scope(
         let data = get(&cid)?;
         f(&cid, &data)?;
         n += 1;
-        if cid.codec() == DAG_CBOR && (scope != DagScope::Block) {
+        if cid.codec() == shp_core::cid::DAG_PB && scope != DagScope::Block {
+            // Other tools' DAGs: an entity is the whole DAG.
+            stack.extend(shp_core::dag::block_links(&cid, &data)?.into_iter().rev());
+        } else if cid.codec() == DAG_CBOR && (scope != DagScope::Block) {
             let v = cbor::decode(&data).map_err(|e| shp_core::Error::Schema {
                 cid: cid.to_string(),
                 reason: e.to_string(),

@@ -17,7 +17,7 @@
 //! server and the client decide what they can use.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use shp_core::cid::{Cid, DAG_CBOR, RAW};
+use shp_core::cid::{Cid, DAG_CBOR, DAG_PB, RAW};
 
 /// The largest message read or written (boxo's limit).
 pub const MAX_MESSAGE: usize = 4 << 20;
@@ -212,11 +212,14 @@ pub fn block_cid(b: &Block) -> Result<Cid, String> {
         next("hash code")?,
         next("hash length")?,
     );
-    if version != 1 {
-        return Err(format!("block prefix: CID version {version} (CIDv1 expected)"));
+    // CIDv0 prefixes (Kubo's, for `Qm…` blocks) are dag-pb: the same block as its CIDv1.
+    if version > 1 || (version == 0 && codec != DAG_PB) {
+        return Err(format!("block prefix: CID version {version} with codec 0x{codec:x}"));
     }
-    if codec != RAW && codec != DAG_CBOR {
-        return Err(format!("block prefix: codec 0x{codec:x} is not raw or dag-cbor"));
+    if codec != RAW && codec != DAG_CBOR && codec != DAG_PB {
+        return Err(format!(
+            "block prefix: codec 0x{codec:x} is not raw, dag-cbor or dag-pb"
+        ));
     }
     if hash != 0x12 || len != 32 {
         return Err(format!("block prefix: multihash 0x{hash:x}/{len} is not sha2-256/32"));
@@ -479,16 +482,22 @@ mod tests {
             data,
         };
         assert_eq!(block_cid(&b).unwrap(), cid);
+        // Kubo's CIDv0 blocks: dag-pb, the same block as their CIDv1.
         let v0 = Block {
             prefix: vec![0, 0x70, 0x12, 0x20],
+            data: vec![1, 2],
+        };
+        assert_eq!(block_cid(&v0).unwrap(), Cid::hash(DAG_PB, &[1, 2]));
+        let v0_raw = Block {
+            prefix: vec![0, 0x55, 0x12, 0x20],
             data: vec![],
         };
-        assert!(block_cid(&v0).unwrap_err().contains("version 0"));
-        let pb = Block {
-            prefix: vec![1, 0x70, 0x12, 0x20],
+        assert!(block_cid(&v0_raw).unwrap_err().contains("version 0"));
+        let other = Block {
+            prefix: vec![1, 0x90, 0x01, 0x12, 0x20],
             data: vec![],
         };
-        assert!(block_cid(&pb).unwrap_err().contains("0x70"));
+        assert!(block_cid(&other).unwrap_err().contains("0x90"));
     }
 
     #[test]

@@ -312,17 +312,7 @@ fn store_block(
     if cid == root {
         check_root(data)?;
     }
-    let links = if cid.codec() == DAG_CBOR {
-        let v = cbor::decode(data).map_err(|e| shp_core::Error::Schema {
-            cid: cid.to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut l = Vec::new();
-        v.collect_links(&mut l);
-        l
-    } else {
-        Vec::new()
-    };
+    let links = shp_core::dag::block_links(cid, data)?;
     let mut st = lock.lock().unwrap();
     let st = &mut *st;
     let batch = st.batch.as_mut().expect("batch");
