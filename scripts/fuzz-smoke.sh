@@ -43,7 +43,7 @@ cargo fuzz build --fuzz-dir "$FUZZ" -s "$SAN" --target-dir "$TARGET_DIR" >"$FUZZ
 
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list --fuzz-dir "$FUZZ"); fi
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/shp-fuzz-smoke.XXXXXX")
-trap 'rm -rf "$SCRATCH"' EXIT
+trap '[ "${FUZZ_KEEP:-0}" = 1 ] || rm -rf "$SCRATCH"' EXIT
 
 run_one() {
   local t=$1
