@@ -331,3 +331,152 @@ fn bad_layers_are_refused_and_nothing_escapes() {
     let (code, err) = h.fails(&["unpack", "nothing:here", h.scratch("n").to_str().unwrap()]);
     assert_eq!(code, 3, "{err}");
 }
+
+/// One random layer operation: (kind, a, b, c), turned into entries by [`random_layer`].
+type Op = (u8, u8, u8, u8);
+
+/// Entries for random ops. Names keep their kind (d* directories, f* files, s* symlinks, h* hard
+/// links) so no path is ever both, and every entry's parents come first in the same layer (as in
+/// real tars: a parent made implicitly would get "now" as its mtime, in either tool).
+fn random_layer(ops: &[Op], n: usize) -> Vec<u8> {
+    let dir = |a: u8, b: u8| -> String {
+        match b % 3 {
+            0 => format!("d{}", a % 3),
+            _ => format!("d{}/d{}", a % 3, b % 2),
+        }
+    };
+    // Opaque directories get their marker right after the directory's own entry, before anything
+    // under it, as docker and buildkit write them.
+    let opaque: std::collections::BTreeSet<String> =
+        ops.iter().filter(|o| o.0 % 7 == 6).map(|o| dir(o.1, o.2)).collect();
+    let mut lines: Vec<(String, u8, String, u32, Vec<u8>)> = Vec::new(); // name, kind, target, mode, data
+    let mut parents_done = std::collections::BTreeSet::new();
+    let mut files_here: Vec<String> = Vec::new();
+    let mut push_parents = |p: &str, lines: &mut Vec<(String, u8, String, u32, Vec<u8>)>| {
+        let parts: Vec<&str> = p.split('/').collect();
+        for i in 1..parts.len() {
+            let d = parts[..i].join("/");
+            if parents_done.insert(d.clone()) {
+                lines.push((format!("{d}/"), b'5', String::new(), 0o755, Vec::new()));
+                if opaque.contains(&d) {
+                    lines.push((format!("{d}/.wh..wh..opq"), b'0', String::new(), 0o644, Vec::new()));
+                }
+            }
+        }
+    };
+    for (i, &(k, a, b, c)) in ops.iter().enumerate() {
+        let d = dir(a, b);
+        let mode = [0o644, 0o600, 0o755, 0o4755][c as usize % 4];
+        match k % 7 {
+            0 => {
+                let p = format!("{d}/");
+                push_parents(&format!("{d}/x"), &mut lines);
+                lines.push((
+                    p,
+                    b'5',
+                    String::new(),
+                    [0o755, 0o700, 0o555][c as usize % 3],
+                    Vec::new(),
+                ));
+            }
+            1 | 2 => {
+                let p = format!("{d}/f{}", c % 3);
+                push_parents(&p, &mut lines);
+                lines.push((
+                    p.clone(),
+                    b'0',
+                    String::new(),
+                    mode,
+                    format!("{n}.{i}.{p}").into_bytes(),
+                ));
+                files_here.push(p);
+            }
+            3 => {
+                let p = format!("{d}/s{}", c % 2);
+                push_parents(&p, &mut lines);
+                let target = match b % 3 {
+                    0 => format!("f{}", a % 3),
+                    1 => format!("/{}", dir(b, a)),
+                    _ => "../nowhere".to_string(),
+                };
+                lines.push((p, b'2', target, 0o777, Vec::new()));
+            }
+            4 => {
+                if let Some(t) = files_here.get(a as usize % files_here.len().max(1)).cloned() {
+                    let p = format!("{d}/h{}", c % 2);
+                    push_parents(&p, &mut lines);
+                    lines.push((p, b'1', t, 0o644, Vec::new()));
+                }
+            }
+            5 => {
+                // A whiteout of a file, symlink or directory from below.
+                let victim = match c % 3 {
+                    0 => format!("f{}", a % 3),
+                    1 => format!("s{}", a % 2),
+                    _ => format!("d{}", a % 2),
+                };
+                let p = format!("{d}/.wh.{victim}");
+                push_parents(&p, &mut lines);
+                lines.push((p, b'0', String::new(), 0o644, Vec::new()));
+                files_here.retain(|f| !f.starts_with(&format!("{d}/{victim}")));
+            }
+            // The marker itself comes with the directory's entry (above).
+            _ => push_parents(&format!("{d}/x"), &mut lines),
+        }
+    }
+    // Real layers never hold a whiteout and an entry for the same path (umoci then leaves a
+    // directory with the time of the run as its mtime): drop such whiteouts.
+    let written: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.0.contains(".wh."))
+        .map(|l| l.0.trim_end_matches('/').to_string())
+        .collect();
+    lines.retain(|l| match l.0.rsplit_once("/.wh.") {
+        Some((d, v)) if v != ".wh..opq" => {
+            let t = format!("{d}/{v}");
+            !written.iter().any(|w| *w == t || w.starts_with(&format!("{t}/")))
+        }
+        _ => true,
+    });
+    let mut b = tar::Builder::new(Vec::new());
+    for (i, (name, kind, target, mode, data)) in lines.iter().enumerate() {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_entry_type(tar::EntryType::new(*kind));
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_600_000_000 + (n * 1000 + i) as u64);
+        if !target.is_empty() {
+            h.set_link_name(target).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    #[test]
+    fn random_layers_unpack_as_umoci_does(
+        layers in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<Op>(), 1..14), 1..4)
+    ) {
+        if !root_or_skip() {
+            return Ok(());
+        }
+        let tars: Vec<Vec<u8>> = layers.iter().enumerate().map(|(n, ops)| random_layer(ops, n)).collect();
+        let h = ShpHome::new();
+        let src = image_of(&h, &tars);
+        h.push(&oci_ref(&src.dir, "t"), &["--tag", "rand:t"]);
+        let ours = h.scratch("shp");
+        let out = h.run(&["unpack", "rand:t", ours.to_str().unwrap()]);
+        let bundle = h.scratch("umoci");
+        let theirs = run_tool(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:t", src.dir.display())).arg(&bundle));
+        // Both succeed (and make the same tree) or both refuse.
+        proptest::prop_assert_eq!(out.status.success(), theirs.status.success(), "shp: {} umoci: {}", stderr(&out), stderr(&theirs));
+        if out.status.success() {
+            assert_same_tree(&bundle.join("rootfs"), &ours);
+        }
+    }
+}

@@ -6,8 +6,9 @@
 //! recompressed and memory does not grow with layer size. Per entry, as `umoci unpack` does:
 //! - names are cleaned and resolved inside DIR ([`crate::path`]); a `..` is refused, naming the
 //!   layer and the entry, and nothing is ever written outside DIR;
-//! - `.wh.NAME` removes NAME from the layers below; `.wh..wh..opq` empties its directory of what
-//!   the layers below put there; whiteouts themselves are never written;
+//! - `.wh.NAME` removes NAME from the layers below (never what its own layer wrote, as the image
+//!   spec says); `.wh..wh..opq` empties its directory, at any depth, of what the layers below put
+//!   there; whiteouts themselves are never written;
 //! - an entry replaces what is at its path (a directory is kept when the entry is a directory);
 //! - regular files, directories, symlinks (the target kept as text, never followed), hard links
 //!   (to an entry already in the tree), fifos, and — as root — character and block devices;
@@ -269,6 +270,14 @@ impl<'r> Applier<'r> {
         }
         if let Some(gone) = b.strip_prefix(b".wh.") {
             let p = parent.join(std::ffi::OsStr::from_bytes(gone));
+            // A whiteout hides what the layers below hold, never what its own layer wrote: of a
+            // directory this layer made, only what lower layers left inside goes.
+            if self.created.contains(&p) {
+                if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                    self.opaque(&p)?;
+                }
+                return Ok(());
+            }
             if remove(&p, false)? {
                 self.rep.whiteouts += 1;
             }
@@ -434,7 +443,8 @@ impl<'r> Applier<'r> {
         Ok(())
     }
 
-    /// `.wh..wh..opq` in `dir`: remove what the layers below put there.
+    /// `.wh..wh..opq` in `dir`: remove what the layers below put there, at any depth; what this
+    /// layer wrote stays (a marker after the directory's entries, as some tools write it).
     fn opaque(&mut self, dir: &Path) -> std::result::Result<(), String> {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
@@ -443,8 +453,12 @@ impl<'r> Applier<'r> {
         };
         for child in rd {
             let p = child.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-            if !self.created.contains(&p) && remove(&p, false)? {
-                self.rep.whiteouts += 1;
+            if !self.created.contains(&p) {
+                if remove(&p, false)? {
+                    self.rep.whiteouts += 1;
+                }
+            } else if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                self.opaque(&p)?;
             }
         }
         Ok(())
@@ -453,6 +467,18 @@ impl<'r> Applier<'r> {
     /// Directories' modes and mtimes, deepest first (writing into a directory changes its mtime).
     pub fn finish(&mut self) -> Result<()> {
         let mut dirs = std::mem::take(&mut self.dirs);
+        // No layer named the root (`./`): it gets the epoch as its mtime, as umoci gives it, so an
+        // unpack does not depend on when it ran.
+        if !dirs.iter().any(|d| d.path == self.root) {
+            dirs.insert(
+                0,
+                DirMeta {
+                    path: self.root.clone(),
+                    mode: 0o755,
+                    mtime: Timespec { tv_sec: 0, tv_nsec: 0 },
+                },
+            );
+        }
         // The last entry for a directory wins; deepest paths first.
         dirs.reverse();
         let mut done = HashSet::new();
