@@ -193,6 +193,31 @@ fn stations_fetch_from_each_other_over_bitswap() {
     assert_eq!(b.state(), before);
 }
 
+/// `shp fetch ROOT --tag app:v1` on `h`, retried while the root is not found (a provider record
+/// reaches the DHT a moment after its station starts: eventually consistent), for at most `secs`.
+fn fetch_until_found(h: &ShpHome, root: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let out = h
+            .cmd()
+            .args(["fetch", root, "--tag", "app:v1", "--json"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let text = String::from_utf8(out.stdout).unwrap();
+            return serde_json::from_str::<Value>(text.lines().last().unwrap()).unwrap();
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "only not-found is retried: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(Instant::now() < deadline, "no provider found in {secs} s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn a_fetch_finds_providers_on_the_dht() {
     // C knows everyone; A (holding the image) and B only know C. B has never heard of A: the DHT
@@ -215,26 +240,7 @@ fn a_fetch_finds_providers_on_the_dht() {
     assert!(!peers_of(&b).contains(&sa.peer_id), "B starts without A");
     // A's record reaches C a moment after A starts: the DHT is eventually consistent, so the
     // fetch is retried while the root is not found (bounded).
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let rep = loop {
-        let out = b
-            .cmd()
-            .args(["fetch", &root, "--tag", "app:v1", "--json"])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            let text = String::from_utf8(out.stdout).unwrap();
-            break serde_json::from_str::<Value>(text.lines().last().unwrap()).unwrap();
-        }
-        assert_eq!(
-            out.status.code(),
-            Some(3),
-            "only not-found is retried: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(Instant::now() < deadline, "no provider found in 40 s");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let rep = fetch_until_found(&b, &root, 40);
     let rows = rep["peers"].as_array().unwrap();
     let from_a = rows
         .iter()
@@ -596,21 +602,7 @@ fn stations_find_each_other_through_kubos_dht() {
     let sa = Station::start(&a, &["--bootstrap", &kubo.addr]);
     let b = ShpHome::new();
     let _sb = Station::start(&b, &["--bootstrap", &kubo.addr]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let rep = loop {
-        let out = b
-            .cmd()
-            .args(["fetch", &root, "--tag", "app:v1", "--json"])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            let text = String::from_utf8(out.stdout).unwrap();
-            break serde_json::from_str::<Value>(text.lines().last().unwrap()).unwrap();
-        }
-        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(Instant::now() < deadline, "Kubo's DHT named no provider in 60 s");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let rep = fetch_until_found(&b, &root, 60);
     let from_a = rep["peers"]
         .as_array()
         .unwrap()
@@ -726,7 +718,8 @@ fn a_station_fetches_a_file_kubo_added() {
     let bytes = std::fs::read(&car).unwrap();
     let mut blocks = std::collections::HashMap::new();
     let mut first = None;
-    for (cid_bytes, block) in car_blocks(&bytes) {
+    for (at, len, cid_bytes) in car_sections(&bytes) {
+        let block = bytes[at..at + len].to_vec();
         let digest = cid_bytes[cid_bytes.len() - 32..].to_vec();
         assert_eq!(
             Sha256::digest(&block).as_slice(),
@@ -740,32 +733,4 @@ fn a_station_fetches_a_file_kubo_added() {
     let got = unixfs_file(&blocks, &first.unwrap());
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the file Kubo added, bit for bit");
-}
-
-/// (CID bytes, block bytes) of each section of a CARv1 (CIDv1 only: what `shp car export` writes).
-fn car_blocks(car: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    fn varint(b: &[u8], pos: &mut usize) -> usize {
-        let mut v = 0usize;
-        for i in 0..10 {
-            let byte = b[*pos];
-            *pos += 1;
-            v |= ((byte & 0x7f) as usize) << (7 * i);
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        v
-    }
-    let mut pos = 0;
-    let n = varint(car, &mut pos);
-    pos += n;
-    let mut out = Vec::new();
-    while pos < car.len() {
-        let n = varint(car, &mut pos);
-        let section = &car[pos..pos + n];
-        // CIDv1: version, codec, 0x12, 0x20, 32 bytes (single-byte varints here).
-        out.push((section[..36].to_vec(), section[36..].to_vec()));
-        pos += n;
-    }
-    out
 }

@@ -135,7 +135,7 @@ impl Cid {
         }
         let mut mh = vec![0x12, 0x20];
         mh.extend_from_slice(&self.digest);
-        Some(base58_encode(&mh))
+        Some(base58btc(&mh))
     }
 
     /// Parses a binary CID that must use all of `b`.
@@ -222,7 +222,7 @@ impl FromStr for Cid {
             Some(b'b') => &s[1..],
             Some(b'B') => &s[1..],
             Some(b'Q') if s.starts_with("Qm") => {
-                let mh = base58_decode(s).ok_or_else(|| Error::InvalidCid(format!("{s:?}: not base58btc")))?;
+                let mh = base58btc_decode(s).ok_or_else(|| Error::InvalidCid(format!("{s:?}: not base58btc")))?;
                 let c = Cid::from_link_bytes(&mh)
                     .ok()
                     .filter(|_| mh.len() == 34)
@@ -268,12 +268,14 @@ impl FromStr for Cid {
     }
 }
 
-const B58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 
-fn base58_encode(b: &[u8]) -> String {
-    let zeros = b.iter().take_while(|&&x| x == 0).count();
-    let mut digits: Vec<u8> = Vec::new(); // base 58, little end first
-    for &byte in b {
+/// Base58 (bitcoin alphabet): leading zero bytes become '1's, the rest is the big-endian number.
+pub fn base58btc(data: &[u8]) -> String {
+    let zeros = data.iter().take_while(|&&b| b == 0).count();
+    // Little-endian base-58 digits of the number.
+    let mut digits: Vec<u8> = Vec::with_capacity(data.len() * 138 / 100 + 1);
+    for &byte in &data[zeros..] {
         let mut carry = byte as u32;
         for d in digits.iter_mut() {
             carry += (*d as u32) << 8;
@@ -285,20 +287,21 @@ fn base58_encode(b: &[u8]) -> String {
             carry /= 58;
         }
     }
-    let mut s = String::with_capacity(zeros + digits.len());
-    s.extend(std::iter::repeat_n('1', zeros));
-    s.extend(digits.iter().rev().map(|&d| B58[d as usize] as char));
-    s
+    let mut out = String::with_capacity(zeros + digits.len());
+    out.extend(std::iter::repeat_n('1', zeros));
+    out.extend(digits.iter().rev().map(|&d| ALPHABET[d as usize] as char));
+    out
 }
 
-fn base58_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() > 128 {
+/// Decodes base58btc; `None` on a character outside the alphabet.
+pub fn base58btc_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() > 256 {
         return None;
     }
-    let zeros = s.bytes().take_while(|&c| c == b'1').count();
-    let mut bytes: Vec<u8> = Vec::new(); // base 256, little end first
-    for c in s.bytes() {
-        let mut carry = B58.iter().position(|&x| x == c)? as u32;
+    let ones = s.bytes().take_while(|&c| c == b'1').count();
+    let mut bytes: Vec<u8> = Vec::new(); // little-endian
+    for c in s.bytes().skip(ones) {
+        let mut carry = ALPHABET.iter().position(|&a| a == c)? as u32;
         for b in bytes.iter_mut() {
             carry += (*b as u32) * 58;
             *b = (carry & 0xff) as u8;
@@ -309,7 +312,7 @@ fn base58_decode(s: &str) -> Option<Vec<u8>> {
             carry >>= 8;
         }
     }
-    let mut out = vec![0u8; zeros];
+    let mut out = vec![0u8; ones];
     out.extend(bytes.iter().rev());
     Some(out)
 }

@@ -128,51 +128,8 @@ pub fn peer_id_of(public: &[u8; 32]) -> String {
     base58btc(&mh)
 }
 
-const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-/// Base58 (bitcoin alphabet): leading zero bytes become '1's, the rest is the big-endian number.
-pub fn base58btc(data: &[u8]) -> String {
-    let zeros = data.iter().take_while(|&&b| b == 0).count();
-    // Little-endian base-58 digits of the number.
-    let mut digits: Vec<u8> = Vec::with_capacity(data.len() * 138 / 100 + 1);
-    for &byte in &data[zeros..] {
-        let mut carry = byte as u32;
-        for d in digits.iter_mut() {
-            carry += (*d as u32) << 8;
-            *d = (carry % 58) as u8;
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push((carry % 58) as u8);
-            carry /= 58;
-        }
-    }
-    let mut out = String::with_capacity(zeros + digits.len());
-    out.extend(std::iter::repeat_n('1', zeros));
-    out.extend(digits.iter().rev().map(|&d| ALPHABET[d as usize] as char));
-    out
-}
-
-/// Decodes base58btc; `None` on a character outside the alphabet.
-pub fn base58btc_decode(s: &str) -> Option<Vec<u8>> {
-    let ones = s.bytes().take_while(|&c| c == b'1').count();
-    let mut bytes: Vec<u8> = Vec::new(); // little-endian
-    for c in s.bytes().skip(ones) {
-        let mut carry = ALPHABET.iter().position(|&a| a == c)? as u32;
-        for b in bytes.iter_mut() {
-            carry += (*b as u32) * 58;
-            *b = (carry & 0xff) as u8;
-            carry >>= 8;
-        }
-        while carry > 0 {
-            bytes.push((carry & 0xff) as u8);
-            carry >>= 8;
-        }
-    }
-    let mut out = vec![0u8; ones];
-    out.extend(bytes.iter().rev());
-    Some(out)
-}
+// Base58btc lives beside the CID code (CIDv0 text is base58btc too); peer ids use the same.
+pub use shp_core::cid::{base58btc, base58btc_decode};
 
 #[cfg(test)]
 mod tests {
