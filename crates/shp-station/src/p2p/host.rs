@@ -47,10 +47,21 @@ pub(crate) enum Command {
 }
 
 fn transport(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
+    match libp2p::dns::tokio::Transport::system(stack(key, net_key)?) {
+        Ok(dns) => Ok(dns.boxed()),
+        // No readable resolver configuration (a minimal container): everything but DNS names.
+        Err(e) => {
+            tracing::warn!("no DNS resolver configuration ({e}): /dns and /dnsaddr addresses cannot be dialled");
+            stack(key, net_key)
+        }
+    }
+}
+
+fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let noise = noise::Config::new(key).map_err(|e| Error::Start(format!("noise: {e}")))?;
     let timeout = Duration::from_secs(20);
-    let stack = match net_key {
+    Ok(match net_key {
         // pnet wraps the raw socket: a peer without the key fails before multistream even starts.
         Some(k) => {
             let psk = libp2p::pnet::PreSharedKey::new(k);
@@ -75,10 +86,7 @@ fn transport(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, 
                 })
                 .boxed()
         }
-    };
-    let dns = libp2p::dns::tokio::Transport::system(stack)
-        .map_err(|e| Error::Start(format!("DNS resolver (/etc/resolv.conf): {e}")))?;
-    Ok(dns.boxed())
+    })
 }
 
 /// Whether `addr` is a QUIC address (`/udp/PORT/quic-v1`).
