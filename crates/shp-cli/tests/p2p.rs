@@ -256,7 +256,7 @@ fn a_fetch_finds_providers_on_the_dht() {
     // What was fetched is announced in turn: a fourth station finds the root at A or B.
     let d = ShpHome::new();
     let _sd = Station::start(&d, &["--bootstrap", &sc.addr]);
-    let rep = d.json(&["fetch", &root]);
+    let rep = fetch_until_found(&d, &root, 40);
     assert!(num(&rep, "blocks_fetched") > 0, "{rep}");
     assert!(
         rep["peers"]
