@@ -150,7 +150,11 @@ fn a_peer_sending_wrong_bytes_is_caught_and_another_used() {
     let r = fetch(&b, &x.v1, &[proxy.url(), gw.url()], Some("app-v1")).unwrap();
     let liar = &r.peers[0];
     if liar.requests > 0 {
-        assert!(liar.dropped && liar.corrupt == 1 && liar.blocks == 0, "{r:?}");
+        // Requests already in flight when the first wrong block arrives may bring more.
+        assert!(
+            liar.dropped && liar.corrupt >= 1 && liar.corrupt <= liar.requests && liar.blocks == 0,
+            "{r:?}"
+        );
         assert!(r.problems.iter().any(|p| p.contains("wrong data")), "{r:?}");
     }
     assert_eq!(r.peers[1].blocks, r.blocks_fetched);
