@@ -103,7 +103,8 @@ pull() {
   local home=$1
   shift
   "$SHP" --home "$home" init >/dev/null 2>&1
-  start "$home" "$P-h0" --no-mdns --p2p-listen /ip4/10.77.0.10/tcp/0 >"$home.pid"
+  # No DHT: the pull uses exactly the seeders it is given (the DHT would find the others).
+  start "$home" "$P-h0" --no-mdns --no-dht --p2p-listen /ip4/10.77.0.10/tcp/0 >"$home.pid"
   for a in "$@"; do "$SHP" --home "$home" connect "$a" >/dev/null; done
   local t0 t1
   t0=$(date +%s.%N)
@@ -123,12 +124,14 @@ one=() three=()
 for r in $(seq 1 "$RUNS"); do
   one+=("$(pull "$WORK/one$r" "${SEEDERS[0]}")")
   three+=("$(pull "$WORK/three$r" "${SEEDERS[@]}")")
-  python3 - "$WORK/three$r.report" <<'PY' || die "the pull from three seeders did not use all three"
+  python3 - "$WORK/three$r.report" "${SEEDERS[@]}" <<'PY' || die "the pull from three seeders did not use all three"
 import json, sys
 r = json.load(open(sys.argv[1]))
-rows = [p for p in r["peers"] if p["transport"] == "bitswap"]
-assert len(rows) == 3 and all(p["blocks"] > 0 for p in rows), rows
-print("   blocks per seeder:", [p["blocks"] for p in rows])
+ids = [a.rsplit("/p2p/", 1)[1] for a in sys.argv[2:]]
+rows = {p["peer"]: p for p in r["peers"] if p["transport"] == "bitswap"}
+assert len(rows) == 3 and all(rows.get(i, {}).get("blocks", 0) > 0 for i in ids), list(rows.values())
+assert sum(p["blocks"] for p in rows.values()) == r["blocks_fetched"], r
+print("   blocks per seeder:", [rows[i]["blocks"] for i in ids])
 PY
   echo "   run $r: one seeder ${one[-1]} s, three ${three[-1]} s"
 done

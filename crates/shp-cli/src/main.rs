@@ -176,6 +176,9 @@ enum Cmd {
         /// No mDNS (LAN discovery)
         #[arg(long)]
         no_mdns: bool,
+        /// No DHT: announce nothing, look up no providers (fetch from connected peers only)
+        #[arg(long)]
+        no_dht: bool,
         /// No libp2p host at all (registry and gateway only)
         #[arg(long)]
         no_p2p: bool,
@@ -687,6 +690,7 @@ fn run(cli: Cli) -> Result<u8> {
             p2p_listen,
             bootstrap,
             no_mdns,
+            no_dht,
             no_p2p,
             mirror,
             mirror_tag_ttl,
@@ -705,6 +709,7 @@ fn run(cli: Cli) -> Result<u8> {
                 p2p_listen,
                 bootstrap,
                 no_mdns,
+                no_dht,
                 no_p2p,
                 mirrors: mirror,
                 mirror_tag_ttl,

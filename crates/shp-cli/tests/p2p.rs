@@ -253,6 +253,11 @@ fn a_fetch_finds_providers_on_the_dht() {
     let out = Layout::open(b.scratch("out"));
     b.pull("app:v1", &oci_ref(&out.dir, "latest"));
     assert_same_image(&out, &src, &tag);
+    // Without the DHT a station asks only the peers it has: C alone, which lacks the root.
+    let e = ShpHome::new();
+    let _se = Station::start(&e, &["--bootstrap", &sc.addr, "--no-dht"]);
+    let (code, err) = e.fails(&["fetch", &root]);
+    assert_eq!(code, 3, "{err}");
     // What was fetched is announced in turn: a fourth station finds the root at A or B.
     let d = ShpHome::new();
     let _sd = Station::start(&d, &["--bootstrap", &sc.addr]);

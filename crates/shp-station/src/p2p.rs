@@ -71,6 +71,8 @@ pub struct P2pConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
+    /// Kademlia: announce what the home holds, find providers for fetches.
+    pub dht: bool,
     pub net_key: Option<NetKey>,
     /// On the public IPFS network (`shp init --public`): QUIC beside TCP by default, and kad
     /// serves only once the host is reachable.

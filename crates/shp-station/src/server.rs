@@ -83,6 +83,8 @@ struct ConfigFile {
     p2p_listen: Option<Vec<String>>,
     bootstrap: Option<Vec<String>>,
     mdns: Option<bool>,
+    /// The Kademlia DHT (announcing and finding providers); default on.
+    dht: Option<bool>,
     /// On the public IPFS network (`shp init --public` sets it, with the public bootstrap peers).
     public: Option<bool>,
     /// `HOST=URL` upstreams of the pull-through mirror.
@@ -106,6 +108,8 @@ pub struct Overrides {
     /// `--bootstrap` (replaces the config's list when given).
     pub bootstrap: Vec<String>,
     pub no_mdns: bool,
+    /// `--no-dht`.
+    pub no_dht: bool,
     pub no_p2p: bool,
     /// `--mirror HOST=URL` (replaces the config's list when given).
     pub mirrors: Vec<String>,
@@ -202,6 +206,7 @@ impl Config {
                 listen: addrs(listen)?,
                 bootstrap: addrs(bootstrap)?,
                 mdns: !o.no_mdns && file.mdns.unwrap_or(true),
+                dht: !o.no_dht && file.dht.unwrap_or(true),
                 net_key,
                 public,
             })

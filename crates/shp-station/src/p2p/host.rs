@@ -29,7 +29,7 @@ pub(crate) struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     stream: libp2p_stream::Behaviour,
     bitswap: super::inbound::Inbound,
 }
@@ -144,6 +144,7 @@ impl Host {
             }
         }
         let mdns_on = cfg.mdns;
+        let dht_on = cfg.dht;
         let local = key.public().to_peer_id();
         // A station answers DHT queries on a private or local network; on the public one kad
         // serves once an external address is confirmed; a node without listeners only asks.
@@ -172,7 +173,7 @@ impl Host {
                     ),
                     ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
                     mdns: Toggle::from(mdns),
-                    kad: dht::behaviour(local, kad_protocol.clone(), kad_server),
+                    kad: Toggle::from(dht_on.then(|| dht::behaviour(local, kad_protocol.clone(), kad_server))),
                     stream: libp2p_stream::Behaviour::new(),
                     bitswap: inbound,
                 })
@@ -183,7 +184,7 @@ impl Host {
             .build();
         let (tx, requests) = mpsc::unbounded_channel();
         let (announce_tx, announce) = mpsc::unbounded_channel();
-        if !cfg.listen.is_empty() {
+        if !cfg.listen.is_empty() && cfg.dht {
             dht::spawn_announcer(home.clone(), announce_tx);
         }
         let engine = Engine::new(home, swarm.behaviour().stream.new_control(), tx);
@@ -237,8 +238,8 @@ impl Host {
         // 0.0.0.0 expands into one address per interface; keep collecting them as they come.
         let boot = host.bootstrap.clone();
         for addr in boot {
-            if let Some(p) = peer_of(&addr) {
-                host.swarm.behaviour_mut().kad.add_address(&p, addr.clone());
+            if let (Some(p), Some(kad)) = (peer_of(&addr), host.swarm.behaviour_mut().kad.as_mut()) {
+                kad.add_address(&p, addr.clone());
             }
             host.dial(addr, false, None);
         }
@@ -378,10 +379,16 @@ impl Host {
             Command::Connected(reply) => {
                 let _ = reply.send(self.peers.keys().copied().collect());
             }
-            Command::FindProviders(cid, reply) => {
-                let id = self.swarm.behaviour_mut().kad.get_providers(dht::key(&cid));
-                self.finds.insert(id, (Vec::new(), reply));
-            }
+            Command::FindProviders(cid, reply) => match self.swarm.behaviour_mut().kad.as_mut() {
+                Some(kad) => {
+                    let id = kad.get_providers(dht::key(&cid));
+                    self.finds.insert(id, (Vec::new(), reply));
+                }
+                // No DHT: no providers beyond the peers connected.
+                None => {
+                    let _ = reply.send(Vec::new());
+                }
+            },
             Command::Stop => {}
         }
     }
@@ -448,9 +455,11 @@ impl Host {
             })) => self.engine.client.set_rtt(peer, rtt),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 // A peer that speaks the DHT joins the routing table with the addresses it listens on.
-                if info.protocols.contains(&self.kad_protocol) {
-                    for a in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    if info.protocols.contains(&self.kad_protocol) {
+                        for a in info.listen_addrs {
+                            kad.add_address(&peer_id, a);
+                        }
                     }
                 }
                 if let Some(p) = self.peers.get_mut(&peer_id) {
@@ -495,7 +504,9 @@ impl Host {
     }
 
     fn on_announce(&mut self, a: Announce) {
-        let kad = &mut self.swarm.behaviour_mut().kad;
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
         match a {
             Announce::Provide(cids) => {
                 tracing::info!(count = cids.len(), "providing on the DHT");
