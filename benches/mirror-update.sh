@@ -18,22 +18,11 @@ ORACLE=${ORACLE:-$ROOT/../shared/corpus/dedup-oracle.py}
 IN=${1:?usage: mirror-update.sh CORPUS_DIR_OR_OCI_LAYOUT}
 [ -f "$IN/index.json" ] || IN=$IN/oci
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/shp-bench-mirror-update.XXXXXX")}
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 [ -x "$SHP" ] || (cd "$ROOT" && cargo build --release -p shp-cli >/dev/null)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-UP=127.0.0.1:$(free_port)
-printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
-  "$WORK/registry" "$UP" >"$WORK/registry.yml"
-docker-registry serve "$WORK/registry.yml" >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do curl -fs "http://$UP/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+start_upstream
 for v in v1 v2; do
   skopeo copy -q --dest-tls-verify=false "oci:$IN:app-$v" "docker://$UP/library/app:$v"
 done

@@ -19,22 +19,11 @@ LAYERS=${LAYERS:-3}
 LAYER_MB=${LAYER_MB:-32}
 RUNS=${RUNS:-1}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/shp-bench-mirror.XXXXXX")}
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 [ -x "$SHP" ] || (cd "$ROOT" && cargo build --release -p shp-cli >/dev/null)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-UP=127.0.0.1:$(free_port)
-printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
-  "$WORK/registry" "$UP" >"$WORK/registry.yml"
-docker-registry serve "$WORK/registry.yml" >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do curl -fs "http://$UP/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+start_upstream
 umoci init --layout "$WORK/lay" >/dev/null
 umoci new --image "$WORK/lay:v1" >/dev/null
 for i in $(seq 1 "$LAYERS"); do

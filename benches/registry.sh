@@ -28,13 +28,8 @@ if [ ! -x "$SHP" ]; then
 fi
 mkdir -p "${WORK:=$(mktemp -d "${TMPDIR:-/tmp}/shp-registry-bench.XXXXXX")}"
 WORK=$(cd "$WORK" && pwd)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 if [ -z "${IMAGE:-}" ]; then
   echo "== fixtures (make-images.sh)"
@@ -42,7 +37,6 @@ if [ -z "${IMAGE:-}" ]; then
   IMAGE="oci:$WORK/fixtures/oci:busybox-2layer"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 1 200); do
     if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),timeout=1)" 2>/dev/null; then return 0; fi
