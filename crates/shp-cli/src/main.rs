@@ -51,6 +51,16 @@ enum Cmd {
         /// HOME/station.json (QUIC beside TCP; the station announces what it holds on the IPFS DHT)
         #[arg(long, conflicts_with_all = ["net", "net_key_file"])]
         public: bool,
+        /// Keep blocks and refs in an S3 bucket instead of HOME/store (created when absent):
+        /// s3://BUCKET/PREFIX; endpoint, region and credentials as the AWS tools take them
+        /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE)
+        #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+        store: Option<String>,
+        /// An option of the S3 store, kept in the home's config (repeatable): endpoint, region,
+        /// profile, access_key_id, secret_access_key, session_token, allow_http, virtual_hosted,
+        /// pack_size, cache_size, grace
+        #[arg(long = "store-opt", value_name = "KEY=VALUE", requires = "store")]
+        store_opt: Vec<String>,
     },
     /// Import an image: SOURCE is oci:DIR[:REF], docker-archive:FILE[:NAME:TAG|:@N] or docker://HOST/REPO[:TAG|@DIGEST]
     Push {
@@ -333,6 +343,18 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// `--store URL` with its `--store-opt KEY=VALUE` pairs.
+fn store_spec(url: String, opts: &[String]) -> Result<shp_core::config::StoreSpec> {
+    let mut options = std::collections::BTreeMap::new();
+    for o in opts {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--store-opt {o:?}: expected KEY=VALUE"))?;
+        options.insert(k.to_string(), v.to_string());
+    }
+    Ok(shp_core::config::StoreSpec { url, options })
+}
+
 fn progress_bar(quiet: bool) -> (ProgressBar, impl Fn(Progress)) {
     let pb = if quiet {
         ProgressBar::hidden()
@@ -362,9 +384,12 @@ fn run(cli: Cli) -> Result<u8> {
             net,
             net_key_file,
             public,
+            store,
+            store_opt,
         } => {
             let compression = compression.as_deref().map(Compression::parse).transpose()?;
-            let h = Home::init_with(&dir, compression)?;
+            let store = store.map(|url| store_spec(url, &store_opt)).transpose()?;
+            let h = Home::init_on(&dir, compression, store)?;
             if compression.is_some() {
                 eprintln!("store compression {}", h.compression());
             }
@@ -584,6 +609,15 @@ fn run(cli: Cli) -> Result<u8> {
                 println!("images        {}", s.images);
                 println!("blobs         {}", s.blobs);
                 println!("compression   {}", s.compression);
+                println!("store         {}", s.store);
+                if let Some(b) = &s.bucket {
+                    println!("objects       {} ({} bytes)", b.objects, b.object_bytes);
+                    let r = &b.requests;
+                    println!(
+                        "requests      {} GET, {} PUT, {} LIST, {} HEAD, {} DELETE ({} retried); {} bytes in, {} out",
+                        r.get, r.put, r.list, r.head, r.delete, r.retries, r.bytes_in, r.bytes_out
+                    );
+                }
                 if s.loose_bytes > 0 {
                     println!("loose_bytes   {} (compressed by the next gc)", s.loose_bytes);
                 }

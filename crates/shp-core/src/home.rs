@@ -2,15 +2,16 @@
 //! offer on them. This is the library's front door.
 //!
 //! ```text
-//! HOME/config.json   {"version": 1, "compression": "zstd:3"}; its presence marks an initialised home
-//!                    ("compression" is optional: see store::Compression, e.g. "zstd:3,deferred")
-//! HOME/store/        the pack store (see store::DiskStore)
+//! HOME/config.json   its presence marks an initialised home: the store and its compression (see config)
+//! HOME/store/        the pack store (see store::DiskStore), unless config.json names a bucket
+//!                    (store::s3: then blocks and refs are in the bucket, HOME/cache/s3 caches them)
 //! HOME/refs.json     names, blob refs and pins (see refs)
 //! ```
 
 use crate::blob::{import_blob, BlobKind, BlobNode, ImportOptions, ImportedBlob};
 use crate::car;
 use crate::cid::{format_digest, Cid};
+use crate::config::{HomeConfig, StoreSpec};
 use crate::dag::DagWriter;
 use crate::dedup::{self, DedupRow};
 use crate::docker_archive;
@@ -18,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::image::{export_oci, import_image, ImageRoot, ImportReport, OciLayout, Progress};
 use crate::oci::{DocKind, Document};
 use crate::reference::{ArchiveRef, ImageId, ImageRef};
-use crate::refs::{check_name, Refs, RefsFile};
-use crate::store::{Blockstore, Compression, DiskStore, LockMode};
+use crate::refs::{check_name, Refs, RefsStore};
+use crate::store::{Blockstore, Compression, HomeStore, LockMode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
@@ -43,8 +44,8 @@ pub enum PutKind {
 /// An open home.
 pub struct Home {
     dir: PathBuf,
-    store: DiskStore,
-    refs: RefsFile,
+    store: HomeStore,
+    refs: RefsStore,
     pub options: ImportOptions,
     cache: crate::cache::BlobCache,
 }
@@ -124,6 +125,11 @@ pub struct Stats {
     pub loose_bytes: u64,
     /// The store's compression setting (`zstd:3`, `zstd:3,deferred`, ...).
     pub compression: String,
+    /// Where the blocks are: the store's directory, or `s3://BUCKET/PREFIX`.
+    pub store: String,
+    /// A store in a bucket: its objects, their bytes, and the requests this process made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<crate::store::BucketStats>,
 }
 
 /// `verify` output.
@@ -169,18 +175,51 @@ impl Home {
     /// Creates the home if needed and opens it; `compression`, when given, becomes how its store
     /// compresses blocks from now on (blocks already stored stay as they are until gc rewrites them).
     pub fn init_with(dir: &Path, compression: Option<Compression>) -> Result<Home> {
+        Home::init_on(dir, compression, None)
+    }
+
+    /// [`Home::init_with`], and with `store`, the home keeps its blocks and refs there (an S3
+    /// bucket, created when absent) instead of `HOME/store`. A home's store is chosen once:
+    /// another URL for an initialised home is an error; the same URL updates its options.
+    pub fn init_on(dir: &Path, compression: Option<Compression>, store: Option<StoreSpec>) -> Result<Home> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io_path(dir, e))?;
-        let cfg = dir.join("config.json");
-        let current = if cfg.exists() { Some(read_config(&cfg)?) } else { None };
-        if current.is_none() || (compression.is_some() && compression != current.flatten()) {
-            let mut text = String::from("{\"version\": 1");
-            if let Some(c) = compression.or(current.flatten()) {
-                text.push_str(&format!(", \"compression\": \"{c}\""));
+        let path = dir.join("config.json");
+        let current = if path.exists() {
+            Some(HomeConfig::read(&path)?)
+        } else {
+            None
+        };
+        if let Some(s) = &store {
+            HomeConfig::check_store(s)?;
+            let was = current.as_ref().and_then(|c| c.store.as_ref()).map(|s| s.url.as_str());
+            let ever_used = current.is_some() && (dir.join("store").exists() || dir.join("refs.json").exists());
+            match was {
+                Some(u) if u != s.url => {
+                    return Err(Error::Store(format!(
+                        "{}: this home's store is {u}; a home's store cannot change (use another home)",
+                        dir.display()
+                    )))
+                }
+                None if ever_used => {
+                    return Err(Error::Store(format!(
+                    "{}: this home already keeps its store on disk; a home's store cannot change (use another home)",
+                    dir.display()
+                )))
+                }
+                _ => {}
             }
-            text.push_str("}\n");
-            crate::image::write_verified(&cfg, &mut text.as_bytes())?;
         }
-        Home::open(dir)
+        let mut cfg = current.clone().unwrap_or_default();
+        if compression.is_some() {
+            cfg.compression = compression;
+        }
+        if store.is_some() {
+            cfg.store = store;
+        }
+        if current.as_ref() != Some(&cfg) {
+            cfg.write(&path)?;
+        }
+        Home::open_mode(dir, LockMode::Shared, true)
     }
 
     /// How this home's store compresses new blocks.
@@ -190,15 +229,15 @@ impl Home {
 
     /// Opens an initialised home for normal (shared) use.
     pub fn open(dir: &Path) -> Result<Home> {
-        Home::open_mode(dir, LockMode::Shared)
+        Home::open_mode(dir, LockMode::Shared, false)
     }
 
     /// Opens a home for garbage collection: fails if another process uses it.
     pub fn open_exclusive(dir: &Path) -> Result<Home> {
-        Home::open_mode(dir, LockMode::Exclusive)
+        Home::open_mode(dir, LockMode::Exclusive, false)
     }
 
-    fn open_mode(dir: &Path, mode: LockMode) -> Result<Home> {
+    fn open_mode(dir: &Path, mode: LockMode, create: bool) -> Result<Home> {
         let cfg = dir.join("config.json");
         if !cfg.exists() {
             return Err(Error::Store(format!(
@@ -206,11 +245,11 @@ impl Home {
                 dir.display()
             )));
         }
-        let compression = read_config(&cfg)?.unwrap_or_default();
+        let (store, refs) = crate::config::open_backend(dir, mode, &HomeConfig::read(&cfg)?, create)?;
         Ok(Home {
             dir: dir.to_path_buf(),
-            store: DiskStore::open_with(&dir.join("store"), mode, compression)?,
-            refs: RefsFile::new(dir),
+            store,
+            refs,
             options: ImportOptions::default(),
             cache: crate::cache::BlobCache::new(&dir.join("cache").join("blobs"), cache_bound(dir)),
         })
@@ -527,6 +566,8 @@ impl Home {
             blobs: seen.len(),
             loose_bytes: self.store.loose_bytes()?,
             compression: self.compression().to_string(),
+            store: self.store.location(),
+            bucket: self.store.bucket_stats()?,
         })
     }
 
@@ -778,7 +819,7 @@ impl Home {
         };
         let (d, c) = (format_digest(&imported.digest), imported.cid.to_string());
         self.refs.update(|r| {
-            r.blobs.insert(d, c);
+            r.blobs.insert(d.clone(), c.clone());
             Ok(())
         })?;
         Ok(imported)
@@ -1075,26 +1116,6 @@ fn cache_bound(dir: &Path) -> u64 {
         .and_then(|b| serde_json::from_slice::<StationFile>(&b).ok())
         .and_then(|f| f.cache_size)
         .unwrap_or(DEFAULT_CACHE_BYTES)
-}
-
-/// Reads a home's config.json: its version must be 1; the store compression, when it names one.
-fn read_config(path: &Path) -> Result<Option<Compression>> {
-    let bad = |r: String| Error::Store(format!("{}: {r}", path.display()));
-    let text = std::fs::read(path).map_err(|e| Error::io_path(path, e))?;
-    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    match v.get("version").and_then(|v| v.as_u64()) {
-        Some(1) => {}
-        other => {
-            return Err(bad(format!(
-                "unsupported config version {other:?} (this shp reads version 1)"
-            )))
-        }
-    }
-    match v.get("compression") {
-        None => Ok(None),
-        Some(serde_json::Value::String(c)) => Compression::parse(c).map(Some).map_err(|e| bad(e.to_string())),
-        Some(other) => Err(bad(format!("\"compression\" must be a string, not {other}"))),
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod car;
 pub mod cbor;
 pub mod chunk;
 pub mod cid;
+pub mod config;
 pub mod dag;
 pub mod dagpb;
 pub mod dedup;

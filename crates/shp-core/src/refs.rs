@@ -101,6 +101,33 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where a home's refs live: its refs file, or (feature `s3`) the bucket of its store.
+pub enum RefsStore {
+    File(RefsFile),
+    #[cfg(feature = "s3")]
+    Bucket(crate::store::s3::BucketRefs),
+}
+
+impl RefsStore {
+    pub fn load(&self) -> Result<Refs> {
+        match self {
+            RefsStore::File(f) => f.load(),
+            #[cfg(feature = "s3")]
+            RefsStore::Bucket(b) => b.load(),
+        }
+    }
+
+    /// Read-modify-write, atomic against every other writer. `f` may run more than once (a
+    /// shared bucket's update starts again when another station wrote first).
+    pub fn update<T>(&self, f: impl FnMut(&mut Refs) -> Result<T>) -> Result<T> {
+        match self {
+            RefsStore::File(r) => r.update(f),
+            #[cfg(feature = "s3")]
+            RefsStore::Bucket(b) => b.update(f),
+        }
+    }
+}
+
 /// The refs file of a home.
 pub struct RefsFile {
     path: PathBuf,

@@ -186,6 +186,10 @@ impl DiskStore {
     }
 
     /// How new blocks are compressed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn compression(&self) -> Compression {
         self.compression
     }

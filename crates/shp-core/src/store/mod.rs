@@ -3,9 +3,132 @@
 
 mod disk;
 mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 pub use disk::{CompactStats, Compression, DiskStore, LockMode};
 pub use memory::MemoryStore;
+
+/// Requests a process made to a bucket (S3 stores).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RequestStats {
+    pub get: u64,
+    pub put: u64,
+    pub list: u64,
+    pub head: u64,
+    pub delete: u64,
+    /// Requests repeated after a transient failure (counted in the ones above too).
+    pub retries: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// What a bucket holds for a store, and what it cost this process so far.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BucketStats {
+    /// Pack and index objects.
+    pub objects: u64,
+    pub object_bytes: u64,
+    pub requests: RequestStats,
+}
+
+/// A home's store: the embedded pack store on local disk, or (feature `s3`) packs in a bucket.
+pub enum HomeStore {
+    Disk(DiskStore),
+    #[cfg(feature = "s3")]
+    S3(s3::S3Store),
+}
+
+impl HomeStore {
+    fn inner(&self) -> &dyn Blockstore {
+        match self {
+            HomeStore::Disk(d) => d,
+            #[cfg(feature = "s3")]
+            HomeStore::S3(s) => s,
+        }
+    }
+
+    pub fn compression(&self) -> Compression {
+        match self {
+            HomeStore::Disk(d) => d.compression(),
+            #[cfg(feature = "s3")]
+            HomeStore::S3(s) => s.compression(),
+        }
+    }
+
+    /// Bytes written raw and waiting for compaction (disk stores with deferred compression).
+    pub fn loose_bytes(&self) -> Result<u64> {
+        match self {
+            HomeStore::Disk(d) => d.loose_bytes(),
+            #[cfg(feature = "s3")]
+            HomeStore::S3(_) => Ok(0),
+        }
+    }
+
+    /// Compresses loose packs (disk stores); an S3 store compresses as it writes.
+    pub fn compact(&self) -> Result<CompactStats> {
+        match self {
+            HomeStore::Disk(d) => d.compact(),
+            #[cfg(feature = "s3")]
+            HomeStore::S3(_) => Ok(CompactStats::default()),
+        }
+    }
+
+    /// Objects, bytes and requests of a store in a bucket; None on disk.
+    pub fn bucket_stats(&self) -> Result<Option<BucketStats>> {
+        match self {
+            HomeStore::Disk(_) => Ok(None),
+            #[cfg(feature = "s3")]
+            HomeStore::S3(s) => {
+                let (objects, object_bytes) = s.objects()?;
+                Ok(Some(BucketStats {
+                    objects,
+                    object_bytes,
+                    requests: s.requests(),
+                }))
+            }
+        }
+    }
+
+    /// Where the blocks are: a directory, or `s3://BUCKET/PREFIX`.
+    pub fn location(&self) -> String {
+        match self {
+            HomeStore::Disk(d) => d.dir().display().to_string(),
+            #[cfg(feature = "s3")]
+            HomeStore::S3(s) => s.url(),
+        }
+    }
+}
+
+impl Blockstore for HomeStore {
+    fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
+        self.inner().get(cid)
+    }
+    fn has(&self, cid: &Cid) -> Result<bool> {
+        self.inner().has(cid)
+    }
+    fn size_of(&self, cid: &Cid) -> Result<u64> {
+        self.inner().size_of(cid)
+    }
+    fn put(&self, cid: &Cid, data: &[u8]) -> Result<()> {
+        self.inner().put(cid, data)
+    }
+    fn delete(&self, cid: &Cid) -> Result<()> {
+        self.inner().delete(cid)
+    }
+    fn cids(&self) -> Result<Vec<Cid>> {
+        self.inner().cids()
+    }
+    fn batch(&self) -> Result<Box<dyn Batch + '_>> {
+        self.inner().batch()
+    }
+    fn retain(&self, keep: &dyn Fn(&Cid) -> bool) -> Result<SweepStats> {
+        self.inner().retain(keep)
+    }
+    fn stored_bytes(&self) -> Result<u64> {
+        self.inner().stored_bytes()
+    }
+}
 
 use crate::cid::Cid;
 use crate::error::{Error, Result};
