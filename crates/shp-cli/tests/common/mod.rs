@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
 pub mod station;
 pub mod upstream;
 
@@ -195,15 +196,24 @@ pub struct StoreState {
 pub struct ShpHome {
     _tmp: TempDir,
     pub dir: PathBuf,
+    /// Environment every command of this home gets (an S3 home's AWS_* variables).
+    pub env: Vec<(String, String)>,
 }
 
 impl ShpHome {
     /// A new, initialised home in a temp dir.
     pub fn new() -> ShpHome {
+        ShpHome::init_with(&[], Vec::new())
+    }
+
+    /// A new home made with `shp init ARGS`, its commands run with `env`.
+    pub fn init_with(args: &[&str], env: Vec<(String, String)>) -> ShpHome {
         let tmp = tempdir();
         let dir = tmp.path().join("home");
-        let h = ShpHome { _tmp: tmp, dir };
-        let out = h.ok(&["init"]);
+        let h = ShpHome { _tmp: tmp, dir, env };
+        let mut a = vec!["init"];
+        a.extend_from_slice(args);
+        let out = h.ok(&a);
         assert_eq!(
             out.trim(),
             h.dir.display().to_string(),
@@ -225,6 +235,7 @@ impl ShpHome {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(SHP);
         c.env_remove("SHP_HOME")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--home")
             .arg(&self.dir)
             .stdin(Stdio::null());

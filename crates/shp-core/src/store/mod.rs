@@ -9,8 +9,9 @@ pub mod s3;
 pub use disk::{CompactStats, Compression, DiskStore, LockMode};
 pub use memory::MemoryStore;
 
-/// Requests a process made to a bucket (S3 stores).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Requests made to a bucket (S3 stores): by one process, or summed over every command a home ran.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RequestStats {
     pub get: u64,
     pub put: u64,
@@ -23,7 +24,23 @@ pub struct RequestStats {
     pub bytes_out: u64,
 }
 
-/// What a bucket holds for a store, and what it cost this process so far.
+impl std::ops::Add for RequestStats {
+    type Output = RequestStats;
+    fn add(self, o: RequestStats) -> RequestStats {
+        RequestStats {
+            get: self.get + o.get,
+            put: self.put + o.put,
+            list: self.list + o.list,
+            head: self.head + o.head,
+            delete: self.delete + o.delete,
+            retries: self.retries + o.retries,
+            bytes_in: self.bytes_in + o.bytes_in,
+            bytes_out: self.bytes_out + o.bytes_out,
+        }
+    }
+}
+
+/// What a bucket holds for a store, and what this home's commands have cost so far.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BucketStats {
     /// Pack and index objects.

@@ -143,10 +143,22 @@ impl TestStation {
         })
     }
 
-    /// A station over a home made with `compression`, its config adjusted by `set`.
+    /// A station over a home made with `compression`, its config adjusted by `set`. With
+    /// `SHP_TEST_STORE=s3://BUCKET` (and the AWS_* variables of an object store) the home keeps its
+    /// blocks and refs in that bucket, under a prefix of its own: the same tests, on an S3 home.
     pub fn configured(compression: Option<shp_core::store::Compression>, set: impl FnOnce(&mut Config)) -> TestStation {
         let home = tempfile::tempdir().unwrap();
-        shp_core::Home::init_with(home.path(), compression).unwrap();
+        let store = std::env::var("SHP_TEST_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|base| {
+                let prefix = home.path().file_name().unwrap().to_string_lossy().to_lowercase();
+                shp_core::config::StoreSpec {
+                    url: format!("{}/{prefix}", base.trim_end_matches('/')),
+                    options: Default::default(),
+                }
+            });
+        shp_core::Home::init_on(home.path(), compression, store).unwrap();
         let mut cfg = Config::local("127.0.0.1:0".parse().unwrap());
         set(&mut cfg);
         let station = Station::bind(home.path(), &cfg).unwrap();

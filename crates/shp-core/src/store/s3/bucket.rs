@@ -337,7 +337,7 @@ impl Bucket {
         match first {
             Ok(_) => Ok(()),
             Err(e) if e.contains("NoSuchBucket") => self.create_bucket(),
-            Err(e) => Err(self.fail("LIST", "", &e)),
+            Err(e) => Err(self.fail("LIST", "the bucket", &e)),
         }
     }
 

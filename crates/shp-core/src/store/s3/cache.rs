@@ -10,7 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::store::RequestStats;
+
+const REQUESTS: &str = "requests.json";
+
 pub struct LocalCache {
+    dir: PathBuf,
     idx_dir: PathBuf,
     blocks_dir: PathBuf,
     bound: u64,
@@ -56,6 +61,7 @@ impl LocalCache {
             }
         }
         Ok(LocalCache {
+            dir: dir.to_path_buf(),
             idx_dir,
             blocks_dir,
             bound,
@@ -131,6 +137,32 @@ impl LocalCache {
         self.used.store(used, Ordering::Relaxed);
     }
 
+    /// The requests every finished command of this home made to the bucket (`requests.json`).
+    pub fn requests(&self) -> RequestStats {
+        fs::read(self.dir.join(REQUESTS))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds one process's requests to `requests.json`, under an exclusive lock so that commands
+    /// finishing at once all count. Best effort: the ledger is a report, not state.
+    pub fn add_requests(&self, r: &RequestStats) {
+        if *r == RequestStats::default() {
+            return;
+        }
+        let Ok(lock) = fs::File::create(self.dir.join(".requests.lock")) else {
+            return;
+        };
+        if lock.lock().is_err() {
+            return;
+        }
+        let total = self.requests() + *r;
+        if let Ok(json) = serde_json::to_vec(&total) {
+            let _ = write_atomic(&self.dir, REQUESTS, &json);
+        }
+    }
+
     #[cfg(test)]
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
@@ -157,5 +189,22 @@ mod tests {
         fs::write(d.path().join("blocks").join(cid.to_string()), b"other").unwrap();
         assert_eq!(c.block(&cid), None);
         assert!(!d.path().join("blocks").join(cid.to_string()).exists());
+    }
+
+    #[test]
+    fn request_counts_add_up_across_processes() {
+        let d = tempfile::tempdir().unwrap();
+        let c = LocalCache::open(d.path(), 0).unwrap();
+        assert_eq!(c.requests(), RequestStats::default());
+        let one = RequestStats {
+            get: 3,
+            put: 2,
+            bytes_out: 100,
+            ..Default::default()
+        };
+        c.add_requests(&one);
+        LocalCache::open(d.path(), 0).unwrap().add_requests(&one);
+        let t = c.requests();
+        assert_eq!((t.get, t.put, t.bytes_out, t.list), (6, 4, 200, 0));
     }
 }

@@ -201,8 +201,10 @@ impl S3Store {
     }
 
     /// Requests this process made to the bucket so far.
+    /// The requests this home has made to the bucket: every finished command's, and this
+    /// process's so far.
     pub fn requests(&self) -> RequestStats {
-        self.bucket.counters().snapshot()
+        self.cache.requests() + self.bucket.counters().snapshot()
     }
 
     /// Objects and bytes of the store's packs and indexes in the bucket.
@@ -653,6 +655,12 @@ impl Batch for S3Batch<'_> {
             self.publish(rescued)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        self.cache.add_requests(&self.bucket.counters().snapshot());
     }
 }
 
