@@ -66,7 +66,10 @@ fn images_round_trip_and_a_second_home_on_the_bucket_sees_them() {
     assert_eq!(s["store"], url, "{s}");
     assert_eq!(num(&s, "images"), OCI_TAGS.len() as u64, "{s}");
     let objects = num(&s["bucket"], "objects");
-    assert!(objects >= 2 && objects.is_multiple_of(2), "packs and their indexes: {s}");
+    assert!(
+        objects >= 2 && objects.is_multiple_of(2),
+        "packs and their indexes: {s}"
+    );
     let put = num(&s["bucket"]["requests"], "put");
     // The requests are this home's, summed over its commands: pushes wrote packs, indexes, refs.
     assert!(put >= objects, "{s}");

@@ -22,7 +22,7 @@
 mod bucket;
 mod cache;
 mod gc;
-mod pack;
+pub mod pack;
 mod refs;
 
 pub use bucket::{RequestStats, S3Location, OPTION_KEYS};
