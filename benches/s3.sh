@@ -3,7 +3,9 @@
 # store, same machine, same run:
 #   1. import of a ~250 MB uncompressed layer (benches/gen-tar.py, random files): seconds for
 #      `shp push` into each (median of RUNS, a fresh home each time), and the PUT requests the S3
-#      push made (`stats` → bucket.requests.put, this home's own count)
+#      push made (`stats` → bucket.requests.put, this home's own count); the engine's own time for
+#      the same bytes (16 MiB objects through the filer, 2 in flight); and a real image (REAL_TAG,
+#      default node18) pushed into each
 #   2. a warm pull through a station (`shp start`): skopeo copy docker://… → oci: from a station on
 #      each home, after one pull that warms both (median of RUNS); plus one cold pull from a second
 #      station on the same bucket (empty cache), for information
@@ -35,11 +37,11 @@ set -a
 set +a
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null || { echo "s3.sh: failed: $*" >&2; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 jq_stats() { "$SHP" --home "$1" stats --json | jq -r "$2"; }
-n=0
-s3_home() { n=$((n + 1)); "$SHP" --home "$WORK/s3-$n" init --store "s3://bench/$1" >/dev/null 2>&1; echo "$WORK/s3-$n"; }
-disk_home() { n=$((n + 1)); "$SHP" --home "$WORK/disk-$n" init >/dev/null 2>&1; echo "$WORK/disk-$n"; }
+# (called in $(…): a fresh directory each, no counter to lose in the subshell)
+s3_home() { local h; h=$(mktemp -d "$WORK/s3-XXXX"); "$SHP" --home "$h" init --store "s3://bench/$1" >/dev/null 2>"$h.log" || { cat "$h.log" >&2; exit 1; }; echo "$h"; }
+disk_home() { local h; h=$(mktemp -d "$WORK/disk-XXXX"); "$SHP" --home "$h" init >/dev/null 2>"$h.log" || { cat "$h.log" >&2; exit 1; }; echo "$h"; }
 
 echo "== 1. import of a ${MB} MB layer"
 python3 "$HERE/benches/gen-tar.py" "$WORK/big.tar" "$MB" 7
@@ -59,6 +61,22 @@ done
 td=$(median <"$WORK/t-disk"); ts=$(median <"$WORK/t-s3"); puts=$(median <"$WORK/puts")
 printf 'layer %d bytes: embedded %.2f s, S3 %.2f s: ratio %.2fx (goal <= 2); PUT requests %d (goal <= 64)\n' \
   "$size" "$td" "$ts" "$(echo "$ts / $td" | bc -l)" "$puts"
+# The engine's own speed for the same bytes: 16 MiB objects, two at a time, straight to the filer.
+split -b 16M -d "$WORK/big.tar" "$WORK/part."
+up() { local f; for f in "$WORK"/part.*; do echo "$f"; done | xargs -P 2 -I{} curl -fsS -o /dev/null -X PUT -T {} "http://$SEAWEED_FILER/buckets/bench/raw/$(basename {})"; }
+traw=$(secs up)
+rm -f "$WORK"/part.*
+printf 'the same bytes as 16 MiB objects straight to the filer (2 in flight): %.2f s; S3 import / that: %.2fx\n' \
+  "$traw" "$(echo "$ts / $traw" | bc -l)"
+# A real image: compressible layers, shared chunks.
+REAL_TAG=${REAL_TAG:-node18}
+: >"$WORK/r-disk"; : >"$WORK/r-s3"
+for r in $(seq 1 "$RUNS"); do
+  h=$(disk_home); secs "$SHP" --home "$h" push -q "oci:$LAYOUT:$REAL_TAG" >>"$WORK/r-disk"; rm -rf "$h"
+  h=$(s3_home "real-$r"); secs "$SHP" --home "$h" push -q "oci:$LAYOUT:$REAL_TAG" >>"$WORK/r-s3"
+done
+rd=$(median <"$WORK/r-disk"); rs=$(median <"$WORK/r-s3")
+printf 'image %s: embedded %.2f s, S3 %.2f s: ratio %.2fx\n' "$REAL_TAG" "$rd" "$rs" "$(echo "$rs / $rd" | bc -l)"
 
 echo "== 2. warm pull of $PULL_TAG through a station"
 D=$(disk_home); S=$(s3_home pull); C=$(s3_home pull)
@@ -67,7 +85,8 @@ D=$(disk_home); S=$(s3_home pull); C=$(s3_home pull)
 station() {
   "$SHP" --home "$1" start --listen 127.0.0.1:0 --no-p2p >"$WORK/$2.line" 2>"$WORK/$2.log" &
   PIDS+=($!)
-  for _ in $(seq 1 200); do [ -s "$WORK/$2.line" ] && break; sleep 0.05; done
+  for _ in $(seq 1 400); do [ -s "$WORK/$2.line" ] && break; sleep 0.05; done
+  [ -s "$WORK/$2.line" ] || { echo "s3.sh: the station on $1 did not start:" >&2; cat "$WORK/$2.log" >&2; exit 1; }
   cut -d' ' -f2 <"$WORK/$2.line" | sed 's|http://||'
 }
 AD=$(station "$D" disk); AS=$(station "$S" s3); AC=$(station "$C" cold)

@@ -19,8 +19,11 @@ dir=${2:?usage: seaweed.sh start|stop|kill-volume DIR [N]}
 
 SELF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+free_ports() {
+  python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 
 stop_pid() {
@@ -44,9 +47,9 @@ start)
   mkdir -p "$dir"/{master,vol1,vol2,filer,logs}
   dir=$(cd "$dir" && pwd)
   rm -f "$dir/stopped"
-  mport=$(free_port); v1=$(free_port); v2=$(free_port); fport=$(free_port); s3port=$(free_port)
-  # gRPC ports are the HTTP ports + 10000 by default; pick them explicitly so none collide.
-  mg=$(free_port); v1g=$(free_port); v2g=$(free_port); fg=$(free_port); s3g=$(free_port)
+  # gRPC ports are the HTTP ports + 10000 by default; pick them explicitly, all ten at once (every
+  # socket held until all are bound) so none collide.
+  read -r mport v1 v2 fport s3port mg v1g v2g fg s3g < <(free_ports 10)
   key=shpaccess; secret=shpsecret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
   cat >"$dir/s3.json" <<JSON
 {"identities": [{"name": "shp", "credentials": [{"accessKey": "$key", "secretKey": "$secret"}],
@@ -58,7 +61,7 @@ JSON
   for n in 1 2; do
     p=v$n; g=v${n}g
     "$WEED" volume -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="${!p}" -port.grpc="${!g}" -dir="$dir/vol$n" \
-      -max=30 -mserver="127.0.0.1:$mport.$mg" -rack=r1 -dataCenter=dc1 -minFreeSpace=1 -preStopSeconds=0 \
+      -max=100 -mserver="127.0.0.1:$mport.$mg" -rack=r1 -dataCenter=dc1 -minFreeSpace=1 -preStopSeconds=0 \
       >"$dir/logs/vol$n.log" 2>&1 &
     echo $! >"$dir/vol$n.pid"
   done
@@ -78,19 +81,6 @@ AWS_ALLOW_HTTP=true
 SEAWEED_MASTER=127.0.0.1:$mport
 SEAWEED_FILER=127.0.0.1:$fport
 ENV
-  # Ready when the gateway answers and both volume servers have joined (replication 001 needs two).
-  ok=
-  for _ in $(seq 1 300); do
-    for f in master vol1 vol2 filer s3; do
-      kill -0 "$(cat "$dir/$f.pid")" 2>/dev/null || { echo "seaweed.sh: $f exited; its log:" >&2; tail -20 "$dir/logs/$f.log" >&2; exit 1; }
-    done
-    nodes=$(curl -fsS "http://127.0.0.1:$mport/dir/status" 2>/dev/null | python3 -c 'import json,sys
-t=json.load(sys.stdin)["Topology"]; print(sum(len(r["DataNodes"] or []) for dc in t["DataCenters"] or [] for r in dc["Racks"] or []))' 2>/dev/null || echo 0)
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3port/" 2>/dev/null || true)
-    if [ "$nodes" = 2 ] && [ -n "$code" ] && [ "$code" != 000 ]; then ok=1; break; fi
-    sleep 0.2
-  done
-  [ -n "$ok" ] || { echo "seaweed.sh: cluster not ready after 60 s (logs in $dir/logs)" >&2; bash "$SELF" stop "$dir"; exit 1; }
   # The watchdog: its own session, no inherited stdout/stderr (a caller reading our output must
   # not wait for it), bounded by SEAWEED_MAX_SECONDS.
   parent=${SEAWEED_PARENT:-}; max=${SEAWEED_MAX_SECONDS:-3600}; rm_after=${SEAWEED_RM:-0}
@@ -105,6 +95,19 @@ t=json.load(sys.stdin)["Topology"]; print(sum(len(r["DataNodes"] or []) for dc i
     bash "$self" stop "$dir"
     if [ "$rm_after" = 1 ]; then rm -rf "$dir"; fi
   ' seaweed-watchdog "$SELF" "$dir" "$parent" "$max" "$rm_after" </dev/null >/dev/null 2>&1 &
+  # Ready when the gateway answers and both volume servers have joined (replication 001 needs two).
+  ok=
+  for _ in $(seq 1 300); do
+    for f in master vol1 vol2 filer s3; do
+      kill -0 "$(cat "$dir/$f.pid")" 2>/dev/null || { echo "seaweed.sh: $f exited; its log:" >&2; tail -20 "$dir/logs/$f.log" >&2; bash "$SELF" stop "$dir"; exit 1; }
+    done
+    nodes=$(curl -fsS "http://127.0.0.1:$mport/dir/status" 2>/dev/null | python3 -c 'import json,sys
+t=json.load(sys.stdin)["Topology"]; print(sum(len(r["DataNodes"] or []) for dc in t["DataCenters"] or [] for r in dc["Racks"] or []))' 2>/dev/null || echo 0)
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3port/" 2>/dev/null || true)
+    if [ "$nodes" = 2 ] && [ -n "$code" ] && [ "$code" != 000 ]; then ok=1; break; fi
+    sleep 0.2
+  done
+  [ -n "$ok" ] || { echo "seaweed.sh: cluster not ready after 60 s (logs in $dir/logs)" >&2; bash "$SELF" stop "$dir"; exit 1; }
   cat "$dir/env"
   ;;
 stop)
