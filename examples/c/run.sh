@@ -34,6 +34,13 @@ gcc -std=c11 -Wall -Wextra -Werror -g -O1 -fsanitize=address,undefined -fno-omit
 MANIFEST=$(jq -r --arg t "$TAG" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$OCI/index.json")
 LAYER=$(jq -r '.layers[0].digest' "$OCI/blobs/sha256/${MANIFEST#sha256:}")
 
+# SHP_STORE=s3://BUCKET/PREFIX: the home is first made on that store (with the shp binary, SHP_BIN,
+# default target/debug/shp; endpoint and credentials from the AWS_* environment), so the example
+# runs unchanged on an S3 home.
+if [ -n "${SHP_STORE:-}" ]; then
+  "${SHP_BIN:-$ROOT/target/debug/shp}" --home "$WORK/home" init --store "$SHP_STORE" >/dev/null
+fi
+
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 "$WORK/shp_example" "$WORK/home" "$OCI" "$TAG" "$LAYER" "$WORK/export"
@@ -47,4 +54,4 @@ for b in "$WORK/export/blobs/sha256/"*; do
 done
 jq -e --arg m "$MANIFEST" '[.manifests[] | select(.digest == $m)] | length == 2' "$WORK/export/index.json" >/dev/null \
   || { echo "run.sh: export index.json does not name $MANIFEST twice" >&2; exit 1; }
-echo "run.sh: exported image: $count blobs identical to the source, manifest $MANIFEST"
+echo "run.sh: exported image: $count blobs identical to the source, manifest $MANIFEST${SHP_STORE:+ (home on $SHP_STORE)}"
