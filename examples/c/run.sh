@@ -38,7 +38,9 @@ LAYER=$(jq -r '.layers[0].digest' "$OCI/blobs/sha256/${MANIFEST#sha256:}")
 # default target/debug/shp; endpoint and credentials from the AWS_* environment), so the example
 # runs unchanged on an S3 home.
 if [ -n "${SHP_STORE:-}" ]; then
-  "${SHP_BIN:-$ROOT/target/debug/shp}" --home "$WORK/home" init --store "$SHP_STORE" >/dev/null
+  SHP_BIN=${SHP_BIN:-$ROOT/target/debug/shp}
+  [ -x "$SHP_BIN" ] || { echo "run.sh: SHP_STORE needs the shp binary ($SHP_BIN): cargo build -p shp-cli" >&2; exit 1; }
+  "$SHP_BIN" --home "$WORK/home" init --store "$SHP_STORE" >/dev/null
 fi
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
