@@ -209,23 +209,22 @@ impl S3Store {
 
     /// Objects and bytes of the store's packs and indexes in the bucket.
     pub fn objects(&self) -> Result<(u64, u64)> {
+        let list = self.list_packs()?;
+        Ok((list.len() as u64, list.iter().map(|m| m.size).sum()))
+    }
+
+    /// Every object under `packs/`.
+    fn list_packs(&self) -> Result<Vec<object_store::ObjectMeta>> {
         let c = self.bucket.client();
         let prefix = self.bucket.key("packs");
-        let list = self
-            .bucket
+        self.bucket
             .block(async move { c.list(&prefix).await })
-            .map_err(|e| self.bucket.fail("LIST", "packs/", &e))?;
-        Ok((list.len() as u64, list.iter().map(|m| m.size).sum()))
+            .map_err(|e| self.bucket.fail("LIST", "packs/", &e))
     }
 
     /// Lists `packs/` and loads the indexes this process has not seen; forgets packs gc removed.
     fn refresh(&self) -> Result<()> {
-        let c = self.bucket.client();
-        let prefix = self.bucket.key("packs");
-        let list = self
-            .bucket
-            .block(async move { c.list(&prefix).await })
-            .map_err(|e| self.bucket.fail("LIST", "packs/", &e))?;
+        let list = self.list_packs()?;
         let condemned = gc::Condemned::load(&self.bucket)?.0;
         let names: BTreeSet<String> = list
             .iter()
