@@ -1077,7 +1077,8 @@ fn deferred_compression_is_done_by_gc() {
         assert_ne!(code, 0);
         assert!(err.contains(bad), "error names the setting: {err}");
     }
-    assert_eq!(std::fs::read_to_string(&config).unwrap().trim(), r#"{"version": 1}"#);
+    let cfg: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(cfg, json!({"version": 1}), "a refused setting changed config.json");
     home.ok(&["init", "--compression", "zstd:3,deferred"]);
     let cfg: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert_eq!(cfg, json!({"version": 1, "compression": "zstd:3,deferred"}));
