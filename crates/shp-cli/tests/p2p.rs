@@ -1,5 +1,5 @@
 //! Stations as libp2p peers: bitswap between stations, a short-lived node of the CLI's own,
-//! private networks, the control commands, and a real Kubo peer both ways.
+//! private networks, the control commands, and real Kubo and Helia peers both ways.
 //!
 //! Every station listens on 127.0.0.1 only, with mDNS off: nothing leaves the machine.
 
@@ -465,22 +465,36 @@ fn control_commands_need_a_running_station() {
     assert_eq!(mode & 0o077, 0, "station.sock mode {mode:o}");
 }
 
-/// A Kubo node (tests/interop/kubo/kubo_peer.py over PyPI's kubo-python), stopped when dropped.
-struct Kubo {
+/// A real IPFS peer driven line by line (one JSON answer per command): Kubo through
+/// tests/interop/kubo/kubo_peer.py (PyPI's kubo-python), or Helia through
+/// tests/interop/helia/helia_peer.mjs (npm's helia). Stopped when dropped.
+struct Peer {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     addr: String,
 }
 
-impl Kubo {
-    /// `None` when kubo-python is not installed (a failure when SHP_REQUIRE_PEERS=1).
-    fn start(dir: &std::path::Path, swarm_key: Option<&std::path::Path>) -> Option<Kubo> {
-        Kubo::start_with(dir, swarm_key, "none")
+/// `false` (a skip) when an interop peer is not installed; a failure when SHP_REQUIRE_PEERS=1.
+fn installed(have: bool, what: &str) -> bool {
+    if !have {
+        assert!(
+            std::env::var("SHP_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{what} is not installed (scripts/ci-deps.sh installs it)"
+        );
+        eprintln!("skipping: {what} is not installed");
+    }
+    have
+}
+
+impl Peer {
+    /// A Kubo node with no routing; `None` when kubo-python is not installed.
+    fn kubo(dir: &std::path::Path, swarm_key: Option<&std::path::Path>) -> Option<Peer> {
+        Peer::kubo_with(dir, swarm_key, "none")
     }
 
     /// `routing`: Kubo's `Routing.Type` (`none`, or `dhtserver` for its DHT in server mode).
-    fn start_with(dir: &std::path::Path, swarm_key: Option<&std::path::Path>, routing: &str) -> Option<Kubo> {
+    fn kubo_with(dir: &std::path::Path, swarm_key: Option<&std::path::Path>, routing: &str) -> Option<Peer> {
         let have = Command::new("python3")
             .args([
                 "-c",
@@ -489,12 +503,7 @@ impl Kubo {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        if !have {
-            assert!(
-                std::env::var("SHP_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "kubo-python is not installed (scripts/ci-deps.sh installs it)"
-            );
-            eprintln!("skipping: kubo-python is not installed");
+        if !installed(have, "kubo-python") {
             return None;
         }
         let mut cmd = Command::new("python3");
@@ -504,30 +513,51 @@ impl Kubo {
         if let Some(k) = swarm_key {
             cmd.arg("--swarm-key").arg(k);
         }
+        Some(Peer::spawn(cmd, "kubo_peer"))
+    }
+
+    /// A Helia node (js-libp2p: TCP, noise, yamux, bitswap; pnet under a key); `None` when
+    /// tests/interop/helia has not been installed (`npm ci` there).
+    fn helia(swarm_key: Option<&std::path::Path>) -> Option<Peer> {
+        let dir = repo_root().join("tests/interop/helia");
+        let have = dir.join("node_modules/helia/package.json").is_file()
+            && Command::new("node").arg("--version").output().is_ok();
+        if !installed(have, "helia (npm ci in tests/interop/helia)") {
+            return None;
+        }
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("helia_peer.mjs")).args(["--max-seconds", "240"]);
+        if let Some(k) = swarm_key {
+            cmd.arg("--swarm-key").arg(k);
+        }
+        Some(Peer::spawn(cmd, "helia_peer"))
+    }
+
+    fn spawn(mut cmd: Command, what: &str) -> Peer {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("kubo_peer: {e}: {line:?}"));
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {e}: {line:?}"));
         let addr = format!("{}/p2p/{}", v["addrs"][0].as_str().unwrap(), v["id"].as_str().unwrap());
-        Some(Kubo {
+        Peer {
             child,
             stdin,
             stdout,
             addr,
-        })
+        }
     }
 
     fn ask(&mut self, cmd: &str) -> Value {
         writeln!(self.stdin, "{cmd}").unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("kubo_peer {cmd}: {e}: {line:?}"))
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("peer {cmd}: {e}: {line:?}"))
     }
 }
 
-impl Drop for Kubo {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "quit");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -547,7 +577,7 @@ fn kubo_pins_a_station_image_and_serves_it_back() {
     let a = ShpHome::new();
     let (root, src, tag) = image_in(&a);
     let mut sa = Station::start(&a, &[]);
-    let Some(mut kubo) = Kubo::start(a.temp_root(), None) else {
+    let Some(mut kubo) = Peer::kubo(a.temp_root(), None) else {
         return;
     };
     let r = kubo.ask(&format!("connect {}", sa.addr));
@@ -577,7 +607,7 @@ fn kubo_in_a_private_network() {
     a.ok(&["init", "--net-key-file", key.to_str().unwrap()]);
     let (root, _, _) = image_in(&a);
     let sa = Station::start(&a, &[]);
-    let Some(mut kubo) = Kubo::start(a.temp_root(), Some(&key)) else {
+    let Some(mut kubo) = Peer::kubo(a.temp_root(), Some(&key)) else {
         return;
     };
     let r = kubo.ask(&format!("connect {}", sa.addr));
@@ -586,7 +616,7 @@ fn kubo_in_a_private_network() {
     assert_eq!(r["ok"], true, "kubo pin under the key: {r}");
     // A Kubo without the key cannot reach the station, and the station cannot reach it.
     let other = ShpHome::new();
-    let Some(mut outsider) = Kubo::start(other.temp_root(), None) else {
+    let Some(mut outsider) = Peer::kubo(other.temp_root(), None) else {
         return;
     };
     let r = outsider.ask(&format!("connect {}", sa.addr));
@@ -601,7 +631,7 @@ fn stations_find_each_other_through_kubos_dht() {
     // B, which knows only Kubo, learns from it that A has the root (Kubo's key is the multihash).
     let a = ShpHome::new();
     let (root, src, tag) = image_in(&a);
-    let Some(kubo) = Kubo::start_with(a.temp_root(), None, "dhtserver") else {
+    let Some(kubo) = Peer::kubo_with(a.temp_root(), None, "dhtserver") else {
         return;
     };
     let sa = Station::start(&a, &["--bootstrap", &kubo.addr]);
@@ -629,7 +659,7 @@ fn kubo_finds_a_station_image_through_the_dht() {
     let b = ShpHome::new();
     let sb = Station::start(&b, &[]);
     let sa = Station::start(&a, &["--bootstrap", &sb.addr]);
-    let Some(mut kubo) = Kubo::start_with(a.temp_root(), None, "dhtserver") else {
+    let Some(mut kubo) = Peer::kubo_with(a.temp_root(), None, "dhtserver") else {
         return;
     };
     let r = kubo.ask(&format!("connect {}", sb.addr));
@@ -672,9 +702,14 @@ fn pb_fields(mut b: &[u8]) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-/// A UnixFS file's bytes from its dag-pb blocks (by sha256 digest), read independently of shp.
-fn unixfs_file(blocks: &std::collections::HashMap<Vec<u8>, Vec<u8>>, digest: &[u8]) -> Vec<u8> {
-    let node = &blocks[digest];
+/// A UnixFS file's bytes from its blocks (by sha256 digest: codec and bytes), read independently
+/// of shp: dag-pb nodes (their Data's bytes, then their links in order) and raw leaves.
+fn unixfs_file(blocks: &std::collections::HashMap<Vec<u8>, (u8, Vec<u8>)>, digest: &[u8]) -> Vec<u8> {
+    let (codec, node) = &blocks[digest];
+    if *codec == 0x55 {
+        return node.clone();
+    }
+    assert_eq!(*codec, 0x70, "a UnixFS node is dag-pb or raw");
     let mut out = Vec::new();
     let fields = pb_fields(node);
     for (f, v) in &fields {
@@ -696,11 +731,36 @@ fn unixfs_file(blocks: &std::collections::HashMap<Vec<u8>, Vec<u8>>, digest: &[u
     out
 }
 
+/// The file under `cid` in `h`'s store, read back from a CAR export with every block checked
+/// against its CID here, and the codecs of its blocks.
+fn stored_unixfs_file(h: &ShpHome, cid: &str) -> (Vec<u8>, std::collections::BTreeSet<u8>) {
+    use sha2::{Digest, Sha256};
+    let car = h.scratch("unixfs.car");
+    h.ok(&["car", "export", cid, car.to_str().unwrap()]);
+    let bytes = std::fs::read(&car).unwrap();
+    let mut blocks = std::collections::HashMap::new();
+    let mut codecs = std::collections::BTreeSet::new();
+    let mut first = None;
+    for (at, len, cid_bytes) in car_sections(&bytes) {
+        let block = bytes[at..at + len].to_vec();
+        let digest = cid_bytes[cid_bytes.len() - 32..].to_vec();
+        assert_eq!(
+            Sha256::digest(&block).as_slice(),
+            &digest[..],
+            "a block matches its CID"
+        );
+        assert_eq!(cid_bytes[0], 0x01, "CIDv1 in the CAR");
+        codecs.insert(cid_bytes[1]);
+        first.get_or_insert(digest.clone());
+        blocks.insert(digest, (cid_bytes[1], block));
+    }
+    (unixfs_file(&blocks, &first.unwrap()), codecs)
+}
+
 #[test]
 fn a_station_fetches_a_file_kubo_added() {
-    use sha2::{Digest, Sha256};
     let a = ShpHome::new();
-    let Some(mut kubo) = Kubo::start(a.temp_root(), None) else {
+    let Some(mut kubo) = Peer::kubo(a.temp_root(), None) else {
         return;
     };
     // 1.5 MB: six 256 KiB dag-pb leaves under one dag-pb root, CIDv0 (Kubo's defaults).
@@ -718,24 +778,108 @@ fn a_station_fetches_a_file_kubo_added() {
     assert!(num(&rep, "blocks_fetched") >= 7, "{rep}");
     assert_eq!(a.verify(false)["problems"].as_array().map_or(0, |p| p.len()), 0);
     // The file, read back from a CAR of the stored blocks, is Kubo's: every block checked here.
-    let car = a.scratch("kubo.car");
-    a.ok(&["car", "export", &cid, car.to_str().unwrap()]);
-    let bytes = std::fs::read(&car).unwrap();
-    let mut blocks = std::collections::HashMap::new();
-    let mut first = None;
-    for (at, len, cid_bytes) in car_sections(&bytes) {
-        let block = bytes[at..at + len].to_vec();
-        let digest = cid_bytes[cid_bytes.len() - 32..].to_vec();
-        assert_eq!(
-            Sha256::digest(&block).as_slice(),
-            &digest[..],
-            "a block matches its CID"
-        );
-        assert_eq!(cid_bytes[..2], [0x01, 0x70], "dag-pb blocks, as CIDv1");
-        first.get_or_insert(digest.clone());
-        blocks.insert(digest, block);
-    }
-    let got = unixfs_file(&blocks, &first.unwrap());
+    let (got, codecs) = stored_unixfs_file(&a, &cid);
+    assert_eq!(codecs, [0x70].into(), "dag-pb blocks, dag-pb leaves");
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the file Kubo added, bit for bit");
+}
+
+#[test]
+fn helia_pins_a_station_image_and_serves_it_back() {
+    let a = ShpHome::new();
+    let (root, src, tag) = image_in(&a);
+    let mut sa = Station::start(&a, &[]);
+    let Some(mut helia) = Peer::helia(None) else {
+        return;
+    };
+    let r = helia.ask(&format!("connect {}", sa.addr));
+    assert_eq!(r["ok"], true, "helia connect: {r}");
+    // Helia walks the dag-cbor DAG over bitswap (js-libp2p, @helia/bitswap): every block comes
+    // from the station.
+    let r = helia.ask(&format!("pin {root}"));
+    assert_eq!(r["ok"], true, "helia pin: {r}");
+    sa.stop();
+
+    // With the station gone, only Helia has the image: a fresh station fetches it back from it.
+    let c = ShpHome::new();
+    let _sc = Station::start(&c, &[]);
+    c.ok(&["connect", &helia.addr]);
+    let rep = c.json(&["fetch", &root, "--tag", "app:v1"]);
+    assert_eq!(rep["peers"][0]["transport"], "bitswap", "{rep}");
+    assert_eq!(rep["peers"][0]["blocks"], rep["blocks_fetched"], "{rep}");
+    let out = Layout::open(c.scratch("out"));
+    c.pull("app:v1", &oci_ref(&out.dir, "latest"));
+    // station → Helia → station, bit-exact.
+    assert_same_image(&out, &src, &tag);
+}
+
+/// Helia adds a file (UnixFS with @helia/unixfs's defaults: a CIDv1 dag-pb root over raw leaves of
+/// 1 MiB, the largest block shp accepts); a station holding
+/// `key`'s network (or none) fetches it over bitswap and has it bit for bit.
+fn fetch_a_file_helia_added(key: Option<&std::path::Path>) {
+    let a = ShpHome::new();
+    if let Some(k) = key {
+        a.ok(&["init", "--net-key-file", k.to_str().unwrap()]);
+    }
+    let Some(mut helia) = Peer::helia(key) else {
+        return;
+    };
+    // 20 MB: enough for yamux to grow its windows while Helia streams 1 MiB blocks at us.
+    let data = Rng(8).bytes(20_000_000);
+    let file = a.scratch("helia-file.bin");
+    std::fs::write(&file, &data).unwrap();
+    let r = helia.ask(&format!("add {}", file.display()));
+    assert_eq!(r["ok"], true, "helia add: {r}");
+    let cid = r["cid"].as_str().unwrap().to_string();
+    assert!(cid.starts_with("bafy"), "a CIDv1 dag-pb root: {cid}");
+    let _s = Station::start(&a, &[]);
+    a.ok(&["connect", &helia.addr]);
+    let rep = a.json(&["fetch", &cid]);
+    assert_eq!(rep["peers"][0]["transport"], "bitswap", "{rep}");
+    assert_eq!(num(&rep, "blocks_fetched"), 21, "a root and twenty leaves: {rep}");
+    assert_eq!(a.verify(false)["problems"].as_array().map_or(0, |p| p.len()), 0);
+    let (got, codecs) = stored_unixfs_file(&a, &cid);
+    assert_eq!(codecs, [0x55, 0x70].into(), "a dag-pb root over raw leaves");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the file Helia added, bit for bit");
+}
+
+#[test]
+fn a_station_fetches_a_file_helia_added() {
+    fetch_a_file_helia_added(None);
+}
+
+#[test]
+fn helia_in_a_private_network() {
+    let a = ShpHome::new();
+    let key = a.scratch("swarm.key");
+    a.ok(&["net-key", "generate", "--out", key.to_str().unwrap()]);
+    a.ok(&["init", "--net-key-file", key.to_str().unwrap()]);
+    let (root, _, _) = image_in(&a);
+    let sa = Station::start(&a, &[]);
+    let Some(mut helia) = Peer::helia(Some(&key)) else {
+        return;
+    };
+    // Under the key, both ways: Helia pins the station's image, a station fetches Helia's file.
+    let r = helia.ask(&format!("connect {}", sa.addr));
+    assert_eq!(r["ok"], true, "helia with the key connects: {r}");
+    let r = helia.ask(&format!("pin {root}"));
+    assert_eq!(r["ok"], true, "helia pin under the key: {r}");
+    fetch_a_file_helia_added(Some(&key));
+    // A Helia without the key cannot reach the station, and the station cannot reach it.
+    let Some(mut outsider) = Peer::helia(None) else {
+        return;
+    };
+    let r = outsider.ask(&format!("connect {}", sa.addr));
+    assert_eq!(r["ok"], false, "helia without the key must not connect: {r}");
+    let (code, err) = a.fails(&["connect", &outsider.addr]);
+    assert_eq!(code, 1, "{err}");
+    // Nor can a Helia with another network's key.
+    let other = a.scratch("other.key");
+    a.ok(&["net-key", "generate", "--out", other.to_str().unwrap()]);
+    let Some(mut stranger) = Peer::helia(Some(&other)) else {
+        return;
+    };
+    let r = stranger.ask(&format!("connect {}", sa.addr));
+    assert_eq!(r["ok"], false, "helia with another key must not connect: {r}");
 }

@@ -57,6 +57,21 @@ fn transport(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, 
     }
 }
 
+/// Streams a yamux connection may hold at once. Chosen so that no stream's receive window can grow
+/// past 1 MiB: rust-yamux refuses data frames over 1 MiB, while js-libp2p's yamux (Helia) sends
+/// frames as large as the credit it has been given, so a window auto-tuned beyond 1 MiB made every
+/// fast transfer from a Helia peer end with "frame body is too large". rust-yamux lets the streams
+/// of a connection grow their windows, together, by the connection limit (1 GiB) minus 256 KiB per
+/// allowed stream: with 4093 streams that is 768 KiB, so one stream reaches 1 MiB at most and the
+/// others keep the 256 KiB the spec gives them. go-yamux (Kubo) caps its frames at 64 KiB itself.
+pub const YAMUX_MAX_STREAMS: usize = 4093;
+
+fn yamux_config() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_max_num_streams(YAMUX_MAX_STREAMS);
+    c
+}
+
 fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let noise = noise::Config::new(key).map_err(|e| Error::Start(format!("noise: {e}")))?;
@@ -68,7 +83,7 @@ fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, Stre
             tcp.and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise)
-                .multiplex(yamux::Config::default())
+                .multiplex(yamux_config())
                 .timeout(timeout)
                 .boxed()
         }
@@ -77,7 +92,7 @@ fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, Stre
                 .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
             tcp.upgrade(Version::V1Lazy)
                 .authenticate(noise)
-                .multiplex(yamux::Config::default())
+                .multiplex(yamux_config())
                 .timeout(timeout)
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
                 .or_transport(quic)
