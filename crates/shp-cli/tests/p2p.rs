@@ -193,6 +193,62 @@ fn stations_fetch_from_each_other_over_bitswap() {
     assert_eq!(b.state(), before);
 }
 
+#[test]
+fn a_fetch_uses_only_the_peers_that_have_the_root() {
+    // C is connected to A (which holds the image) and to B and D (which do not): the session asks
+    // all three, and only A gets want-blocks.
+    let a = ShpHome::new();
+    let (root, src, tag) = image_in(&a);
+    let sa = Station::start(&a, &[]);
+    let b = ShpHome::new();
+    let sb = Station::start(&b, &[]);
+    let d = ShpHome::new();
+    let sd = Station::start(&d, &[]);
+    let c = ShpHome::new();
+    let _sc = Station::start(&c, &[]);
+    for s in [&sa, &sb, &sd] {
+        assert_eq!(c.ok(&["connect", &s.addr]).trim(), s.peer_id);
+    }
+    let rep = c.json(&["fetch", &root, "--tag", "app:v1"]);
+    let session = &rep["session"];
+    assert_eq!(
+        (
+            num(session, "asked"),
+            num(session, "have"),
+            num(session, "dont_have"),
+            num(session, "used")
+        ),
+        (3, 1, 2, 1),
+        "{rep}"
+    );
+    let rows = rep["peers"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only A is used: {rep}");
+    assert_eq!(rows[0]["peer"], sa.peer_id.as_str());
+    assert_eq!(rows[0]["blocks"], rep["blocks_fetched"]);
+    let out = Layout::open(c.scratch("out"));
+    c.pull("app:v1", &oci_ref(&out.dir, "latest"));
+    assert_same_image(&out, &src, &tag);
+    // B and D were asked once and sent no block.
+    for h in [&b, &d] {
+        let peers = h.json(&["peers"]);
+        assert!(
+            peers.as_array().unwrap().iter().all(|p| num(p, "blocks_out") == 0),
+            "a peer without the root sent no block: {peers}"
+        );
+    }
+    // A root none of them has: not found at once (no timeouts), naming how many were asked.
+    let before = c.state();
+    let started = Instant::now();
+    let (code, err) = c.fails(&["fetch", &shp_cid_of(b"held by nobody")]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("none of the 3 connected bitswap peers has it"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered by DONT_HAVE, not by a timeout"
+    );
+    assert_eq!(c.state(), before);
+}
+
 /// `shp fetch ROOT --tag app:v1` on `h`, retried while the root is not found (a provider record
 /// reaches the DHT a moment after its station starts: eventually consistent), for at most `secs`.
 fn fetch_until_found(h: &ShpHome, root: &str, secs: u64) -> Value {

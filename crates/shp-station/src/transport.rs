@@ -13,7 +13,7 @@
 mod fetcher;
 mod http;
 
-pub use fetcher::{fetch, fetch_into_home, FetchOptions, FetchReport, PeerReport};
+pub use fetcher::{fetch, fetch_into_home, FetchOptions, FetchReport, PeerReport, SessionReport};
 pub use http::{HttpTransport, MAX_BATCH};
 
 use shp_core::cbor::{self, Value};

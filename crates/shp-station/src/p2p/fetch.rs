@@ -2,8 +2,9 @@
 //! from a running station (through its control socket) or from a short-lived node of the CLI's own
 //! when no station runs.
 
+use super::bitswap::client::{who_has, PROBE_WAIT};
 use super::{BitswapPeer, Node, P2pConfig};
-use crate::transport::{self, FetchOptions, FetchReport, HttpTransport, Transport};
+use crate::transport::{self, FetchOptions, FetchReport, HttpTransport, SessionReport, Transport};
 use shp_core::cid::Cid;
 use shp_core::Home;
 use std::sync::Arc;
@@ -13,8 +14,51 @@ use std::time::{Duration, Instant};
 /// pull is bound by bandwidth, not by round trips.
 pub const BITSWAP_WORKERS: usize = 6;
 
+/// The most bitswap peers one fetch uses (the fetcher takes 64 peers in all).
+pub const MAX_SESSION_PEERS: usize = 32;
+
+/// The bitswap peers a fetch of `root` should use, as a boxo session picks them: every connected
+/// peer is asked whether it has the root; those that say HAVE are used, fastest (by ping) first;
+/// when none does, those that stayed silent (they may be slow, or speak an older bitswap), never
+/// those that said DONT_HAVE. So a node with hundreds of DHT connections sends its wants only to
+/// the peers that hold the image, and a peer without it costs one want-have, not a share of every
+/// batch. A peer holding only part of the DAG (a shared layer, not this root) is left out: the
+/// price of not asking everyone for everything.
+pub fn choose_session<'p>(root: &Cid, swarm: &'p [BitswapPeer], room: usize) -> (Vec<&'p BitswapPeer>, SessionReport) {
+    let answers = who_has(swarm, root, PROBE_WAIT);
+    let count = |want: Option<bool>| answers.iter().filter(|a| **a == want).count() as u64;
+    let mut report = SessionReport {
+        asked: swarm.len() as u64,
+        have: count(Some(true)),
+        dont_have: count(Some(false)),
+        silent: count(None),
+        used: 0,
+    };
+    let pick = if report.have > 0 { Some(true) } else { None };
+    let mut chosen: Vec<&BitswapPeer> = swarm
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| **a == pick)
+        .map(|(p, _)| p)
+        .collect();
+    chosen.sort_by_key(|p| p.rtt().unwrap_or(Duration::MAX));
+    chosen.truncate(room.min(MAX_SESSION_PEERS));
+    report.used = chosen.len() as u64;
+    tracing::info!(
+        root = %root,
+        asked = report.asked,
+        have = report.have,
+        dont_have = report.dont_have,
+        silent = report.silent,
+        used = report.used,
+        "bitswap session"
+    );
+    (chosen, report)
+}
+
 /// Fetches `root` into `home` from HTTP peers `urls` and the connected bitswap `swarm`, naming it
-/// `tag` (or pinning it). Blocking: call it from a blocking thread.
+/// `tag` (or pinning it). The bitswap peers are those [`choose_session`] picks (all of them when
+/// the home already holds the root). Blocking: call it from a blocking thread.
 pub fn fetch_blocking(
     home: &Home,
     root: &Cid,
@@ -34,17 +78,37 @@ pub fn fetch_blocking(
                 .into(),
         });
     }
+    let mut session = None;
+    let chosen: Vec<&BitswapPeer> = if swarm.is_empty() || home.store().has(root)? {
+        swarm.iter().collect()
+    } else {
+        let (chosen, report) = choose_session(root, swarm, 64 - http.len().min(64));
+        if chosen.is_empty() && http.is_empty() {
+            return Err(transport::Error::Unavailable {
+                cid: root.to_string(),
+                not_found: true,
+                reason: format!(
+                    "none of the {} connected bitswap peers has it ({} answered DONT_HAVE)",
+                    report.asked, report.dont_have
+                ),
+            });
+        }
+        session = Some(report);
+        chosen
+    };
     let mut peers: Vec<&dyn Transport> = http.iter().map(|t| t as &dyn Transport).collect();
-    peers.extend(swarm.iter().map(|t| t as &dyn Transport));
+    peers.extend(chosen.iter().map(|t| *t as &dyn Transport));
     let opts = FetchOptions {
-        workers_per_peer: if swarm.is_empty() {
+        workers_per_peer: if chosen.is_empty() {
             FetchOptions::default().workers_per_peer
         } else {
             BITSWAP_WORKERS
         },
         ..Default::default()
     };
-    transport::fetch_into_home(home, root, &peers, tag, opts)
+    let mut report = transport::fetch_into_home(home, root, &peers, tag, opts)?;
+    report.session = session;
+    Ok(report)
 }
 
 /// What a fetch through a node of our own can fail with.

@@ -77,6 +77,25 @@ pub struct FetchReport {
     pub peers: Vec<PeerReport>,
     /// Peer problems met on the way (the fetch still succeeded when another peer could help).
     pub problems: Vec<String>,
+    /// How the bitswap peers were chosen (absent when no bitswap peer was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionReport>,
+}
+
+/// The connected bitswap peers asked whether they hold the root before a fetch, and what they said.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// Peers asked (want-have for the root).
+    pub asked: u64,
+    /// Peers that answered HAVE (or sent the root).
+    pub have: u64,
+    /// Peers that answered DONT_HAVE (or could not be reached).
+    pub dont_have: u64,
+    /// Peers that said nothing in time.
+    pub silent: u64,
+    /// Peers the fetch then used: those with HAVE, fastest first; when none said HAVE, the silent
+    /// ones. At most `MAX_SESSION_PEERS`.
+    pub used: u64,
 }
 
 struct Want {

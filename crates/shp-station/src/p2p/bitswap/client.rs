@@ -53,6 +53,8 @@ struct Inner {
     last_heard: HashMap<PeerId, Instant>,
     rtt: HashMap<PeerId, Duration>,
     unsolicited: HashMap<PeerId, u64>,
+    /// Open want-have questions ([`who_has`]): the answer goes to the sender.
+    probes: HashMap<(PeerId, Cid), mpsc::Sender<(PeerId, bool)>>,
 }
 
 #[derive(Default)]
@@ -123,6 +125,14 @@ impl Client {
                     }
                 };
                 counters.blocks_in.fetch_add(1, Ordering::Relaxed);
+                // A block answers a want-have as well as a HAVE does (small blocks come inlined).
+                let probed = match g.probes.remove(&(*peer, cid)) {
+                    Some(tx) => {
+                        let _ = tx.send((*peer, true));
+                        true
+                    }
+                    None => false,
+                };
                 match g.waiters.remove(&cid) {
                     Some(ws) => {
                         for w in ws {
@@ -131,6 +141,7 @@ impl Client {
                             }
                         }
                     }
+                    None if probed => {}
                     None => {
                         let n = g.unsolicited.entry(*peer).or_default();
                         *n += 1;
@@ -143,10 +154,13 @@ impl Client {
                 }
             }
             for (raw, p) in &msg.presences {
+                let Ok(cid) = Cid::from_bytes(raw) else { continue };
+                if let Some(tx) = g.probes.remove(&(*peer, cid)) {
+                    let _ = tx.send((*peer, *p == Presence::Have));
+                }
                 if *p != Presence::DontHave {
                     continue;
                 }
-                let Ok(cid) = Cid::from_bytes(raw) else { continue };
                 if let Some(ws) = g.waiters.get_mut(&cid) {
                     let (mine, others): (Vec<_>, Vec<_>) = ws.drain(..).partition(|w| w.peer == *peer);
                     *ws = others;
@@ -180,6 +194,77 @@ impl Client {
     }
 }
 
+/// The longest [`who_has`] waits for answers.
+pub const PROBE_WAIT: Duration = Duration::from_secs(3);
+/// Once one peer has said HAVE, how long the others still get (at least; or as long again as the
+/// first answer took).
+pub const PROBE_GRACE: Duration = Duration::from_millis(100);
+
+/// Asks every peer whether it has `cid` (one want-have with send-dont-have each, as a boxo
+/// session's first broadcast does) and waits for their answers: `Some(true)` for HAVE (or the
+/// block itself), `Some(false)` for DONT_HAVE, `None` for a peer that said nothing in time. It
+/// stops waiting when everyone has answered, [`PROBE_GRACE`] (or as long again as the first HAVE
+/// took) after the first HAVE, or after `wait`. Peers that did not answer get a cancel.
+pub fn who_has(peers: &[BitswapPeer], cid: &Cid, wait: Duration) -> Vec<Option<bool>> {
+    let mut answers = vec![None; peers.len()];
+    let Some(first) = peers.first() else {
+        return answers;
+    };
+    let client = &first.engine.client;
+    let (tx, rx) = mpsc::channel();
+    {
+        let mut g = client.inner.lock().unwrap();
+        for p in peers {
+            g.probes.insert((p.peer, *cid), tx.clone());
+        }
+    }
+    drop(tx);
+    let index: HashMap<PeerId, usize> = peers.iter().enumerate().map(|(i, p)| (p.peer, i)).collect();
+    let started = Instant::now();
+    let mut pending = peers.len();
+    for (i, p) in peers.iter().enumerate() {
+        if p.ask(std::iter::once(*cid), WantType::Have, false).is_err() {
+            // Unreachable: no answer will come.
+            client.inner.lock().unwrap().probes.remove(&(p.peer, *cid));
+            answers[i] = Some(false);
+            pending -= 1;
+        }
+    }
+    let mut deadline = started + wait;
+    while pending > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok((peer, has)) => {
+                let Some(&i) = index.get(&peer) else { continue };
+                if answers[i].is_none() {
+                    answers[i] = Some(has);
+                    pending -= 1;
+                }
+                if has && answers.iter().filter(|a| **a == Some(true)).count() == 1 {
+                    let took = started.elapsed();
+                    deadline = deadline.min(Instant::now() + took.max(PROBE_GRACE));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    {
+        let mut g = client.inner.lock().unwrap();
+        for p in peers {
+            g.probes.remove(&(p.peer, *cid));
+        }
+    }
+    for (p, a) in peers.iter().zip(&answers) {
+        if a.is_none() {
+            let _ = p.ask(std::iter::once(*cid), WantType::Have, true);
+        }
+    }
+    answers
+}
+
 /// One connected peer as a [`Transport`]: blocks by CID over bitswap.
 pub struct BitswapPeer {
     engine: Arc<Engine>,
@@ -203,14 +288,24 @@ impl BitswapPeer {
         self.peer
     }
 
+    /// The peer's last measured ping round trip.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.engine.client.rtt(&self.peer)
+    }
+
     fn want(&self, cids: impl Iterator<Item = Cid>, cancel: bool) -> Result<()> {
+        self.ask(cids, WantType::Block, cancel)
+    }
+
+    /// Sends one wantlist update: `want` entries for `cids` (with send-dont-have), or cancels.
+    fn ask(&self, cids: impl Iterator<Item = Cid>, want: WantType, cancel: bool) -> Result<()> {
         let msg = Message {
             wantlist: cids
                 .map(|c| Entry {
                     cid: c.to_bytes().to_vec(),
                     priority: 1,
                     cancel,
-                    want_type: WantType::Block,
+                    want_type: want,
                     send_dont_have: !cancel,
                 })
                 .collect(),
