@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod mirror;
+mod mount;
 mod net;
 mod rootfs;
 
@@ -218,6 +219,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve an image's root file system (or one layer's tree) read-only on DIR through FUSE, until SIGTERM or `shp umount DIR`
+    Mount {
+        image: String,
+        dir: PathBuf,
+        /// One layer only, as overlayfs wants a lower directory: its index (0 is the base layer) or digest
+        #[arg(long, value_name = "N|DIGEST")]
+        layer: Option<String>,
+        /// For an image index: the platform's manifest (default: this machine's, else the first)
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The home's running mounts
+    Mounts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unmount a mount `shp mount` made
+    Umount { dir: PathBuf },
     /// Print the configuration that makes a container runtime use this station as its mirror
     MirrorConfig {
         /// containerd (hosts.toml), podman (registries.conf, also skopeo and buildah) or docker (daemon.json)
@@ -766,6 +787,22 @@ fn run(cli: Cli) -> Result<u8> {
             platform,
             json,
         } => rootfs::unpack(&open()?, &image, &out, platform, json)?,
+        Cmd::Mount {
+            image,
+            dir: mp,
+            layer,
+            platform,
+            json,
+        } => mount::mount(
+            open()?,
+            &dir,
+            &image,
+            &mp,
+            shp_rootfs::mount::MountOptions { platform, layer },
+            json,
+        )?,
+        Cmd::Mounts { json } => mount::list(&dir, json)?,
+        Cmd::Umount { dir: mp } => mount::umount(&dir, &mp)?,
         Cmd::MirrorConfig { runtime, station } => mirror::print_config(&dir, runtime, station.as_deref())?,
         Cmd::Peers { json } => net::peers(&dir, json)?,
         Cmd::Addrs { json } => net::addrs(&dir, json)?,

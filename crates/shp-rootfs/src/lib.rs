@@ -7,11 +7,18 @@
 //!   inside the root with symlinks followed as if the root were `/`, so nothing is ever written
 //!   outside it.
 //!
-//! Every file-system call goes through `rustix` (no unsafe code here either).
+//! - [`tree`] — a layer's file tree from its tar DAG's headers alone (no file data read), and
+//!   layers merged in memory by the same rules as [`unpack`].
+//! - [`mount`] — `shp mount IMAGE DIR`: that tree as a read-only FUSE file system (`fuser`), each
+//!   read fetching and verifying only the chunks it touches.
+//!
+//! Every file-system call goes through `rustix` or `fuser` (no unsafe code here either).
 
 #![forbid(unsafe_code)]
 
+pub mod mount;
 pub mod path;
+pub mod tree;
 pub mod unpack;
 
 pub use unpack::{unpack, Applier, UnpackOptions, UnpackReport};

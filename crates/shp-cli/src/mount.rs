@@ -1,0 +1,132 @@
+//! `shp mount`, `shp mounts`, `shp umount`: images served as read-only FUSE file systems.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use shp_core::Home;
+use shp_rootfs::mount::{is_shp_mount, MountOptions, MountRecord};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Mounts `image` on `dir` and serves it until SIGTERM/SIGINT or until it is unmounted from
+/// outside; then unmounts and forgets it.
+pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOptions, json: bool) -> Result<()> {
+    let meta = std::fs::metadata(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {}: not a directory", dir.display());
+    }
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    let shown = dir.display().to_string();
+    if let Some(r) = MountRecord::find(home_dir, &shown).filter(MountRecord::alive) {
+        bail!("{shown}: already mounted ({} by process {})", r.image, r.pid);
+    }
+    let (fs, info) = shp_rootfs::mount::prepare(Arc::new(home), image, &opts).map_err(|e| match e {
+        shp_rootfs::Error::Core(c) => anyhow::Error::from(c),
+        e => anyhow::Error::from(e),
+    })?;
+    let session = shp_rootfs::mount::mount(fs, &dir, image)?;
+    let rec = MountRecord {
+        dir: shown.clone(),
+        image: image.to_string(),
+        root: info.root.clone(),
+        manifest: info.manifest.clone(),
+        layers: info.layers.clone(),
+        pid: std::process::id(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    rec.save(home_dir).context("recording the mount in HOME/mounts")?;
+    {
+        let mut out = std::io::stdout().lock();
+        if json {
+            let mut v = serde_json::to_value(&info)?;
+            v["dir"] = json!(shown);
+            v["pid"] = json!(rec.pid);
+            writeln!(out, "{v}")?;
+        } else {
+            eprintln!(
+                "mounted {image} on {shown}: {} layer(s), {} inodes, tree built in {} ms (SIGTERM or `shp umount {shown}` unmounts)",
+                info.layers.len(),
+                info.inodes,
+                info.tree_ms
+            );
+            writeln!(out, "{shown}")?;
+        }
+        out.flush()?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outside = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok::<bool, std::io::Error>(false),
+                _ = int.recv() => return Ok(false),
+                _ = tick.tick() => if session.guard.is_finished() { return Ok(true) },
+            }
+        }
+    })?;
+    let res = if outside {
+        session.join()
+    } else {
+        session.umount_and_join()
+    };
+    MountRecord::remove(home_dir, &shown);
+    res.with_context(|| format!("serving {shown}"))?;
+    eprintln!("unmounted {shown}");
+    Ok(())
+}
+
+/// `shp mounts [--json]`.
+pub fn list(home_dir: &Path, json: bool) -> Result<()> {
+    let recs: Vec<MountRecord> = MountRecord::list(home_dir)
+        .into_iter()
+        .filter(MountRecord::alive)
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string(&recs)?);
+    } else {
+        for r in &recs {
+            println!("{}\t{}\t{}\t{}", r.dir, r.image, r.layers.len(), r.pid);
+        }
+    }
+    Ok(())
+}
+
+/// `shp umount DIR`: asks the serving process to unmount (SIGTERM) and waits for it; a mount
+/// whose process is gone is unmounted here.
+pub fn umount(home_dir: &Path, dir: &Path) -> Result<()> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let shown = dir.display().to_string();
+    match MountRecord::find(home_dir, &shown) {
+        Some(r) if r.alive() => {
+            let pid = rustix::process::Pid::from_raw(r.pid as i32).context("a process id")?;
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+                .with_context(|| format!("signalling process {} (serving {shown})", r.pid))?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while MountRecord::find(home_dir, &shown).is_some() {
+                if Instant::now() > deadline {
+                    bail!("{shown}: process {} did not unmount in 20 s", r.pid);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        }
+        rec => {
+            if is_shp_mount(&dir) {
+                shp_rootfs::mount::unmount(&dir)?;
+                MountRecord::remove(home_dir, &shown);
+                Ok(())
+            } else if rec.is_some() {
+                MountRecord::remove(home_dir, &shown);
+                Ok(())
+            } else {
+                bail!("{shown}: not an shp mount")
+            }
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! `shp mount IMAGE DIR`: an image's root file system (or one layer's tree) as a read-only FUSE
+//! file system served straight from the store.
+//!
+//! The tree comes from the layers' tar headers alone ([`crate::tree`]): mounting reads no file
+//! data. A read fetches only the chunks it touches, each verified against its CID by the store;
+//! a chunk that is missing or does not verify makes the read fail with EIO and a log line naming
+//! the file and the CID, never with wrong bytes. Everything else a runtime needs is answered from
+//! the headers: modes (setuid included), owners, nanosecond mtimes, symlinks, hard links (one
+//! inode), devices, fifos and xattrs (`security.capability` among them).
+//!
+//! A single layer (`--layer`) is shown as overlayfs wants a lower directory: a whiteout
+//! `.wh.NAME` becomes a character device 0:0 named NAME and an opaque marker the xattr
+//! `trusted.overlay.opaque=y` on its directory, as containerd's overlay snapshotter lays layers
+//! out.
+
+use crate::tree::{layer_entries, Inode, Kind, Tree, ROOT};
+use crate::{Error, Result};
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, MountOption,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    SessionACL,
+};
+use serde::Serialize;
+use shp_core::cid::{Cid, RAW};
+use shp_core::dag::get_node;
+use shp_core::image::{pick_manifest, ImageRoot};
+use shp_core::Home;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What to mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// `os/arch[/variant]` for an image index (default: the host's, else the index's first).
+    pub platform: Option<String>,
+    /// One layer only: its index in the manifest (0 is the base layer) or its digest.
+    pub layer: Option<String>,
+}
+
+/// What a mount serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountInfo {
+    pub root: String,
+    pub manifest: String,
+    /// The layers shown, lowest first (one with `--layer`).
+    pub layers: Vec<String>,
+    pub inodes: u64,
+    /// Paths hidden by whiteouts (merged view).
+    pub whiteouts: u64,
+    /// How long building the tree took.
+    pub tree_ms: u64,
+}
+
+/// The chunks of one file: where each starts, and its CID.
+type ChunkMap = Arc<Vec<(u64, Cid)>>;
+
+/// The file system: a tree and the home it reads chunks from.
+pub struct ShpFs {
+    home: Arc<Home>,
+    tree: Tree,
+    maps: Mutex<HashMap<u64, ChunkMap>>,
+    /// The last chunks read (sequential reads ask for one chunk many times in 128 KiB pieces).
+    recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
+}
+
+const TTL: Duration = Duration::from_secs(3600);
+const RECENT: usize = 16;
+const MAX_MAPS: usize = 65_536;
+/// Linux's ENODATA (no such xattr).
+const ENODATA: i32 = 61;
+
+/// Builds the tree `image` (a name, CID or digest the home resolves) shows: its layers merged, or
+/// the one layer `opts.layer` names.
+pub fn prepare(home: Arc<Home>, image: &str, opts: &MountOptions) -> Result<(ShpFs, MountInfo)> {
+    let started = Instant::now();
+    let root = home.resolve(image)?;
+    let store = home.store();
+    let img = ImageRoot::load(store, &root)?;
+    let blobs = img.blobs(store)?;
+    let manifest = pick_manifest(&blobs, opts.platform.as_deref())?;
+    let doc = manifest.doc.as_ref().expect("a manifest has its document");
+    let mut layers = Vec::new();
+    for l in &doc.layers {
+        let node = blobs
+            .iter()
+            .find(|b| b.node.digest == l.digest)
+            .ok_or_else(|| shp_core::Error::ImageNotFound(format!("layer {} in the store", l.digest_str)))?;
+        layers.push(node.node.clone());
+    }
+    let (chosen, overlay) = match opts.layer.as_deref() {
+        None => (layers, false),
+        Some(sel) => {
+            let pick = match sel.parse::<usize>() {
+                Ok(i) => layers.get(i).cloned(),
+                Err(_) => layers.iter().find(|l| l.digest_str() == sel).cloned(),
+            };
+            let one = pick.ok_or_else(|| Error::Dest {
+                path: sel.to_string(),
+                reason: format!(
+                    "no such layer in manifest {} (it has {} layers: an index from 0, or a digest)",
+                    manifest.node.digest_str(),
+                    layers.len()
+                ),
+            })?;
+            (vec![one], true)
+        }
+    };
+    let mut tree = Tree::new();
+    tree.overlay_whiteouts = overlay;
+    for l in &chosen {
+        let entries = layer_entries(store, l)?;
+        tree.apply(&l.digest_str(), entries)?;
+    }
+    let info = MountInfo {
+        root: root.to_string(),
+        manifest: manifest.node.digest_str(),
+        layers: chosen.iter().map(|l| l.digest_str()).collect(),
+        inodes: tree.inodes.len() as u64 - 1,
+        whiteouts: tree.whiteouts,
+        tree_ms: started.elapsed().as_millis() as u64,
+    };
+    Ok((
+        ShpFs {
+            home,
+            tree,
+            maps: Mutex::new(HashMap::new()),
+            recent: Mutex::new(VecDeque::new()),
+        },
+        info,
+    ))
+}
+
+/// Mounts `fs` on `dir` (read-only; every user may read, the kernel checking modes) and serves it
+/// on background threads until the returned session is dropped (which unmounts) or the file
+/// system is unmounted from outside.
+pub fn mount(fs: ShpFs, dir: &Path, source: &str) -> Result<fuser::BackgroundSession> {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(format!("shp:{source}")),
+        MountOption::Subtype("shp".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Dev,
+        MountOption::Suid,
+        MountOption::Exec,
+    ];
+    cfg.acl = SessionACL::All;
+    cfg.n_threads = Some(4);
+    fuser::spawn_mount(fs, dir, &cfg).map_err(|e| Error::Dest {
+        path: dir.display().to_string(),
+        reason: format!("cannot mount (FUSE: /dev/fuse and CAP_SYS_ADMIN or fusermount3): {e}"),
+    })
+}
+
+fn time(t: (i64, u32)) -> SystemTime {
+    if t.0 >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::new(t.0 as u64, t.1)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::new(t.0.unsigned_abs(), 0) + Duration::new(0, t.1)
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Char => FileType::CharDevice,
+        Kind::Block => FileType::BlockDevice,
+    }
+}
+
+impl ShpFs {
+    fn attr(&self, ino: u64, n: &Inode) -> FileAttr {
+        let t = time(n.mtime);
+        let size = match n.kind {
+            Kind::Symlink => n.target.len() as u64,
+            Kind::File => n.size,
+            _ => 0,
+        };
+        let (maj, min) = n.dev;
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: file_type(n.kind),
+            perm: (n.mode & 0o7777) as u16,
+            nlink: n.nlink.max(1),
+            uid: n.uid,
+            gid: n.gid,
+            // Linux's new_encode_dev.
+            rdev: (min & 0xff) | ((maj & 0xfff) << 8) | ((min & !0xff) << 12),
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// The chunk map of a file (link trees expanded, chunk sizes from the store's index).
+    fn chunk_map(&self, ino: u64, n: &Inode) -> shp_core::Result<ChunkMap> {
+        if let Some(m) = self.maps.lock().unwrap().get(&ino) {
+            return Ok(m.clone());
+        }
+        let store = self.home.store();
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        let mut todo: Vec<(Cid, u8)> = n.data.iter().rev().map(|c| (*c, 0)).collect();
+        while let Some((c, depth)) = todo.pop() {
+            if c.codec() == RAW {
+                out.push((at, c));
+                at += store.size_of(&c)?;
+                continue;
+            }
+            if depth > 16 {
+                return Err(shp_core::Error::Schema {
+                    cid: c.to_string(),
+                    reason: "link tree deeper than 16 levels".into(),
+                });
+            }
+            let node = get_node(store, &c)?;
+            let links: Vec<Cid> = node
+                .get("l")
+                .and_then(shp_core::cbor::Value::as_array)
+                .map(|a| a.iter().filter_map(shp_core::cbor::Value::as_link).collect())
+                .ok_or_else(|| shp_core::Error::Schema {
+                    cid: c.to_string(),
+                    reason: "a file's data link is neither a chunk nor a link tree".into(),
+                })?;
+            todo.extend(links.into_iter().rev().map(|l| (l, depth + 1)));
+        }
+        if at != n.size {
+            return Err(shp_core::Error::Schema {
+                cid: n.data.first().map(|c| c.to_string()).unwrap_or_default(),
+                reason: format!("the file's chunks hold {at} bytes, its header says {}", n.size),
+            });
+        }
+        let m = Arc::new(out);
+        let mut maps = self.maps.lock().unwrap();
+        if maps.len() >= MAX_MAPS {
+            maps.clear();
+        }
+        maps.insert(ino, m.clone());
+        Ok(m)
+    }
+
+    fn chunk(&self, cid: &Cid) -> shp_core::Result<Arc<Vec<u8>>> {
+        if let Some((_, b)) = self.recent.lock().unwrap().iter().find(|(c, _)| c == cid) {
+            return Ok(b.clone());
+        }
+        // The store verifies the block against its CID.
+        let b = Arc::new(self.home.store().get(cid)?);
+        let mut r = self.recent.lock().unwrap();
+        if r.len() >= RECENT {
+            r.pop_front();
+        }
+        r.push_back((*cid, b.clone()));
+        Ok(b)
+    }
+
+    fn read_at(&self, ino: u64, n: &Inode, offset: u64, size: u32) -> shp_core::Result<Vec<u8>> {
+        let end = (offset + size as u64).min(n.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let map = self.chunk_map(ino, n)?;
+        // The chunk holding `offset`.
+        let mut i = map.partition_point(|(start, _)| *start <= offset).saturating_sub(1);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end && i < map.len() {
+            let (start, cid) = map[i];
+            let b = self.chunk(&cid)?;
+            let from = (pos - start) as usize;
+            let to = ((end - start) as usize).min(b.len());
+            if from < to {
+                out.extend_from_slice(&b[from..to]);
+                pos = start + to as u64;
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    fn path_of(&self, ino: u64) -> String {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let Some(n) = self.tree.get(cur) else { break };
+            let Some(p) = self.tree.get(n.parent) else { break };
+            match p.children.iter().find(|(_, c)| **c == cur) {
+                Some((name, _)) => parts.push(name.to_string_lossy().into_owned()),
+                None => break,
+            }
+            cur = n.parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+}
+
+fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+impl Filesystem for ShpFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(p) = self.tree.get(parent.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if p.kind != Kind::Dir {
+            return reply.error(Errno::ENOTDIR);
+        }
+        match p.children.get(name).and_then(|c| self.tree.get(*c).map(|n| (*c, n))) {
+            Some((c, n)) => reply.entry(&TTL, &self.attr(c, n), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree.get(ino.0) {
+            Some(n) => reply.attr(&TTL, &self.attr(ino.0, n)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.tree.get(ino.0) {
+            Some(n) if n.kind == Kind::Symlink => reply.data(&n.target),
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.tree.get(ino.0) {
+            // The content never changes: let the kernel keep its page cache across opens.
+            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(n) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if n.kind != Kind::File {
+            return reply.error(Errno::EISDIR);
+        }
+        match self.read_at(ino.0, n, offset, size) {
+            Ok(b) => reply.data(&b),
+            Err(e) => {
+                eprintln!(
+                    "shp mount: read of {} ({} bytes at {offset}) failed: {e}",
+                    self.path_of(ino.0),
+                    size
+                );
+                reply.error(Errno::EIO)
+            }
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(n) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if n.kind != Kind::Dir {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let dots = [
+            (ino.0, FileType::Directory, OsStr::new(".")),
+            (n.parent, FileType::Directory, OsStr::new("..")),
+        ];
+        let rest = n
+            .children
+            .iter()
+            .filter_map(|(name, c)| self.tree.get(*c).map(|k| (*c, file_type(k.kind), name.as_os_str())));
+        for (i, (c, t, name)) in dots.into_iter().chain(rest).enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(c), i as u64 + 1, t, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let bytes: u64 = self
+            .tree
+            .inodes
+            .iter()
+            .filter(|n| n.kind == Kind::File)
+            .map(|n| n.size)
+            .sum();
+        let files = self.tree.inodes.len() as u64;
+        reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(n) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match n.xattrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
+            Some((_, v)) => xattr_reply(v, size, reply),
+            None => reply.error(Errno::from_i32(ENODATA)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(n) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut names = Vec::new();
+        for (k, _) in &n.xattrs {
+            names.extend_from_slice(k);
+            names.push(0);
+        }
+        xattr_reply(&names, size, reply);
+    }
+}
+
+/// A running mount, as `HOME/mounts/` records it (`shp mounts`, `shp umount`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct MountRecord {
+    /// The mount point (absolute).
+    pub dir: String,
+    /// The image as it was named on the command line.
+    pub image: String,
+    pub root: String,
+    pub manifest: String,
+    pub layers: Vec<String>,
+    /// The `shp mount` process serving it.
+    pub pid: u32,
+    /// When it was mounted (Unix seconds).
+    pub started: u64,
+}
+
+fn record_path(home_dir: &Path, dir: &str) -> std::path::PathBuf {
+    // FNV-1a of the mount point: one stable file name per mount point.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.as_bytes() {
+        h = (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    home_dir.join("mounts").join(format!("{h:016x}.json"))
+}
+
+fn alive(pid: u32) -> bool {
+    rustix::process::Pid::from_raw(pid as i32).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+impl MountRecord {
+    /// Writes the record (atomically) into `home_dir`'s table.
+    pub fn save(&self, home_dir: &Path) -> std::io::Result<()> {
+        let p = record_path(home_dir, &self.dir);
+        std::fs::create_dir_all(p.parent().expect("a parent"))?;
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, p)
+    }
+
+    /// Removes the record of the mount on `dir`, if any.
+    pub fn remove(home_dir: &Path, dir: &str) {
+        let _ = std::fs::remove_file(record_path(home_dir, dir));
+    }
+
+    /// The record of the mount on `dir`, if there is one.
+    pub fn find(home_dir: &Path, dir: &str) -> Option<MountRecord> {
+        let b = std::fs::read(record_path(home_dir, dir)).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
+    /// Whether the process serving it still runs.
+    pub fn alive(&self) -> bool {
+        alive(self.pid)
+    }
+
+    /// Every mount of `home_dir` whose process still runs, by mount point (records of processes
+    /// that died are dropped; their mount points are left for `shp umount` to clean).
+    pub fn list(home_dir: &Path) -> Vec<MountRecord> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(home_dir.join("mounts")) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            if let Some(r) = std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<MountRecord>(&b).ok())
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.dir.cmp(&b.dir));
+        out
+    }
+}
+
+/// Whether `dir` is a FUSE file system mounted by shp (per /proc/self/mountinfo).
+pub fn is_shp_mount(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = dir.to_string_lossy();
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            return false;
+        };
+        f.get(4).map(|m| unescape_mountinfo(m)) == Some(want.to_string()) && f.get(sep + 1) == Some(&"fuse.shp")
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Unmounts `dir` (a mount whose serving process is gone).
+pub fn unmount(dir: &Path) -> Result<()> {
+    rustix::mount::unmount(dir, rustix::mount::UnmountFlags::empty()).map_err(|e| Error::Dest {
+        path: dir.display().to_string(),
+        reason: format!("cannot unmount: {e}"),
+    })
+}
