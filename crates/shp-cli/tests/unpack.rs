@@ -1,6 +1,7 @@
 //! `shp unpack` against `umoci unpack`: the same tree, path by path (type, mode, owner, size,
 //! mtime to the nanosecond, link target, device numbers, xattrs, sha256, hard links), for the
-//! fixture images and for layers built here to hold every case the OCI spec names. Needs root
+//! fixture images and for layers built here to hold every case the OCI spec names; and `shp mount`
+//! of each image against `shp unpack`'s tree (so against umoci's too). Needs root
 //! (owners and device nodes; umoci as root) and umoci; SHP_REQUIRE_ROOT=1 makes a skip a failure.
 
 mod common;
@@ -55,6 +56,28 @@ fn assert_same_tree(a: &Path, b: &Path) {
     );
 }
 
+/// `shp mount IMAGE` shows the tree `shp unpack` wrote to `ours`, path for path; the mount ends
+/// cleanly with `shp umount`.
+fn assert_mount_matches(h: &ShpHome, image: &str, ours: &Path) {
+    let mut m = Mount::start(h, image, &[]).unwrap_or_else(|e| panic!("shp mount {image}: {e}"));
+    let out = run_tool(
+        Command::new("python3")
+            .arg(repo_root().join("tests/rootfs/compare-trees.py"))
+            .arg(ours)
+            .arg(&m.dir),
+    );
+    assert!(
+        out.status.success(),
+        "shp unpack's tree vs shp mount's:\n{}{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        m.log()
+    );
+    let st = m.stop().expect("a running mount");
+    assert!(st.success(), "shp mount exits 0 once unmounted: {st}\n{}", m.log());
+    assert!(!is_mounted(&m.dir), "{} unmounted", m.dir.display());
+}
+
 #[test]
 fn fixture_images_unpack_as_umoci_does() {
     if !root_or_skip() {
@@ -83,6 +106,7 @@ fn fixture_images_unpack_as_umoci_does() {
         let rep = h.json(&["unpack", &format!("fx:{tag}"), ours.to_str().unwrap()]);
         assert!(num(&rep, "files") > 0, "{rep}");
         assert_eq!(num(&rep, "skipped_total"), 0, "{rep}");
+        assert_mount_matches(&h, &format!("fx:{tag}"), &ours);
         let zstd = src.manifest(tag)["layers"].to_string().contains("+zstd");
         if zstd {
             later.push((src.diff_ids(tag), ours, tag.clone()));
@@ -256,6 +280,7 @@ fn layers_apply_as_the_image_spec_says() {
     let rep = h.json(&["unpack", "spec:t", ours.to_str().unwrap()]);
     let theirs = umoci(&src.dir, "t", &h.scratch("umoci"));
     assert_same_tree(&theirs, &ours);
+    assert_mount_matches(&h, "spec:t", &ours);
     // What the comparison covers, asserted on our tree alone as well.
     assert_eq!(std::fs::read(ours.join("usr/lib/x.so")).unwrap(), b"\x7fELF");
     let mut a: Vec<_> = std::fs::read_dir(ours.join("a"))
@@ -477,6 +502,11 @@ proptest::proptest! {
         proptest::prop_assert_eq!(out.status.success(), theirs.status.success(), "shp: {} umoci: {}", stderr(&out), stderr(&theirs));
         if out.status.success() {
             assert_same_tree(&bundle.join("rootfs"), &ours);
+            assert_mount_matches(&h, "rand:t", &ours);
+        } else {
+            // A layer unpack refuses cannot be mounted either.
+            let m = Mount::start(&h, "rand:t", &[]);
+            proptest::prop_assert!(m.is_err(), "shp mount took what shp unpack refused: {}", stderr(&out));
         }
     }
 }

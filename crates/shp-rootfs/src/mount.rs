@@ -520,7 +520,7 @@ impl MountRecord {
     }
 }
 
-/// Whether `dir` is a FUSE file system mounted by shp (per /proc/self/mountinfo).
+/// Whether `dir` is a FUSE file system mounted by `shp mount` (per /proc/self/mountinfo).
 pub fn is_shp_mount(dir: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
@@ -531,7 +531,10 @@ pub fn is_shp_mount(dir: &Path) -> bool {
         let Some(sep) = f.iter().position(|x| *x == "-") else {
             return false;
         };
-        f.get(4).map(|m| unescape_mountinfo(m)) == Some(want.to_string()) && f.get(sep + 1) == Some(&"fuse.shp")
+        // Its type is `fuse` or `fuse.shp` (a subtype needs the mount helper), its source `shp:…`.
+        f.get(4).map(|m| unescape_mountinfo(m)) == Some(want.to_string())
+            && f.get(sep + 1).is_some_and(|t| *t == "fuse" || *t == "fuse.shp")
+            && f.get(sep + 2).is_some_and(|s| s.starts_with("shp:"))
     })
 }
 

@@ -689,3 +689,103 @@ pub fn car_sections(car: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
     }
     out
 }
+
+/// `shp mount IMAGE DIR --json` on a fresh directory of a home, unmounted (`shp umount`) when
+/// stopped or dropped. Needs /dev/fuse and root (or fusermount3).
+pub struct Mount<'h> {
+    pub h: &'h ShpHome,
+    pub dir: PathBuf,
+    /// The JSON line `shp mount --json` printed.
+    pub info: Value,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+static MOUNTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl<'h> Mount<'h> {
+    /// The mount, or the command's stderr when it failed.
+    pub fn start(h: &'h ShpHome, image: &str, extra: &[&str]) -> Result<Mount<'h>, String> {
+        use std::io::BufRead;
+        let n = MOUNTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = h.scratch(&format!("mnt-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = h.scratch(&format!("mnt-{n}.log"));
+        let mut child = h
+            .cmd()
+            .args(["mount", image])
+            .arg(&dir)
+            .args(extra)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.is_empty() {
+            let st = child.wait().unwrap();
+            return Err(format!("{st}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+        }
+        let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("shp mount --json: {e}: {line:?}"));
+        Ok(Mount {
+            h,
+            dir,
+            info,
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// What the mount process logged (read errors, among others).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `shp umount DIR`, then the mount process's exit (bounded).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let out = self.h.run(&["umount", self.dir.to_str().unwrap()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                assert!(out.status.success(), "shp umount: {}", stderr(&out));
+                return Some(st);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("shp mount did not exit after shp umount: {}", stderr(&out));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Mount<'_> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether `dir` is a mount point now (per /proc/self/mountinfo).
+pub fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
