@@ -25,6 +25,7 @@ pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOp
         shp_rootfs::Error::Core(c) => anyhow::Error::from(c),
         e => anyhow::Error::from(e),
     })?;
+    let stats = fs.stats();
     let session = shp_rootfs::mount::mount(fs, &dir, image)?;
     let rec = MountRecord {
         dir: shown.clone(),
@@ -77,7 +78,15 @@ pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOp
     };
     MountRecord::remove(home_dir, &shown);
     res.with_context(|| format!("serving {shown}"))?;
-    eprintln!("unmounted {shown}");
+    use std::sync::atomic::Ordering::Relaxed;
+    eprintln!(
+        "unmounted {shown}: {} reads ({} failed), {} bytes served, {} chunks fetched ({} bytes)",
+        stats.reads.load(Relaxed),
+        stats.failed.load(Relaxed),
+        stats.bytes.load(Relaxed),
+        stats.chunks.load(Relaxed),
+        stats.chunk_bytes.load(Relaxed)
+    );
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -58,10 +59,24 @@ pub struct MountInfo {
 /// The chunks of one file: where each starts, and its CID.
 type ChunkMap = Arc<Vec<(u64, Cid)>>;
 
+/// What a mount has served so far.
+#[derive(Debug, Default)]
+pub struct FsStats {
+    pub reads: AtomicU64,
+    /// Bytes of file data answered.
+    pub bytes: AtomicU64,
+    /// Chunks fetched from the store (each verified), and their bytes.
+    pub chunks: AtomicU64,
+    pub chunk_bytes: AtomicU64,
+    /// Reads that failed (EIO).
+    pub failed: AtomicU64,
+}
+
 /// The file system: a tree and the home it reads chunks from.
 pub struct ShpFs {
     home: Arc<Home>,
     tree: Tree,
+    stats: Arc<FsStats>,
     maps: Mutex<HashMap<u64, ChunkMap>>,
     /// The last chunks read (sequential reads ask for one chunk many times in 128 KiB pieces).
     recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
@@ -127,6 +142,7 @@ pub fn prepare(home: Arc<Home>, image: &str, opts: &MountOptions) -> Result<(Shp
         ShpFs {
             home,
             tree,
+            stats: Arc::default(),
             maps: Mutex::new(HashMap::new()),
             recent: Mutex::new(VecDeque::new()),
         },
@@ -176,6 +192,11 @@ fn file_type(k: Kind) -> FileType {
 }
 
 impl ShpFs {
+    /// Its counters (shared: they keep counting once the file system is mounted).
+    pub fn stats(&self) -> Arc<FsStats> {
+        self.stats.clone()
+    }
+
     fn attr(&self, ino: u64, n: &Inode) -> FileAttr {
         let t = time(n.mtime);
         let size = match n.kind {
@@ -257,6 +278,8 @@ impl ShpFs {
         }
         // The store verifies the block against its CID.
         let b = Arc::new(self.home.store().get(cid)?);
+        self.stats.chunks.fetch_add(1, Ordering::Relaxed);
+        self.stats.chunk_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
         let mut r = self.recent.lock().unwrap();
         if r.len() >= RECENT {
             r.pop_front();
@@ -370,9 +393,14 @@ impl Filesystem for ShpFs {
         if n.kind != Kind::File {
             return reply.error(Errno::EISDIR);
         }
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
         match self.read_at(ino.0, n, offset, size) {
-            Ok(b) => reply.data(&b),
+            Ok(b) => {
+                self.stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                reply.data(&b)
+            }
             Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 eprintln!(
                     "shp mount: read of {} ({} bytes at {offset}) failed: {e}",
                     self.path_of(ino.0),
