@@ -240,10 +240,6 @@ impl Seek for Skeleton<'_> {
 /// by offset.
 pub fn layer_entries(store: &dyn Blockstore, layer: &BlobNode) -> Result<Vec<Entry>> {
     let name = layer.digest_str();
-    let tar_err = |e: io::Error| Error::Tar {
-        layer: name.clone(),
-        reason: e.to_string(),
-    };
     let Some(tar) = layer.tar else {
         return Err(Error::Tar {
             layer: name,
@@ -253,7 +249,17 @@ pub fn layer_entries(store: &dyn Blockstore, layer: &BlobNode) -> Result<Vec<Ent
             ),
         });
     };
-    let mut sk = Skeleton::new(store, &tar)?;
+    tar_entries(store, &tar, &name)
+}
+
+/// Every entry of the tar DAG `tar`, in order, from its headers; `name` names it in errors.
+pub fn tar_entries(store: &dyn Blockstore, tar: &Cid, name: &str) -> Result<Vec<Entry>> {
+    let name = name.to_string();
+    let tar_err = |e: io::Error| Error::Tar {
+        layer: name.clone(),
+        reason: e.to_string(),
+    };
+    let mut sk = Skeleton::new(store, tar)?;
     let mut out: Vec<Entry> = Vec::new();
     // (entry index, where its data start in the stream)
     let mut starts = Vec::new();
