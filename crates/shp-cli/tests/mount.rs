@@ -66,13 +66,7 @@ fn tar_of(entries: &[(&str, char, &[u8])]) -> Vec<u8> {
 }
 
 fn image_of(h: &ShpHome, layers: &[Vec<u8>], tag: &str) -> String {
-    let l = Layout::create(h.scratch(&format!("layout-{}", tag.replace(':', "-"))));
-    let refs: Vec<&[u8]> = layers.iter().map(|v| v.as_slice()).collect();
-    let descs: Vec<(&str, &[u8])> = refs
-        .iter()
-        .map(|b| ("application/vnd.oci.image.layer.v1.tar", *b))
-        .collect();
-    l.write_image("t", &config_for(&refs), &descs, |_| {});
+    let l = layout_of_tars(h, &format!("layout-{}", tag.replace(':', "-")), layers);
     h.push(&oci_ref(&l.dir, "t"), &["--tag", tag]);
     tag.to_string()
 }

@@ -199,14 +199,7 @@ fn layer(entries: &[E]) -> Vec<u8> {
 }
 
 fn image_of(h: &ShpHome, layers: &[Vec<u8>]) -> Layout {
-    let l = Layout::create(h.scratch("layout"));
-    let refs: Vec<&[u8]> = layers.iter().map(|v| v.as_slice()).collect();
-    let descs: Vec<(&str, &[u8])> = refs
-        .iter()
-        .map(|b| ("application/vnd.oci.image.layer.v1.tar", *b))
-        .collect();
-    l.write_image("t", &config_for(&refs), &descs, |_| {});
-    l
+    layout_of_tars(h, "layout", layers)
 }
 
 #[test]

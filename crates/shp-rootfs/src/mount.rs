@@ -23,7 +23,6 @@ use fuser::{
 use serde::Serialize;
 use shp_core::cid::{Cid, RAW};
 use shp_core::dag::get_node;
-use shp_core::image::{pick_manifest, ImageRoot};
 use shp_core::Home;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -92,20 +91,8 @@ const ENODATA: i32 = 61;
 /// the one layer `opts.layer` names.
 pub fn prepare(home: Arc<Home>, image: &str, opts: &MountOptions) -> Result<(ShpFs, MountInfo)> {
     let started = Instant::now();
-    let root = home.resolve(image)?;
+    let (root, manifest, layers) = crate::unpack::image_layers(&home, image, opts.platform.as_deref())?;
     let store = home.store();
-    let img = ImageRoot::load(store, &root)?;
-    let blobs = img.blobs(store)?;
-    let manifest = pick_manifest(&blobs, opts.platform.as_deref())?;
-    let doc = manifest.doc.as_ref().expect("a manifest has its document");
-    let mut layers = Vec::new();
-    for l in &doc.layers {
-        let node = blobs
-            .iter()
-            .find(|b| b.node.digest == l.digest)
-            .ok_or_else(|| shp_core::Error::ImageNotFound(format!("layer {} in the store", l.digest_str)))?;
-        layers.push(node.node.clone());
-    }
     let (chosen, overlay) = match opts.layer.as_deref() {
         None => (layers, false),
         Some(sel) => {
@@ -116,8 +103,7 @@ pub fn prepare(home: Arc<Home>, image: &str, opts: &MountOptions) -> Result<(Shp
             let one = pick.ok_or_else(|| Error::Dest {
                 path: sel.to_string(),
                 reason: format!(
-                    "no such layer in manifest {} (it has {} layers: an index from 0, or a digest)",
-                    manifest.node.digest_str(),
+                    "no such layer in manifest {manifest} (it has {} layers: an index from 0, or a digest)",
                     layers.len()
                 ),
             })?;
@@ -132,7 +118,7 @@ pub fn prepare(home: Arc<Home>, image: &str, opts: &MountOptions) -> Result<(Shp
     }
     let info = MountInfo {
         root: root.to_string(),
-        manifest: manifest.node.digest_str(),
+        manifest,
         layers: chosen.iter().map(|l| l.digest_str()).collect(),
         inodes: tree.inodes.len() as u64 - 1,
         whiteouts: tree.whiteouts,

@@ -405,6 +405,28 @@ pub struct Inode {
     layer: usize,
 }
 
+impl Inode {
+    /// A bare inode of `kind` (mode 0, root-owned, the epoch) under `parent`, made by `layer`.
+    fn bare(kind: Kind, parent: u64, layer: usize) -> Inode {
+        Inode {
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            size: 0,
+            target: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+            data: Vec::new(),
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            children: BTreeMap::new(),
+            parent,
+            layer,
+        }
+    }
+}
+
 /// A merged (or single-layer) tree: inodes by number, [`ROOT`] first.
 #[derive(Debug, Clone)]
 pub struct Tree {
@@ -429,20 +451,8 @@ impl Tree {
     /// An empty root (0755, root-owned, mtime the epoch, as umoci leaves a root no layer names).
     pub fn new() -> Tree {
         let root = Inode {
-            kind: Kind::Dir,
             mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: (0, 0),
-            size: 0,
-            target: Vec::new(),
-            dev: (0, 0),
-            xattrs: Vec::new(),
-            data: Vec::new(),
-            nlink: 2,
-            children: BTreeMap::new(),
-            parent: ROOT,
-            layer: 0,
+            ..Inode::bare(Kind::Dir, ROOT, 0)
         };
         // Index 0 is unused: inode numbers are indexes, and FUSE's root is 1.
         Tree {
@@ -490,20 +500,10 @@ impl Tree {
                     self.unlink(parent, &name);
                     let ino = self.inodes.len() as u64;
                     self.inodes.push(Inode {
-                        kind: Kind::Char,
-                        mode: 0,
                         uid: e.uid,
                         gid: e.gid,
                         mtime: e.mtime,
-                        size: 0,
-                        target: Vec::new(),
-                        dev: (0, 0),
-                        xattrs: Vec::new(),
-                        data: Vec::new(),
-                        nlink: 1,
-                        children: BTreeMap::new(),
-                        parent,
-                        layer: depth,
+                        ..Inode::bare(Kind::Char, parent, depth)
                     });
                     self.inodes[parent as usize].children.insert(name, ino);
                 }
@@ -565,7 +565,6 @@ impl Tree {
             self.unlink(parent, base);
             let ino = self.inodes.len() as u64;
             self.inodes.push(Inode {
-                kind: e.kind,
                 mode: e.mode,
                 uid: e.uid,
                 gid: e.gid,
@@ -575,10 +574,7 @@ impl Tree {
                 dev: e.dev,
                 xattrs: e.xattrs,
                 data: e.data,
-                nlink: if e.kind == Kind::Dir { 2 } else { 1 },
-                children: BTreeMap::new(),
-                parent,
-                layer: depth,
+                ..Inode::bare(e.kind, parent, depth)
             });
             if e.kind == Kind::Dir {
                 self.inodes[parent as usize].nlink += 1;
@@ -636,20 +632,8 @@ impl Tree {
                 None => {
                     let ino = self.inodes.len() as u64;
                     self.inodes.push(Inode {
-                        kind: Kind::Dir,
                         mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                        mtime: (0, 0),
-                        size: 0,
-                        target: Vec::new(),
-                        dev: (0, 0),
-                        xattrs: Vec::new(),
-                        data: Vec::new(),
-                        nlink: 2,
-                        children: BTreeMap::new(),
-                        parent: cur,
-                        layer: depth,
+                        ..Inode::bare(Kind::Dir, cur, depth)
                     });
                     self.inodes[cur as usize].nlink += 1;
                     self.inodes[cur as usize].children.insert(c, ino);

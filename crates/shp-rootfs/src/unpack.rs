@@ -23,6 +23,8 @@ use crate::path::{clean, resolve_parent};
 use crate::{Error, Result};
 use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
 use serde::Serialize;
+use shp_core::blob::BlobNode;
+use shp_core::cid::Cid;
 use shp_core::image::{pick_manifest, ImageRoot};
 use shp_core::Home;
 use std::collections::HashSet;
@@ -76,25 +78,13 @@ impl UnpackReport {
 /// Unpacks `image` (a name, CID or digest the home resolves) into `dir`, which must be absent or
 /// an empty directory.
 pub fn unpack(home: &Home, image: &str, dir: &Path, opts: &UnpackOptions) -> Result<UnpackReport> {
-    let root = home.resolve(image)?;
+    let (root, manifest, layers) = image_layers(home, image, opts.platform.as_deref())?;
     let store = home.store();
-    let img = ImageRoot::load(store, &root)?;
-    let blobs = img.blobs(store)?;
-    let manifest = pick_manifest(&blobs, opts.platform.as_deref())?;
-    let doc = manifest.doc.as_ref().expect("a manifest has its document");
-    let mut layers = Vec::new();
-    for l in &doc.layers {
-        let node = blobs
-            .iter()
-            .find(|b| b.node.digest == l.digest)
-            .ok_or_else(|| shp_core::Error::ImageNotFound(format!("layer {} in the store", l.digest_str)))?;
-        layers.push(node.node.clone());
-    }
     prepare(dir)?;
     let owners = opts.owners.unwrap_or_else(|| rustix::process::geteuid().is_root());
     let mut rep = UnpackReport {
         root: root.to_string(),
-        manifest: manifest.node.digest_str(),
+        manifest,
         layers: layers.len(),
         ..Default::default()
     };
@@ -105,6 +95,26 @@ pub fn unpack(home: &Home, image: &str, dir: &Path, opts: &UnpackOptions) -> Res
     }
     u.finish()?;
     Ok(rep)
+}
+
+/// The layers (lowest first) of `image`'s manifest — from an index, `platform`'s — with the root
+/// and the manifest's digest.
+pub(crate) fn image_layers(home: &Home, image: &str, platform: Option<&str>) -> Result<(Cid, String, Vec<BlobNode>)> {
+    let root = home.resolve(image)?;
+    let store = home.store();
+    let img = ImageRoot::load(store, &root)?;
+    let blobs = img.blobs(store)?;
+    let manifest = pick_manifest(&blobs, platform)?;
+    let doc = manifest.doc.as_ref().expect("a manifest has its document");
+    let mut layers = Vec::new();
+    for l in &doc.layers {
+        let node = blobs
+            .iter()
+            .find(|b| b.node.digest == l.digest)
+            .ok_or_else(|| shp_core::Error::ImageNotFound(format!("layer {} in the store", l.digest_str)))?;
+        layers.push(node.node.clone());
+    }
+    Ok((root, manifest.node.digest_str(), layers))
 }
 
 /// `dir` absent (made, 0755) or an empty directory.

@@ -789,3 +789,16 @@ pub fn is_mounted(dir: &Path) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
+
+/// An OCI layout in `h`'s scratch dir `dir` holding one image, tagged `t`, of uncompressed layer
+/// tars (lowest first).
+pub fn layout_of_tars(h: &ShpHome, dir: &str, layers: &[Vec<u8>]) -> Layout {
+    let l = Layout::create(h.scratch(dir));
+    let refs: Vec<&[u8]> = layers.iter().map(|v| v.as_slice()).collect();
+    let descs: Vec<(&str, &[u8])> = refs
+        .iter()
+        .map(|b| ("application/vnd.oci.image.layer.v1.tar", *b))
+        .collect();
+    l.write_image("t", &config_for(&refs), &descs, |_| {});
+    l
+}
