@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Mounts `image` on `dir` and serves it until SIGTERM/SIGINT or until it is unmounted from
-/// outside; then unmounts and forgets it.
+/// Mounts `image` on `dir` and serves it until SIGTERM, SIGINT or SIGHUP, or until it is unmounted
+/// from outside; then unmounts and forgets it.
 pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOptions, json: bool) -> Result<()> {
     let meta = std::fs::metadata(dir).with_context(|| format!("mount point {}", dir.display()))?;
     if !meta.is_dir() {
@@ -62,11 +62,14 @@ pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOp
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // A closed terminal must not leave a dead mount behind.
+        let mut hup = signal(SignalKind::hangup())?;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 _ = term.recv() => return Ok::<bool, std::io::Error>(false),
                 _ = int.recv() => return Ok(false),
+                _ = hup.recv() => return Ok(false),
                 _ = tick.tick() => if session.guard.is_finished() { return Ok(true) },
             }
         }

@@ -247,6 +247,15 @@ fn mounts_are_listed_and_umount_ends_them() {
     let (code, err) = h.fails(&["umount", m.dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not an shp mount"), "{err}");
+    // A mount whose process was killed (SIGKILL: no chance to unmount) is not listed, and
+    // `shp umount` cleans it up.
+    let mut m3 = Mount::start(&h, &img, &[]).expect("mount for a kill");
+    let dir3 = m3.dir.clone();
+    m3.kill();
+    assert!(is_mounted(&dir3), "a killed FUSE server leaves its mount point mounted");
+    assert_eq!(h.json(&["mounts"]), serde_json::json!([]), "a dead mount is not listed");
+    h.ok(&["umount", dir3.to_str().unwrap()]);
+    assert!(!is_mounted(&dir3), "shp umount unmounted the dead mount");
     // SIGTERM unmounts too.
     let m2 = Mount::start(&h, &img, &[]).expect("mount again");
     let dir = m2.dir.clone();

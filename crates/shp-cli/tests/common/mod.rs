@@ -739,6 +739,14 @@ impl<'h> Mount<'h> {
         })
     }
 
+    /// SIGKILLs the mount process (its mount point stays mounted, dead).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// What the mount process logged (read errors, among others).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
