@@ -226,6 +226,15 @@ enum Cmd {
         /// One layer only, as overlayfs wants a lower directory: its index (0 is the base layer) or digest
         #[arg(long, value_name = "N|DIGEST")]
         layer: Option<String>,
+        /// A station or trustless gateway to read what the home lacks from, as it is needed (repeatable; IMAGE may then be a root CID the home lacks)
+        #[arg(long, value_name = "URL")]
+        from: Vec<String>,
+        /// With --from: the name the prefetched image gets in the home (default: pinned)
+        #[arg(long, value_name = "NAME")]
+        tag: Option<String>,
+        /// With --from: read only what is touched; do not fetch the whole image in the background
+        #[arg(long)]
+        no_prefetch: bool,
         /// For an image index: the platform's manifest (default: this machine's, else the first)
         #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
         platform: Option<String>,
@@ -791,6 +800,9 @@ fn run(cli: Cli) -> Result<u8> {
             image,
             dir: mp,
             layer,
+            from,
+            tag,
+            no_prefetch,
             platform,
             json,
         } => mount::mount(
@@ -799,6 +811,7 @@ fn run(cli: Cli) -> Result<u8> {
             &image,
             &mp,
             shp_rootfs::mount::MountOptions { platform, layer },
+            mount::Lazy { from, tag, no_prefetch },
             json,
         )?,
         Cmd::Mounts { json } => mount::list(&dir, json)?,

@@ -3,15 +3,53 @@
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use shp_core::Home;
+use shp_rootfs::lazy::BlockSource;
 use shp_rootfs::mount::{is_shp_mount, MountOptions, MountRecord};
+use shp_station::transport::{FetchOptions, HttpTransport, Transport};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Peers (stations, trustless gateways) asked for a lazy mount's missing blocks, in order.
+struct HttpSource(Vec<HttpTransport>);
+
+impl BlockSource for HttpSource {
+    fn get(&self, cid: &shp_core::Cid) -> std::result::Result<Vec<u8>, String> {
+        let mut why = Vec::new();
+        for t in &self.0 {
+            match t.get_block(cid) {
+                Ok(b) => return Ok(b),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err(why.join("; "))
+    }
+    fn name(&self) -> String {
+        self.0.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// How a mount gets what the home lacks: `--from` peers, `--tag`, `--no-prefetch`.
+pub struct Lazy {
+    pub from: Vec<String>,
+    pub tag: Option<String>,
+    pub no_prefetch: bool,
+}
+
 /// Mounts `image` on `dir` and serves it until SIGTERM, SIGINT or SIGHUP, or until it is unmounted
-/// from outside; then unmounts and forgets it.
-pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOptions, json: bool) -> Result<()> {
+/// from outside; then unmounts and forgets it. With `--from` peers, what the home lacks is read
+/// from them as it is needed, and (unless `--no-prefetch`) the whole image is fetched into the home
+/// meanwhile.
+pub fn mount(
+    home: Home,
+    home_dir: &Path,
+    image: &str,
+    dir: &Path,
+    opts: MountOptions,
+    lazy: Lazy,
+    json: bool,
+) -> Result<()> {
     let meta = std::fs::metadata(dir).with_context(|| format!("mount point {}", dir.display()))?;
     if !meta.is_dir() {
         bail!("mount point {}: not a directory", dir.display());
@@ -21,11 +59,25 @@ pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOp
     if let Some(r) = MountRecord::find(home_dir, &shown).filter(MountRecord::alive) {
         bail!("{shown}: already mounted ({} by process {})", r.image, r.pid);
     }
-    let (fs, info) = shp_rootfs::mount::prepare(Arc::new(home), image, &opts).map_err(|e| match e {
+    let source: Option<Arc<dyn BlockSource>> = if lazy.from.is_empty() {
+        if lazy.tag.is_some() {
+            bail!("--tag names what a lazy mount fetches: it needs --from");
+        }
+        None
+    } else {
+        let peers = lazy
+            .from
+            .iter()
+            .map(|u| HttpTransport::new(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(Arc::new(HttpSource(peers)))
+    };
+    let (fs, info) = shp_rootfs::mount::prepare(Arc::new(home), image, &opts, source).map_err(|e| match e {
         shp_rootfs::Error::Core(c) => anyhow::Error::from(c),
         e => anyhow::Error::from(e),
     })?;
     let stats = fs.stats();
+    let lazy_store = fs.store();
     let session = shp_rootfs::mount::mount(fs, &dir, image)?;
     let rec = MountRecord {
         dir: shown.clone(),
@@ -57,6 +109,28 @@ pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOp
         }
         out.flush()?;
     }
+    let prefetch = (!lazy.from.is_empty() && !lazy.no_prefetch).then(|| {
+        let home = lazy_store.home().clone();
+        let root: shp_core::Cid = info.root.parse().expect("a root CID");
+        let (from, tag) = (lazy.from.clone(), lazy.tag.clone());
+        std::thread::spawn(move || {
+            let peers = match from.iter().map(|u| HttpTransport::new(u)).collect::<Result<Vec<_>, _>>() {
+                Ok(p) => p,
+                Err(e) => return eprintln!("shp mount: prefetch: {e}"),
+            };
+            let peers: Vec<&dyn Transport> = peers.iter().map(|p| p as &dyn Transport).collect();
+            match shp_station::transport::fetch_into_home(&home, &root, &peers, tag.as_deref(), FetchOptions::default()) {
+                Ok(r) => eprintln!(
+                    "shp mount: prefetched {root}: {} blocks ({} bytes on the wire), {} already held; the image is now in the home ({})",
+                    r.blocks_fetched,
+                    r.bytes_fetched,
+                    r.blocks_present,
+                    r.name.as_deref().map_or("pinned".to_string(), |n| format!("named {n}"))
+                ),
+                Err(e) => eprintln!("shp mount: prefetch of {root} failed (reads still fetch what they touch): {e}"),
+            }
+        })
+    });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let outside = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -81,14 +155,22 @@ pub fn mount(home: Home, home_dir: &Path, image: &str, dir: &Path, opts: MountOp
     };
     MountRecord::remove(home_dir, &shown);
     res.with_context(|| format!("serving {shown}"))?;
+    if let Some(p) = prefetch {
+        if !p.is_finished() {
+            eprintln!("shp mount: waiting for the prefetch to finish (it lands in one batch)");
+        }
+        let _ = p.join();
+    }
     use std::sync::atomic::Ordering::Relaxed;
     eprintln!(
-        "unmounted {shown}: {} reads ({} failed), {} bytes served, {} chunks fetched ({} bytes)",
+        "unmounted {shown}: {} reads ({} failed), {} bytes served, {} chunks read ({} bytes); {} blocks ({} bytes) fetched from peers on demand",
         stats.reads.load(Relaxed),
         stats.failed.load(Relaxed),
         stats.bytes.load(Relaxed),
         stats.chunks.load(Relaxed),
-        stats.chunk_bytes.load(Relaxed)
+        stats.chunk_bytes.load(Relaxed),
+        lazy_store.fetched.load(Relaxed),
+        lazy_store.fetched_bytes.load(Relaxed)
     );
     Ok(())
 }

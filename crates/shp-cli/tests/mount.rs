@@ -263,3 +263,72 @@ fn mounts_are_listed_and_umount_ends_them() {
     assert!(!is_mounted(&dir), "SIGTERM unmounted {}", dir.display());
     assert_eq!(h.json(&["mounts"]), serde_json::json!([]));
 }
+
+#[test]
+fn a_lazy_mount_reads_what_the_home_lacks_from_a_peer() {
+    if !fuse_or_skip() {
+        return;
+    }
+    // A holds the image and serves it over HTTP; B's home is empty.
+    let a = ShpHome::new();
+    let big = Rng(5).bytes(900_000);
+    let img = image_of(
+        &a,
+        &[
+            tar_of(&[("etc/", 'd', b""), ("etc/motd", 'f', b"lazy\n"), ("big", 'f', &big)]),
+            tar_of(&[(".wh.big", 'f', b""), ("big2", 'f', &big[..400_000])]),
+        ],
+        "lazy:t",
+    );
+    let root = a.json(&["inspect", &img])["root"].as_str().unwrap().to_string();
+    let unpacked = a.scratch("unpacked");
+    a.ok(&["unpack", &img, unpacked.to_str().unwrap()]);
+    let (mut station, banner, _) = common::station::start(&a, &["--listen", "127.0.0.1:0", "--no-p2p"]);
+    let url = banner.split_whitespace().nth(1).expect("the station's URL").to_string();
+    let b = ShpHome::new();
+
+    // Reads only: the tree and every file come from A, verified; B's store stays empty.
+    let mut m = Mount::start(&b, &root, &["--from", &url, "--no-prefetch"]).expect("a lazy mount");
+    let (same, diff) = compare(&unpacked, &m.dir);
+    assert!(same, "lazy mount vs shp unpack on A:\n{diff}\n{}", m.log());
+    m.stop();
+    assert!(m.log().contains("fetched from peers on demand"), "{}", m.log());
+    assert_eq!(num(&b.json(&["stats"]), "blocks"), 0, "--no-prefetch stores nothing");
+
+    // With the prefetch, the whole image lands in B, named, while it is mounted.
+    let mut m = Mount::start(&b, &root, &["--from", &url, "--tag", "lazy:b"]).expect("a prefetching mount");
+    assert_eq!(std::fs::read(m.dir.join("etc/motd")).unwrap(), b"lazy\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !m.log().contains("prefetched") {
+        assert!(std::time::Instant::now() < deadline, "no prefetch in 60 s: {}", m.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(m.log().contains("named lazy:b"), "{}", m.log());
+    m.stop();
+    assert_eq!(b.verify(true)["problems"].as_array().map_or(0, |p| p.len()), 0);
+    let copy = b.scratch("copy");
+    b.ok(&["unpack", "lazy:b", copy.to_str().unwrap()]);
+    let (same, diff) = compare(&unpacked, &copy);
+    assert!(same, "the prefetched image unpacks as A's:\n{diff}");
+
+    // The peer goes away under a lazy mount: a file not read yet is an EIO, naming the block.
+    let c = ShpHome::new();
+    let mut m = Mount::start(&c, &root, &["--from", &url, "--no-prefetch"]).expect("a lazy mount");
+    station.terminate();
+    let err = std::fs::read(m.dir.join("big2")).expect_err("no peer, no bytes");
+    assert_eq!(err.raw_os_error(), Some(5), "EIO: {err}");
+    assert!(
+        m.log().contains("read of /big2") && m.log().contains(&url),
+        "{}",
+        m.log()
+    );
+    m.stop();
+    // The peer gone and nothing local: the mount cannot start, naming the root.
+    let err = Mount::start(&c, &root, &["--from", &url, "--no-prefetch"])
+        .err()
+        .expect("no peer, no tree");
+    assert!(err.contains(&root), "{err}");
+    // Without --from, a root the home lacks is not found.
+    let err = Mount::start(&c, &root, &[]).err().expect("not found");
+    assert!(err.contains("exit status: 3"), "{err}");
+}

@@ -10,12 +10,14 @@
 //! - [`tree`] — a layer's file tree from its tar DAG's headers alone (no file data read), and
 //!   layers merged in memory by the same rules as [`unpack`].
 //! - [`mount`] — `shp mount IMAGE DIR`: that tree as a read-only FUSE file system (`fuser`), each
-//!   read fetching and verifying only the chunks it touches.
+//!   read fetching and verifying only the chunks it touches; [`lazy`] — the store view a lazy
+//!   mount reads through (the home's store, then peers for what it lacks, verified).
 //!
 //! Every file-system call goes through `rustix` or `fuser` (no unsafe code here either).
 
 #![forbid(unsafe_code)]
 
+pub mod lazy;
 pub mod mount;
 pub mod path;
 pub mod tree;

@@ -13,6 +13,7 @@
 //! `trusted.overlay.opaque=y` on its directory, as containerd's overlay snapshotter lays layers
 //! out.
 
+use crate::lazy::{BlockSource, LazyStore};
 use crate::tree::{layer_entries, Inode, Kind, Tree, ROOT};
 use crate::{Error, Result};
 use fuser::{
@@ -23,6 +24,7 @@ use fuser::{
 use serde::Serialize;
 use shp_core::cid::{Cid, RAW};
 use shp_core::dag::get_node;
+use shp_core::store::Blockstore;
 use shp_core::Home;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -71,9 +73,10 @@ pub struct FsStats {
     pub failed: AtomicU64,
 }
 
-/// The file system: a tree and the home it reads chunks from.
+/// The file system: a tree and the store it reads chunks from (the home's, and peers for what it
+/// lacks when the mount is lazy).
 pub struct ShpFs {
-    home: Arc<Home>,
+    store: Arc<LazyStore>,
     tree: Tree,
     stats: Arc<FsStats>,
     maps: Mutex<HashMap<u64, ChunkMap>>,
@@ -88,11 +91,26 @@ const MAX_MAPS: usize = 65_536;
 const ENODATA: i32 = 61;
 
 /// Builds the tree `image` (a name, CID or digest the home resolves) shows: its layers merged, or
-/// the one layer `opts.layer` names.
-pub fn prepare(home: Arc<Home>, image: &str, opts: &MountOptions) -> Result<(ShpFs, MountInfo)> {
+/// the one layer `opts.layer` names. With a `source`, `image` may be a root CID the home lacks:
+/// every block the home lacks (structure first, while the tree is built; file chunks as they are
+/// read) comes from the source, verified.
+pub fn prepare(
+    home: Arc<Home>,
+    image: &str,
+    opts: &MountOptions,
+    source: Option<Arc<dyn BlockSource>>,
+) -> Result<(ShpFs, MountInfo)> {
     let started = Instant::now();
-    let (root, manifest, layers) = crate::unpack::image_layers(&home, image, opts.platform.as_deref())?;
-    let store = home.store();
+    let root = match (home.resolve(image), &source) {
+        (Ok(r), _) => r,
+        (Err(shp_core::Error::ImageNotFound(_)), Some(_)) if image.parse::<Cid>().is_ok() => {
+            image.parse::<Cid>().expect("checked")
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let lazy = Arc::new(LazyStore::new(home, source));
+    let store: &dyn Blockstore = &*lazy;
+    let (manifest, layers) = crate::unpack::image_layers_in(store, &root, opts.platform.as_deref())?;
     let (chosen, overlay) = match opts.layer.as_deref() {
         None => (layers, false),
         Some(sel) => {
@@ -126,7 +144,7 @@ pub fn prepare(home: Arc<Home>, image: &str, opts: &MountOptions) -> Result<(Shp
     };
     Ok((
         ShpFs {
-            home,
+            store: lazy,
             tree,
             stats: Arc::default(),
             maps: Mutex::new(HashMap::new()),
@@ -183,6 +201,11 @@ impl ShpFs {
         self.stats.clone()
     }
 
+    /// The store it reads (its `fetched` counters say what came from peers).
+    pub fn store(&self) -> Arc<LazyStore> {
+        self.store.clone()
+    }
+
     fn attr(&self, ino: u64, n: &Inode) -> FileAttr {
         let t = time(n.mtime);
         let size = match n.kind {
@@ -216,7 +239,7 @@ impl ShpFs {
         if let Some(m) = self.maps.lock().unwrap().get(&ino) {
             return Ok(m.clone());
         }
-        let store = self.home.store();
+        let store: &dyn Blockstore = &*self.store;
         let mut out = Vec::new();
         let mut at = 0u64;
         let mut todo: Vec<(Cid, u8)> = n.data.iter().rev().map(|c| (*c, 0)).collect();
@@ -263,7 +286,7 @@ impl ShpFs {
             return Ok(b.clone());
         }
         // The store verifies the block against its CID.
-        let b = Arc::new(self.home.store().get(cid)?);
+        let b = Arc::new(self.store.get(cid)?);
         self.stats.chunks.fetch_add(1, Ordering::Relaxed);
         self.stats.chunk_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
         let mut r = self.recent.lock().unwrap();

@@ -101,8 +101,17 @@ pub fn unpack(home: &Home, image: &str, dir: &Path, opts: &UnpackOptions) -> Res
 /// and the manifest's digest.
 pub(crate) fn image_layers(home: &Home, image: &str, platform: Option<&str>) -> Result<(Cid, String, Vec<BlobNode>)> {
     let root = home.resolve(image)?;
-    let store = home.store();
-    let img = ImageRoot::load(store, &root)?;
+    let (manifest, layers) = image_layers_in(home.store(), &root, platform)?;
+    Ok((root, manifest, layers))
+}
+
+/// The same for the image under `root` in `store`: the manifest's digest and its layers.
+pub(crate) fn image_layers_in(
+    store: &dyn shp_core::store::Blockstore,
+    root: &Cid,
+    platform: Option<&str>,
+) -> Result<(String, Vec<BlobNode>)> {
+    let img = ImageRoot::load(store, root)?;
     let blobs = img.blobs(store)?;
     let manifest = pick_manifest(&blobs, platform)?;
     let doc = manifest.doc.as_ref().expect("a manifest has its document");
@@ -114,7 +123,7 @@ pub(crate) fn image_layers(home: &Home, image: &str, platform: Option<&str>) -> 
             .ok_or_else(|| shp_core::Error::ImageNotFound(format!("layer {} in the store", l.digest_str)))?;
         layers.push(node.node.clone());
     }
-    Ok((root, manifest.node.digest_str(), layers))
+    Ok((manifest.node.digest_str(), layers))
 }
 
 /// `dir` absent (made, 0755) or an empty directory.
