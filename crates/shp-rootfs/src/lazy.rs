@@ -56,7 +56,7 @@ impl LazyStore {
         &self.home
     }
 
-    fn from_source(&self, cid: &Cid) -> Result<Vec<u8>> {
+    fn fetch_missing(&self, cid: &Cid) -> Result<Vec<u8>> {
         if let Some(b) = self.cache.lock().unwrap().blocks.get(cid) {
             return Ok(b.as_ref().clone());
         }
@@ -93,7 +93,7 @@ impl LazyStore {
 impl Blockstore for LazyStore {
     fn get(&self, cid: &Cid) -> Result<Vec<u8>> {
         match self.home.store().get(cid) {
-            Err(Error::BlockNotFound { .. }) => self.from_source(cid),
+            Err(Error::BlockNotFound { .. }) => self.fetch_missing(cid),
             r => r,
         }
     }
@@ -103,7 +103,7 @@ impl Blockstore for LazyStore {
     fn size_of(&self, cid: &Cid) -> Result<u64> {
         match self.home.store().size_of(cid) {
             // A block we do not hold: its size is its length once fetched.
-            Err(Error::BlockNotFound { .. }) => Ok(self.from_source(cid)?.len() as u64),
+            Err(Error::BlockNotFound { .. }) => Ok(self.fetch_missing(cid)?.len() as u64),
             r => r,
         }
     }
