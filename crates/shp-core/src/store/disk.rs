@@ -663,6 +663,9 @@ struct PackBatch<'a> {
     seen: HashSet<Cid>,
     tx: Option<std::sync::mpsc::SyncSender<Msg>>,
     worker: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Why the worker stopped, once it has: every later put reports the same error (a full disk
+    /// stays a full disk for every caller, not "pack writer stopped" for all but the first).
+    failed: Option<Error>,
 }
 
 impl<'a> PackBatch<'a> {
@@ -695,6 +698,7 @@ impl<'a> PackBatch<'a> {
             seen: HashSet::new(),
             tx: Some(tx),
             worker: Some(worker),
+            failed: None,
         })
     }
 
@@ -710,11 +714,18 @@ impl<'a> PackBatch<'a> {
     }
 
     fn send(&mut self, msg: Msg) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.duplicate());
+        }
         let sent = self.tx.as_ref().map(|tx| tx.send(msg).is_ok()).unwrap_or(false);
         if !sent {
-            // The worker stopped: it failed; report why.
-            self.join()?;
-            return Err(Error::Store("pack writer stopped".into()));
+            // The worker stopped: it failed; report why, now and to every later put.
+            let e = match self.join() {
+                Err(e) => e,
+                Ok(()) => Error::Store("pack writer stopped".into()),
+            };
+            self.failed = Some(e.duplicate());
+            return Err(e);
         }
         Ok(())
     }
