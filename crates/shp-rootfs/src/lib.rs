@@ -20,6 +20,7 @@
 pub mod lazy;
 pub mod mount;
 pub mod path;
+mod pax;
 pub mod tree;
 pub mod unpack;
 

@@ -12,6 +12,7 @@
 //! symlinks as if the root were `/`, as [`crate::unpack`] does on disk.
 
 use crate::path::clean;
+use crate::pax::Pax;
 use crate::{Error, Result};
 use shp_core::blob::BlobNode;
 use shp_core::cbor::Value;
@@ -276,26 +277,13 @@ pub fn tar_entries(store: &dyn Blockstore, tar: &Cid, name: &str) -> Result<Vec<
                 entry: shown.clone(),
                 reason,
             };
-            let mut mtime = (h.mtime().unwrap_or(0) as i64, 0u32);
-            let (mut uid, mut gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
-            let mut xattrs = Vec::new();
-            if let Some(exts) = e.pax_extensions().map_err(tar_err)? {
-                for ext in exts {
-                    let ext = ext.map_err(tar_err)?;
-                    let (k, v) = (ext.key_bytes(), ext.value_bytes());
-                    let num = || std::str::from_utf8(v).ok().and_then(|s| s.parse::<u32>().ok());
-                    match k {
-                        b"uid" => uid = num().unwrap_or(uid),
-                        b"gid" => gid = num().unwrap_or(gid),
-                        b"mtime" => mtime = parse_time(v).unwrap_or(mtime),
-                        _ => {
-                            if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
-                                xattrs.push((x.to_vec(), v.to_vec()));
-                            }
-                        }
-                    }
-                }
-            }
+            let pax = Pax::of(&mut e).map_err(tar_err)?;
+            let mtime = pax
+                .mtime
+                .map_or((h.mtime().unwrap_or(0) as i64, 0), |t| (t.tv_sec, t.tv_nsec as u32));
+            let uid = pax.uid.or_else(|| h.uid().ok()).unwrap_or(0) as u32;
+            let gid = pax.gid.or_else(|| h.gid().ok()).unwrap_or(0) as u32;
+            let xattrs = pax.xattrs;
             let t = h.entry_type();
             let kind = if t.is_dir() {
                 Kind::Dir
@@ -367,18 +355,6 @@ pub fn tar_entries(store: &dyn Blockstore, tar: &Cid, name: &str) -> Result<Vec<
         ent.data = links;
     }
     Ok(out)
-}
-
-/// A PAX time (`SECS[.FRACTION]`) as seconds and nanoseconds.
-fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    let mut ns = 0u32;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        ns += c.to_digit(10)? * 10u32.pow(8 - i as u32);
-    }
-    Some((secs, ns))
 }
 
 /// The root inode's number (FUSE's).

@@ -20,6 +20,7 @@
 //! counted in the report, never silently.
 
 use crate::path::{clean, resolve_parent};
+use crate::pax::Pax;
 use crate::{Error, Result};
 use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
 use serde::Serialize;
@@ -169,38 +170,6 @@ pub struct Applier<'r> {
     rep: &'r mut UnpackReport,
 }
 
-/// What PAX records say about an entry.
-#[derive(Default)]
-struct Pax {
-    uid: Option<u64>,
-    gid: Option<u64>,
-    mtime: Option<Timespec>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-fn parse_time(v: &[u8]) -> Option<Timespec> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-    let tv_sec: i64 = sec.parse().ok()?;
-    let mut ns = String::from(frac);
-    ns.truncate(9);
-    while ns.len() < 9 {
-        ns.push('0');
-    }
-    let mut tv_nsec: i64 = ns.parse().ok()?;
-    // "-1.5" is 1.5 s before the epoch.
-    let tv_sec = if tv_sec < 0 && tv_nsec > 0 {
-        tv_nsec = 1_000_000_000 - tv_nsec;
-        tv_sec - 1
-    } else {
-        tv_sec
-    };
-    Some(Timespec {
-        tv_sec,
-        tv_nsec: tv_nsec as _,
-    })
-}
-
 impl<'r> Applier<'r> {
     /// An applier writing into `root` (an existing directory); `owners`: set owners and make
     /// device nodes (root only).
@@ -231,23 +200,7 @@ impl<'r> Applier<'r> {
                 entry: shown.clone(),
                 reason,
             };
-            let mut pax = Pax::default();
-            if let Some(exts) = entry.pax_extensions().map_err(tar_err)? {
-                for ext in exts {
-                    let ext = ext.map_err(tar_err)?;
-                    let (k, v) = (ext.key_bytes(), ext.value_bytes());
-                    match k {
-                        b"uid" => pax.uid = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
-                        b"gid" => pax.gid = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
-                        b"mtime" => pax.mtime = parse_time(v),
-                        _ => {
-                            if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
-                                pax.xattrs.push((x.to_vec(), v.to_vec()));
-                            }
-                        }
-                    }
-                }
-            }
+            let pax = Pax::of(&mut entry).map_err(tar_err)?;
             self.rep.entries += 1;
             self.entry(&mut entry, &name, &pax).map_err(fail)?;
         }
@@ -580,20 +533,4 @@ fn set_mtime(p: &Path, t: Timespec) -> std::result::Result<(), String> {
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| format!("set times of {}: {e}", p.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_times_keep_their_fraction() {
-        let t = parse_time(b"1700000000.5").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (1_700_000_000, 500_000_000));
-        let t = parse_time(b"12").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (12, 0));
-        let t = parse_time(b"-1.25").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (-2, 750_000_000));
-        assert!(parse_time(b"x").is_none());
-    }
 }
