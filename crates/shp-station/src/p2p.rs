@@ -17,6 +17,7 @@ pub mod dht;
 pub mod fetch;
 pub mod host;
 pub mod inbound;
+pub mod inflight;
 pub mod message;
 pub mod netkey;
 
@@ -194,6 +195,11 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The blocks of this node's running fetches (served to peers before the fetches land).
+    pub fn inflight(&self) -> Arc<inflight::Inflight> {
+        self.engine.inflight.clone()
     }
 
     /// One bitswap transport per connected peer.

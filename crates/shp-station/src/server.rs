@@ -625,6 +625,7 @@ impl Station {
         let addr = self.addr;
         let peer_id = self.peer_id.clone();
         let p2p_addrs = self.p2p_addrs.clone();
+        let inflight = self.node.as_ref().map(|n| n.inflight());
         let rt = self.runtime.take().expect("a bound station has its runtime");
         let thread = std::thread::Builder::new()
             .name("shp-station".into())
@@ -638,6 +639,7 @@ impl Station {
             addr,
             peer_id,
             p2p_addrs,
+            inflight,
             stop: Some(tx),
             thread: Some(thread),
         })
@@ -650,6 +652,9 @@ pub struct Running {
     pub peer_id: String,
     /// The libp2p listen addresses, each ending in `/p2p/<id>` (empty without p2p).
     pub p2p_addrs: Vec<String>,
+    /// The blocks of the station's running fetches, which its bitswap server serves besides the
+    /// store (absent without p2p).
+    pub inflight: Option<Arc<crate::p2p::inflight::Inflight>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), StationError>>>,
 }

@@ -13,7 +13,10 @@
 mod fetcher;
 mod http;
 
-pub use fetcher::{fetch, fetch_into_home, FetchOptions, FetchReport, PeerReport, SessionReport};
+pub use fetcher::{
+    fetch, fetch_into_home, fetch_into_home_with, fetch_with, FetchHooks, FetchOptions, FetchReport, NoHooks,
+    PeerReport, SessionReport,
+};
 pub use http::{HttpTransport, MAX_BATCH};
 
 use shp_core::cbor::{self, Value};

@@ -260,3 +260,66 @@ fn the_server_answers_limits_and_drops_peers() {
     drop(rt);
     running.stop().unwrap();
 }
+
+#[test]
+fn blocks_of_a_running_fetch_are_served_until_it_ends() {
+    // A station mid-pull serves what it has received so far (its fetch's spill), answers HAVE for
+    // it, and forgets it when the fetch ends (then the store answers, or DONT_HAVE).
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::init(&dir.path().join("home")).unwrap();
+    let running = station(&dir.path().join("home"));
+    let inflight = running
+        .inflight
+        .clone()
+        .expect("a p2p station keeps its fetches' blocks");
+    let got: Vec<u8> = (0..150_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let got_cid = Cid::hash(RAW, &got);
+    let spill = inflight.begin(&home).unwrap();
+    spill.put(&got_cid, &got);
+    let addr = running.p2p_addrs[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut p = RawPeer::connect(&addr).await;
+        p.send(&Message {
+            wantlist: vec![want(&got_cid.to_bytes(), WantType::Have)],
+            ..Default::default()
+        })
+        .await;
+        p.until(|m| {
+            m.presences
+                .iter()
+                .any(|(c, k)| *k == Presence::Have && c[..] == got_cid.to_bytes()[..])
+        })
+        .await;
+        p.send(&Message {
+            wantlist: vec![want(&got_cid.to_bytes(), WantType::Block)],
+            ..Default::default()
+        })
+        .await;
+        p.until(|m| {
+            m.blocks
+                .iter()
+                .any(|b| block_cid(b).unwrap() == got_cid && b.data == got)
+        })
+        .await;
+        // The fetch ends without storing it (it failed, say): DONT_HAVE from then on.
+        drop(spill);
+        p.send(&Message {
+            wantlist: vec![want(&got_cid.to_bytes(), WantType::Block)],
+            ..Default::default()
+        })
+        .await;
+        p.until(|m| {
+            assert!(m.blocks.is_empty(), "a block of an ended fetch is not served");
+            m.presences
+                .iter()
+                .any(|(c, k)| *k == Presence::DontHave && c[..] == got_cid.to_bytes()[..])
+        })
+        .await;
+    });
+    drop(rt);
+    assert!(
+        !home.store().has(&got_cid).unwrap(),
+        "the spill never reached the store"
+    );
+}

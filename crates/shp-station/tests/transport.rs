@@ -261,3 +261,198 @@ fn missing_blocks_dead_peers_and_bad_input() {
         assert!(matches!(HttpTransport::new(u), Err(Error::BadUrl { .. })), "{u}");
     }
 }
+
+/// A peer that is itself pulling the DAG: it serves from `from` only the blocks it has received so
+/// far (`has`), and says it lacks the others (a bitswap peer's DONT_HAVE).
+struct Pulling {
+    from: Arc<Home>,
+    has: std::sync::Mutex<std::collections::HashSet<Cid>>,
+    served: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl Pulling {
+    fn new(from: &Arc<Home>) -> Arc<Pulling> {
+        Arc::new(Pulling {
+            from: from.clone(),
+            has: Default::default(),
+            served: Default::default(),
+            requests: Default::default(),
+        })
+    }
+
+    /// Receives `cids`, a few at a time, over `over`.
+    fn receive(self: &Arc<Self>, cids: Vec<Cid>, over: std::time::Duration) -> std::thread::JoinHandle<()> {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            let steps = 10;
+            for part in cids.chunks(cids.len().div_ceil(steps)) {
+                std::thread::sleep(over / steps as u32);
+                me.has.lock().unwrap().extend(part.iter().copied());
+            }
+        })
+    }
+}
+
+impl Transport for Pulling {
+    fn name(&self) -> String {
+        "12D3KooWpulling".into()
+    }
+    fn kind(&self) -> &'static str {
+        "bitswap"
+    }
+    fn get_block(&self, cid: &Cid) -> shp_station::transport::Result<Vec<u8>> {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.has.lock().unwrap().contains(cid) {
+            return Err(Error::NotFound {
+                peer: self.name(),
+                cid: cid.to_string(),
+            });
+        }
+        self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.from.store().get(cid).unwrap())
+    }
+    fn batch_hint(&self) -> usize {
+        32
+    }
+    fn get_car(
+        &self,
+        _: &Cid,
+        _: shp_station::transport::DagScope,
+    ) -> shp_station::transport::Result<Box<dyn std::io::Read + Send>> {
+        unreachable!("the fetcher asks for blocks")
+    }
+    fn stats(&self) -> shp_station::transport::TransportStats {
+        shp_station::transport::TransportStats {
+            wire_bytes: 0,
+            requests: self.requests.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// A peer that answers each request after `delay`, a few blocks at a time (a seeder on a slow link).
+struct Slow<T>(T, std::time::Duration);
+
+impl<T: Transport> Transport for Slow<T> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn get_block(&self, cid: &Cid) -> shp_station::transport::Result<Vec<u8>> {
+        std::thread::sleep(self.1);
+        self.0.get_block(cid)
+    }
+    fn get_blocks(
+        &self,
+        cids: &[Cid],
+        found: &mut dyn FnMut(Cid, Vec<u8>) -> shp_station::transport::Result<()>,
+    ) -> shp_station::transport::Result<()> {
+        std::thread::sleep(self.1);
+        self.0.get_blocks(cids, found)
+    }
+    fn batch_hint(&self) -> usize {
+        4
+    }
+    fn get_car(
+        &self,
+        root: &Cid,
+        scope: shp_station::transport::DagScope,
+    ) -> shp_station::transport::Result<Box<dyn std::io::Read + Send>> {
+        self.0.get_car(root, scope)
+    }
+    fn stats(&self) -> shp_station::transport::TransportStats {
+        self.0.stats()
+    }
+}
+
+/// Joins `peer` the first time it is asked; counts the blocks it is told of.
+struct JoinOnce {
+    peer: std::sync::Mutex<Option<Arc<dyn Transport>>>,
+    told: std::sync::atomic::AtomicU64,
+}
+
+impl shp_station::transport::FetchHooks for JoinOnce {
+    fn block(&self, cid: &Cid, data: &[u8]) {
+        assert!(cid.matches(data), "hooks see verified blocks only");
+        self.told.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn join(&self, _: &[String]) -> Vec<Arc<dyn Transport>> {
+        self.peer.lock().unwrap().take().into_iter().collect()
+    }
+    fn may_join(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_peer_pulling_the_same_dag_joins_and_serves_what_it_has() {
+    // B fetches v1 from a slow seeder; a second after it starts, a peer that is pulling v1 too
+    // joins. It has every block by then: the slow seeder serves only what B took before.
+    let x = apps();
+    let gw = gateway(&x.a);
+    let all = dag_cids(x.a.store(), &x.v1);
+    let tmp = tempdir();
+    let b = Arc::new(new_home(&tmp.path().join("b")));
+    let fellow = Pulling::new(&x.a);
+    fellow
+        .receive(all.clone(), std::time::Duration::from_millis(200))
+        .join()
+        .unwrap();
+    let seeder = Slow(
+        HttpTransport::new(&gw.url()).unwrap(),
+        std::time::Duration::from_millis(150),
+    );
+    let hooks = JoinOnce {
+        peer: std::sync::Mutex::new(Some(fellow.clone() as Arc<dyn Transport>)),
+        told: Default::default(),
+    };
+    let r = shp_station::transport::fetch_into_home_with(
+        &b,
+        &x.v1,
+        &[&seeder],
+        Some("app-v1"),
+        FetchOptions::default(),
+        &hooks,
+    )
+    .unwrap();
+    let n = all.len() as u64;
+    assert_eq!(r.blocks_fetched, n, "{r:?}");
+    assert_eq!(r.peers.len(), 2, "{r:?}");
+    assert!(!r.peers[0].joined && r.peers[1].joined, "{r:?}");
+    assert_eq!(r.peers[1].peer, fellow.name());
+    assert!(r.peers[1].blocks > n / 2, "the fellow served most of it: {r:?}");
+    assert_eq!(r.peers[0].blocks + r.peers[1].blocks, n);
+    assert_eq!(hooks.told.load(std::sync::atomic::Ordering::Relaxed), n);
+    let out = Layout::create(&tmp.path().join("out"));
+    pull(&b, "app-v1", &out.dir, "app-v1");
+    assert_same_image(&x.src, &out, "app-v1");
+}
+
+#[test]
+fn a_bitswap_peer_that_lacks_a_block_now_is_asked_again() {
+    // The only peer is pulling the DAG itself and has nothing yet: its DONT_HAVE is not final. It
+    // receives the DAG over the next two seconds, and the fetch completes from it.
+    let x = apps();
+    let all = dag_cids(x.a.store(), &x.v2);
+    let tmp = tempdir();
+    let b = Arc::new(new_home(&tmp.path().join("b")));
+    let fellow = Pulling::new(&x.a);
+    let feeding = fellow.receive(all.clone(), std::time::Duration::from_secs(2));
+    let r = fetch_into_home(&b, &x.v2, &[&*fellow], Some("app-v2"), FetchOptions::default()).unwrap();
+    feeding.join().unwrap();
+    assert_eq!(r.blocks_fetched, all.len() as u64, "{r:?}");
+    assert!(
+        fellow.requests.load(std::sync::atomic::Ordering::Relaxed)
+            > fellow.served.load(std::sync::atomic::Ordering::Relaxed),
+        "it lacked blocks when first asked"
+    );
+    let out = Layout::create(&tmp.path().join("out"));
+    pull(&b, "app-v2", &out.dir, "app-v2");
+    assert_same_image(&x.src, &out, "app-v2");
+    // An HTTP peer's "not found" stays final: a root it lacks fails at once.
+    let missing = Cid::hash(RAW, b"held by nobody");
+    let gw = gateway(&x.a);
+    let started = std::time::Instant::now();
+    let e = fetch(&b, &missing, &[gw.url()], None).unwrap_err();
+    assert!(matches!(e, Error::Unavailable { not_found: true, .. }), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -56,6 +56,8 @@ pub struct Engine {
     counters: Mutex<HashMap<PeerId, Arc<PeerCounters>>>,
     pub(crate) server: server::Server,
     pub(crate) client: client::Client,
+    /// Blocks of this process's running fetches, served before they land.
+    pub(crate) inflight: Arc<super::inflight::Inflight>,
     host: mpsc::UnboundedSender<HostRequest>,
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -79,6 +81,7 @@ impl Engine {
             counters: Mutex::new(HashMap::new()),
             server: server::Server::new(),
             client: client::Client::default(),
+            inflight: Default::default(),
             host,
             runtime: tokio::runtime::Handle::current(),
         })

@@ -3,12 +3,16 @@
 //! when no station runs.
 
 use super::bitswap::client::{who_has, PROBE_WAIT};
+use super::inflight::Spill;
 use super::{BitswapPeer, Node, P2pConfig};
-use crate::transport::{self, FetchOptions, FetchReport, HttpTransport, SessionReport, Transport};
+use crate::transport::{self, FetchHooks, FetchOptions, FetchReport, HttpTransport, SessionReport, Transport};
 use shp_core::cid::Cid;
 use shp_core::Home;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a running fetch waits for the peers it asks again whether they have the root.
+pub const JOIN_WAIT: Duration = Duration::from_millis(500);
 
 /// Requests in flight per bitswap peer (each a batch of up to 64 wants): the window is deep so a
 /// pull is bound by bandwidth, not by round trips.
@@ -25,6 +29,17 @@ pub const MAX_SESSION_PEERS: usize = 32;
 /// batch. A peer holding only part of the DAG (a shared layer, not this root) is left out: the
 /// price of not asking everyone for everything.
 pub fn choose_session<'p>(root: &Cid, swarm: &'p [BitswapPeer], room: usize) -> (Vec<&'p BitswapPeer>, SessionReport) {
+    let (chosen, _, report) = session(root, swarm, room);
+    (chosen, report)
+}
+
+/// [`choose_session`], and the peers left out that could join later (not chosen, not over the
+/// limit): asked again while the fetch runs, as they may have begun pulling the same DAG.
+fn session<'p>(
+    root: &Cid,
+    swarm: &'p [BitswapPeer],
+    room: usize,
+) -> (Vec<&'p BitswapPeer>, Vec<&'p BitswapPeer>, SessionReport) {
     let answers = who_has(swarm, root, PROBE_WAIT);
     let count = |want: Option<bool>| answers.iter().filter(|a| **a == want).count() as u64;
     let mut report = SessionReport {
@@ -33,16 +48,19 @@ pub fn choose_session<'p>(root: &Cid, swarm: &'p [BitswapPeer], room: usize) -> 
         dont_have: count(Some(false)),
         silent: count(None),
         used: 0,
+        joined: 0,
     };
     let pick = if report.have > 0 { Some(true) } else { None };
-    let mut chosen: Vec<&BitswapPeer> = swarm
-        .iter()
-        .zip(&answers)
-        .filter(|(_, a)| **a == pick)
-        .map(|(p, _)| p)
-        .collect();
-    chosen.sort_by_key(|p| p.rtt().unwrap_or(Duration::MAX));
-    chosen.truncate(room.min(MAX_SESSION_PEERS));
+    let (mut chosen, mut rest): (Vec<(&BitswapPeer, _)>, Vec<_>) =
+        swarm.iter().zip(&answers).partition(|(_, a)| **a == pick);
+    let by_rtt = |p: &&BitswapPeer| p.rtt().unwrap_or(Duration::MAX);
+    chosen.sort_by_key(|(p, _)| by_rtt(p));
+    let room = room.min(MAX_SESSION_PEERS);
+    let mut chosen: Vec<&BitswapPeer> = chosen.into_iter().map(|(p, _)| p).collect();
+    let mut later: Vec<&BitswapPeer> = chosen.split_off(room.min(chosen.len()));
+    rest.sort_by_key(|(p, _)| by_rtt(p));
+    later.extend(rest.into_iter().map(|(p, _)| p));
+    later.truncate(room.saturating_sub(chosen.len()));
     report.used = chosen.len() as u64;
     tracing::info!(
         root = %root,
@@ -53,7 +71,42 @@ pub fn choose_session<'p>(root: &Cid, swarm: &'p [BitswapPeer], room: usize) -> 
         used = report.used,
         "bitswap session"
     );
-    (chosen, report)
+    (chosen, later, report)
+}
+
+/// What a bitswap fetch hands the fetcher: it keeps every block for other peers until the fetch
+/// lands, and adds the left-out peers that have begun pulling the same root.
+struct Hooks {
+    root: Cid,
+    spill: Option<Arc<Spill>>,
+    candidates: Vec<BitswapPeer>,
+}
+
+impl FetchHooks for Hooks {
+    fn block(&self, cid: &Cid, data: &[u8]) {
+        if let Some(s) = &self.spill {
+            s.put(cid, data);
+        }
+    }
+
+    fn may_join(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+
+    fn join(&self, using: &[String]) -> Vec<Arc<dyn Transport>> {
+        let ask: Vec<BitswapPeer> = self
+            .candidates
+            .iter()
+            .filter(|p| !using.contains(&p.name()))
+            .map(BitswapPeer::again)
+            .collect();
+        let answers = who_has(&ask, &self.root, JOIN_WAIT);
+        ask.into_iter()
+            .zip(answers)
+            .filter(|(_, a)| *a == Some(true))
+            .map(|(p, _)| Arc::new(p) as Arc<dyn Transport>)
+            .collect()
+    }
 }
 
 /// Fetches `root` into `home` from HTTP peers `urls` and the connected bitswap `swarm`, naming it
@@ -78,11 +131,13 @@ pub fn fetch_blocking(
                 .into(),
         });
     }
-    let mut session = None;
+    let mut report_session = None;
+    let mut candidates = Vec::new();
     let chosen: Vec<&BitswapPeer> = if swarm.is_empty() || home.store().has(root)? {
         swarm.iter().collect()
     } else {
-        let (chosen, report) = choose_session(root, swarm, 64 - http.len().min(64));
+        let (chosen, later, report) = session(root, swarm, 64 - http.len().min(64));
+        candidates = later;
         if chosen.is_empty() && http.is_empty() {
             return Err(transport::Error::Unavailable {
                 cid: root.to_string(),
@@ -93,8 +148,23 @@ pub fn fetch_blocking(
                 ),
             });
         }
-        session = Some(report);
+        report_session = Some(report);
         chosen
+    };
+    let spill = match swarm.first() {
+        Some(p) => match p.engine().inflight.begin(home) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep fetched blocks for other peers during this fetch");
+                None
+            }
+        },
+        None => None,
+    };
+    let hooks = Hooks {
+        root: *root,
+        spill,
+        candidates: candidates.into_iter().map(BitswapPeer::again).collect(),
     };
     let mut peers: Vec<&dyn Transport> = http.iter().map(|t| t as &dyn Transport).collect();
     peers.extend(chosen.iter().map(|t| *t as &dyn Transport));
@@ -106,8 +176,11 @@ pub fn fetch_blocking(
         },
         ..Default::default()
     };
-    let mut report = transport::fetch_into_home(home, root, &peers, tag, opts)?;
-    report.session = session;
+    let mut report = transport::fetch_into_home_with(home, root, &peers, tag, opts, &hooks)?;
+    if let Some(s) = report_session.as_mut() {
+        s.joined = report.peers.iter().filter(|p| p.joined).count() as u64;
+    }
+    report.session = report_session;
     Ok(report)
 }
 

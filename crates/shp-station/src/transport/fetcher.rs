@@ -8,6 +8,15 @@
 //! A peer that lacks a block leaves it to the others; a peer that fails is retried by the others;
 //! a peer that sends wrong bytes is reported and not asked again. The batch is committed only when
 //! the whole DAG is in: on any error nothing is stored.
+//!
+//! Peers can *join* a running fetch ([`FetchHooks::join`]): stations pulling the same image at
+//! once serve each other the blocks they already have. A bitswap peer (joined or not) may hold
+//! only part of the DAG, so its DONT_HAVE is not final: the want is asked of it again after
+//! [`MISS_RETRY`], and a peer that has lacked nothing so far is asked first for what the others
+//! lacked. A block every peer has lacked fails the fetch at once when no bitswap peer is left, and
+//! otherwise after [`STALL`] without any new block. When a fetch has more than one
+//! peer (or may have), each worker takes its wants from a random place in the queue, so stations
+//! that pull the same DAG at once ask their common seeder for different blocks.
 
 use super::{Error, Result, Transport};
 use serde::{Deserialize, Serialize};
@@ -18,7 +27,35 @@ use shp_core::refs::{check_name, RefsFile};
 use shp_core::store::{Batch, Blockstore};
 use shp_core::Home;
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long before a joined peer that lacked a block is asked for it again.
+pub const MISS_RETRY: Duration = Duration::from_millis(500);
+/// How often a fetch asks its hooks for more peers.
+pub const JOIN_EVERY: Duration = Duration::from_secs(1);
+/// With joined peers about, how long a fetch waits for a block that every peer has lacked before
+/// it gives up (each new block received starts the wait again).
+pub const STALL: Duration = Duration::from_secs(20);
+
+/// What a fetch tells its caller, and what it may take from it while it runs.
+pub trait FetchHooks: Sync {
+    /// A block has been received and checked against its CID (called before it is stored).
+    fn block(&self, _cid: &Cid, _data: &[u8]) {}
+    /// Peers to add to the running fetch; `using` names those already in it. Called about every
+    /// [`JOIN_EVERY`] while blocks are still wanted.
+    fn join(&self, _using: &[String]) -> Vec<Arc<dyn Transport>> {
+        Vec::new()
+    }
+    /// Whether [`FetchHooks::join`] may ever return a peer.
+    fn may_join(&self) -> bool {
+        false
+    }
+}
+
+/// No hooks.
+pub struct NoHooks;
+impl FetchHooks for NoHooks {}
 
 /// How hard a fetch works.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +95,9 @@ pub struct PeerReport {
     pub corrupt: u64,
     /// Whether it was dropped (wrong bytes, or too many failures).
     pub dropped: bool,
+    /// Whether it joined the fetch on the way (a peer pulling the same DAG).
+    #[serde(default)]
+    pub joined: bool,
 }
 
 /// What a fetch did.
@@ -96,12 +136,30 @@ pub struct SessionReport {
     /// Peers the fetch then used: those with HAVE, fastest first; when none said HAVE, the silent
     /// ones. At most `MAX_SESSION_PEERS`.
     pub used: u64,
+    /// Peers that joined on the way: asked again while the fetch ran, they had begun pulling the
+    /// same DAG and served the blocks they already had.
+    #[serde(default)]
+    pub joined: u64,
 }
 
 struct Want {
     cid: Cid,
     /// Peers (bit i = peer i) that lacked the block or failed to send it.
     tried: u64,
+    /// Joined peers that lacked it (they may have it later), and when one last said so.
+    missed: u64,
+    missed_at: Option<Instant>,
+}
+
+impl Want {
+    fn new(cid: Cid) -> Want {
+        Want {
+            cid,
+            tried: 0,
+            missed: 0,
+            missed_at: None,
+        }
+    }
 }
 
 struct State<'b> {
@@ -109,11 +167,46 @@ struct State<'b> {
     queue: VecDeque<Want>,
     seen: HashSet<Cid>,
     in_flight: usize,
+    /// Peers in the fetch (the first ones, then those that joined), and which of them joined.
+    npeers: usize,
+    joined: u64,
+    /// Peers whose DONT_HAVE is not final (bitswap peers: they may be pulling the DAG themselves),
+    /// and how many blocks each peer has lacked so far.
+    soft: u64,
+    lacked: Vec<u64>,
     dropped: u64,
     failures: Vec<u32>,
     peers: Vec<PeerReport>,
+    /// Worker threads still running.
+    workers: usize,
+    /// Take wants from random places in the queue (more than one peer).
+    spread: bool,
+    rng: u64,
+    last_progress: Instant,
     error: Option<Error>,
     report: FetchReport,
+}
+
+impl State<'_> {
+    fn all(&self) -> u64 {
+        if self.npeers >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.npeers) - 1
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.error.is_some() || self.workers == 0 || (self.queue.is_empty() && self.in_flight == 0)
+    }
+
+    /// xorshift64*: where in the queue a worker starts taking.
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
 }
 
 /// Fetches the DAG under `root` from `peers` into `store`. `check_root` sees the root block before
@@ -125,6 +218,18 @@ pub fn fetch(
     opts: FetchOptions,
     check_root: &(dyn Fn(&[u8]) -> Result<()> + Sync),
 ) -> Result<FetchReport> {
+    fetch_with(store, root, peers, opts, check_root, &NoHooks)
+}
+
+/// [`fetch`], telling `hooks` of every block and taking the peers they add on the way.
+pub fn fetch_with(
+    store: &dyn Blockstore,
+    root: &Cid,
+    peers: &[&dyn Transport],
+    opts: FetchOptions,
+    check_root: &(dyn Fn(&[u8]) -> Result<()> + Sync),
+    hooks: &dyn FetchHooks,
+) -> Result<FetchReport> {
     if peers.is_empty() || peers.len() > 64 {
         return Err(Error::Unavailable {
             cid: root.to_string(),
@@ -133,11 +238,21 @@ pub fn fetch(
         });
     }
     let start: Vec<_> = peers.iter().map(|p| p.stats()).collect();
+    let mut seed = [0u8; 8];
+    let _ = getrandom::fill(&mut seed);
     let mut st = State {
         batch: Some(store.batch()?),
         queue: VecDeque::new(),
         seen: HashSet::new(),
         in_flight: 0,
+        npeers: peers.len(),
+        joined: 0,
+        soft: peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.kind() == "bitswap")
+            .fold(0, |m, (i, _)| m | 1 << i),
+        lacked: vec![0; peers.len()],
         dropped: 0,
         failures: vec![0; peers.len()],
         peers: peers
@@ -149,6 +264,10 @@ pub fn fetch(
                 ..Default::default()
             })
             .collect(),
+        workers: peers.len() * opts.workers_per_peer.max(1),
+        spread: peers.len() > 1 || hooks.may_join(),
+        rng: u64::from_le_bytes(seed) | 1,
+        last_progress: Instant::now(),
         error: None,
         report: FetchReport {
             root: root.to_string(),
@@ -160,15 +279,64 @@ pub fn fetch(
         check_root(&store.get(root)?)?;
         st.report.blocks_present += 1;
     } else {
-        st.queue.push_back(Want { cid: *root, tried: 0 });
+        st.queue.push_back(Want::new(*root));
     }
     let shared = (Mutex::new(st), Condvar::new());
+    // Peers that joined: kept here so their counters can be read at the end.
+    let joined: Mutex<Vec<(usize, Arc<dyn Transport>, super::TransportStats)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for (i, peer) in peers.iter().enumerate() {
             for _ in 0..opts.workers_per_peer.max(1) {
                 let shared = &shared;
-                s.spawn(move || worker(shared, i, *peer, peers.len(), root, opts, check_root));
+                s.spawn(move || worker(shared, i, *peer, root, opts, check_root, hooks));
             }
+        }
+        if hooks.may_join() {
+            let (shared, joined) = (&shared, &joined);
+            s.spawn(move || loop {
+                let (lock, cv) = shared;
+                let mut st = lock.lock().unwrap();
+                let until = Instant::now() + JOIN_EVERY;
+                while !st.finished() && Instant::now() < until {
+                    st = cv.wait_timeout(st, until - Instant::now()).unwrap().0;
+                }
+                if st.finished() || st.npeers >= 64 {
+                    return;
+                }
+                let using: Vec<String> = st.peers.iter().map(|p| p.peer.clone()).collect();
+                drop(st);
+                let new = hooks.join(&using);
+                let mut st = lock.lock().unwrap();
+                if st.finished() {
+                    return;
+                }
+                for p in new {
+                    if st.npeers >= 64 || using.contains(&p.name()) {
+                        continue;
+                    }
+                    let i = st.npeers;
+                    st.npeers += 1;
+                    st.joined |= 1 << i;
+                    st.soft |= 1 << i;
+                    st.lacked.push(0);
+                    st.failures.push(0);
+                    st.peers.push(PeerReport {
+                        peer: p.name(),
+                        transport: p.kind().to_string(),
+                        url: p.name(),
+                        joined: true,
+                        ..Default::default()
+                    });
+                    tracing::info!(peer = %p.name(), root = %root, "a peer pulling the same DAG joins the fetch");
+                    st.workers += opts.workers_per_peer.max(1);
+                    joined.lock().unwrap().push((i, p.clone(), p.stats()));
+                    for _ in 0..opts.workers_per_peer.max(1) {
+                        let p = p.clone();
+                        s.spawn(move || worker(shared, i, &*p, root, opts, check_root, hooks));
+                    }
+                }
+                cv.notify_all();
+            });
         }
     });
     let mut st = shared.0.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -176,6 +344,11 @@ pub fn fetch(
         let now = p.stats();
         st.peers[i].bytes = now.wire_bytes - start[i].wire_bytes;
         st.peers[i].requests = now.requests - start[i].requests;
+    }
+    for (i, p, start) in joined.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let now = p.stats();
+        st.peers[i].bytes = now.wire_bytes - start.wire_bytes;
+        st.peers[i].requests = now.requests - start.requests;
     }
     if st.error.is_none() {
         // Every worker left (their peers were dropped) with blocks still wanted.
@@ -197,35 +370,96 @@ pub fn fetch(
     Ok(report)
 }
 
+/// Takes up to `limit` wants peer `me` may ask for: from the front of the queue, or from a random
+/// place when the fetch spreads its wants. A peer that has lacked nothing so far (a seeder) takes
+/// first what other peers lacked, so it spends its uplink on what nobody else can give.
+fn take(st: &mut State, me: usize, limit: usize) -> Vec<Want> {
+    let bit = 1u64 << me;
+    let others_soft = st.soft & !st.dropped & st.all() & !bit;
+    let seeder = st.lacked[me] == 0 && others_soft != 0;
+    let now = Instant::now();
+    let may =
+        |w: &Want| w.tried & bit == 0 && !(w.missed & bit != 0 && w.missed_at.is_some_and(|t| now - t < MISS_RETRY));
+    let len = st.queue.len();
+    if len == 0 {
+        return Vec::new();
+    }
+    let begin = if st.spread {
+        (st.random() % len as u64) as usize
+    } else {
+        0
+    };
+    let mut picked: Vec<usize> = Vec::new();
+    if seeder {
+        for k in 0..len.min(8192) {
+            let i = (begin + k) % len;
+            let w = &st.queue[i];
+            if w.missed & !bit != 0 && may(w) {
+                picked.push(i);
+                if picked.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    let mut skipped = 0;
+    let mut k = 0;
+    while picked.len() < limit && skipped < 4 * limit.max(64) && k < len {
+        let i = (begin + k) % len;
+        k += 1;
+        if picked.contains(&i) {
+            continue;
+        }
+        if may(&st.queue[i]) {
+            picked.push(i);
+        } else {
+            skipped += 1;
+        }
+    }
+    picked.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out: Vec<Want> = picked.into_iter().filter_map(|i| st.queue.remove(i)).collect();
+    out.reverse();
+    out
+}
+
 fn worker(
     shared: &(Mutex<State>, Condvar),
     me: usize,
     peer: &dyn Transport,
-    npeers: usize,
     root: &Cid,
     opts: FetchOptions,
     check_root: &(dyn Fn(&[u8]) -> Result<()> + Sync),
+    hooks: &dyn FetchHooks,
 ) {
     let (lock, cv) = shared;
     let bit = 1u64 << me;
-    let all = if npeers == 64 { u64::MAX } else { (1u64 << npeers) - 1 };
+    let leave = |mut st: std::sync::MutexGuard<State>| {
+        st.workers -= 1;
+        drop(st);
+        cv.notify_all();
+    };
     loop {
         // Take work.
-        let mut cids = Vec::new();
+        let mut cids;
         {
             let mut st = lock.lock().unwrap();
             loop {
                 if st.error.is_some() || st.dropped & bit != 0 {
-                    cv.notify_all();
-                    return;
+                    return leave(st);
                 }
                 if st.queue.is_empty() && st.in_flight == 0 {
-                    cv.notify_all();
-                    return;
+                    return leave(st);
                 }
-                // Blocks every live peer has already failed on: nobody can supply them.
-                let live = all & !st.dropped;
-                if let Some(w) = st.queue.iter().take(1024).find(|w| w.tried & live == live) {
+                // Blocks every live peer has already failed on (or lacked): nobody can supply
+                // them. With joined peers about, they may still get them: wait a while.
+                let live = st.all() & !st.dropped;
+                let waiting = live & st.soft != 0 && st.last_progress.elapsed() < STALL;
+                if let Some(w) = st
+                    .queue
+                    .iter()
+                    .take(1024)
+                    .find(|w| (w.tried | w.missed) & live == live && !waiting)
+                {
                     let problems = &st.report.problems;
                     let reason = if problems.is_empty() {
                         "not found on any peer".to_string()
@@ -245,22 +479,12 @@ fn worker(
                 let workers = (live.count_ones() as usize * opts.workers_per_peer.max(1)).max(1);
                 let share = st.queue.len().div_ceil(workers);
                 let limit = peer.batch_hint().clamp(1, super::http::MAX_BATCH).min(share.max(1));
-                let mut skipped = Vec::new();
-                while cids.len() < limit && skipped.len() < 4 * limit {
-                    match st.queue.pop_front() {
-                        Some(w) if w.tried & bit == 0 => cids.push(w),
-                        Some(w) => skipped.push(w),
-                        None => break,
-                    }
-                }
-                for w in skipped.into_iter().rev() {
-                    st.queue.push_front(w);
-                }
+                cids = take(&mut st, me, limit);
                 if !cids.is_empty() {
                     st.in_flight += 1;
                     break;
                 }
-                st = cv.wait(st).unwrap();
+                st = cv.wait_timeout(st, Duration::from_millis(100)).unwrap().0;
             }
         }
         // Fetch them.
@@ -276,11 +500,12 @@ fn worker(
             if !got.insert(cid) {
                 return Ok(());
             }
-            store_block(lock, cv, me, &cid, &data, root, check_root)
+            store_block(lock, cv, me, &cid, &data, root, check_root, hooks)
         });
         // Account for what did not come.
         let mut st = lock.lock().unwrap();
         st.in_flight -= 1;
+        let lacked = res.is_ok() && st.soft & bit != 0;
         match res {
             Ok(()) => st.failures[me] = 0,
             Err(e @ Error::Corrupt { .. }) => {
@@ -308,8 +533,18 @@ fn worker(
                     .push(format!("{e}{}", if drop { "; peer dropped" } else { "" }));
             }
         }
+        let now = Instant::now();
         for mut w in cids {
-            if !got.contains(&w.cid) {
+            if got.contains(&w.cid) {
+                continue;
+            }
+            st.lacked[me] += 1;
+            if lacked {
+                // A peer pulling the same DAG: it may have the block in a moment.
+                w.missed |= bit;
+                w.missed_at = Some(now);
+                st.queue.push_back(w);
+            } else {
                 w.tried |= bit;
                 st.queue.push_front(w);
             }
@@ -319,6 +554,7 @@ fn worker(
 }
 
 /// Stores one verified block and queues the links the store lacks.
+#[allow(clippy::too_many_arguments)]
 fn store_block(
     lock: &Mutex<State>,
     cv: &Condvar,
@@ -327,13 +563,16 @@ fn store_block(
     data: &[u8],
     root: &Cid,
     check_root: &(dyn Fn(&[u8]) -> Result<()> + Sync),
+    hooks: &dyn FetchHooks,
 ) -> Result<()> {
     if cid == root {
         check_root(data)?;
     }
     let links = shp_core::dag::block_links(cid, data)?;
+    hooks.block(cid, data);
     let mut st = lock.lock().unwrap();
     let st = &mut *st;
+    st.last_progress = Instant::now();
     let batch = st.batch.as_mut().expect("batch");
     // The caller has just checked the bytes against the CID.
     if batch.put_own(cid, data)? {
@@ -348,7 +587,7 @@ fn store_block(
         if batch.has(&l)? {
             st.report.blocks_present += 1;
         } else {
-            st.queue.push_back(Want { cid: l, tried: 0 });
+            st.queue.push_back(Want::new(l));
         }
     }
     cv.notify_all();
@@ -364,6 +603,18 @@ pub fn fetch_into_home(
     peers: &[&dyn Transport],
     name: Option<&str>,
     opts: FetchOptions,
+) -> Result<FetchReport> {
+    fetch_into_home_with(home, root, peers, name, opts, &NoHooks)
+}
+
+/// [`fetch_into_home`] with [`FetchHooks`].
+pub fn fetch_into_home_with(
+    home: &Home,
+    root: &Cid,
+    peers: &[&dyn Transport],
+    name: Option<&str>,
+    opts: FetchOptions,
+    hooks: &dyn FetchHooks,
 ) -> Result<FetchReport> {
     (|| -> Result<FetchReport> {
         if let Some(n) = name {
@@ -387,7 +638,7 @@ pub fn fetch_into_home(
                 }))
             }
         };
-        let mut report = fetch(home.store(), root, peers, opts, &check_root)?;
+        let mut report = fetch_with(home.store(), root, peers, opts, &check_root, hooks)?;
         let image = ImageRoot::load(home.store(), root).ok();
         let blobs = match &image {
             Some(img) => img.blobs(home.store())?,

@@ -288,6 +288,15 @@ impl BitswapPeer {
         self.peer
     }
 
+    /// The same peer, with its own request counter.
+    pub fn again(&self) -> BitswapPeer {
+        BitswapPeer::new(self.engine.clone(), self.peer)
+    }
+
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// The peer's last measured ping round trip.
     pub fn rtt(&self) -> Option<Duration> {
         self.engine.client.rtt(&self.peer)

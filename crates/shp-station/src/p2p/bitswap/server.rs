@@ -12,6 +12,7 @@
 //! the number of peers, and a peer that stops reading only stalls its own task.
 
 use super::{Engine, Outgoing};
+use crate::p2p::inflight::Inflight;
 use crate::p2p::message::{self, Block, Entry, Message, Presence, WantType};
 use libp2p::PeerId;
 use shp_core::cid::Cid;
@@ -170,7 +171,7 @@ async fn serve_peer(engine: Arc<Engine>, peer: PeerId, notify: Arc<Notify>) {
         };
         let e = engine.clone();
         let answered = tokio::task::spawn_blocking(move || {
-            let r = answer(e.home.store(), &peer, batch);
+            let r = answer(e.home.store(), &e.inflight, &peer, batch);
             drop(read);
             r
         })
@@ -208,7 +209,12 @@ async fn serve_peer(engine: Arc<Engine>, peer: PeerId, notify: Arc<Notify>) {
 }
 
 /// The answer to a batch of wants, and the wants it had no room for.
-fn answer(store: &dyn Blockstore, peer: &PeerId, batch: Vec<(Vec<u8>, Want)>) -> (Message, Vec<(Vec<u8>, Want)>) {
+fn answer(
+    store: &dyn Blockstore,
+    inflight: &Inflight,
+    peer: &PeerId,
+    batch: Vec<(Vec<u8>, Want)>,
+) -> (Message, Vec<(Vec<u8>, Want)>) {
     let mut msg = Message::default();
     let mut bytes = 0usize;
     let mut it = batch.into_iter();
@@ -233,28 +239,48 @@ fn answer(store: &dyn Blockstore, peer: &PeerId, batch: Vec<(Vec<u8>, Want)>) ->
                 false
             }
         };
-        if !has {
+        // Not stored (yet): a fetch running here may have it already.
+        let size = if has {
+            store.size_of(&cid).ok()
+        } else {
+            inflight.size_of(&cid)
+        };
+        if !has && size.is_none() {
             dont_have(&mut msg);
             continue;
         }
-        let small = w.kind == WantType::Have && store.size_of(&cid).map(|s| s as usize <= INLINE_MAX).unwrap_or(false);
+        let small = size.is_some_and(|s| s as usize <= INLINE_MAX);
         if w.kind == WantType::Have && !small {
             msg.presences.push((raw, Presence::Have));
             continue;
         }
-        match store.get(&cid) {
-            Ok(data) => {
+        let read = || -> Option<Vec<u8>> {
+            match store.get(&cid) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::error!(%peer, %cid, error = %e, "bitswap: cannot read a wanted block");
+                    None
+                }
+            }
+        };
+        // A fetch that lands between the lookup and the read moves its block into the store.
+        let got = if has {
+            read()
+        } else {
+            inflight
+                .get(&cid)
+                .or_else(|| store.has(&cid).unwrap_or(false).then(read).flatten())
+        };
+        match got {
+            Some(data) => {
                 bytes += data.len();
                 msg.blocks.push(Block {
                     prefix: message::prefix_of(&cid),
                     data,
                 });
             }
-            Err(e) => {
-                // A block that fails verification is never sent.
-                tracing::error!(%peer, %cid, error = %e, "bitswap: cannot read a wanted block");
-                dont_have(&mut msg);
-            }
+            // A block that fails verification is never sent.
+            None => dont_have(&mut msg),
         }
         if bytes >= BATCH_BYTES {
             break;
