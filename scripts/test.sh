@@ -5,7 +5,8 @@
 #   2. formatting and lints
 #   3. cargo test for the whole workspace (unit, property, CLI integration over real images)
 #   3a. the registry suites again on an S3 home (a SeaweedFS cluster on 127.0.0.1)
-#   3b. tests/netns/p2p.sh: stations in network namespaces (needs root: ip netns, tc)
+#   3b. tests/netns/p2p.sh: stations in network namespaces (needs root: ip netns, tc);
+#       tests/netns/fanout.sh: a fleet pulling one image at once from a rate-limited seeder
 #   3c. tests/runtimes/mirror.sh: containerd and podman pulling through stations as their mirror (root)
 #   3d. benches/kills.sh 20: SIGKILLs at random moments in push, compact, gc, fetch, a station mid-upload
 #   4. scripts/test-ffi.sh: include/shp.h freshness, the C example under ASan, go test -race
@@ -55,6 +56,13 @@ if [ "$(id -u)" = 0 ]; then
   bash tests/netns/p2p.sh
 else
   sudo -E bash tests/netns/p2p.sh
+fi
+
+say "a fleet pulling one image at once: stations behind one rate-limited seeder serve each other"
+if [ "$(id -u)" = 0 ]; then
+  bash tests/netns/fanout.sh
+else
+  sudo -E bash tests/netns/fanout.sh
 fi
 
 say "containerd and podman through stations as their registry mirror (pull-through, a peer, the upstream down)"

@@ -62,6 +62,34 @@ pub struct Engine {
     pub(crate) runtime: tokio::runtime::Handle,
 }
 
+/// An inbound stream that tells the client whenever bytes arrive (at most every 50 ms), so a peer
+/// busy sending a large message over a slow link is not taken for a silent one (which would make
+/// the client ask again, and the peer send the same blocks twice).
+struct Heard<'a, S> {
+    inner: S,
+    engine: &'a Engine,
+    peer: PeerId,
+    last: std::time::Instant,
+}
+
+impl<S: futures::AsyncRead + Unpin> futures::AsyncRead for Heard<'_, S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let r = std::pin::Pin::new(&mut me.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            if *n > 0 && me.last.elapsed() >= std::time::Duration::from_millis(50) {
+                me.last = std::time::Instant::now();
+                me.engine.client.heard(&me.peer);
+            }
+        }
+        r
+    }
+}
+
 /// A message on its way out, with the budget permits it holds until it is written.
 pub(crate) struct Outgoing {
     pub msg: Message,
@@ -104,8 +132,14 @@ impl Engine {
     }
 
     /// Reads one inbound stream until it ends or misbehaves.
-    async fn read_stream(self: Arc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
+    async fn read_stream(self: Arc<Self>, peer: PeerId, stream: libp2p::Stream) {
         let counters = self.counters(&peer);
+        let mut stream = Heard {
+            inner: stream,
+            engine: &self,
+            peer,
+            last: std::time::Instant::now(),
+        };
         loop {
             let frame = match message::read_frame(&mut stream).await {
                 Ok(Some(f)) => f,

@@ -15,7 +15,7 @@
 //! [`MISS_RETRY`], and a peer that has lacked nothing so far is asked first for what the others
 //! lacked. A block every peer has lacked fails the fetch at once when no bitswap peer is left, and
 //! otherwise after [`STALL`] without any new block. When a fetch has more than one
-//! peer (or may have), each worker takes its wants from a random place in the queue, so stations
+//! peer (or may have), wants are taken in an order of the fetch's own (see `Queue`), so stations
 //! that pull the same DAG at once ask their common seeder for different blocks.
 
 use super::{Error, Result, Transport};
@@ -26,12 +26,22 @@ use shp_core::image::ImageRoot;
 use shp_core::refs::{check_name, RefsFile};
 use shp_core::store::{Batch, Blockstore};
 use shp_core::Home;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long before a joined peer that lacked a block is asked for it again.
 pub const MISS_RETRY: Duration = Duration::from_millis(500);
+/// A request that takes longer halves what its peer is asked for at once (in a fetch peers may
+/// join); one that takes under a quarter of it doubles it again, up to the peer's batch hint.
+pub const SLOW_REQUEST: Duration = Duration::from_secs(1);
+/// How long a seeder's worker waits for the other peers to say what they lack before it takes
+/// wants nobody has been asked for.
+pub const SEEDER_WAIT: Duration = Duration::from_millis(250);
+/// Wants per request at first in a fetch from several peers (see [`SLOW_REQUEST`]).
+pub const FIRST_DEPTH: usize = 2;
+/// When a fetch first asks its hooks for more peers.
+pub const FIRST_JOIN: Duration = Duration::from_millis(200);
 /// How often a fetch asks its hooks for more peers.
 pub const JOIN_EVERY: Duration = Duration::from_secs(1);
 /// With joined peers about, how long a fetch waits for a block that every peer has lacked before
@@ -52,6 +62,9 @@ pub trait FetchHooks: Sync {
         false
     }
 }
+
+/// A peer that joined a fetch: its index, itself, and its counters when it joined.
+type Joined = (usize, Arc<dyn Transport>, super::TransportStats);
 
 /// No hooks.
 pub struct NoHooks;
@@ -162,9 +175,74 @@ impl Want {
     }
 }
 
+/// The wanted CIDs in the order they are taken. A fetch from one peer takes them first come, first
+/// served (the DAG's order, breadth first). A fetch that spreads its wants takes nodes with links
+/// first (they lead to more wants), then leaves by their place in the keyspace (the first 8 bytes
+/// of the digest) counted from the fetch's own pivot: every station ranks a block the same way, so
+/// stations pulling one DAG at once walk it from different places and find each other's parts.
+struct Queue {
+    map: BTreeMap<(u8, u64, Cid), Want>,
+    spread: bool,
+    pivot: u64,
+    back: u64,
+    front: u64,
+}
+
+impl Queue {
+    fn new(spread: bool, pivot: u64) -> Queue {
+        Queue {
+            map: BTreeMap::new(),
+            spread,
+            pivot,
+            back: 1 << 63,
+            front: (1 << 63) - 1,
+        }
+    }
+
+    fn key(&mut self, w: &Want, front: bool) -> (u8, u64, Cid) {
+        if self.spread {
+            let d = u64::from_be_bytes(w.cid.digest()[..8].try_into().expect("8 bytes"));
+            let leaf = (w.cid.codec() == shp_core::cid::RAW) as u8;
+            (leaf, d.wrapping_sub(self.pivot), w.cid)
+        } else if front {
+            self.front -= 1;
+            (0, self.front + 1, w.cid)
+        } else {
+            self.back += 1;
+            (0, self.back - 1, w.cid)
+        }
+    }
+
+    fn push_back(&mut self, w: Want) {
+        let k = self.key(&w, false);
+        self.map.insert(k, w);
+    }
+
+    fn push_front(&mut self, w: Want) {
+        let k = self.key(&w, true);
+        self.map.insert(k, w);
+    }
+
+    fn front(&self) -> Option<&Want> {
+        self.map.values().next()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Want> {
+        self.map.values()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 struct State<'b> {
     batch: Option<Box<dyn Batch + 'b>>,
-    queue: VecDeque<Want>,
+    queue: Queue,
     seen: HashSet<Cid>,
     in_flight: usize,
     /// Peers in the fetch (the first ones, then those that joined), and which of them joined.
@@ -179,9 +257,12 @@ struct State<'b> {
     peers: Vec<PeerReport>,
     /// Worker threads still running.
     workers: usize,
-    /// Take wants from random places in the queue (more than one peer).
+    /// More than one peer (or some may join): see [`Queue`].
     spread: bool,
-    rng: u64,
+    /// How many wants each peer gets per request now. When peers may join: halved when a request
+    /// is slow, doubled when it is quick, so a slow peer holds few wants that faster ones could
+    /// serve.
+    depth: Vec<usize>,
     last_progress: Instant,
     error: Option<Error>,
     report: FetchReport,
@@ -198,14 +279,6 @@ impl State<'_> {
 
     fn finished(&self) -> bool {
         self.error.is_some() || self.workers == 0 || (self.queue.is_empty() && self.in_flight == 0)
-    }
-
-    /// xorshift64*: where in the queue a worker starts taking.
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -238,11 +311,12 @@ pub fn fetch_with(
         });
     }
     let start: Vec<_> = peers.iter().map(|p| p.stats()).collect();
+    let spread = peers.len() > 1 || hooks.may_join();
     let mut seed = [0u8; 8];
     let _ = getrandom::fill(&mut seed);
     let mut st = State {
         batch: Some(store.batch()?),
-        queue: VecDeque::new(),
+        queue: Queue::new(spread, u64::from_le_bytes(seed)),
         seen: HashSet::new(),
         in_flight: 0,
         npeers: peers.len(),
@@ -265,8 +339,8 @@ pub fn fetch_with(
             })
             .collect(),
         workers: peers.len() * opts.workers_per_peer.max(1),
-        spread: peers.len() > 1 || hooks.may_join(),
-        rng: u64::from_le_bytes(seed) | 1,
+        spread,
+        depth: peers.iter().map(|p| first_depth(*p, hooks.may_join())).collect(),
         last_progress: Instant::now(),
         error: None,
         report: FetchReport {
@@ -283,7 +357,7 @@ pub fn fetch_with(
     }
     let shared = (Mutex::new(st), Condvar::new());
     // Peers that joined: kept here so their counters can be read at the end.
-    let joined: Mutex<Vec<(usize, Arc<dyn Transport>, super::TransportStats)>> = Mutex::new(Vec::new());
+    let joined: Mutex<Vec<Joined>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for (i, peer) in peers.iter().enumerate() {
             for _ in 0..opts.workers_per_peer.max(1) {
@@ -296,7 +370,12 @@ pub fn fetch_with(
             s.spawn(move || loop {
                 let (lock, cv) = shared;
                 let mut st = lock.lock().unwrap();
-                let until = Instant::now() + JOIN_EVERY;
+                let until = Instant::now()
+                    + if st.npeers == peers.len() {
+                        FIRST_JOIN
+                    } else {
+                        JOIN_EVERY
+                    };
                 while !st.finished() && Instant::now() < until {
                     st = cv.wait_timeout(st, until - Instant::now()).unwrap().0;
                 }
@@ -319,6 +398,7 @@ pub fn fetch_with(
                     st.joined |= 1 << i;
                     st.soft |= 1 << i;
                     st.lacked.push(0);
+                    st.depth.push(first_depth(&*p, true));
                     st.failures.push(0);
                     st.peers.push(PeerReport {
                         peer: p.name(),
@@ -370,56 +450,69 @@ pub fn fetch_with(
     Ok(report)
 }
 
-/// Takes up to `limit` wants peer `me` may ask for: from the front of the queue, or from a random
-/// place when the fetch spreads its wants. A peer that has lacked nothing so far (a seeder) takes
-/// first what other peers lacked, so it spends its uplink on what nobody else can give.
-fn take(st: &mut State, me: usize, limit: usize) -> Vec<Want> {
+/// What a peer is asked for at once at first: its batch hint, or (when peers may join the fetch)
+/// [`FIRST_DEPTH`], grown as its answers come quickly: a slow seeder must not take most of the
+/// DAG in its first requests before faster peers join.
+fn first_depth(p: &dyn Transport, joinable: bool) -> usize {
+    if joinable {
+        p.batch_hint().clamp(1, FIRST_DEPTH)
+    } else {
+        p.batch_hint()
+    }
+}
+
+/// Takes up to `limit` wants peer `me` may ask for, in the queue's order. A peer that has lacked
+/// nothing so far (a seeder), when other bitswap peers have lacked blocks (they are pulling the
+/// DAG themselves), takes first what every one of them lacked lately, so it spends its uplink on
+/// what nobody else can give; the others look through the whole queue (a peer pulling the same
+/// DAG has its own part of it).
+fn take(st: &mut State, me: usize, limit: usize, waited: bool) -> Vec<Want> {
     let bit = 1u64 << me;
     let others_soft = st.soft & !st.dropped & st.all() & !bit;
-    let seeder = st.lacked[me] == 0 && others_soft != 0;
+    // Other bitswap peers that have lacked blocks: peers pulling the DAG themselves.
+    let partial = (0..st.npeers)
+        .filter(|&i| others_soft & (1 << i) != 0 && st.lacked[i] > 0)
+        .fold(0u64, |m, i| m | 1 << i);
+    let seeder = st.lacked[me] == 0 && partial != 0;
     let now = Instant::now();
     let may =
         |w: &Want| w.tried & bit == 0 && !(w.missed & bit != 0 && w.missed_at.is_some_and(|t| now - t < MISS_RETRY));
-    let len = st.queue.len();
-    if len == 0 {
-        return Vec::new();
-    }
-    let begin = if st.spread {
-        (st.random() % len as u64) as usize
-    } else {
-        0
-    };
-    let mut picked: Vec<usize> = Vec::new();
+    let scan = if st.spread { 8192 } else { 4 * limit.max(64) };
+    let mut picked: Vec<(u8, u64, Cid)> = Vec::new();
     if seeder {
-        for k in 0..len.min(8192) {
-            let i = (begin + k) % len;
-            let w = &st.queue[i];
-            if w.missed & !bit != 0 && may(w) {
-                picked.push(i);
-                if picked.len() == limit {
-                    break;
-                }
+        // What the others lacked lately (they may have got it since).
+        let lacked_lately = |w: &Want| w.missed_at.is_some_and(|t| now - t < 2 * MISS_RETRY);
+        picked.extend(
+            st.queue
+                .map
+                .iter()
+                .take(8192)
+                .filter(|(_, w)| w.missed & partial == partial && lacked_lately(w) && may(w))
+                .take(limit)
+                .map(|(k, _)| *k),
+        );
+        // Nothing yet: the others are asked first (they answer in a moment); then anything.
+        if picked.is_empty() && !waited {
+            return Vec::new();
+        }
+    }
+    if picked.len() < limit {
+        let mut skipped = 0;
+        for (k, w) in st.queue.map.iter() {
+            if picked.len() >= limit || skipped >= scan {
+                break;
+            }
+            if picked.contains(k) {
+                continue;
+            }
+            if may(w) {
+                picked.push(*k);
+            } else {
+                skipped += 1;
             }
         }
     }
-    let mut skipped = 0;
-    let mut k = 0;
-    while picked.len() < limit && skipped < 4 * limit.max(64) && k < len {
-        let i = (begin + k) % len;
-        k += 1;
-        if picked.contains(&i) {
-            continue;
-        }
-        if may(&st.queue[i]) {
-            picked.push(i);
-        } else {
-            skipped += 1;
-        }
-    }
-    picked.sort_unstable_by(|a, b| b.cmp(a));
-    let mut out: Vec<Want> = picked.into_iter().filter_map(|i| st.queue.remove(i)).collect();
-    out.reverse();
-    out
+    picked.iter().filter_map(|k| st.queue.map.remove(k)).collect()
 }
 
 fn worker(
@@ -438,6 +531,7 @@ fn worker(
         drop(st);
         cv.notify_all();
     };
+    let mut idle_since: Option<Instant> = None;
     loop {
         // Take work.
         let mut cids;
@@ -454,12 +548,13 @@ fn worker(
                 // them. With joined peers about, they may still get them: wait a while.
                 let live = st.all() & !st.dropped;
                 let waiting = live & st.soft != 0 && st.last_progress.elapsed() < STALL;
-                if let Some(w) = st
+                let stuck = st
                     .queue
                     .iter()
                     .take(1024)
                     .find(|w| (w.tried | w.missed) & live == live && !waiting)
-                {
+                    .map(|w| w.cid);
+                if let Some(cid) = stuck {
                     let problems = &st.report.problems;
                     let reason = if problems.is_empty() {
                         "not found on any peer".to_string()
@@ -469,7 +564,7 @@ fn worker(
                         format!("the peers that could lack it or failed: {}", problems.join("; "))
                     };
                     st.error = Some(Error::Unavailable {
-                        cid: w.cid.to_string(),
+                        cid: cid.to_string(),
                         not_found: problems.is_empty(),
                         reason,
                     });
@@ -478,17 +573,20 @@ fn worker(
                 // An even share of what is queued, so every worker (and every peer) gets some.
                 let workers = (live.count_ones() as usize * opts.workers_per_peer.max(1)).max(1);
                 let share = st.queue.len().div_ceil(workers);
-                let limit = peer.batch_hint().clamp(1, super::http::MAX_BATCH).min(share.max(1));
-                cids = take(&mut st, me, limit);
+                let limit = st.depth[me].clamp(1, super::http::MAX_BATCH).min(share.max(1));
+                let waited = idle_since.get_or_insert_with(Instant::now).elapsed() >= SEEDER_WAIT;
+                cids = take(&mut st, me, limit, waited);
                 if !cids.is_empty() {
                     st.in_flight += 1;
+                    idle_since = None;
                     break;
                 }
-                st = cv.wait_timeout(st, Duration::from_millis(100)).unwrap().0;
+                st = cv.wait_timeout(st, SEEDER_WAIT).unwrap().0;
             }
         }
         // Fetch them.
         let asked: Vec<Cid> = cids.iter().map(|w| w.cid).collect();
+        let asked_at = Instant::now();
         let mut got: HashSet<Cid> = HashSet::new();
         let res = peer.get_blocks(&asked, &mut |cid, data| {
             if !cid.matches(&data) {
@@ -505,6 +603,15 @@ fn worker(
         // Account for what did not come.
         let mut st = lock.lock().unwrap();
         st.in_flight -= 1;
+        if hooks.may_join() {
+            let took = asked_at.elapsed();
+            let d = &mut st.depth[me];
+            if took > SLOW_REQUEST {
+                *d = (*d / 2).max(2);
+            } else if took < SLOW_REQUEST / 4 && asked.len() >= *d {
+                *d = (*d * 2).min(peer.batch_hint().max(2));
+            }
+        }
         let lacked = res.is_ok() && st.soft & bit != 0;
         match res {
             Ok(()) => st.failures[me] = 0,

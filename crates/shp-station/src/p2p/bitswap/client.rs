@@ -88,6 +88,11 @@ impl Client {
         }
     }
 
+    /// Bytes are arriving from `peer` (part of a message, maybe).
+    pub(crate) fn heard(&self, peer: &PeerId) {
+        self.inner.lock().unwrap().last_heard.insert(*peer, Instant::now());
+    }
+
     pub(crate) fn set_rtt(&self, peer: PeerId, rtt: Duration) {
         self.inner.lock().unwrap().rtt.insert(peer, rtt);
     }
