@@ -26,7 +26,7 @@ station() {
   local name=$1
   mkfifo "$WORK/$name.banner"
   "$SHP" --home "$WORK/$name" start --listen 127.0.0.1:0 --p2p-listen /ip4/127.0.0.1/tcp/0 --no-mdns --no-dht \
-    --log-level warn >"$WORK/$name.banner" 2>"$WORK/$name.log" &
+    --log-level "${LOG:-warn}" >"$WORK/$name.banner" 2>"$WORK/$name.log" &
   PIDS+=($!)
   read -r -t 30 _ <"$WORK/$name.banner"
   ADDR=$("$SHP" --home "$WORK/$name" addrs --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])')

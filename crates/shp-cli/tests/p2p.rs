@@ -160,7 +160,9 @@ fn stations_fetch_from_each_other_over_bitswap() {
     assert_eq!(row["transport"], "bitswap", "{rep}");
     assert_eq!(row["peer"], sa.peer_id.as_str());
     assert_eq!(row["blocks"], rep["blocks_fetched"]);
-    assert!(num(row, "bytes") >= num(&rep, "block_bytes"), "{rep}");
+    // Between stations bitswap messages travel sealed (zstd where it pays): the fixture's layers
+    // compress, so fewer bytes cross the wire than the blocks hold.
+    assert!(num(row, "bytes") < num(&rep, "block_bytes"), "sealed: {rep}");
     assert_eq!(b.verify(true)["problems"].as_array().map_or(0, |p| p.len()), 0);
     let out = Layout::open(b.scratch("out"));
     b.pull("app:v1", &oci_ref(&out.dir, "latest"));

@@ -27,6 +27,7 @@ fn station(home: &std::path::Path) -> Running {
 
 /// A raw libp2p peer: our bitswap stream out, the messages the station sends in, connection events.
 struct RawPeer {
+    proto: libp2p::StreamProtocol,
     control: libp2p_stream::Control,
     out: Option<libp2p::Stream>,
     messages: mpsc::UnboundedReceiver<Message>,
@@ -36,6 +37,11 @@ struct RawPeer {
 
 impl RawPeer {
     async fn connect(addr: &str) -> RawPeer {
+        RawPeer::connect_with(addr, PROTO).await
+    }
+
+    /// Connects and opens our stream with `proto` (plain bitswap, or shp's sealed variant).
+    async fn connect_with(addr: &str, proto: libp2p::StreamProtocol) -> RawPeer {
         let addr: Multiaddr = addr.parse().unwrap();
         let station = shp_station::p2p::host::peer_of(&addr).unwrap();
         let mut swarm = libp2p::SwarmBuilder::with_new_identity()
@@ -73,10 +79,11 @@ impl RawPeer {
             }
         });
         let out = control
-            .open_stream(station, PROTO)
+            .open_stream(station, proto.clone())
             .await
             .expect("open a bitswap stream");
         RawPeer {
+            proto,
             control,
             out: Some(out),
             messages,
@@ -87,7 +94,12 @@ impl RawPeer {
 
     async fn send_raw(&mut self, frame: &[u8]) {
         if self.out.is_none() {
-            self.out = Some(self.control.open_stream(self.station, PROTO).await.unwrap());
+            self.out = Some(
+                self.control
+                    .open_stream(self.station, self.proto.clone())
+                    .await
+                    .unwrap(),
+            );
         }
         if message::write_frame(self.out.as_mut().unwrap(), frame).await.is_err() {
             self.out = None;
@@ -322,4 +334,54 @@ fn blocks_of_a_running_fetch_are_served_until_it_ends() {
         !home.store().has(&got_cid).unwrap(),
         "the spill never reached the store"
     );
+}
+
+#[test]
+fn sealed_streams_are_read_and_bad_seals_are_strikes() {
+    // shp's sealed variant of bitswap: a zstd-compressed want is answered like a plain one; frames
+    // with an unknown flag or bytes that are not zstd are strikes, and at the limit the peer is
+    // disconnected while others are still served.
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::init(&dir.path().join("home")).unwrap();
+    let block = b"a block wanted over a sealed stream ".repeat(100);
+    let cid = Cid::hash(RAW, &block);
+    home.store().put(&cid, &block).unwrap();
+    drop(home);
+    let running = station(&dir.path().join("home"));
+    let addr = running.p2p_addrs[0].clone();
+    let sealed = shp_station::p2p::bitswap::SEALED;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut p = RawPeer::connect_with(&addr, sealed.clone()).await;
+        let want_it = Message {
+            wantlist: vec![want(&cid.to_bytes(), WantType::Block)],
+            ..Default::default()
+        }
+        .encode();
+        let (frame, packed) = message::seal(&want_it, true, 3);
+        let frame = if packed {
+            frame
+        } else {
+            // Force the compressed form: the point is reading zstd.
+            let mut f = vec![1];
+            f.extend_from_slice(&zstd::bulk::compress(&want_it, 3).unwrap());
+            f
+        };
+        p.send_raw(&frame).await;
+        // The station answers on a stream of its own: this peer does not accept the sealed
+        // protocol, so the station falls back to plain bitswap for it.
+        p.until(|m| m.blocks.iter().any(|b| block_cid(b).unwrap() == cid && b.data == block))
+            .await;
+        for _ in 0..shp_station::p2p::bitswap::MAX_STRIKES {
+            p.send_raw(&[7, 1, 2, 3]).await;
+        }
+        let gone = tokio::time::timeout(Duration::from_secs(20), p.closed.recv()).await;
+        assert_eq!(gone.ok().flatten(), Some(p.station), "bad seals are strikes");
+        let mut q = RawPeer::connect_with(&addr, sealed).await;
+        let mut f = vec![0];
+        f.extend_from_slice(&want_it);
+        q.send_raw(&f).await;
+        q.until(|m| m.blocks.iter().any(|b| block_cid(b).unwrap() == cid)).await;
+    });
+    drop(rt);
 }

@@ -151,7 +151,11 @@ pub fn fetch_blocking(
         report_session = Some(report);
         chosen
     };
-    let spill = match swarm.first() {
+    // Blocks are kept for others when some connected peer lacked the root (it may be pulling it
+    // too), or when several peers said HAVE (some may be pulling it themselves); not in a fetch
+    // from the one peer connected, which holds it already.
+    let others = !candidates.is_empty() || chosen.len() > 1;
+    let spill = match swarm.first().filter(|_| others) {
         Some(p) => match p.engine().inflight.begin(home) {
             Ok(s) => Some(s),
             Err(e) => {

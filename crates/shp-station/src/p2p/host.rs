@@ -170,7 +170,7 @@ impl Host {
             (false, false) => Some(true),
         };
         let t = transport(&key, net_key)?;
-        let (inbound, streams) = super::inbound::Inbound::new(super::bitswap::PROTOCOL);
+        let (inbound, streams) = super::inbound::Inbound::new(&[super::bitswap::SEALED, super::bitswap::PROTOCOL]);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|_| t)

@@ -5,9 +5,10 @@
 //! slot and drops what does not fit, which lost whole bursts of blocks. This behaviour accepts the
 //! bitswap protocol itself and queues every negotiated stream for the engine (outbound streams still
 //! go through libp2p-stream's `Control`). The swarm bounds what can pile up: streams being
-//! negotiated per connection, and yamux's streams per connection.
+//! negotiated per connection, and yamux's streams per connection. It accepts several protocols (plain
+//! bitswap and shp's sealed variant) and tells the engine which one each stream speaks.
 
-use libp2p::core::upgrade::ReadyUpgrade;
+use libp2p::core::upgrade::{InboundUpgrade, ReadyUpgrade, UpgradeInfo};
 use libp2p::core::{transport::PortUse, Endpoint};
 use libp2p::swarm::handler::{ConnectionEvent, FullyNegotiatedInbound};
 use libp2p::swarm::{
@@ -19,25 +20,57 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
+/// A stream from a peer, and the protocol it negotiated.
+pub type Accepted = (PeerId, Stream, StreamProtocol);
+
 /// The behaviour: one [`Handler`] per connection, all feeding one queue.
 pub struct Inbound {
-    protocol: StreamProtocol,
-    queue: mpsc::UnboundedSender<(PeerId, Stream)>,
+    protocols: Protocols,
+    queue: mpsc::UnboundedSender<Accepted>,
 }
 
 impl Inbound {
-    /// A behaviour accepting `protocol`, and the receiving end of its queue.
-    pub fn new(protocol: StreamProtocol) -> (Inbound, mpsc::UnboundedReceiver<(PeerId, Stream)>) {
+    /// A behaviour accepting `protocols` (the dialer picks one), and the receiving end of its queue.
+    pub fn new(protocols: &[StreamProtocol]) -> (Inbound, mpsc::UnboundedReceiver<Accepted>) {
         let (queue, rx) = mpsc::unbounded_channel();
-        (Inbound { protocol, queue }, rx)
+        (
+            Inbound {
+                protocols: Protocols(protocols.to_vec()),
+                queue,
+            },
+            rx,
+        )
     }
 
     fn handler(&self, peer: PeerId) -> Handler {
         Handler {
             peer,
-            protocol: self.protocol.clone(),
+            protocols: self.protocols.clone(),
             queue: self.queue.clone(),
         }
+    }
+}
+
+/// The protocols a handler offers; an accepted stream comes out with the one negotiated.
+#[derive(Clone)]
+pub struct Protocols(Vec<StreamProtocol>);
+
+impl UpgradeInfo for Protocols {
+    type Info = StreamProtocol;
+    type InfoIter = std::vec::IntoIter<StreamProtocol>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.0.clone().into_iter()
+    }
+}
+
+impl InboundUpgrade<Stream> for Protocols {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Output, Infallible>>;
+
+    fn upgrade_inbound(self, stream: Stream, info: StreamProtocol) -> Self::Future {
+        std::future::ready(Ok((stream, info)))
     }
 }
 
@@ -77,23 +110,23 @@ impl NetworkBehaviour for Inbound {
     }
 }
 
-/// Accepts the protocol on one connection.
+/// Accepts the protocols on one connection.
 pub struct Handler {
     peer: PeerId,
-    protocol: StreamProtocol,
-    queue: mpsc::UnboundedSender<(PeerId, Stream)>,
+    protocols: Protocols,
+    queue: mpsc::UnboundedSender<Accepted>,
 }
 
 impl ConnectionHandler for Handler {
     type FromBehaviour = Infallible;
     type ToBehaviour = Infallible;
-    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundProtocol = Protocols;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = Infallible;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
-        SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ())
+        SubstreamProtocol::new(self.protocols.clone(), ())
     }
 
     fn poll(
@@ -116,8 +149,12 @@ impl ConnectionHandler for Handler {
             Self::OutboundOpenInfo,
         >,
     ) {
-        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound { protocol: stream, .. }) = event {
-            let _ = self.queue.send((self.peer, stream));
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: (stream, proto),
+            ..
+        }) = event
+        {
+            let _ = self.queue.send((self.peer, stream, proto));
         }
     }
 }

@@ -15,6 +15,11 @@
 //! length inside the frame, no groups, no truncated varints) and lenient about content, as protobuf
 //! is: unknown fields are skipped, absent fields take their defaults. CIDs stay bytes here; the
 //! server and the client decide what they can use.
+//!
+//! Between shp stations the same messages travel *sealed* ([`seal`], [`unseal`]) on
+//! `/shp/bitswap-zstd/1.2.0`: each frame is one byte (0: the message as it is, 1: zstd) and the
+//! message. Sealed frames are held to [`MAX_MESSAGE`] as plain ones are, and a compressed message
+//! may not unpack to more than [`MAX_MESSAGE`].
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use shp_core::cid::{Cid, DAG_CBOR, DAG_PB, RAW};
@@ -322,6 +327,41 @@ fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// A message sealed for the zstd protocol: compressed at `level` when `try_compress` and that
+/// saves at least a tenth, else as it is. Returns the frame and whether it was compressed.
+pub fn seal(msg: &[u8], try_compress: bool, level: i32) -> (Vec<u8>, bool) {
+    if try_compress {
+        if let Ok(z) = zstd::bulk::compress(msg, level) {
+            if z.len() < msg.len() - msg.len() / 10 {
+                let mut out = Vec::with_capacity(z.len() + 1);
+                out.push(1);
+                out.extend_from_slice(&z);
+                return (out, true);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(msg.len() + 1);
+    out.push(0);
+    out.extend_from_slice(msg);
+    (out, false)
+}
+
+/// The message in a sealed frame. Errors name what is wrong: an empty frame, an unknown flag,
+/// bytes that are not zstd, or a message that unpacks to more than [`MAX_MESSAGE`].
+pub fn unseal(frame: &[u8]) -> Result<Vec<u8>, String> {
+    match frame.split_first() {
+        None => Err("an empty sealed frame".into()),
+        Some((0, rest)) => Ok(rest.to_vec()),
+        Some((1, rest)) => {
+            // The frame header says how big it unpacks to when the sender wrote it; the limit
+            // holds either way (bulk decompression stops at the capacity given).
+            zstd::bulk::decompress(rest, MAX_MESSAGE)
+                .map_err(|e| format!("a compressed message that does not unpack within {MAX_MESSAGE} bytes: {e}"))
+        }
+        Some((f, _)) => Err(format!("a sealed frame with the unknown flag {f}")),
+    }
+}
+
 /// Reads one length-prefixed frame; `None` at a clean end of stream before a frame starts.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
     let mut len: u64 = 0;
@@ -427,6 +467,59 @@ mod tests {
         fn decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Message::decode(&b);
         }
+
+        #[test]
+        fn seal_unseal_roundtrip(m in message(), compress in any::<bool>()) {
+            let bytes = m.encode();
+            let (frame, _) = seal(&bytes, compress, 1);
+            prop_assert_eq!(unseal(&frame).unwrap(), bytes);
+        }
+
+        #[test]
+        fn unseal_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = unseal(&b);
+        }
+    }
+
+    #[test]
+    fn sealed_frames_compress_what_compresses_and_refuse_bombs() {
+        let text = Message {
+            blocks: vec![Block {
+                prefix: vec![1, 0x55, 0x12, 0x20],
+                data: b"usr/share/doc/ ".repeat(20_000),
+            }],
+            ..Default::default()
+        }
+        .encode();
+        let (frame, z) = seal(&text, true, 1);
+        assert!(
+            z && frame.len() < text.len() / 20 && frame[0] == 1,
+            "{} -> {}",
+            text.len(),
+            frame.len()
+        );
+        // Random bytes stay as they are (and so does anything not worth it).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..50_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let (frame, z) = seal(&noise, true, 1);
+        assert!(!z && frame[0] == 0 && frame[1..] == noise[..]);
+        assert_eq!(seal(&text, false, 1).0.len(), text.len() + 1);
+        // A frame that unpacks past the limit is refused, naming the limit.
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_MESSAGE + 1], 3).unwrap();
+        let mut f = vec![1];
+        f.extend_from_slice(&bomb);
+        let e = unseal(&f).unwrap_err();
+        assert!(e.contains(&MAX_MESSAGE.to_string()), "{e}");
+        assert!(unseal(&[]).unwrap_err().contains("empty"));
+        assert!(unseal(&[7, 1, 2]).unwrap_err().contains("flag 7"));
+        assert!(unseal(&[1, 1, 2, 3]).is_err());
     }
 
     #[test]
