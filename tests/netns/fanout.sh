@@ -30,6 +30,8 @@ cleanup() {
   [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+# shellcheck source=tests/netns/lib.sh
+. "$ROOT/tests/netns/lib.sh"
 [ "$(id -u)" = 0 ] || die "needs root (ip netns)"
 [ -x "$SHP" ] || die "$SHP not found (cargo build -p shp-cli)"
 SEED_IP=10.78.0.11
@@ -51,12 +53,7 @@ done
 ip netns exec "$P-seed" tc qdisc add dev eth0 root tbf rate "$RATE" burst 64kb latency 100ms
 
 say "an image of $MB MiB of random bytes on the seeder"
-head -c $((MB << 20)) /dev/urandom >"$WORK/data.bin"
-umoci init --layout "$WORK/lay" >/dev/null
-umoci new --image "$WORK/lay:latest" >/dev/null
-umoci unpack --rootless --image "$WORK/lay:latest" "$WORK/bundle" >/dev/null
-cp "$WORK/data.bin" "$WORK/bundle/rootfs/data.bin"
-umoci repack --image "$WORK/lay:latest" "$WORK/bundle" >/dev/null
+random_image "$MB"
 "$SHP" --home "$WORK/seed" init >/dev/null 2>&1
 ROOTCID=$("$SHP" --home "$WORK/seed" push -q "oci:$WORK/lay:latest" --tag app:v1)
 MANIFEST=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"].split(":")[1])' "$WORK/lay/index.json")

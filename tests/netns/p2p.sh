@@ -27,6 +27,8 @@ cleanup() {
   [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+# shellcheck source=tests/netns/lib.sh
+. "$ROOT/tests/netns/lib.sh"
 [ "$(id -u)" = 0 ] || die "needs root (ip netns)"
 [ -x "$SHP" ] || die "$SHP not found (cargo build -p shp-cli)"
 
@@ -52,12 +54,7 @@ for i in 0 1 2 3; do
 done
 
 say "an image of $MB MiB of random bytes, held by three seeders"
-head -c $((MB << 20)) /dev/urandom >"$WORK/data.bin"
-umoci init --layout "$WORK/lay" >/dev/null
-umoci new --image "$WORK/lay:latest" >/dev/null
-umoci unpack --rootless --image "$WORK/lay:latest" "$WORK/bundle" >/dev/null
-cp "$WORK/data.bin" "$WORK/bundle/rootfs/data.bin"
-umoci repack --image "$WORK/lay:latest" "$WORK/bundle" >/dev/null
+random_image "$MB"
 "$SHP" --home "$WORK/s1" init >/dev/null 2>&1
 ROOTCID=$("$SHP" --home "$WORK/s1" push -q "oci:$WORK/lay:latest" --tag app:v1)
 "$SHP" --home "$WORK/s1" car export "$ROOTCID" "$WORK/img.car" 2>/dev/null
