@@ -784,11 +784,11 @@ fn run(cli: Cli) -> Result<u8> {
             open()?; // a clear error for a missing home before anything else
             let cfg = Config::load(&dir, &o)?;
             let station = Station::bind(&dir, &cfg)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", station.banner())?;
-            out.flush()?;
-            drop(out);
-            station.run_until_signal()?;
+            station.run_until_signal(|s| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", s.banner())?;
+                out.flush()
+            })?;
         }
         Cmd::Unpack {
             image,

@@ -78,6 +78,20 @@ pub fn mount(
     })?;
     let stats = fs.stats();
     let lazy_store = fs.store();
+    // The handlers are in place before the mount exists and before it is announced: a SIGTERM
+    // that arrives as soon as a caller has read the mount point must unmount, not kill the
+    // server with the default action and leave a dead mount behind.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in = rt.enter();
+        // A closed terminal must not leave a dead mount behind either.
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     let session = shp_rootfs::mount::mount(fs, &dir, image)?;
     let rec = MountRecord {
         dir: shown.clone(),
@@ -131,13 +145,7 @@ pub fn mount(
             }
         })
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let outside = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        // A closed terminal must not leave a dead mount behind.
-        let mut hup = signal(SignalKind::hangup())?;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {

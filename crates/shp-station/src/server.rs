@@ -601,13 +601,24 @@ impl Station {
         Ok(())
     }
 
-    /// Serves until SIGINT or SIGTERM (what `shp start` does).
-    pub fn run_until_signal(mut self) -> Result<(), StationError> {
+    /// Serves until SIGINT or SIGTERM (what `shp start` does). `announce` runs once the signal
+    /// handlers are in place (it prints the banner): a caller that sends SIGTERM as soon as it has
+    /// read the banner gets a clean stop, never the default action's kill.
+    pub fn run_until_signal(
+        mut self,
+        announce: impl FnOnce(&Station) -> std::io::Result<()>,
+    ) -> Result<(), StationError> {
         let rt = self.runtime.take().expect("a bound station has its runtime");
-        rt.block_on(async move {
+        let (mut term, mut int) = {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).map_err(StationError::Runtime)?;
-            let mut int = signal(SignalKind::interrupt()).map_err(StationError::Runtime)?;
+            let _in = rt.enter();
+            (
+                signal(SignalKind::terminate()).map_err(StationError::Runtime)?,
+                signal(SignalKind::interrupt()).map_err(StationError::Runtime)?,
+            )
+        };
+        announce(&self).map_err(StationError::Runtime)?;
+        rt.block_on(async move {
             self.serve(async move {
                 let which = tokio::select! {
                     _ = term.recv() => "SIGTERM",
