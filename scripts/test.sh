@@ -9,7 +9,7 @@
 #       tests/netns/fanout.sh: a fleet pulling one image at once from a rate-limited seeder
 #   3c. tests/runtimes/mirror.sh: containerd and podman pulling through stations as their mirror (root)
 #   3d. tests/runtimes/snapshotter.sh: containerd + runc running containers over shp snapshotter (root)
-#   3d. benches/kills.sh 20: SIGKILLs at random moments in push, compact, gc, fetch, a station mid-upload
+#   3e. benches/kills.sh 20: SIGKILLs at random moments in push, compact, gc, fetch, a station mid-upload
 #   4. scripts/test-ffi.sh: include/shp.h freshness, the C example under ASan, go test -race
 #   5. npm-side self-test of the CAR verifier, and a short run of every fuzz target if cargo-fuzz works
 set -euo pipefail

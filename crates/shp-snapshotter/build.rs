@@ -3,13 +3,25 @@
 
 fn main() {
     let methods = [
-        ("prepare", "Prepare", "PrepareSnapshotRequest", "PrepareSnapshotResponse", false),
+        (
+            "prepare",
+            "Prepare",
+            "PrepareSnapshotRequest",
+            "PrepareSnapshotResponse",
+            false,
+        ),
         ("view", "View", "ViewSnapshotRequest", "ViewSnapshotResponse", false),
         ("mounts", "Mounts", "MountsRequest", "MountsResponse", false),
         ("commit", "Commit", "CommitSnapshotRequest", "Empty", false),
         ("remove", "Remove", "RemoveSnapshotRequest", "Empty", false),
         ("stat", "Stat", "StatSnapshotRequest", "StatSnapshotResponse", false),
-        ("update", "Update", "UpdateSnapshotRequest", "UpdateSnapshotResponse", false),
+        (
+            "update",
+            "Update",
+            "UpdateSnapshotRequest",
+            "UpdateSnapshotResponse",
+            false,
+        ),
         ("list", "List", "ListSnapshotsRequest", "ListSnapshotsResponse", true),
         ("usage", "Usage", "UsageRequest", "UsageResponse", false),
         ("cleanup", "Cleanup", "CleanupRequest", "Empty", false),

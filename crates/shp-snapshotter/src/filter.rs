@@ -226,9 +226,19 @@ mod tests {
     fn containerds_target_walk_filter() {
         // What containerd's metadata layer sends after a remote snapshotter's ALREADY_EXISTS.
         let f = Filter::parse(r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="ns/1/p q""#).unwrap();
-        let hit = info("sha256:abc", "ns/1/p q", Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:abc")]);
+        let hit = info(
+            "sha256:abc",
+            "ns/1/p q",
+            Kind::Committed,
+            &[("containerd.io/snapshot.ref", "sha256:abc")],
+        );
         assert!(f.matches(&hit));
-        let other_parent = info("x", "ns/2/p", Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:abc")]);
+        let other_parent = info(
+            "x",
+            "ns/2/p",
+            Kind::Committed,
+            &[("containerd.io/snapshot.ref", "sha256:abc")],
+        );
         assert!(!f.matches(&other_parent));
         let no_label = info("x", "ns/1/p q", Kind::Committed, &[]);
         assert!(!f.matches(&no_label));
@@ -240,7 +250,10 @@ mod tests {
         assert!(Filter::parse("kind==active").unwrap().matches(&i));
         assert!(!Filter::parse("kind!=active").unwrap().matches(&i));
         assert!(Filter::parse("labels.a.b==1, name").unwrap().matches(&i));
-        assert!(!Filter::parse("parent").unwrap().matches(&i), "an empty parent is not present");
+        assert!(
+            !Filter::parse("parent").unwrap().matches(&i),
+            "an empty parent is not present"
+        );
         assert!(Filter::parse("").unwrap().matches(&i));
         let fs = [Filter::parse("name==x").unwrap(), Filter::parse("name==k").unwrap()];
         assert!(any_matches(&fs, &i));

@@ -11,7 +11,10 @@ use tonic::{Request, Response, Status};
 
 #[allow(clippy::all, unreachable_pub, missing_docs)]
 mod generated {
-    include!(concat!(env!("OUT_DIR"), "/containerd.services.snapshots.v1.Snapshots.rs"));
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/containerd.services.snapshots.v1.Snapshots.rs"
+    ));
 }
 pub use generated::snapshots_server::{Snapshots, SnapshotsServer};
 

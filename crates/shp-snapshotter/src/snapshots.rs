@@ -277,7 +277,10 @@ impl Snapshotter {
     }
 
     fn mounts_of(&self, st: &State, key: &str) -> Result<Vec<Mount>> {
-        let s = st.snaps.get(key).ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
+        let s = st
+            .snaps
+            .get(key)
+            .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
         let lowers: Vec<String> = st
             .ancestors(key)
             .iter()
@@ -407,7 +410,11 @@ impl Snapshotter {
 
     pub fn stat(&self, key: &str) -> Result<Info> {
         let g = self.inner.lock().expect("lock");
-        let s = g.state.snaps.get(key).ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
+        let s = g
+            .state
+            .snaps
+            .get(key)
+            .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
         Ok(Self::info_of(key, s))
     }
 
@@ -469,7 +476,11 @@ impl Snapshotter {
     pub fn usage(&self, key: &str) -> Result<(i64, i64)> {
         let dir = {
             let g = self.inner.lock().expect("lock");
-            let s = g.state.snaps.get(key).ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
+            let s = g
+                .state
+                .snaps
+                .get(key)
+                .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
             if s.remote.is_some() {
                 return Ok((0, 0));
             }
@@ -535,5 +546,180 @@ impl Snapshotter {
     /// How many remote snapshots are mounted now.
     pub fn mounted(&self) -> usize {
         self.inner.lock().expect("lock").sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(root: &Path, home: &Path) -> Snapshotter {
+        let h = if home.exists() {
+            Home::open(home).unwrap()
+        } else {
+            Home::init(home).unwrap()
+        };
+        Snapshotter::open(root, Arc::new(h)).unwrap()
+    }
+
+    fn opt<'a>(m: &'a Mount, key: &str) -> Option<&'a str> {
+        m.options.iter().find_map(|o| o.strip_prefix(key))
+    }
+
+    fn mounts(p: Prepared) -> Vec<Mount> {
+        match p {
+            Prepared::Mounts(m) => m,
+            Prepared::Target(t) => panic!("unexpected target {t}"),
+        }
+    }
+
+    #[test]
+    fn prepare_commit_view_and_their_mounts() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d.path().join("sn"), &d.path().join("home"));
+        let m = mounts(s.prepare("a", "", BTreeMap::new()).unwrap());
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].r#type, "bind");
+        assert_eq!(m[0].options, vec!["rw", "rbind"]);
+        let upper_a = PathBuf::from(&m[0].source);
+        std::fs::write(upper_a.join("file"), b"x").unwrap();
+        // Only committed snapshots are parents; keys are unique.
+        assert!(matches!(
+            s.prepare("b", "a", BTreeMap::new()),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            s.prepare("a", "", BTreeMap::new()),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            s.prepare("c", "nope", BTreeMap::new()),
+            Err(Error::NotFound(_))
+        ));
+        s.commit("A", "a", [("l".to_string(), "1".to_string())].into()).unwrap();
+        assert!(matches!(s.stat("a"), Err(Error::NotFound(_))));
+        let i = s.stat("A").unwrap();
+        assert_eq!((i.kind, i.labels["l"].as_str()), (Kind::Committed as i32, "1"));
+        assert!(matches!(s.mounts("A"), Err(Error::FailedPrecondition(_))));
+
+        // An active child is an overlay over A; a second level lists lowers nearest first.
+        let m = mounts(s.prepare("b", "A", BTreeMap::new()).unwrap());
+        assert_eq!(m[0].r#type, "overlay");
+        assert_eq!(m[0].options[0], "index=off");
+        assert_eq!(opt(&m[0], "lowerdir="), Some(upper_a.to_str().unwrap()));
+        s.commit("B", "b", BTreeMap::new()).unwrap();
+        let m = mounts(s.prepare("c", "B", BTreeMap::new()).unwrap());
+        let lowers: Vec<&str> = opt(&m[0], "lowerdir=").unwrap().split(':').collect();
+        assert_eq!(lowers.len(), 2);
+        assert_eq!(lowers[1], upper_a.to_str().unwrap());
+        assert!(opt(&m[0], "upperdir=").is_some() && opt(&m[0], "workdir=").is_some());
+
+        // Views: a read-only bind of one parent, an overlay of several.
+        let v = s.view("v1", "A", BTreeMap::new()).unwrap();
+        assert_eq!(
+            (v[0].r#type.as_str(), v[0].source.as_str()),
+            ("bind", upper_a.to_str().unwrap())
+        );
+        assert_eq!(v[0].options[0], "ro");
+        let v = s.view("v2", "B", BTreeMap::new()).unwrap();
+        assert_eq!(v[0].r#type, "overlay");
+        assert!(opt(&v[0], "upperdir=").is_none());
+        assert_eq!(s.mounts("v2").unwrap(), v);
+
+        // Removal: not while children exist.
+        assert!(matches!(s.remove("A"), Err(Error::FailedPrecondition(_))));
+        for k in ["c", "v2", "B", "v1"] {
+            s.remove(k).unwrap();
+        }
+        s.remove("A").unwrap();
+        assert!(!upper_a.exists(), "a removed snapshot's directory is gone");
+        assert!(s.list(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn state_survives_a_restart_and_cleanup_removes_orphans() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, home) = (d.path().join("sn"), d.path().join("home"));
+        {
+            let s = open(&root, &home);
+            s.prepare("a", "", BTreeMap::new()).unwrap();
+            s.commit("A", "a", BTreeMap::new()).unwrap();
+            s.prepare("b", "A", [("x".to_string(), "y".to_string())].into())
+                .unwrap();
+        }
+        let s = open(&root, &home);
+        let names: Vec<String> = s.list(&[]).unwrap().into_iter().map(|i| i.name).collect();
+        assert_eq!(names, vec!["A", "b"]);
+        assert_eq!(s.stat("b").unwrap().parent, "A");
+        // A directory no snapshot owns (a kill between creating it and recording it).
+        std::fs::create_dir_all(root.join("snapshots/999/fs")).unwrap();
+        assert_eq!(s.cleanup().unwrap(), 1);
+        assert!(!root.join("snapshots/999").exists());
+        assert!(s.mounts("b").is_ok());
+    }
+
+    #[test]
+    fn labels_update_by_mask_and_filters_select() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d.path().join("sn"), &d.path().join("home"));
+        s.prepare(
+            "a",
+            "",
+            [("k1".to_string(), "1".to_string()), ("k2".to_string(), "2".to_string())].into(),
+        )
+        .unwrap();
+        let mut i = s.stat("a").unwrap();
+        i.labels = [("k1".to_string(), "one".to_string())].into();
+        // One label by path: k1 changes, k2 stays.
+        let got = s.update(i.clone(), &["labels.k1".to_string()]).unwrap();
+        assert_eq!((got.labels["k1"].as_str(), got.labels["k2"].as_str()), ("one", "2"));
+        // A label path the new info lacks removes it.
+        let got = s.update(i.clone(), &["labels.k2".to_string()]).unwrap();
+        assert!(!got.labels.contains_key("k2"));
+        // No mask: every label replaced.
+        i.labels = [("only".to_string(), "x".to_string())].into();
+        assert_eq!(s.update(i.clone(), &[]).unwrap().labels.len(), 1);
+        assert!(matches!(
+            s.update(i.clone(), &["parent".to_string()]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(s.stat("a").unwrap().labels.len(), 1, "a refused update changed nothing");
+        s.prepare("b", "", BTreeMap::new()).unwrap();
+        assert_eq!(s.list(&["labels.only==x".to_string()]).unwrap().len(), 1);
+        assert_eq!(s.list(&["kind==active".to_string()]).unwrap().len(), 2);
+        assert!(matches!(
+            s.list(&["name~=a".to_string()]),
+            Err(Error::InvalidArgument(_))
+        ));
+        let (size, inodes) = s.usage("a").unwrap();
+        assert_eq!((size, inodes), (0, 0));
+        std::fs::write(
+            PathBuf::from(&s.mounts("a").unwrap()[0].source).join("f"),
+            vec![7u8; 10_000],
+        )
+        .unwrap();
+        let (size, inodes) = s.usage("a").unwrap();
+        assert!(size >= 10_000 && inodes == 1, "{size} {inodes}");
+    }
+
+    #[test]
+    fn a_target_label_for_a_layer_the_home_lacks_is_an_ordinary_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(&d.path().join("sn"), &d.path().join("home"));
+        let labels: BTreeMap<String, String> = [
+            (LABEL_TARGET.to_string(), "sha256:chain".to_string()),
+            (LABEL_LAYER.to_string(), format!("sha256:{}", "0".repeat(64))),
+        ]
+        .into();
+        let m = mounts(s.prepare("extract-1 sha256:chain", "", labels.clone()).unwrap());
+        assert_eq!(m[0].r#type, "bind");
+        s.commit("sha256:chain", "extract-1 sha256:chain", labels.clone())
+            .unwrap();
+        // The next Prepare for the same target with the same parent finds it.
+        match s.prepare("extract-2 sha256:chain", "", labels).unwrap() {
+            Prepared::Target(t) => assert_eq!(t, "sha256:chain"),
+            Prepared::Mounts(_) => panic!("the committed target was not found"),
+        }
+        assert_eq!(s.mounted(), 0);
     }
 }

@@ -154,7 +154,11 @@ mod tests {
         assert_eq!(s.ancestors("b"), vec!["a".to_string()]);
         assert!(s.has_children("a") && !s.has_children("b"));
         let text = std::fs::read_to_string(d.path().join("metadata.json")).unwrap();
-        std::fs::write(d.path().join("metadata.json"), text.replace("\"version\": 1", "\"version\": 9")).unwrap();
+        std::fs::write(
+            d.path().join("metadata.json"),
+            text.replace("\"version\": 1", "\"version\": 9"),
+        )
+        .unwrap();
         let e = State::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("version 9"), "{e}");
     }
