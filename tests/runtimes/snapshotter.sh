@@ -108,6 +108,13 @@ snap_up() {
   echo "   $SNBANNER"
 }
 snap_up
+# and one on an empty home that reads what it lacks from station A (step 4)
+"$SHP" --home "$WORK/l" init >/dev/null 2>&1
+mkfifo "$WORK/lazy.banner"
+"$SHP" --home "$WORK/l" snapshotter --address "$WORK/lazy.sock" --from "http://$A" >"$WORK/lazy.banner" 2>"$WORK/lazy.log" &
+LZPID=$!
+PIDS+=("$LZPID")
+read -r -t 30 line <"$WORK/lazy.banner" || die "the lazy snapshotter printed nothing"
 CSOCK=$WORK/c/containerd.sock
 mkdir -p "$WORK/c"
 cat >"$WORK/c/config.toml" <<EOF
@@ -127,6 +134,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
   [proxy_plugins.shp]
     type = "snapshot"
     address = "$SNSOCK"
+  [proxy_plugins.shplazy]
+    type = "snapshot"
+    address = "$WORK/lazy.sock"
 EOF
 containerd --config "$WORK/c/config.toml" >"$WORK/containerd.log" 2>&1 &
 PIDS+=($!)
@@ -178,7 +188,22 @@ out=$(run c4 "$B/app:v2" 'cat /etc/v2 /etc/motd')
 [ "$out" = $'only in v2\nhello from the store' ] || die "v2 container printed: $out"
 echo "   v2: one layer downloaded and unpacked, three from the store"
 
-say "4. snapshot commands and removal"
+say "4. a lazy snapshotter on an empty home, reading A's store over HTTP (--from)"
+"$WORK/pull" "$CSOCK" t2 shplazy "$A/app:v1" >"$WORK/pull3.json" 2>"$WORK/pull3.log" || die "lazy pull: $(cat "$WORK/pull3.log")"
+[ "$(jq '.content | length' "$WORK/pull3.json")" = 2 ] || die "lazy: content store should hold the manifest and config only: $(cat "$WORK/pull3.json")"
+n=$(awk -v w="$WORK/l/snapshotter/layers/" 'index($2, w) == 1 && index($1, "shp:") == 1' /proc/mounts | wc -l)
+[ "$n" = 3 ] || die "lazy: $n layers mounted, want 3"
+sum=$(ctr -a "$CSOCK" -n t2 run --rm --snapshotter shplazy "$A/app:v1" l1 /bin/sh -c 'cat /etc/motd >&2; cat /etc/blob' 2>"$WORK/run-l1.err" | sha256sum | cut -d' ' -f1)
+[ "$sum" = "$BLOB_SUM" ] || die "lazy: etc/blob $sum, want $BLOB_SUM ($(cat "$WORK/run-l1.err"))"
+[ "$(cat "$WORK/run-l1.err")" = "hello from the store" ] || die "lazy: motd: $(cat "$WORK/run-l1.err")"
+# the whole image lands in the home in the background (pinned), verified
+for _ in $(seq 1 300); do grep -q "prefetched" "$WORK/lazy.log" && break; sleep 0.1; done
+grep -q "prefetched" "$WORK/lazy.log" || die "the lazy snapshotter never prefetched the image"
+"$SHP" --home "$WORK/l" verify >/dev/null || die "lazy home: verify failed"
+echo "   an empty home: layers mounted from A over HTTP, a container ran, the image then prefetched and verified"
+stop "$LZPID"
+
+say "5. snapshot commands and removal"
 S=(ctr -a "$CSOCK" -n t snapshots --snapshotter shp)
 top=$("${S[@]}" ls | awk '$3 == "Committed" {print $1}' | head -n 1)
 [ -n "$top" ] || die "no committed snapshots listed: $("${S[@]}" ls)"

@@ -250,6 +250,9 @@ enum Cmd {
         /// Where snapshots and their state live (default: HOME/snapshotter)
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+        /// A station to read images the home lacks from, lazily (repeatable): it names the image's root, its blocks are read as they are touched and the whole image is fetched into the home meanwhile
+        #[arg(long, value_name = "URL")]
+        from: Vec<String>,
         /// Log filter (RUST_LOG syntax; default info)
         #[arg(long, value_name = "FILTER")]
         log_level: Option<String>,
@@ -830,11 +833,12 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Snapshotter {
             address,
             root,
+            from,
             log_level,
         } => {
             shp_station::server::init_logging(log_level.as_deref());
             let root = root.unwrap_or_else(|| dir.join("snapshotter"));
-            snapshotter::run(open()?, &root, &address)?
+            snapshotter::run(open()?, &root, &address, &from)?
         }
         Cmd::Mounts { json } => mount::list(&dir, json)?,
         Cmd::Umount { dir: mp } => mount::umount(&dir, &mp)?,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Peers (stations, trustless gateways) asked for a lazy mount's missing blocks, in order.
-struct HttpSource(Vec<HttpTransport>);
+pub(crate) struct HttpSource(pub(crate) Vec<HttpTransport>);
 
 impl BlockSource for HttpSource {
     fn get(&self, cid: &shp_core::Cid) -> std::result::Result<Vec<u8>, String> {

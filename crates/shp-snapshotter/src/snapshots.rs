@@ -9,6 +9,7 @@ use crate::proto::{Info, Kind, Mount};
 use crate::state::{Remote, Snap, SnapKind, State};
 use crate::{Error, Result};
 use shp_core::home::Home;
+use shp_rootfs::lazy::BlockSource;
 use shp_rootfs::mount::MountOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,20 @@ pub enum Prepared {
     Target(String),
 }
 
+/// Where images the home does not hold come from: peers that can name an image's root and serve
+/// its blocks (the CLI's: stations over HTTP, `--from`).
+pub trait Lazy: Send + Sync {
+    /// The root CID of the image a pull names — `image_ref` as containerd has it
+    /// (`HOST/REPO:TAG` or `…@DIGEST`, the `cri.image-ref` label) and its manifest digest — if a
+    /// peer holds it.
+    fn resolve(&self, image_ref: Option<&str>, manifest: Option<&str>) -> Option<String>;
+    /// Blocks the home lacks, from the peers (the mount checks each against its CID).
+    fn source(&self) -> Arc<dyn BlockSource>;
+    /// Starts fetching the whole image into the home in the background (once per root), so that
+    /// reads become local.
+    fn prefetch(&self, root: &str);
+}
+
 struct Inner {
     state: State,
     /// The FUSE sessions of remote snapshots, by id.
@@ -55,6 +70,7 @@ struct Inner {
 pub struct Snapshotter {
     root: PathBuf,
     home: Arc<Home>,
+    lazy: Option<Arc<dyn Lazy>>,
     inner: Mutex<Inner>,
 }
 
@@ -65,7 +81,7 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
 impl Snapshotter {
     /// Opens the snapshotter kept in `root` over `home`'s store, mounting again every remote
     /// snapshot it had (a stale mount left by a killed process is unmounted first).
-    pub fn open(root: &Path, home: Arc<Home>) -> Result<Snapshotter> {
+    pub fn open(root: &Path, home: Arc<Home>, lazy: Option<Arc<dyn Lazy>>) -> Result<Snapshotter> {
         for d in ["snapshots", "layers"] {
             std::fs::create_dir_all(root.join(d)).map_err(io(root.join(d).display()))?;
         }
@@ -74,6 +90,7 @@ impl Snapshotter {
         let s = Snapshotter {
             root,
             home,
+            lazy,
             inner: Mutex::new(Inner {
                 state,
                 sessions: HashMap::new(),
@@ -131,7 +148,8 @@ impl Snapshotter {
             platform: None,
             layer: Some(r.layer.clone()),
         };
-        let (fs, info) = shp_rootfs::mount::prepare(self.home.clone(), &r.image, &opts, None)?;
+        let source = self.lazy.as_ref().filter(|_| r.lazy).map(|l| l.source());
+        let (fs, info) = shp_rootfs::mount::prepare(self.home.clone(), &r.image, &opts, source)?;
         let sess = shp_rootfs::mount::mount(fs, &dir, &r.layer)?;
         tracing::info!(layer = %r.layer, image = %r.image, dir = %dir.display(), inodes = info.inodes, tree_ms = info.tree_ms, "layer mounted from the store");
         Ok(sess)
@@ -200,10 +218,31 @@ impl Snapshotter {
                     }
                 }
                 if let Some(layer) = labels.get(LABEL_LAYER).cloned() {
-                    if let Some(image) = self.find_layer(labels.get(LABEL_MANIFEST).map(String::as_str), &layer) {
-                        return self.remote(&mut g, &target, parent, labels, Remote { image, layer });
+                    let manifest = labels.get(LABEL_MANIFEST).map(String::as_str);
+                    let found = match self.find_layer(manifest, &layer) {
+                        Some(image) => Some((image, false)),
+                        None => self.lazy.as_ref().and_then(|l| {
+                            l.resolve(labels.get(LABEL_IMAGE_REF).map(String::as_str), manifest)
+                                .map(|image| (image, true))
+                        }),
+                    };
+                    match found {
+                        Some((image, lazy)) => {
+                            let r = Remote { image, layer, lazy };
+                            match self.remote(&mut g, &target, parent, labels.clone(), r.clone()) {
+                                Ok(p) => {
+                                    if let (true, Some(l)) = (lazy, &self.lazy) {
+                                        l.prefetch(&r.image);
+                                    }
+                                    return Ok(p);
+                                }
+                                // containerd can still fetch and unpack it: slower, not broken.
+                                Err(e) => tracing::warn!(layer = %r.layer, image = %r.image,
+                                    "cannot serve the layer from the store, containerd unpacks it: {e}"),
+                            }
+                        }
+                        None => tracing::info!(%layer, "not in the store: containerd fetches and unpacks it"),
                     }
-                    tracing::info!(%layer, "not in the store: containerd fetches and unpacks it");
                 }
             }
         }
@@ -559,7 +598,7 @@ mod tests {
         } else {
             Home::init(home).unwrap()
         };
-        Snapshotter::open(root, Arc::new(h)).unwrap()
+        Snapshotter::open(root, Arc::new(h), None).unwrap()
     }
 
     fn opt<'a>(m: &'a Mount, key: &str) -> Option<&'a str> {

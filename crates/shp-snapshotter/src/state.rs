@@ -25,6 +25,10 @@ pub struct Remote {
     pub image: String,
     /// The layer's digest (as in the manifest).
     pub layer: String,
+    /// Read through the snapshotter's peers for what the home lacks (the image was found on a
+    /// peer, not in the home).
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +137,7 @@ mod tests {
                 remote: Some(Remote {
                     image: "bafy".into(),
                     layer: "sha256:00".into(),
+                    lazy: true,
                 }),
             },
         );

@@ -72,6 +72,39 @@ impl HttpTransport {
         })
     }
 
+    /// The root CID of the image a station's registry holds as `repo` at `reference` (a tag or a
+    /// manifest digest), from the `x-shp-root` header of a HEAD on its manifest; `None` when the
+    /// peer does not have it or is not a station (a registry or gateway sends no such header).
+    pub fn image_root(&self, repo: &str, reference: &str) -> Result<Option<Cid>> {
+        use shp_core::oci::{DOCKER_LIST, OCI_INDEX};
+        let accept = [
+            OCI_INDEX,
+            DOCKER_LIST,
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ]
+        .join(", ");
+        let resp = self.send(
+            self.client
+                .head(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+                .header(ACCEPT, accept),
+        )?;
+        if !resp.status().is_success() {
+            return Ok(None);
+        }
+        let Some(v) = resp.headers().get(crate::mirror::ROOT_HEADER) else {
+            return Ok(None);
+        };
+        let text = v.to_str().map_err(|_| Error::Protocol {
+            peer: self.base.clone(),
+            reason: format!("{}: not text", crate::mirror::ROOT_HEADER),
+        })?;
+        text.parse().map(Some).map_err(|e| Error::Protocol {
+            peer: self.base.clone(),
+            reason: format!("{}: {text:?}: {e}", crate::mirror::ROOT_HEADER),
+        })
+    }
+
     /// Whether the peer has answered shp's batch extension (false until it has been tried).
     pub fn speaks_shp(&self) -> bool {
         self.mode.load(Ordering::Relaxed) == MODE_SHP
