@@ -10,7 +10,9 @@
 #   2. the snapshotter restarted: its layers are mounted again, a new container runs;
 #   3. v2 (v1 + one layer) pushed to station B only: its v1 layers come from A's store, the new
 #      layer is downloaded and unpacked by containerd into an ordinary snapshot;
-#   4. snapshot commands (info, label = Update, usage, ls with a filter) and removal: the image
+#   4. a snapshotter on an empty home with --from A: the same pull mounts layers lazily from A over
+#      HTTP, a container runs, the whole image is then prefetched into the home and verified;
+#   5. snapshot commands (info, label = Update, usage) and removal: the image
 #      removed, containerd's gc removes the snapshots and the snapshotter unmounts its layers.
 # Needs root, /dev/fuse, containerd + ctr + runc, skopeo, umoci, busybox-static, go with Debian's
 # containerd sources, python3, jq, and a built shp (SHP=path; default target/debug/shp). Everything
