@@ -253,6 +253,9 @@ enum Cmd {
         /// A station to read images the home lacks from, lazily (repeatable): it names the image's root, its blocks are read as they are touched and the whole image is fetched into the home meanwhile
         #[arg(long, value_name = "URL")]
         from: Vec<String>,
+        /// With --from: read only what containers touch; do not fetch whole images in the background
+        #[arg(long)]
+        no_prefetch: bool,
         /// Log filter (RUST_LOG syntax; default info)
         #[arg(long, value_name = "FILTER")]
         log_level: Option<String>,
@@ -834,11 +837,12 @@ fn run(cli: Cli) -> Result<u8> {
             address,
             root,
             from,
+            no_prefetch,
             log_level,
         } => {
             shp_station::server::init_logging(log_level.as_deref());
             let root = root.unwrap_or_else(|| dir.join("snapshotter"));
-            snapshotter::run(open()?, &root, &address, &from)?
+            snapshotter::run(open()?, &root, &address, &from, !no_prefetch)?
         }
         Cmd::Mounts { json } => mount::list(&dir, json)?,
         Cmd::Umount { dir: mp } => mount::umount(&dir, &mp)?,

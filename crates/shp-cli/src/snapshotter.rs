@@ -19,6 +19,7 @@ struct Stations {
     home: Arc<Home>,
     urls: Vec<String>,
     source: Arc<HttpSource>,
+    prefetch: bool,
     prefetching: Mutex<HashSet<String>>,
 }
 
@@ -54,7 +55,7 @@ impl Lazy for Stations {
     }
 
     fn prefetch(&self, root: &str) {
-        if !self.prefetching.lock().expect("lock").insert(root.to_string()) {
+        if !self.prefetch || !self.prefetching.lock().expect("lock").insert(root.to_string()) {
             return;
         }
         let (home, urls) = (self.home.clone(), self.urls.clone());
@@ -80,7 +81,7 @@ impl Lazy for Stations {
     }
 }
 
-pub fn run(home: Home, root: &Path, address: &Path, from: &[String]) -> Result<()> {
+pub fn run(home: Home, root: &Path, address: &Path, from: &[String], prefetch: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,6 +104,7 @@ pub fn run(home: Home, root: &Path, address: &Path, from: &[String]) -> Result<(
             home: home.clone(),
             urls: from.to_vec(),
             source: Arc::new(HttpSource(peers)),
+            prefetch,
             prefetching: Mutex::new(HashSet::new()),
         }))
     };
