@@ -110,6 +110,10 @@ snap_up() {
   echo "   $SNBANNER"
 }
 snap_up
+if err=$("$SHP" --home "$WORK/a" snapshotter --address "$SNSOCK" 2>&1 </dev/null); then
+  die "a second snapshotter on the same socket started"
+fi
+grep -q "another process is listening" <<<"$err" || die "a second snapshotter on the same socket: $err"
 # and one on an empty home that reads what it lacks from station A (step 4)
 "$SHP" --home "$WORK/l" init >/dev/null 2>&1
 mkfifo "$WORK/lazy.banner"

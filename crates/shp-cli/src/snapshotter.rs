@@ -2,7 +2,7 @@
 //! in the foreground until SIGTERM or SIGINT (which unmount every layer it mounted).
 
 use crate::mount::HttpSource;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use shp_core::Home;
 use shp_rootfs::lazy::BlockSource;
 use shp_snapshotter::snapshots::Lazy;
@@ -108,11 +108,17 @@ pub fn run(home: Home, root: &Path, address: &Path, from: &[String], prefetch: b
             prefetching: Mutex::new(HashSet::new()),
         }))
     };
-    let sn =
-        Arc::new(Snapshotter::open(root, home, lazy).with_context(|| format!("snapshotter root {}", root.display()))?);
+    // The socket first: a second snapshotter for the same socket stops before touching anything.
     let listener = {
         let _in = rt.enter();
         grpc::bind(address)?
+    };
+    let sn = match Snapshotter::open(root, home, lazy) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            let _ = std::fs::remove_file(address);
+            return Err(anyhow::Error::from(e).context(format!("snapshotter root {}", root.display())));
+        }
     };
     {
         let mut out = std::io::stdout().lock();

@@ -71,6 +71,8 @@ pub struct Snapshotter {
     root: PathBuf,
     home: Arc<Home>,
     lazy: Option<Arc<dyn Lazy>>,
+    /// Held (flock) while the snapshotter runs.
+    _lock: std::fs::File,
     inner: Mutex<Inner>,
 }
 
@@ -86,11 +88,26 @@ impl Snapshotter {
             std::fs::create_dir_all(root.join(d)).map_err(io(root.join(d).display()))?;
         }
         let root = std::fs::canonicalize(root).map_err(io(root.display()))?;
+        // One snapshotter per root: a second one would mount over the first's layers.
+        let lock_path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(lock_path.display()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+            Error::FailedPrecondition(format!(
+                "{}: another snapshotter is using this root (one process per root)",
+                root.display()
+            ))
+        })?;
         let state = State::load(&root).map_err(|e| Error::Io(e.to_string()))?;
         let s = Snapshotter {
             root,
             home,
             lazy,
+            _lock: lock,
             inner: Mutex::new(Inner {
                 state,
                 sessions: HashMap::new(),
@@ -687,6 +704,8 @@ mod tests {
                 .unwrap();
         }
         let s = open(&root, &home);
+        let again = Snapshotter::open(&root, Arc::new(Home::open(&home).unwrap()), None);
+        assert!(matches!(again, Err(Error::FailedPrecondition(ref m)) if m.contains("another snapshotter")));
         let names: Vec<String> = s.list(&[]).unwrap().into_iter().map(|i| i.name).collect();
         assert_eq!(names, vec!["A", "b"]);
         assert_eq!(s.stat("b").unwrap().parent, "A");
