@@ -8,8 +8,10 @@
 #            manifest and config are downloaded; each layer is mounted from the station), then
 #            `ctr run` reads what the command touches; the rest is prefetched in the background;
 #   lazy-np: the same with --no-prefetch (only what the command reads crosses the link).
-# Each run starts from nothing (a new containerd root, a new snapshotter home); RUNS (default 3)
-# alternating runs; the median is quoted, with the bytes the node received before the first output.
+# containerd, the snapshotter and the pull client enter only the node's network namespace (nsenter
+# --net): they share the host's mounts, as FUSE layers and runc need. Each run starts from nothing (a new containerd root, a new snapshotter home); RUNS (default 3)
+# alternating runs (the pull client runs in the node's namespace: containerd's Go client fetches);
+# the median is quoted, with the bytes the node received before the first output.
 #
 # CORPUS: what /work/shared/corpus/build-corpus.sh OUT made (OUT/oci), or a layout. TAG defaults to
 # py311; the command is CMD (default `python3 -c 'import json, sqlite3; print("ready")'`). Knobs:
@@ -24,7 +26,8 @@ TAG=${2:-py311}
 [ -f "$IN/index.json" ] || IN=$IN/oci
 RATE=${RATE:-100mbit}
 RUNS=${RUNS:-3}
-CMD=${CMD:-python3 -c 'import json, sqlite3; print("ready")'}
+DEFAULT_CMD="python3 -c 'import json, sqlite3; print(\"ready\")'"
+CMD=${CMD:-$DEFAULT_CMD}
 [ "$(id -u)" = 0 ] || { echo "snapshotter.sh: needs root" >&2; exit 2; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shp-bench-snap.XXXXXX")
 P=shpsb$$
@@ -69,7 +72,7 @@ man = json.load(open(blob(d["digest"])))
 print(sum(l["size"] for l in man["layers"]))
 PY
 )
-ip netns exec "$P-seed" "$SHP" --home "$WORK/s" start --listen 10.213.0.1:5000 --no-p2p --log-level warn \
+ip netns exec "$P-seed" "$SHP" --home "$WORK/s" start --listen 10.213.0.1:5000 --insecure-public --no-p2p --log-level warn \
   >"$WORK/station.out" 2>"$WORK/station.log" &
 PIDS+=($!)
 for _ in $(seq 1 300); do [ -s "$WORK/station.out" ] && break; sleep 0.05; done
@@ -89,7 +92,7 @@ one() {
     [ "$mode" = lazy-np ] && np=(--no-prefetch)
     "$SHP" --home "$d/home" init >/dev/null 2>&1
     mkfifo "$d/snap.banner"
-    ip netns exec "$P-node" "$SHP" --home "$d/home" snapshotter --address "$d/shp.sock" \
+    nsenter --net=/run/netns/"$P-node" "$SHP" --home "$d/home" snapshotter --address "$d/shp.sock" \
       --from http://10.213.0.1:5000 "${np[@]}" --log-level warn >"$d/snap.banner" 2>"$d/snap.log" &
     snpid=$!
     PIDS+=("$snpid")
@@ -113,7 +116,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     type = "snapshot"
     address = "$d/shp.sock"
 EOF
-  ip netns exec "$P-node" containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
+  nsenter --net=/run/netns/"$P-node" containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
   local cpid=$!
   PIDS+=("$cpid")
   for _ in $(seq 1 100); do ctr -a "$d/c.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -122,7 +125,7 @@ EOF
   local rx0 t0 t1 rx1
   rx0=$(rx)
   t0=$(date +%s.%N)
-  "$WORK/pull" "$d/c.sock" b "$sn" "$REF" >"$d/pull.json" 2>"$d/pull.log" || { cat "$d/pull.log" >&2; exit 1; }
+  nsenter --net=/run/netns/"$P-node" "$WORK/pull" "$d/c.sock" b "$sn" "$REF" >"$d/pull.json" 2>"$d/pull.log" || { cat "$d/pull.log" >&2; exit 1; }
   ctr -a "$d/c.sock" -n b run --rm --snapshotter "$sn" "$REF" c /bin/sh -c "$CMD" 2>"$d/run.err" |
     { read -r first; date +%s.%N >"$d/t1"; rx >"$d/rx1"; echo "$first" >"$d/first"; cat >/dev/null; }
   t1=$(cat "$d/t1")

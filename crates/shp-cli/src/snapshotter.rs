@@ -11,14 +11,49 @@ use shp_station::transport::{FetchOptions, HttpTransport, Transport};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A prefetch waits until reads on demand have been quiet this long (or [`PREFETCH_MAX_WAIT`] has
+/// passed): on a thin link, a whole-image fetch running while a container starts would take the
+/// bandwidth its first reads need.
+const PREFETCH_QUIET: Duration = Duration::from_secs(2);
+const PREFETCH_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// The stations' blocks on demand, remembering when the last one was asked for.
+struct Demand {
+    inner: HttpSource,
+    born: Instant,
+    /// Milliseconds after `born` of the last request.
+    last: AtomicU64,
+}
+
+impl Demand {
+    fn quiet_for(&self) -> Duration {
+        let now = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+impl BlockSource for Demand {
+    fn get(&self, cid: &shp_core::Cid) -> std::result::Result<Vec<u8>, String> {
+        let r = self.inner.get(cid);
+        self.last
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        r
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
 
 /// Images the home lacks, from stations over HTTP: their registry names an image's root CID
 /// (`x-shp-root`), their gateway serves its blocks.
 struct Stations {
     home: Arc<Home>,
     urls: Vec<String>,
-    source: Arc<HttpSource>,
+    source: Arc<Demand>,
     prefetch: bool,
     prefetching: Mutex<HashSet<String>>,
 }
@@ -38,7 +73,7 @@ fn split_ref(r: &str) -> Option<(String, String)> {
 impl Lazy for Stations {
     fn resolve(&self, image_ref: Option<&str>, manifest: Option<&str>) -> Option<String> {
         let (repo, reference) = split_ref(image_ref?)?;
-        for t in &self.source.0 {
+        for t in &self.source.inner.0 {
             for r in [Some(reference.as_str()), manifest].into_iter().flatten() {
                 match t.image_root(&repo, r) {
                     Ok(Some(root)) => return Some(root.to_string()),
@@ -58,9 +93,13 @@ impl Lazy for Stations {
         if !self.prefetch || !self.prefetching.lock().expect("lock").insert(root.to_string()) {
             return;
         }
-        let (home, urls) = (self.home.clone(), self.urls.clone());
+        let (home, urls, demand) = (self.home.clone(), self.urls.clone(), self.source.clone());
         let Ok(cid) = root.parse::<shp_core::Cid>() else { return };
         std::thread::spawn(move || {
+            let asked = Instant::now();
+            while demand.quiet_for() < PREFETCH_QUIET && asked.elapsed() < PREFETCH_MAX_WAIT {
+                std::thread::sleep(Duration::from_millis(200));
+            }
             let peers = match urls
                 .iter()
                 .map(|u| HttpTransport::new(u))
@@ -103,7 +142,11 @@ pub fn run(home: Home, root: &Path, address: &Path, from: &[String], prefetch: b
         Some(Arc::new(Stations {
             home: home.clone(),
             urls: from.to_vec(),
-            source: Arc::new(HttpSource(peers)),
+            source: Arc::new(Demand {
+                inner: HttpSource(peers),
+                born: Instant::now(),
+                last: AtomicU64::new(0),
+            }),
             prefetch,
             prefetching: Mutex::new(HashSet::new()),
         }))
