@@ -32,11 +32,8 @@ CMD=${CMD:-$DEFAULT_CMD}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shp-bench-snap.XXXXXX")
 P=shpsb$$
 PIDS=()
-stop() {
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-}
+# shellcheck source=tests/runtimes/lib.sh
+. "$ROOT/tests/runtimes/lib.sh"
 cleanup() {
   for p in "${PIDS[@]}"; do stop "$p"; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -98,24 +95,7 @@ one() {
     PIDS+=("$snpid")
     read -r -t 30 _ <"$d/snap.banner"
   fi
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$d/c.sock"
-[ttrpc]
-  address = "$d/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[proxy_plugins]
-  [proxy_plugins.shp]
-    type = "snapshot"
-    address = "$d/shp.sock"
-EOF
+  containerd_config "$d" "$d/c.sock" "shp=$d/shp.sock"
   nsenter --net=/run/netns/"$P-node" containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
   local cpid=$!
   PIDS+=("$cpid")

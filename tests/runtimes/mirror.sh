@@ -24,11 +24,8 @@ die() {
   for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }; done
   exit 1
 }
-stop() { # PID: SIGTERM, then SIGKILL after 10 s
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-}
+# shellcheck source=tests/runtimes/lib.sh
+. "$ROOT/tests/runtimes/lib.sh"
 cleanup() {
   for p in "${PIDS[@]}"; do stop "$p"; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -88,21 +85,7 @@ station() {
 containerd_up() {
   local name=$1
   SOCK=$WORK/$name/containerd.sock
-  mkdir -p "$WORK/$name"
-  cat >"$WORK/$name/config.toml" <<EOF
-version = 2
-root = "$WORK/$name/root"
-state = "$WORK/$name/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
+  containerd_config "$WORK/$name" "$SOCK"
   containerd --config "$WORK/$name/config.toml" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 100); do ctr -a "$SOCK" version >/dev/null 2>&1 && return 0; sleep 0.1; done

@@ -29,11 +29,8 @@ die() {
   for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 40 "$f" >&2; }; done
   exit 1
 }
-stop() { # PID: SIGTERM, then SIGKILL after 10 s
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-}
+# shellcheck source=tests/runtimes/lib.sh
+. "$ROOT/tests/runtimes/lib.sh"
 cleanup() {
   # containers first (their shims), then the services, then any mount left under WORK
   if [ -n "${CSOCK:-}" ] && [ -S "$CSOCK" ]; then
@@ -122,28 +119,7 @@ LZPID=$!
 PIDS+=("$LZPID")
 read -r -t 30 line <"$WORK/lazy.banner" || die "the lazy snapshotter printed nothing"
 CSOCK=$WORK/c/containerd.sock
-mkdir -p "$WORK/c"
-cat >"$WORK/c/config.toml" <<EOF
-version = 2
-root = "$WORK/c/root"
-state = "$WORK/c/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$CSOCK"
-[ttrpc]
-  address = "$CSOCK.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[proxy_plugins]
-  [proxy_plugins.shp]
-    type = "snapshot"
-    address = "$SNSOCK"
-  [proxy_plugins.shplazy]
-    type = "snapshot"
-    address = "$WORK/lazy.sock"
-EOF
+containerd_config "$WORK/c" "$CSOCK" "shp=$SNSOCK" "shplazy=$WORK/lazy.sock"
 containerd --config "$WORK/c/config.toml" >"$WORK/containerd.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do ctr -a "$CSOCK" version >/dev/null 2>&1 && break; sleep 0.1; done

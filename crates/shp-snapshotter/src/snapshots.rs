@@ -80,7 +80,28 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Io(format!("{what}: {e}"))
 }
 
+/// A snapshot made now.
+fn fresh(id: u64, parent: &str, kind: SnapKind, labels: BTreeMap<String, String>, remote: Option<Remote>) -> Snap {
+    let t = now();
+    Snap {
+        id,
+        parent: parent.to_string(),
+        kind,
+        labels,
+        created: t,
+        updated: t,
+        remote,
+    }
+}
+
 impl Snapshotter {
+    /// Writes `state` to `ROOT/metadata.json` (the caller undoes its change when this fails).
+    fn save(&self, state: &State) -> Result<()> {
+        state
+            .save(&self.root)
+            .map_err(|e| Error::Io(format!("saving {}: {e}", self.root.join("metadata.json").display())))
+    }
+
     /// Opens the snapshotter kept in `root` over `home`'s store, mounting again every remote
     /// snapshot it had (a stale mount left by a killed process is unmounted first).
     pub fn open(root: &Path, home: Arc<Home>, lazy: Option<Arc<dyn Lazy>>) -> Result<Snapshotter> {
@@ -270,23 +291,13 @@ impl Snapshotter {
         if kind == SnapKind::Active {
             std::fs::create_dir_all(&work).map_err(io(work.display()))?;
         }
-        let t = now();
-        g.state.snaps.insert(
-            key.to_string(),
-            Snap {
-                id,
-                parent: parent.to_string(),
-                kind,
-                labels,
-                created: t,
-                updated: t,
-                remote: None,
-            },
-        );
-        if let Err(e) = g.state.save(&self.root) {
+        g.state
+            .snaps
+            .insert(key.to_string(), fresh(id, parent, kind, labels, None));
+        if let Err(e) = self.save(&g.state) {
             g.state.snaps.remove(key);
             let _ = std::fs::remove_dir_all(self.root.join("snapshots").join(id.to_string()));
-            return Err(Error::Io(format!("saving {}: {e}", self.root.display())));
+            return Err(e);
         }
         Ok(Prepared::Mounts(self.mounts_of(&g.state, key)?))
     }
@@ -308,24 +319,15 @@ impl Snapshotter {
         g.state.next_id += 1;
         let sess = self.mount_layer(id, &r)?;
         labels.insert(LABEL_SHP_ROOT.into(), r.image.clone());
-        let t = now();
         g.state.snaps.insert(
             target.to_string(),
-            Snap {
-                id,
-                parent: parent.to_string(),
-                kind: SnapKind::Committed,
-                labels,
-                created: t,
-                updated: t,
-                remote: Some(r.clone()),
-            },
+            fresh(id, parent, SnapKind::Committed, labels, Some(r.clone())),
         );
-        if let Err(e) = g.state.save(&self.root) {
+        if let Err(e) = self.save(&g.state) {
             g.state.snaps.remove(target);
             let _ = sess.umount_and_join();
             let _ = std::fs::remove_dir(self.layer_dir(id));
-            return Err(Error::Io(format!("saving {}: {e}", self.root.display())));
+            return Err(e);
         }
         g.sessions.insert(id, sess);
         tracing::info!(%target, layer = %r.layer, "remote snapshot: the layer is read from the store, not unpacked");
@@ -401,9 +403,9 @@ impl Snapshotter {
         s.updated = now();
         let id = s.id;
         g.state.snaps.insert(name.to_string(), s);
-        if let Err(e) = g.state.save(&self.root) {
+        if let Err(e) = self.save(&g.state) {
             g.state = before;
-            return Err(Error::Io(format!("saving {}: {e}", self.root.display())));
+            return Err(e);
         }
         // Its overlay work directory is not needed any more.
         let _ = std::fs::remove_dir_all(self.work(id));
@@ -422,9 +424,9 @@ impl Snapshotter {
             return Err(Error::FailedPrecondition(format!("snapshot {key:?} has children")));
         }
         g.state.snaps.remove(key);
-        if let Err(e) = g.state.save(&self.root) {
+        if let Err(e) = self.save(&g.state) {
             g.state.snaps.insert(key.to_string(), s);
-            return Err(Error::Io(format!("saving {}: {e}", self.root.display())));
+            return Err(e);
         }
         if let Some(sess) = g.sessions.remove(&s.id) {
             if let Err(e) = sess.umount_and_join() {
@@ -506,9 +508,9 @@ impl Snapshotter {
         }
         s.updated = now();
         let out = Self::info_of(&info.name, s);
-        if let Err(e) = g.state.save(&self.root) {
+        if let Err(e) = self.save(&g.state) {
             g.state = before;
-            return Err(Error::Io(format!("saving {}: {e}", self.root.display())));
+            return Err(e);
         }
         Ok(out)
     }
