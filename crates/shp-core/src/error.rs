@@ -54,6 +54,10 @@ pub enum Error {
     RebuildMismatch { digest: String, actual: String },
     #[error("store: {0}")]
     Store(String),
+    /// A write that a concurrent gc raced (on a shared bucket): nothing was committed, and the
+    /// same write run again succeeds. `Home::push` runs it again by itself.
+    #[error("store: {0}")]
+    Raced(String),
     #[error("no space left on the file system of home {home} ({detail}); nothing was changed: free some space and run the command again")]
     NoSpace { home: String, detail: String },
 }
@@ -160,6 +164,7 @@ impl Error {
                 actual: actual.clone(),
             },
             Error::Store(s) => Error::Store(s.clone()),
+            Error::Raced(s) => Error::Raced(s.clone()),
             Error::NoSpace { home, detail } => Error::NoSpace {
                 home: home.clone(),
                 detail: detail.clone(),

@@ -155,6 +155,9 @@ pub struct GcReport {
 
 fn no_progress(_: Progress) {}
 
+/// How many times `Home::push` runs a push that a concurrent gc raced.
+const PUSH_RACE_ATTEMPTS: usize = 3;
+
 impl Home {
     /// The home a user means: `--home`, else `$SHP_HOME`, else `~/.shp`.
     pub fn default_dir() -> PathBuf {
@@ -290,6 +293,26 @@ impl Home {
 
     /// Imports an image and names it (or pins it when it has no name). Nothing changes on error.
     pub fn push(&self, src: &ImageRef, tag: Option<&str>, progress: &dyn Fn(Progress)) -> Result<PushReport> {
+        // A push a concurrent gc raced on a shared bucket committed nothing; its source is a file
+        // on disk, so it is run again (a few times) rather than handed back to the user.
+        let mut raced = Vec::new();
+        loop {
+            match self.push_once(src, tag, progress) {
+                Err(Error::Raced(why)) if raced.len() < PUSH_RACE_ATTEMPTS - 1 => raced.push(why),
+                Ok(mut report) => {
+                    report.warnings.extend(
+                        raced
+                            .into_iter()
+                            .map(|why| format!("a gc on the shared store raced this push ({why}); it was run again")),
+                    );
+                    return Ok(report);
+                }
+                Err(e) => return Err(self.explain(e)),
+            }
+        }
+    }
+
+    fn push_once(&self, src: &ImageRef, tag: Option<&str>, progress: &dyn Fn(Progress)) -> Result<PushReport> {
         (|| -> Result<PushReport> {
             if let Some(t) = tag {
                 check_name(t)?;
@@ -330,7 +353,6 @@ impl Home {
                 }
             }
         })()
-        .map_err(|e| self.explain(e))
     }
 
     /// Imports the image `top` describes from any blob source (an OCI layout, a remote registry,

@@ -103,7 +103,7 @@ pub(super) fn claim(
         .map_err(|e| bucket.fail("PUT", &rel, &e))?;
     let (condemned, _) = Condemned::load(bucket)?;
     let retry = |what: String| {
-        Error::Store(format!(
+        Error::Raced(format!(
             "{}: {what} while this write relied on it; nothing was committed: run the command again",
             store.url()
         ))

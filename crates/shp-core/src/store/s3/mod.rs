@@ -629,7 +629,7 @@ impl Batch for S3Batch<'_> {
             return Err(Error::Store(f.clone()));
         }
         if self.started.elapsed() > self.store.grace / 2 {
-            return Err(Error::Store(format!(
+            return Err(Error::Raced(format!(
                 "{}: this write took {} s, more than half of gc's grace period ({} s), so blocks it reuses may have been collected; nothing was committed: run the command again",
                 self.store.url(),
                 self.started.elapsed().as_secs(),
