@@ -7,7 +7,8 @@
 #      the content store holds the manifest and config only, and `ctr run --snapshotter shp`
 #      runs a command in it (a file of the top layer, a path removed by a whiteout, busybox
 #      from the base layer);
-#   2. the snapshotter restarted: its layers are mounted again, a new container runs;
+#   2. the snapshotter restarted (SIGTERM, then SIGKILL): its layers are mounted again, a new
+#      container runs;
 #   3. v2 (v1 + one layer) pushed to station B only: its v1 layers come from A's store, the new
 #      layer is downloaded and unpacked by containerd into an ordinary snapshot;
 #   4. a snapshotter on an empty home with --from A: the same pull mounts layers lazily from A over
@@ -161,6 +162,18 @@ done
 out=$(run c3 "$A/app:v1" 'cat /etc/motd')
 [ "$out" = "hello from the store" ] || die "after a restart the container printed: $out"
 echo "   a new container after the restart: ok"
+# SIGKILL: no chance to unmount; the next start unmounts the dead mounts and mounts them again
+kill -9 "$SNPID"
+wait "$SNPID" 2>/dev/null || true
+snap_up
+grep -q "3 layer(s) mounted" <<<"$SNBANNER" || die "after a SIGKILL: $SNBANNER"
+for _ in $(seq 1 100); do
+  ctr -a "$CSOCK" -n t snapshots --snapshotter shp ls >/dev/null 2>&1 && break
+  sleep 0.1
+done
+out=$(run c5 "$A/app:v1" 'cat /etc/third')
+[ "$out" = "third" ] || die "after a SIGKILL the container printed: $out"
+echo "   killed (SIGKILL) and started again: dead mounts replaced, a new container ran"
 
 say "3. B/app:v2: v1's layers from A's store, the new one unpacked by containerd"
 "$WORK/pull" "$CSOCK" t shp "$B/app:v2" >"$WORK/pull2.json" 2>"$WORK/pull2.log" || die "pull v2: $(cat "$WORK/pull2.log")"
