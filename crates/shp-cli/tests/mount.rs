@@ -295,6 +295,22 @@ fn a_lazy_mount_reads_what_the_home_lacks_from_a_peer() {
     assert!(m.log().contains("fetched from peers on demand"), "{}", m.log());
     assert_eq!(num(&b.json(&["stats"]), "blocks"), 0, "--no-prefetch stores nothing");
 
+    // The head of a big file fetches the chunks it needs, not the file (400 kB of chunks).
+    let d = ShpHome::new();
+    let mut m = Mount::start(&d, &root, &["--from", &url, "--no-prefetch"]).expect("a lazy mount");
+    let mut head = [0u8; 100];
+    std::io::Read::read_exact(&mut std::fs::File::open(m.dir.join("big2")).unwrap(), &mut head).unwrap();
+    assert_eq!(&head[..], &big[..100]);
+    m.stop();
+    let log = m.log();
+    let fetched: u64 = log
+        .split(" blocks (")
+        .nth(1)
+        .and_then(|r| r.split(" bytes) fetched from peers on demand").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fetch count: {log}"));
+    assert!(fetched < 300_000, "reading 100 bytes fetched {fetched} bytes: {log}");
+
     // With the prefetch, the whole image lands in B, named, while it is mounted.
     let mut m = Mount::start(&b, &root, &["--from", &url, "--tag", "lazy:b"]).expect("a prefetching mount");
     assert_eq!(std::fs::read(m.dir.join("etc/motd")).unwrap(), b"lazy\n");

@@ -57,8 +57,18 @@ pub struct MountInfo {
     pub tree_ms: u64,
 }
 
-/// The chunks of one file: where each starts, and its CID.
-type ChunkMap = Arc<Vec<(u64, Cid)>>;
+/// The chunks of one file known so far: where each starts, and its CID; and what is left to walk
+/// (link-tree nodes and chunks after the last one known, with their depth). Built only as far as
+/// reads go: a chunk's size is its length, so in a lazy mount knowing where a chunk starts means
+/// having fetched every chunk before it — a read near a file's start never fetches its tail.
+#[derive(Clone, Default)]
+struct ChunkMap {
+    chunks: Vec<(u64, Cid)>,
+    /// Bytes covered by `chunks`.
+    end: u64,
+    /// Still to walk, next on top.
+    todo: Vec<(Cid, u8)>,
+}
 
 /// What a mount has served so far.
 #[derive(Debug, Default)]
@@ -79,7 +89,7 @@ pub struct ShpFs {
     store: Arc<LazyStore>,
     tree: Tree,
     stats: Arc<FsStats>,
-    maps: Mutex<HashMap<u64, ChunkMap>>,
+    maps: Mutex<HashMap<u64, Arc<ChunkMap>>>,
     /// The last chunks read (sequential reads ask for one chunk many times in 128 KiB pieces).
     recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
 }
@@ -234,19 +244,24 @@ impl ShpFs {
         }
     }
 
-    /// The chunk map of a file (link trees expanded, chunk sizes from the store's index).
-    fn chunk_map(&self, ino: u64, n: &Inode) -> shp_core::Result<ChunkMap> {
-        if let Some(m) = self.maps.lock().unwrap().get(&ino) {
-            return Ok(m.clone());
-        }
+    /// The chunk map of a file, walked at least until it covers byte `upto` (link trees expanded,
+    /// chunk sizes from the store's index, or from the chunk itself when the home lacks it).
+    fn chunk_map(&self, ino: u64, n: &Inode, upto: u64) -> shp_core::Result<Arc<ChunkMap>> {
+        let known = self.maps.lock().unwrap().get(&ino).cloned();
+        let mut m = match known {
+            Some(m) if m.end >= upto || m.todo.is_empty() => return Ok(m),
+            Some(m) => (*m).clone(),
+            None => ChunkMap {
+                todo: n.data.iter().rev().map(|c| (*c, 0)).collect(),
+                ..ChunkMap::default()
+            },
+        };
         let store: &dyn Blockstore = &*self.store;
-        let mut out = Vec::new();
-        let mut at = 0u64;
-        let mut todo: Vec<(Cid, u8)> = n.data.iter().rev().map(|c| (*c, 0)).collect();
-        while let Some((c, depth)) = todo.pop() {
+        while m.end < upto {
+            let Some((c, depth)) = m.todo.pop() else { break };
             if c.codec() == RAW {
-                out.push((at, c));
-                at += store.size_of(&c)?;
+                m.chunks.push((m.end, c));
+                m.end += store.size_of(&c)?;
                 continue;
             }
             if depth > 16 {
@@ -264,21 +279,27 @@ impl ShpFs {
                     cid: c.to_string(),
                     reason: "a file's data link is neither a chunk nor a link tree".into(),
                 })?;
-            todo.extend(links.into_iter().rev().map(|l| (l, depth + 1)));
+            m.todo.extend(links.into_iter().rev().map(|l| (l, depth + 1)));
         }
-        if at != n.size {
+        if (m.todo.is_empty() && m.end != n.size) || m.end > n.size {
             return Err(shp_core::Error::Schema {
                 cid: n.data.first().map(|c| c.to_string()).unwrap_or_default(),
-                reason: format!("the file's chunks hold {at} bytes, its header says {}", n.size),
+                reason: format!("the file's chunks hold {} bytes, its header says {}", m.end, n.size),
             });
         }
-        let m = Arc::new(out);
+        let m = Arc::new(m);
         let mut maps = self.maps.lock().unwrap();
         if maps.len() >= MAX_MAPS {
             maps.clear();
         }
-        maps.insert(ino, m.clone());
-        Ok(m)
+        // Another read may have walked further meanwhile: keep the longer map.
+        match maps.get(&ino) {
+            Some(other) if other.end >= m.end => Ok(other.clone()),
+            _ => {
+                maps.insert(ino, m.clone());
+                Ok(m)
+            }
+        }
     }
 
     fn chunk(&self, cid: &Cid) -> shp_core::Result<Arc<Vec<u8>>> {
@@ -302,7 +323,8 @@ impl ShpFs {
         if offset >= end {
             return Ok(Vec::new());
         }
-        let map = self.chunk_map(ino, n)?;
+        let map = self.chunk_map(ino, n, end)?;
+        let map = &map.chunks;
         // The chunk holding `offset`.
         let mut i = map.partition_point(|(start, _)| *start <= offset).saturating_sub(1);
         let mut out = Vec::with_capacity((end - offset) as usize);
