@@ -107,6 +107,14 @@ snap_up() {
   read -r -t 30 SNBANNER <"$WORK/snap.banner" || die "shp snapshotter printed nothing"
   echo "   $SNBANNER"
 }
+# redialed PLUGIN: waits (10 s at most) until containerd, which redials a proxy plugin with a
+# backoff of at most 3 s, answers through it again
+redialed() {
+  for _ in $(seq 1 100); do
+    ctr -a "$CSOCK" -n t snapshots --snapshotter "$1" ls >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+}
 snap_up
 if err=$("$SHP" --home "$WORK/a" snapshotter --address "$SNSOCK" 2>&1 </dev/null); then
   die "a second snapshotter on the same socket started"
@@ -154,11 +162,7 @@ n=$(awk -v w="$WORK/a/snapshotter/layers/" 'index($2, w) == 1' /proc/mounts | wc
 [ "$n" = 0 ] || die "a stopped snapshotter left $n mounts"
 snap_up
 grep -q "3 layer(s) mounted" <<<"$SNBANNER" || die "after a restart: $SNBANNER"
-# containerd redials a proxy plugin with a backoff of at most 3 s
-for _ in $(seq 1 100); do
-  ctr -a "$CSOCK" -n t snapshots --snapshotter shp ls >/dev/null 2>&1 && break
-  sleep 0.1
-done
+redialed shp
 out=$(run c3 "$A/app:v1" 'cat /etc/motd')
 [ "$out" = "hello from the store" ] || die "after a restart the container printed: $out"
 echo "   a new container after the restart: ok"
@@ -167,10 +171,7 @@ kill -9 "$SNPID"
 wait "$SNPID" 2>/dev/null || true
 snap_up
 grep -q "3 layer(s) mounted" <<<"$SNBANNER" || die "after a SIGKILL: $SNBANNER"
-for _ in $(seq 1 100); do
-  ctr -a "$CSOCK" -n t snapshots --snapshotter shp ls >/dev/null 2>&1 && break
-  sleep 0.1
-done
+redialed shp
 out=$(run c5 "$A/app:v1" 'cat /etc/third')
 [ "$out" = "third" ] || die "after a SIGKILL the container printed: $out"
 echo "   killed (SIGKILL) and started again: dead mounts replaced, a new container ran"

@@ -80,6 +80,13 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Io(format!("{what}: {e}"))
 }
 
+/// The snapshot named `key`, or NOT_FOUND naming it.
+fn named<'a>(st: &'a State, key: &str) -> Result<&'a Snap> {
+    st.snaps
+        .get(key)
+        .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))
+}
+
 /// A snapshot made now.
 fn fresh(id: u64, parent: &str, kind: SnapKind, labels: BTreeMap<String, String>, remote: Option<Remote>) -> Snap {
     let t = now();
@@ -335,10 +342,7 @@ impl Snapshotter {
     }
 
     fn mounts_of(&self, st: &State, key: &str) -> Result<Vec<Mount>> {
-        let s = st
-            .snaps
-            .get(key)
-            .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
+        let s = named(st, key)?;
         let lowers: Vec<String> = st
             .ancestors(key)
             .iter()
@@ -414,12 +418,7 @@ impl Snapshotter {
 
     pub fn remove(&self, key: &str) -> Result<()> {
         let mut g = self.inner.lock().expect("lock");
-        let s = g
-            .state
-            .snaps
-            .get(key)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
+        let s = named(&g.state, key)?.clone();
         if g.state.has_children(key) {
             return Err(Error::FailedPrecondition(format!("snapshot {key:?} has children")));
         }
@@ -468,12 +467,7 @@ impl Snapshotter {
 
     pub fn stat(&self, key: &str) -> Result<Info> {
         let g = self.inner.lock().expect("lock");
-        let s = g
-            .state
-            .snaps
-            .get(key)
-            .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
-        Ok(Self::info_of(key, s))
+        Ok(Self::info_of(key, named(&g.state, key)?))
     }
 
     /// Updates labels (the only thing containerd may change): all of them with no field paths,
@@ -534,11 +528,7 @@ impl Snapshotter {
     pub fn usage(&self, key: &str) -> Result<(i64, i64)> {
         let dir = {
             let g = self.inner.lock().expect("lock");
-            let s = g
-                .state
-                .snaps
-                .get(key)
-                .ok_or_else(|| Error::NotFound(format!("snapshot {key:?}")))?;
+            let s = named(&g.state, key)?;
             if s.remote.is_some() {
                 return Ok((0, 0));
             }
