@@ -615,38 +615,7 @@ fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
-        Cmd::Inspect { image, json } => {
-            let i = open()?.inspect(&image)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
-            } else {
-                println!("root       {}", i.root);
-                println!(
-                    "names      {}",
-                    if i.names.is_empty() {
-                        "-".into()
-                    } else {
-                        i.names.join(", ")
-                    }
-                );
-                println!("digest     {}", i.digest);
-                println!("media type {}", i.media_type);
-                println!("size       {}", i.size);
-                println!("source     {}", i.source);
-                for m in &i.manifests {
-                    println!("manifest   {} {}", m.digest, m.platform.as_deref().unwrap_or(""));
-                    if let Some(c) = &m.config {
-                        println!("  config   {} {:>12}", c.digest, c.size);
-                    }
-                    for l in &m.layers {
-                        println!(
-                            "  layer    {} {:>12} {:<14} {}",
-                            l.digest, l.size, l.storage, l.media_type
-                        );
-                    }
-                }
-            }
-        }
+        Cmd::Inspect { image, json } => rootfs::inspect(&open()?, &image, json)?,
         Cmd::Stats { json } => {
             let s = open()?.stats()?;
             if json {

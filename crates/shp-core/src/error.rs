@@ -60,6 +60,9 @@ pub enum Error {
     Raced(String),
     #[error("no space left on the file system of home {home} ({detail}); nothing was changed: free some space and run the command again")]
     NoSpace { home: String, detail: String },
+    /// A path under a UnixFS root (a layer's view) that names nothing there.
+    #[error("/ipfs/{root}/{path}: {reason}")]
+    PathNotFound { root: String, path: String, reason: String },
 }
 
 /// Result of shp-core operations.
@@ -165,6 +168,11 @@ impl Error {
             },
             Error::Store(s) => Error::Store(s.clone()),
             Error::Raced(s) => Error::Raced(s.clone()),
+            Error::PathNotFound { root, path, reason } => Error::PathNotFound {
+                root: root.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+            },
             Error::NoSpace { home, detail } => Error::NoSpace {
                 home: home.clone(),
                 detail: detail.clone(),

@@ -678,6 +678,23 @@ impl Home {
                     Ok(())
                 })?;
             }
+            // A view lives while what it was built from does.
+            let mut dead_views = Vec::new();
+            for (key, view) in &refs.views {
+                match (key.parse::<Cid>(), view.parse::<Cid>()) {
+                    (Ok(k), Ok(v)) if live.contains(&k) => {
+                        let walked = car::walk(&self.store, &v, &mut |c, _| {
+                            live.insert(*c);
+                            Ok(())
+                        });
+                        if walked.is_err() {
+                            // A view missing blocks is built again on request; it must not stop gc.
+                            dead_views.push((key.clone(), view.clone()));
+                        }
+                    }
+                    _ => dead_views.push((key.clone(), view.clone())),
+                }
+            }
             let swept = self.store.retain(&|c| live.contains(c))?;
             // Only entries this mark saw can be dead: on a shared bucket another station may have
             // added some since, for blocks this mark did not walk.
@@ -685,6 +702,11 @@ impl Home {
             let refs = self.refs.update(|r| {
                 r.index
                     .retain(|k, c| marked.get(k) != Some(c) || c.parse::<Cid>().is_ok_and(|c| live.contains(&c)));
+                for (k, v) in &dead_views {
+                    if r.views.get(k) == Some(v) {
+                        r.views.remove(k);
+                    }
+                }
                 Ok(r.clone())
             })?;
             // Cached rebuilds of blobs no longer held go too.
@@ -703,6 +725,29 @@ impl Home {
             })
         })()
         .map_err(|e| self.explain(e))
+    }
+
+    /// The UnixFS view recorded for `key` (see [`Refs::views`]), if its root is in the store.
+    pub fn view(&self, key: &Cid) -> Result<Option<Cid>> {
+        let refs = self.refs.load()?;
+        match refs.views.get(&key.to_string()) {
+            Some(v) => {
+                let v: Cid = v.parse()?;
+                Ok(self.store.has(&v)?.then_some(v))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records `view` (its blocks already committed) as the UnixFS view of `key`, so gc keeps it
+    /// while `key` lives.
+    pub fn record_view(&self, key: &Cid, view: &Cid) -> Result<()> {
+        self.refs
+            .update(|r| {
+                r.views.insert(key.to_string(), view.to_string());
+                Ok(())
+            })
+            .map_err(|e| self.explain(e))
     }
 
     /// Bytes a `deferred` store wrote raw and has not compressed yet.

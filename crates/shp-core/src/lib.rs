@@ -30,6 +30,7 @@ pub mod reference;
 pub mod refs;
 pub mod store;
 pub mod tar;
+pub mod unixfs;
 
 pub use cid::Cid;
 pub use error::{Error, Result};

@@ -32,6 +32,11 @@ pub struct Refs {
     /// skip blobs the store holds; not a root (gc prunes entries it collects).
     #[serde(default)]
     pub index: BTreeMap<String, String>,
+    /// UnixFS views: the CID a view was built from (a layer's tar node, an image manifest's blob
+    /// node) → the view's root. A view lives as long as what it was built from: gc walks it only
+    /// when its key is live, and drops the entry when not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views: BTreeMap<String, String>,
 }
 
 impl Refs {

@@ -13,6 +13,9 @@
 //!   read fetching and verifying only the chunks it touches; [`lazy`] — the store view a lazy
 //!   mount reads through (the home's store, then peers for what it lacks, verified).
 //!
+//! - [`view`] — UnixFS views: a layer's files, or the merged root file system, as a UnixFS tree
+//!   whose files link the layer's own chunks, browsable by path in any IPFS tool.
+//!
 //! Every file-system call goes through `rustix` or `fuser` (no unsafe code here either).
 
 #![forbid(unsafe_code)]
@@ -23,6 +26,7 @@ pub mod path;
 mod pax;
 pub mod tree;
 pub mod unpack;
+pub mod view;
 
 pub use unpack::{unpack, Applier, UnpackOptions, UnpackReport};
 
