@@ -78,6 +78,35 @@ fn assert_mount_matches(h: &ShpHome, image: &str, ours: &Path) {
     assert!(!is_mounted(&m.dir), "{} unmounted", m.dir.display());
 }
 
+/// The UnixFS view of `image`'s root file system (from `shp inspect --json`), exported as a CAR
+/// and walked by js-ipfs-unixfs's exporter, shows the tree `shp unpack` wrote to `ours`: every
+/// directory, file (sha256) and symlink with its mode and mtime. Returns the walk's entries.
+fn assert_view_matches(h: &ShpHome, image: &str, ours: &Path) -> Vec<serde_json::Value> {
+    let i = h.json(&["inspect", image]);
+    let view = i["manifests"][0]["rootfs_view"]
+        .as_str()
+        .expect("a rootfs view")
+        .to_string();
+    let car = h.scratch(&format!("view-{}.car", image.replace([':', '/'], "-")));
+    h.ok(&["car", "export", &view, car.to_str().unwrap()]);
+    let walk = unixfs_walk(&car, &[&view]);
+    let lines = h.scratch(&format!("view-{}.jsonl", image.replace([':', '/'], "-")));
+    std::fs::write(&lines, walk.iter().map(|v| format!("{v}\n")).collect::<String>()).unwrap();
+    let out = run_tool(
+        Command::new("python3")
+            .arg(repo_root().join("tests/rootfs/compare-view.py"))
+            .arg(ours)
+            .arg(&lines),
+    );
+    assert!(
+        out.status.success(),
+        "shp unpack's tree vs the UnixFS view of {image}:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    walk
+}
+
 #[test]
 fn fixture_images_unpack_as_umoci_does() {
     if !root_or_skip() {
@@ -107,6 +136,7 @@ fn fixture_images_unpack_as_umoci_does() {
         assert!(num(&rep, "files") > 0, "{rep}");
         assert_eq!(num(&rep, "skipped_total"), 0, "{rep}");
         assert_mount_matches(&h, &format!("fx:{tag}"), &ours);
+        assert_view_matches(&h, &format!("fx:{tag}"), &ours);
         let zstd = src.manifest(tag)["layers"].to_string().contains("+zstd");
         if zstd {
             later.push((src.diff_ids(tag), ours, tag.clone()));
@@ -274,6 +304,41 @@ fn layers_apply_as_the_image_spec_says() {
     let theirs = umoci(&src.dir, "t", &h.scratch("umoci"));
     assert_same_tree(&theirs, &ours);
     assert_mount_matches(&h, "spec:t", &ours);
+    let walk = assert_view_matches(&h, "spec:t", &ours);
+    let entry = |p: &str| {
+        walk.iter()
+            .find(|e| e["path"] == p)
+            .unwrap_or_else(|| panic!("{p} in the view"))
+    };
+    assert_eq!(entry("bin/su")["cid"], entry("bin/su3")["cid"], "hard links: one node");
+    assert_eq!(
+        entry("bin/su")["mtime"],
+        serde_json::json!([1_700_000_000, 123_456_789])
+    );
+    assert_eq!(entry("bin/su")["mode"], 0o4755);
+    assert!(!walk.iter().any(|e| e["path"] == "dev/null" || e["path"] == "dev/fifo"));
+    // The upper layer's own view keeps its whiteouts as the layer's tar has them.
+    let i = h.json(&["inspect", "spec:t"]);
+    let upper = i["layers"][1]["view"].as_str().expect("a layer view").to_string();
+    let car = h.scratch("upper.car");
+    h.ok(&["car", "export", &upper, car.to_str().unwrap()]);
+    let names: Vec<String> = unixfs_walk(&car, &[&upper])
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    // Names as the tar has them (lib/ is a directory here), and no hard link to a lower file.
+    for p in [
+        "etc/.wh.passwd",
+        ".wh.missing",
+        "a/.wh..wh..opq",
+        "a/new",
+        "a/later",
+        "lib/x.so",
+        "abs.txt",
+    ] {
+        assert!(names.iter().any(|n| n == p), "{p} in the upper layer's view: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "etc/passwd" || n == "bin/su3"), "{names:?}");
     // What the comparison covers, asserted on our tree alone as well.
     assert_eq!(std::fs::read(ours.join("usr/lib/x.so")).unwrap(), b"\x7fELF");
     let mut a: Vec<_> = std::fs::read_dir(ours.join("a"))

@@ -569,6 +569,26 @@ fn find_in_shard(
     Ok(None)
 }
 
+/// The links a dag-pb block's *entity* follows (the trustless gateway's `dag-scope=entity`): for
+/// a UnixFS directory none (the directory node is the entity), for a HAMT shard its sub-shards
+/// (not the entries), for anything else (files, dag-pb that is not UnixFS) every link.
+pub fn entity_links(block: &[u8]) -> Result<Vec<Cid>> {
+    let pb = dagpb::decode(block)?;
+    let data = pb.data.as_deref().and_then(|d| Data::decode(d).ok());
+    Ok(match data {
+        Some(d) if d.kind == Kind::Directory => Vec::new(),
+        Some(d) if d.kind == Kind::HamtShard => {
+            let p = shard_prefix(&d)?;
+            pb.links
+                .into_iter()
+                .filter(|l| l.name.len() == p)
+                .map(|l| l.hash)
+                .collect()
+        }
+        _ => pb.links.into_iter().map(|l| l.hash).collect(),
+    })
+}
+
 /// The entries of a directory (a plain one or a HAMT, flattened), sorted by name.
 pub fn list(get: &dyn Fn(&Cid) -> Result<Vec<u8>>, dir: &Cid) -> Result<Vec<Entry>> {
     let (pb, data) = match load(get, dir)? {

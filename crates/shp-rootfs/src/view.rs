@@ -11,12 +11,14 @@
 //!   balanced tree of ≤ 174 links per node; hard links are the same node under each name;
 //! - directories: UnixFS directories (HAMT-sharded over 256 KiB of links, as Kubo does), with
 //!   `mode` and `mtime`; symlinks: UnixFS symlinks (the target as text);
-//! - left out, as UnixFS has no place for them: devices, fifos, owners, xattrs.
+//! - left out, as UnixFS has no place for them: devices, fifos, owners, xattrs; and from a layer
+//!   view, a hard link to a file of a lower layer (its content is not in the layer).
 //!
 //! Views are built on request ([`layer_view`], [`rootfs_view`]: `shp inspect` asks for every
 //! one of an image), in one batch, and recorded with [`Home::record_view`] so gc keeps a view as
 //! long as what it was built from; a view already built is found and not built again.
 
+use crate::path::clean;
 use crate::tree::{layer_entries, Inode, Kind, Tree, ROOT};
 use crate::Result;
 use shp_core::blob::BlobNode;
@@ -44,7 +46,21 @@ pub fn layer_view(home: &Home, layer: &BlobNode) -> Result<Cid> {
     }
     let mut tree = Tree::new();
     tree.overlay_whiteouts = true;
-    tree.apply(&layer.digest_str(), layer_entries(home.store(), layer)?)?;
+    // A hard link to a lower layer's file has no content in this layer: it is left out.
+    let mut seen = std::collections::HashSet::new();
+    let entries: Vec<_> = layer_entries(home.store(), layer)?
+        .into_iter()
+        .filter(|e| match &e.hardlink {
+            Some(t) => clean(t).is_ok_and(|t| seen.contains(&t)),
+            None => {
+                if let Ok(c) = clean(&e.name) {
+                    seen.insert(c);
+                }
+                true
+            }
+        })
+        .collect();
+    tree.apply(&layer.digest_str(), entries)?;
     let view = write(home, &tree, true)?;
     home.record_view(&tar, &view)?;
     Ok(view)

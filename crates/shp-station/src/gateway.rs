@@ -52,7 +52,7 @@ impl GatewayState {
     }
 }
 
-/// The gateway's routes: `/ipfs/{cid}` (GET, HEAD), `/ipfs/{cid}/{*path}` (400: no paths) and
+/// The gateway's routes: `/ipfs/{cid}` (GET, HEAD), `/ipfs/{cid}/{*path}` (UnixFS paths) and
 /// `/shp/v1/blocks` (POST). Merge it into a station's router.
 pub fn router(state: GatewayState) -> Router {
     trustless_router(state.clone()).merge(Router::new().route("/shp/v1/blocks", post(blocks)).with_state(state))
@@ -63,6 +63,7 @@ pub fn router(state: GatewayState) -> Router {
 pub fn trustless_router(state: GatewayState) -> Router {
     Router::new()
         .route("/ipfs/{cid}", get(ipfs))
+        .route("/ipfs/{cid}/", get(ipfs))
         .route("/ipfs/{cid}/{*path}", get(ipfs_path))
         .with_state(state)
 }
@@ -270,11 +271,14 @@ fn pick_encoding(headers: &HeaderMap) -> Encoding {
     }
 }
 
-async fn ipfs_path(Path((cid, path)): Path<(String, String)>) -> Response {
-    text(
-        StatusCode::BAD_REQUEST,
-        format!("/ipfs/{cid}/{path}: paths are not supported; ask for /ipfs/<cid> (shp DAGs are not UnixFS)"),
-    )
+async fn ipfs_path(
+    State(st): State<GatewayState>,
+    method: Method,
+    Path((cid, path)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    serve(st, method, cid, path, query, headers).await
 }
 
 async fn ipfs(
@@ -284,14 +288,55 @@ async fn ipfs(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    serve(st, method, cid_s, String::new(), query, headers).await
+}
+
+/// What a request asks for: a verifiable format, or (UnixFS only) the content itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Raw,
+    Car,
+    Content,
+}
+
+/// The target of a request once its path is resolved, and what it is.
+struct Target {
+    cid: Cid,
+    /// The blocks read on the way from the root (for a path CAR).
+    via: Vec<Cid>,
+    /// The block, when it is needed (raw answers, content).
+    data: Option<Vec<u8>>,
+    /// A raw HEAD's length.
+    size: u64,
+}
+
+async fn serve(
+    st: GatewayState,
+    method: Method,
+    cid_s: String,
+    path: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+) -> Response {
     let cid: Cid = match cid_s.parse() {
         Ok(c) => c,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid CID {cid_s:?}: {e}")),
     };
-    let format = match negotiate(&query, &headers) {
-        Ok(f) => f,
+    let path = path.trim_matches('/').to_string();
+    let unixfs = cid.codec() == shp_core::cid::DAG_PB || !path.is_empty();
+    let answer = match negotiate(&query, &headers) {
+        Ok(Format::Raw) => Answer::Raw,
+        Ok(Format::Car) => Answer::Car,
+        // A UnixFS DAG (a layer's view) is also served as what it is: files, directory listings.
+        Err((StatusCode::NOT_ACCEPTABLE, _)) if unixfs => Answer::Content,
         Err((status, msg)) => return text(status, msg),
     };
+    if !path.is_empty() && cid.codec() != shp_core::cid::DAG_PB {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("/ipfs/{cid}/{path}: paths are resolved in UnixFS (dag-pb) DAGs only, such as a layer's view (shp inspect names them); ask for /ipfs/<cid>"),
+        );
+    }
     let scope = match query.get("dag-scope").map(|s| s.parse::<DagScope>()) {
         None => DagScope::All,
         Some(Ok(s)) => s,
@@ -301,31 +346,60 @@ async fn ipfs(
         return text(StatusCode::BAD_REQUEST, "entity-bytes is not supported by this gateway");
     }
     let head = method == Method::HEAD;
-    let etag = match format {
-        Format::Raw => format!("\"{cid}.raw\""),
-        Format::Car => format!("\"{cid}.car.{}\"", scope.as_str()),
+    let shown = if path.is_empty() {
+        cid.to_string()
+    } else {
+        format!("{cid}/{path}")
+    };
+    let etag = match answer {
+        Answer::Raw => format!("\"{shown}.raw\""),
+        Answer::Car => format!("\"{shown}.car.{}\"", scope.as_str()),
+        Answer::Content => format!("\"{shown}\""),
     };
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
 
-    // The root must be here: 404 before any body starts.
+    // The root (and the path) must be here: 404 before any body starts.
     let home = st.home.clone();
-    let want_bytes = format == Format::Raw && !head && !not_modified;
-    let raw_head = format == Format::Raw && head;
-    let found = tokio::task::spawn_blocking(move || -> Result<(Option<Vec<u8>>, u64), CoreError> {
-        if want_bytes {
-            home.store().get(&cid).map(|d| (Some(d), 0))
-        } else if home.store().has(&cid)? {
-            Ok((None, if raw_head { home.store().size_of(&cid)? } else { 0 }))
+    let want_bytes = (answer == Answer::Raw && !head && !not_modified) || answer == Answer::Content;
+    let raw_head = answer == Answer::Raw && head;
+    let rpath = path.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<Target, CoreError> {
+        let store = home.store();
+        let (target, via) = if rpath.is_empty() {
+            (cid, Vec::new())
         } else {
-            Err(CoreError::BlockNotFound { cid: cid.to_string() })
+            let r = shp_core::unixfs::resolve(&|c| store.get(c), &cid, &rpath)?;
+            (r.cid, r.via)
+        };
+        let mut t = Target {
+            cid: target,
+            via,
+            data: None,
+            size: 0,
+        };
+        if want_bytes {
+            t.data = Some(store.get(&target)?);
+        } else if store.has(&target)? {
+            if raw_head {
+                t.size = store.size_of(&target)?;
+            }
+        } else {
+            return Err(CoreError::BlockNotFound {
+                cid: target.to_string(),
+            });
         }
+        Ok(t)
     })
     .await;
-    let (data, size) = match found {
-        Ok(Ok(d)) => d,
+    let t = match found {
+        Ok(Ok(t)) => t,
+        Ok(Err(e @ CoreError::PathNotFound { .. })) => return text(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ CoreError::Schema { .. })) if !path.is_empty() => {
+            return text(StatusCode::BAD_REQUEST, format!("/ipfs/{shown}: {e}"))
+        }
         Ok(Err(e)) => return core_err(e, &cid),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("store task failed: {e}")),
     };
@@ -333,56 +407,154 @@ async fn ipfs(
     let mut h = HeaderMap::new();
     h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("etag is ASCII"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-    h.insert(
-        "x-ipfs-path",
-        HeaderValue::from_str(&format!("/ipfs/{cid}")).expect("ASCII"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/ipfs/{shown}")) {
+        h.insert("x-ipfs-path", v);
+    }
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
     if not_modified {
         return (StatusCode::NOT_MODIFIED, h).into_response();
     }
-    match format {
-        Format::Raw => {
+    let target = t.cid;
+    match answer {
+        Answer::Raw => {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(RAW));
             h.insert(
                 header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{cid}.bin\"")).expect("ASCII"),
+                HeaderValue::from_str(&format!("attachment; filename=\"{target}.bin\"")).expect("ASCII"),
             );
-            match data {
+            match t.data {
                 Some(d) => (StatusCode::OK, h, d).into_response(),
                 None => {
-                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(t.size));
                     (StatusCode::OK, h).into_response()
                 }
             }
         }
-        Format::Car => {
+        Answer::Car => {
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/vnd.ipld.car; version=1; order=dfs; dups=n"),
             );
             h.insert(
                 header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{cid}.car\"")).expect("ASCII"),
+                HeaderValue::from_str(&format!("attachment; filename=\"{target}.car\"")).expect("ASCII"),
             );
-            h.insert("x-ipfs-roots", HeaderValue::from_str(&cid.to_string()).expect("ASCII"));
+            let roots: Vec<String> = t.via.iter().chain([&target]).map(|c| c.to_string()).collect();
+            h.insert("x-ipfs-roots", HeaderValue::from_str(&roots.join(",")).expect("ASCII"));
             let enc = pick_encoding(&headers);
             set_encoding(&mut h, enc);
             if head {
                 return (StatusCode::OK, h).into_response();
             }
             let home = st.home.clone();
+            let via = t.via;
             let body = stream_blocking(enc, move |w| {
                 write_car_header(w, &[cid])?;
                 let store = home.store();
-                walk_scope(&|c| store.get(c), &cid, scope, &mut |c, data| {
+                for c in &via {
+                    write_section(w, c, &store.get(c)?)?;
+                }
+                walk_scope(&|c| store.get(c), &target, scope, &mut |c, data| {
                     write_section(w, c, data).map_err(CoreError::Io)
                 })?;
                 Ok(())
             });
             (StatusCode::OK, h, body).into_response()
         }
+        Answer::Content => content(st, h, head, target, t.data.expect("read for content")),
+    }
+}
+
+/// A UnixFS node as what it is: a file's bytes (streamed, each block verified), a directory's
+/// listing (`CID<TAB>SIZE<TAB>NAME` lines, as `ipfs ls` prints them), a symlink's target.
+fn content(st: GatewayState, mut h: HeaderMap, head: bool, cid: Cid, block: Vec<u8>) -> Response {
+    use shp_core::unixfs::{Data, Kind};
+    let (kind, filesize) = match cid.codec() {
+        shp_core::cid::RAW => (Kind::File, block.len() as u64),
+        shp_core::cid::DAG_PB => {
+            let data = shp_core::dagpb::decode(&block)
+                .ok()
+                .and_then(|n| n.data)
+                .and_then(|d| Data::decode(&d).ok());
+            match data {
+                Some(d) => (d.kind, d.filesize.unwrap_or(0)),
+                None => {
+                    return text(
+                        StatusCode::NOT_ACCEPTABLE,
+                        format!("{cid} is dag-pb but not UnixFS: ask for ?format=raw or ?format=car"),
+                    )
+                }
+            }
+        }
+        _ => {
+            return text(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("{cid} is not UnixFS: ask for ?format=raw or ?format=car"),
+            )
+        }
+    };
+    let home = st.home.clone();
+    match kind {
+        Kind::File | Kind::Raw => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(filesize));
+            if head {
+                return (StatusCode::OK, h).into_response();
+            }
+            let body = stream_blocking(Encoding::Identity, move |w| {
+                let store = home.store();
+                let n = shp_core::unixfs::read_file(&|c| store.get(c), &cid, &mut |b| {
+                    w.write_all(b).map_err(CoreError::Io)
+                })?;
+                if n != filesize {
+                    return Err(CoreError::Schema {
+                        cid: cid.to_string(),
+                        reason: format!("the file holds {n} bytes, its node says {filesize}"),
+                    });
+                }
+                Ok(())
+            });
+            (StatusCode::OK, h, body).into_response()
+        }
+        Kind::Directory | Kind::HamtShard => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if head {
+                return (StatusCode::OK, h).into_response();
+            }
+            let body = stream_blocking(Encoding::Identity, move |w| {
+                let store = home.store();
+                for e in shp_core::unixfs::list(&|c| store.get(c), &cid)? {
+                    writeln!(w, "{}\t{}\t{}", e.cid, e.tsize, String::from_utf8_lossy(&e.name))?;
+                }
+                Ok(())
+            });
+            (StatusCode::OK, h, body).into_response()
+        }
+        Kind::Symlink => {
+            let target = shp_core::dagpb::decode(&block)
+                .ok()
+                .and_then(|n| n.data)
+                .and_then(|d| Data::decode(&d).ok())
+                .and_then(|d| d.data)
+                .unwrap_or_default();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            h.insert("x-shp-symlink", HeaderValue::from_static("1"));
+            (StatusCode::OK, h, if head { Vec::new() } else { target }).into_response()
+        }
+        Kind::Metadata => text(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("{cid} is a UnixFS metadata node: ask for ?format=raw"),
+        ),
     }
 }
 

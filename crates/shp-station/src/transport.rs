@@ -78,7 +78,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the node and every block under it except the blobs it names in `children` (a manifest's config
 /// and layers, an index's manifests) — exactly the blocks that rebuild that blob's bytes; for an
 /// image root, the root plus its top blob's entity (the top manifest or index); for a tar node, an
-/// entry list or a link tree, the whole DAG under it; for a raw block, the block.
+/// entry list or a link tree, the whole DAG under it; for a raw block, the block. For UnixFS
+/// (dag-pb), as the trustless gateway spec says: a file's whole DAG, a directory's node (with its
+/// HAMT shards, not the entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DagScope {
     Block,
@@ -146,8 +148,10 @@ pub fn walk_scope(
         let data = get(&cid)?;
         f(&cid, &data)?;
         n += 1;
-        if cid.codec() == shp_core::cid::DAG_PB && scope != DagScope::Block {
-            // Other tools' DAGs: an entity is the whole DAG.
+        if cid.codec() == shp_core::cid::DAG_PB && scope == DagScope::Entity {
+            // UnixFS: a directory's entity is its node (and HAMT shards); a file's, all of it.
+            stack.extend(shp_core::unixfs::entity_links(&data)?.into_iter().rev());
+        } else if cid.codec() == shp_core::cid::DAG_PB && scope == DagScope::All {
             stack.extend(shp_core::dag::block_links(&cid, &data)?.into_iter().rev());
         } else if cid.codec() == DAG_CBOR && (scope != DagScope::Block) {
             let v = cbor::decode(&data).map_err(|e| shp_core::Error::Schema {

@@ -286,7 +286,7 @@ fn errors_400_404_406() {
             format!("{base}/ipfs/{root}/some/path?format=raw"),
             vec![],
             400,
-            "paths are not supported",
+            "paths are resolved in UnixFS (dag-pb) DAGs only",
         ),
         (format!("{base}/ipfs/{absent}?format=raw"), vec![], 404, "not found"),
         (format!("{base}/ipfs/{absent}?format=car"), vec![], 404, "not found"),

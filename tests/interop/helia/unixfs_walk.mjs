@@ -4,8 +4,10 @@
 //   node unixfs_walk.mjs CAR ROOT            every entry under ROOT, one JSON object per line
 //   node unixfs_walk.mjs CAR ROOT/PATH ...   just the entries those paths name (the exporter
 //                                            resolves them, through HAMT shards too)
+//   node unixfs_walk.mjs --ls CAR ROOT[/PATH] the names in that directory, one per line (only
+//                                            the directory's own blocks need be in the CAR)
 //
-// Each line: {"path", "type": "dir"|"file"|"symlink", "mode", "mtime": [secs, nsecs], "size",
+// Each line: {"path", "cid", "type": "dir"|"file"|"symlink", "mode", "mtime": [secs, nsecs], "size",
 // "sha256" (files), "target" (symlinks), "shards": true for a HAMT-sharded directory}.
 // Every block of the CAR is checked against its CID (sha2-256) before anything is read.
 import { readFileSync } from 'node:fs'
@@ -25,7 +27,10 @@ function uvarint (buf, pos) {
   }
 }
 
-const [carPath, ...paths] = process.argv.slice(2)
+const args = process.argv.slice(2)
+const ls = args[0] === '--ls'
+if (ls) args.shift()
+const [carPath, ...paths] = args
 if (carPath == null || paths.length === 0) {
   console.error('usage: unixfs_walk.mjs CAR ROOT[/PATH] ...')
   process.exit(2)
@@ -60,7 +65,7 @@ const blockstore = {
 
 async function describe (entry, path) {
   const u = entry.unixfs
-  const out = { path }
+  const out = { path, cid: entry.cid.toString() }
   if (entry.type === 'directory') {
     out.type = 'dir'
     if (u.type === 'hamt-sharded-directory') out.shards = true
@@ -99,7 +104,10 @@ async function walk (entry, path) {
 
 for (const p of paths) {
   const entry = await exporter(p, blockstore)
-  if (!p.includes('/')) {
+  if (ls) {
+    if (entry.type !== 'directory') throw new Error(`${p} is not a directory`)
+    for await (const child of entry.entries()) console.log(child.name)
+  } else if (!p.includes('/')) {
     await walk(entry, '')
   } else {
     console.log(JSON.stringify(await describe(entry, p.slice(p.indexOf('/') + 1))))

@@ -810,3 +810,29 @@ pub fn layout_of_tars(h: &ShpHome, dir: &str, layers: &[Vec<u8>]) -> Layout {
     l.write_image("t", &config_for(&refs), &descs, |_| {});
     l
 }
+
+/// Runs tests/interop/helia/unixfs_walk.mjs (js-ipfs-unixfs's exporter) over `car` with `args`;
+/// its stdout lines, parsed when they are JSON.
+pub fn unixfs_walk(car: &Path, args: &[&str]) -> Vec<Value> {
+    let dir = repo_root().join("tests/interop/helia");
+    assert!(
+        dir.join("node_modules/ipfs-unixfs-exporter").is_dir(),
+        "npm package ipfs-unixfs-exporter not found in {}: run scripts/ci-deps.sh",
+        dir.display()
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("unixfs_walk.mjs"));
+    let (ls, rest) = match args.first() {
+        Some(&"--ls") => (true, &args[1..]),
+        _ => (false, args),
+    };
+    if ls {
+        cmd.arg("--ls");
+    }
+    let out = run_tool(cmd.arg(car).args(rest));
+    assert!(out.status.success(), "unixfs_walk.mjs {args:?}: {}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.to_string())))
+        .collect()
+}
