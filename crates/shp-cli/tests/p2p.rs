@@ -941,3 +941,67 @@ fn helia_in_a_private_network() {
     let r = stranger.ask(&format!("connect {}", sa.addr));
     assert_eq!(r["ok"], false, "helia with another key must not connect: {r}");
 }
+
+#[test]
+fn ipfs_peers_read_files_of_a_layer_view_by_path() {
+    // A station's image as UnixFS, over bitswap: Helia resolves a path in its view and reads the
+    // file; Kubo downloads the whole view as a tree. Byte for byte what `shp unpack` writes.
+    let a = ShpHome::new();
+    image_in(&a);
+    let view = a.json(&["inspect", "app:v1"])["manifests"][0]["rootfs_view"]
+        .as_str()
+        .expect("a rootfs view")
+        .to_string();
+    let tree = a.scratch("tree");
+    a.ok(&["unpack", "app:v1", tree.to_str().unwrap()]);
+    // The biggest regular file of the image, by its path in the tree.
+    let (path, bytes) = walkdir(&tree)
+        .into_iter()
+        .max_by_key(|(_, b)| b.len())
+        .expect("the image has files");
+    let sa = Station::start(&a, &[]);
+    if let Some(mut helia) = Peer::helia(None) {
+        let r = helia.ask(&format!("connect {}", sa.addr));
+        assert_eq!(r["ok"], true, "helia connect: {r}");
+        let r = helia.ask(&format!("cat {view}/{path}"));
+        assert_eq!(r["ok"], true, "helia cat: {r}");
+        assert_eq!(r["sha256"], sha256_hex(&bytes), "{r}");
+    }
+    if let Some(mut kubo) = Peer::kubo(a.temp_root(), None) {
+        let r = kubo.ask(&format!("connect {}", sa.addr));
+        assert_eq!(r["ok"], true, "kubo connect: {r}");
+        // Kubo's Download takes a CID (no path): the whole view, written out as a tree.
+        let dest = a.scratch("from-kubo");
+        let r = kubo.ask(&format!("get {view} {}", dest.display()));
+        assert_eq!(r["ok"], true, "kubo get: {r}");
+        // Every regular file with its bytes; kubo-python's Download writes symlinks its own way
+        // (as files), so a path it adds must be a symlink of the image.
+        let got: std::collections::BTreeMap<String, Vec<u8>> = walkdir(&dest).into_iter().collect();
+        for (p, bytes) in walkdir(&tree) {
+            assert!(got.get(&p) == Some(&bytes), "{p} from Kubo is the image's file");
+        }
+        for p in got.keys() {
+            let meta = std::fs::symlink_metadata(tree.join(p)).unwrap_or_else(|e| panic!("{p} only from Kubo: {e}"));
+            assert!(meta.is_file() || meta.file_type().is_symlink(), "{p}");
+        }
+    }
+}
+
+/// Every regular file under `root` (not following symlinks): (path relative to root, bytes).
+fn walkdir(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out
+}

@@ -801,4 +801,100 @@ mod tests {
         .unwrap();
         assert_eq!((n, got), (want.len() as u64, want));
     }
+
+    mod props {
+        use super::super::*;
+        use super::{get_in, Blocks};
+        use proptest::prelude::*;
+
+        fn kind() -> impl Strategy<Value = Kind> {
+            prop_oneof![
+                Just(Kind::Raw),
+                Just(Kind::Directory),
+                Just(Kind::File),
+                Just(Kind::Metadata),
+                Just(Kind::Symlink),
+                Just(Kind::HamtShard)
+            ]
+        }
+
+        fn data() -> impl Strategy<Value = Data> {
+            (
+                kind(),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+                proptest::option::of(any::<u64>()),
+                proptest::collection::vec(any::<u64>(), 0..8),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of((any::<i64>(), 0u32..1_000_000_000)),
+            )
+                .prop_map(
+                    |(kind, data, filesize, blocksizes, hash_type, fanout, mode, mtime)| Data {
+                        kind,
+                        data,
+                        filesize,
+                        blocksizes,
+                        hash_type,
+                        fanout,
+                        mode,
+                        mtime,
+                    },
+                )
+        }
+
+        fn node() -> impl Strategy<Value = PbNode> {
+            let link = (
+                any::<[u8; 32]>(),
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..24),
+                any::<u64>(),
+            )
+                .prop_map(|(d, pb, name, tsize)| PbLink {
+                    hash: Cid::from_digest(if pb { DAG_PB } else { RAW }, d),
+                    name,
+                    tsize,
+                });
+            (
+                proptest::collection::vec(link, 0..12),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            )
+                .prop_map(|(links, data)| PbNode { links, data })
+        }
+
+        proptest! {
+            #[test]
+            fn unixfs_data_round_trips(d in data()) {
+                prop_assert_eq!(Data::decode(&d.encode()).unwrap(), d);
+            }
+
+            #[test]
+            fn dagpb_nodes_round_trip(n in node()) {
+                let b = dagpb::encode(&n);
+                prop_assert_eq!(dagpb::decode(&b).unwrap(), n.clone());
+                prop_assert_eq!(dagpb::links(&b).unwrap(), n.links.iter().map(|l| l.hash).collect::<Vec<_>>());
+            }
+
+            #[test]
+            fn any_directory_resolves_every_name(count in 1usize..3000, long in 0usize..80) {
+                // Small and large (sharded) directories alike find each of their names.
+                let mut m = Blocks::new();
+                let mut put = |c: Cid, b: Vec<u8>| {
+                    m.insert(c, b);
+                    Ok(())
+                };
+                let leaf = Cid::hash(RAW, b"x");
+                let entries: Vec<Entry> = (0..count)
+                    .map(|i| Entry { name: format!("{}{i}", "n".repeat(long)).into_bytes(), cid: leaf, tsize: 1 })
+                    .collect();
+                let (dir, _) = Writer::new(&mut put).directory(entries.clone(), None, None).unwrap();
+                let get = |c: &Cid| get_in(&m, c);
+                for e in entries.iter().step_by(97) {
+                    let r = resolve(&get, &dir, std::str::from_utf8(&e.name).unwrap()).unwrap();
+                    prop_assert_eq!(r.cid, leaf);
+                }
+                prop_assert_eq!(list(&get, &dir).unwrap().len(), count);
+            }
+        }
+    }
 }

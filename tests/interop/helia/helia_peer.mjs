@@ -8,7 +8,7 @@
 // --swarm-key, every connection goes through js-libp2p's pnet protector), prints one JSON line
 // {"id", "addrs"}, then answers commands read from stdin, one JSON line each:
 //
-//     connect MULTIADDR | pin CID | add FILE | cat CID | peers | quit
+//     connect MULTIADDR | pin CID | add FILE | cat CID[/PATH] | peers | quit
 //
 // `pin` walks the whole DAG over bitswap (dag-cbor, dag-pb and raw codecs), as Helia's pins.add
 // does; `add` imports a file with @helia/unixfs's defaults (CIDv1, raw leaves, 1 MiB chunks) and
@@ -106,7 +106,11 @@ async function run (line) {
     case 'cat': {
       const h = createHash('sha256')
       let size = 0
-      for await (const buf of ufs.cat(CID.parse(arg), { signal })) {
+      // CID or CID/PATH (a file inside a UnixFS directory, e.g. a layer's view)
+      const slash = arg.indexOf('/')
+      const root = slash < 0 ? arg : arg.slice(0, slash)
+      const path = slash < 0 ? undefined : arg.slice(slash + 1)
+      for await (const buf of ufs.cat(CID.parse(root), { signal, path })) {
         h.update(buf)
         size += buf.length
       }

