@@ -227,8 +227,8 @@ enum Cmd {
         /// One layer only, as overlayfs wants a lower directory: its index (0 is the base layer) or digest
         #[arg(long, value_name = "N|DIGEST")]
         layer: Option<String>,
-        /// A station or trustless gateway to read what the home lacks from, as it is needed (repeatable; IMAGE may then be a root CID the home lacks)
-        #[arg(long, value_name = "URL")]
+        /// A station or trustless gateway (URL), or a bitswap peer (MULTIADDR ending in /p2p/ID), to read what the home lacks from, as it is needed (repeatable; IMAGE may then be a root CID the home lacks)
+        #[arg(long, value_name = "URL|MULTIADDR")]
         from: Vec<String>,
         /// With --from: the name the prefetched image gets in the home (default: pinned)
         #[arg(long, value_name = "NAME")]

@@ -11,23 +11,86 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Peers (stations, trustless gateways) asked for a lazy mount's missing blocks, in order.
+/// Peers asked for a lazy mount's missing blocks, in order: bitswap peers (`--from MULTIADDR`,
+/// through a node of the mount's own), then HTTP ones (stations, trustless gateways).
 pub(crate) struct HttpSource(pub(crate) Vec<HttpTransport>);
 
 impl BlockSource for HttpSource {
     fn get(&self, cid: &shp_core::Cid) -> std::result::Result<Vec<u8>, String> {
-        let mut why = Vec::new();
-        for t in &self.0 {
-            match t.get_block(cid) {
-                Ok(b) => return Ok(b),
-                Err(e) => why.push(e.to_string()),
-            }
-        }
-        Err(why.join("; "))
+        first_of(self.0.iter().map(|t| t as &dyn Transport), cid)
     }
     fn name(&self) -> String {
         self.0.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// The block from the first of `peers` that has it; else why each failed.
+fn first_of<'a>(
+    peers: impl Iterator<Item = &'a dyn Transport>,
+    cid: &shp_core::Cid,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut why = Vec::new();
+    for t in peers {
+        match t.get_block(cid) {
+            Ok(b) => return Ok(b),
+            Err(e) => why.push(e.to_string()),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// `--from` peers of both kinds: the bitswap ones dialled by a node of this mount's own.
+struct PeerSource {
+    dialed: Option<Arc<shp_station::p2p::fetch::Dialed>>,
+    http: Vec<HttpTransport>,
+}
+
+impl PeerSource {
+    fn transports(&self) -> Vec<&dyn Transport> {
+        let bitswap = self
+            .dialed
+            .iter()
+            .flat_map(|d| d.peers().iter().map(|p| p as &dyn Transport));
+        bitswap.chain(self.http.iter().map(|t| t as &dyn Transport)).collect()
+    }
+}
+
+impl BlockSource for PeerSource {
+    fn get(&self, cid: &shp_core::Cid) -> std::result::Result<Vec<u8>, String> {
+        first_of(self.transports().into_iter(), cid)
+    }
+    fn name(&self) -> String {
+        self.transports()
+            .iter()
+            .map(|t| format!("{} ({})", t.name(), t.kind()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Parses `--from` values: multiaddrs (`/ip4/…/p2p/<id>`: bitswap) and URLs (HTTP); dials the
+/// multiaddrs with a node of its own (the home's p2p settings: its network key).
+fn peer_source(home: &Arc<Home>, home_dir: &Path, from: &[String]) -> Result<PeerSource> {
+    let (addrs, urls): (Vec<&String>, Vec<&String>) = from.iter().partition(|f| f.starts_with('/'));
+    let http = urls
+        .iter()
+        .map(|u| HttpTransport::new(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dialed = if addrs.is_empty() {
+        None
+    } else {
+        let addrs = addrs
+            .iter()
+            .map(|a| shp_station::p2p::parse_addr(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cfg = shp_station::server::Config::load(home_dir, &Default::default())?;
+        let p2p = cfg
+            .p2p
+            .ok_or_else(|| anyhow::anyhow!("p2p is off in {}: --from MULTIADDR needs it", home_dir.display()))?;
+        let d = shp_station::p2p::fetch::Dialed::connect(home.clone(), &p2p, &addrs).context("--from")?;
+        Some(Arc::new(d))
+    };
+    Ok(PeerSource { dialed, http })
 }
 
 /// How a mount gets what the home lacks: `--from` peers, `--tag`, `--no-prefetch`.
@@ -59,20 +122,17 @@ pub fn mount(
     if let Some(r) = MountRecord::find(home_dir, &shown).filter(MountRecord::alive) {
         bail!("{shown}: already mounted ({} by process {})", r.image, r.pid);
     }
-    let source: Option<Arc<dyn BlockSource>> = if lazy.from.is_empty() {
+    let home = Arc::new(home);
+    let peers = if lazy.from.is_empty() {
         if lazy.tag.is_some() {
             bail!("--tag names what a lazy mount fetches: it needs --from");
         }
         None
     } else {
-        let peers = lazy
-            .from
-            .iter()
-            .map(|u| HttpTransport::new(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        Some(Arc::new(HttpSource(peers)))
+        Some(Arc::new(peer_source(&home, home_dir, &lazy.from)?))
     };
-    let (fs, info) = shp_rootfs::mount::prepare(Arc::new(home), image, &opts, source).map_err(|e| match e {
+    let source = peers.clone().map(|p| p as Arc<dyn BlockSource>);
+    let (fs, info) = shp_rootfs::mount::prepare(home, image, &opts, source).map_err(|e| match e {
         shp_rootfs::Error::Core(c) => anyhow::Error::from(c),
         e => anyhow::Error::from(e),
     })?;
@@ -123,16 +183,12 @@ pub fn mount(
         }
         out.flush()?;
     }
-    let prefetch = (!lazy.from.is_empty() && !lazy.no_prefetch).then(|| {
+    let prefetch = peers.filter(|_| !lazy.no_prefetch).map(|peers| {
         let home = lazy_store.home().clone();
         let root: shp_core::Cid = info.root.parse().expect("a root CID");
-        let (from, tag) = (lazy.from.clone(), lazy.tag.clone());
+        let tag = lazy.tag.clone();
         std::thread::spawn(move || {
-            let peers = match from.iter().map(|u| HttpTransport::new(u)).collect::<Result<Vec<_>, _>>() {
-                Ok(p) => p,
-                Err(e) => return eprintln!("shp mount: prefetch: {e}"),
-            };
-            let peers: Vec<&dyn Transport> = peers.iter().map(|p| p as &dyn Transport).collect();
+            let peers = peers.transports();
             match shp_station::transport::fetch_into_home(&home, &root, &peers, tag.as_deref(), FetchOptions::default()) {
                 Ok(r) => eprintln!(
                     "shp mount: prefetched {root}: {} blocks ({} bytes on the wire), {} already held; the image is now in the home ({})",

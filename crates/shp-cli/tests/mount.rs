@@ -348,3 +348,63 @@ fn a_lazy_mount_reads_what_the_home_lacks_from_a_peer() {
     let err = Mount::start(&c, &root, &[]).err().expect("not found");
     assert!(err.contains("exit status: 3"), "{err}");
 }
+
+#[test]
+fn a_lazy_mount_reads_from_a_bitswap_peer() {
+    if !fuse_or_skip() {
+        return;
+    }
+    // A serves the image over bitswap only (its libp2p address); B and D start empty.
+    let a = ShpHome::new();
+    let big = Rng(9).bytes(700_000);
+    let img = image_of(
+        &a,
+        &[
+            tar_of(&[
+                ("etc/", 'd', b""),
+                ("etc/motd", 'f', b"over bitswap\n"),
+                ("big", 'f', &big),
+            ]),
+            tar_of(&[("etc/issue", 'f', b"layer two\n")]),
+        ],
+        "p2p:t",
+    );
+    let root = a.json(&["inspect", &img])["root"].as_str().unwrap().to_string();
+    let unpacked = a.scratch("unpacked");
+    a.ok(&["unpack", &img, unpacked.to_str().unwrap()]);
+    let (_station, _, _) = common::station::start(&a, &["--listen", "127.0.0.1:0"]);
+    let addr = a.json(&["addrs"])["addrs"][0]
+        .as_str()
+        .expect("a p2p address")
+        .to_string();
+
+    let b = ShpHome::new();
+    let mut m = Mount::start(&b, &root, &["--from", &addr, "--no-prefetch"]).expect("a lazy mount over bitswap");
+    let (same, diff) = compare(&unpacked, &m.dir);
+    assert!(same, "lazy mount over bitswap vs shp unpack on A:\n{diff}\n{}", m.log());
+    m.stop();
+    assert!(m.log().contains("fetched from peers on demand"), "{}", m.log());
+    assert_eq!(num(&b.json(&["stats"]), "blocks"), 0, "--no-prefetch stores nothing");
+
+    // With the prefetch, the image lands in D over bitswap, named, verified.
+    let d = ShpHome::new();
+    let mut m = Mount::start(&d, &root, &["--from", &addr, "--tag", "lazy:p2p"]).expect("a prefetching mount");
+    assert_eq!(std::fs::read(m.dir.join("etc/motd")).unwrap(), b"over bitswap\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !m.log().contains("prefetched") {
+        assert!(std::time::Instant::now() < deadline, "no prefetch in 60 s: {}", m.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(m.log().contains("named lazy:p2p"), "{}", m.log());
+    m.stop();
+    assert_eq!(d.verify(true)["problems"].as_array().map_or(0, |p| p.len()), 0);
+    let copy = d.scratch("copy");
+    d.ok(&["unpack", "lazy:p2p", copy.to_str().unwrap()]);
+    let (same, diff) = compare(&unpacked, &copy);
+    assert!(same, "the image fetched over bitswap unpacks as A's:\n{diff}");
+
+    // An address nobody listens on: refused, naming it.
+    let dead = "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWLVzXQZ1MTA7Qo7DR227htjoC2fmJkF6ieFS2amEUUsZQ";
+    let err = Mount::start(&b, &root, &["--from", dead]).err().expect("nobody there");
+    assert!(err.contains("127.0.0.1/tcp/1"), "{err}");
+}

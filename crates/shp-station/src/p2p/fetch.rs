@@ -250,3 +250,67 @@ pub fn fetch_standalone(
     rt.block_on(node.stop());
     Ok(res?)
 }
+
+/// A node of this process's own, dialled to the peers given and to nobody else (no listeners, no
+/// mDNS, no bootstrap peers, no DHT), for a caller that wants their blocks over bitswap without a
+/// station: a lazy `shp mount --from MULTIADDR`. It has an identity of its own (a fresh ed25519
+/// key), so a station running on the same home keeps its peer id to itself; the home's private
+/// network key applies. Its runtime lives as long as it does; dropping it closes the connections.
+pub struct Dialed {
+    rt: tokio::runtime::Runtime,
+    node: Option<Node>,
+    peers: Vec<BitswapPeer>,
+}
+
+impl Dialed {
+    /// Starts the node and connects to every address of `addrs` (each must end in `/p2p/<id>`);
+    /// an address that cannot be reached is an error naming it.
+    pub fn connect(home: Arc<Home>, cfg: &P2pConfig, addrs: &[libp2p::Multiaddr]) -> Result<Dialed, StandaloneError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(2)
+            .build()
+            .map_err(StandaloneError::Runtime)?;
+        let cfg = P2pConfig {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            dht: false,
+            net_key: cfg.net_key.clone(),
+            public: cfg.public,
+        };
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let node = rt.block_on(Node::start(key, &cfg, home))?;
+        let peers = rt.block_on(async {
+            for a in addrs {
+                node.connect(a.clone()).await?;
+            }
+            node.bitswap_peers().await
+        });
+        let peers = match peers {
+            Ok(p) => p,
+            Err(e) => {
+                rt.block_on(node.stop());
+                return Err(e.into());
+            }
+        };
+        Ok(Dialed {
+            rt,
+            node: Some(node),
+            peers,
+        })
+    }
+
+    /// The connected peers, as transports (blocks verified against their CIDs as they arrive).
+    pub fn peers(&self) -> &[BitswapPeer] {
+        &self.peers
+    }
+}
+
+impl Drop for Dialed {
+    fn drop(&mut self) {
+        if let Some(n) = self.node.take() {
+            self.rt.block_on(n.stop());
+        }
+    }
+}
