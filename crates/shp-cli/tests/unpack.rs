@@ -561,6 +561,7 @@ proptest::proptest! {
         if out.status.success() {
             assert_same_tree(&bundle.join("rootfs"), &ours);
             assert_mount_matches(&h, "rand:t", &ours);
+            assert_view_matches(&h, "rand:t", &ours);
         } else {
             // A layer unpack refuses cannot be mounted either.
             let m = Mount::start(&h, "rand:t", &[]);
