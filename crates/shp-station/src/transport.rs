@@ -328,6 +328,13 @@ pub trait Transport: Send + Sync {
         Ok(())
     }
 
+    /// Whether every block this transport hands over is, by construction, the block of the CID it
+    /// is handed over as (bitswap: blocks are routed by the CID computed from their bytes), so a
+    /// fetcher need not hash it again. The default, false, has the fetcher check each block.
+    fn verifies_blocks(&self) -> bool {
+        false
+    }
+
     /// How many CIDs one [`Transport::get_blocks`] call should carry at most (a hint for fetchers).
     fn batch_hint(&self) -> usize {
         16
