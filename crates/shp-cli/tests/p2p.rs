@@ -714,6 +714,11 @@ fn kubo_finds_a_station_image_through_the_dht() {
     // search asks B's DHT, learns A and its address, and pins the whole DAG from A.
     let a = ShpHome::new();
     let (root, _, _) = image_in(&a);
+    // The image's UnixFS view is announced too: Kubo finds it the same way, first.
+    let view = a.json(&["inspect", "app:v1"])["manifests"][0]["rootfs_view"]
+        .as_str()
+        .expect("a rootfs view")
+        .to_string();
     let b = ShpHome::new();
     let sb = Station::start(&b, &[]);
     let sa = Station::start(&a, &["--bootstrap", &sb.addr]);
@@ -722,6 +727,8 @@ fn kubo_finds_a_station_image_through_the_dht() {
     };
     let r = kubo.ask(&format!("connect {}", sb.addr));
     assert_eq!(r["ok"], true, "kubo connect: {r}");
+    let r = kubo.ask(&format!("pin {view}"));
+    assert_eq!(r["ok"], true, "kubo pin of the view through the DHT: {r}");
     let r = kubo.ask(&format!("pin {root}"));
     assert_eq!(r["ok"], true, "kubo pin through the DHT: {r}");
     let r = kubo.ask("peers");

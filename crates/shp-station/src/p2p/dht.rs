@@ -85,8 +85,8 @@ pub(crate) enum Announce {
     Unprovide(Vec<Cid>),
 }
 
-/// What announcing `root` means: the root and, for an image, every blob node (a blob ref or a pin
-/// of another DAG is announced by its root alone).
+/// What announcing `root` means: the root and, for an image, every blob node (a blob ref, a pin
+/// of another DAG or a UnixFS view is announced by its root alone).
 pub fn announced(home: &Home, root: &Cid) -> Vec<Cid> {
     let mut cids = vec![*root];
     if let Ok(img) = shp_core::image::ImageRoot::load(home.store(), root) {
@@ -113,7 +113,12 @@ pub(crate) fn spawn_announcer(home: Arc<Home>, tx: mpsc::UnboundedSender<Announc
             let h = home.clone();
             let known: Vec<Cid> = by_root.keys().copied().collect();
             let res = tokio::task::spawn_blocking(move || -> shp_core::Result<Scan> {
-                let roots = h.refs()?.roots()?;
+                let refs = h.refs()?;
+                let mut roots = refs.roots()?;
+                // The UnixFS views of images too, so IPFS tools find who serves them.
+                roots.extend(refs.views.values().filter_map(|v| v.parse::<Cid>().ok()));
+                roots.sort();
+                roots.dedup();
                 let mut fresh = Vec::new();
                 for r in &roots {
                     if known.contains(r) {
