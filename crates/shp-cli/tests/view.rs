@@ -234,3 +234,44 @@ fn views_are_deterministic_and_served_by_path() {
     assert!(refs.get("views").is_none(), "{refs}");
     let _ = &img.layers;
 }
+
+#[test]
+fn a_station_builds_the_views_of_what_it_is_pushed() {
+    // skopeo pushes into a station; without any `shp inspect`, the station builds the image's views
+    // in the background and its gateway serves files by path.
+    let h = ShpHome::new();
+    let (mut station, banner, _) = start(&h, &["--listen", "127.0.0.1:0", "--no-p2p"]);
+    let url = banner.split_whitespace().nth(1).expect("the station's URL").to_string();
+    let addr = url.trim_start_matches("http://").to_string();
+    let fixture = oci_fixture();
+    let out = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:busybox-gzip", fixture.dir.display()),
+        &format!("docker://{addr}/test/bb:v1"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let refs = || -> Value { serde_json::from_slice(&std::fs::read(h.dir.join("refs.json")).unwrap()).unwrap() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // One view per layer and one of the root file system.
+    let want = fixture.manifest("busybox-gzip")["layers"].as_array().unwrap().len() + 1;
+    while refs()["views"].as_object().map_or(0, |m| m.len()) < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {want} views after 60 s: {}",
+            refs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // inspect finds them all and writes nothing.
+    let blocks = num(&h.json(&["stats"]), "blocks");
+    let i = h.json(&["inspect", "test/bb:v1"]);
+    assert_eq!(num(&h.json(&["stats"]), "blocks"), blocks, "the station built them all");
+    let view = rootfs(&i);
+    let (st, _, body) = get(&addr, &format!("/ipfs/{view}/etc/motd"));
+    assert_eq!(st, 200);
+    let tree = h.scratch("tree");
+    h.ok(&["unpack", "test/bb:v1", tree.to_str().unwrap()]);
+    assert_eq!(body, std::fs::read(tree.join("etc/motd")).unwrap());
+    station.terminate();
+}

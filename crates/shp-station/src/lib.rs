@@ -7,12 +7,13 @@
 //! - `registry`  — the OCI Distribution Spec 1.1 endpoints.
 //! - `auth`      — push (and optionally pull) authentication.
 //! - `drain`     — reads what a handler left of a request body, so clients see early errors.
-//! - `gateway`   — the trustless gateway (`/ipfs/<cid>`, raw blocks and CARs).
+//! - `gateway`   — the trustless gateway (`/ipfs/<cid>`, raw blocks and CARs, UnixFS paths).
 //! - `transport` — the `Transport` trait, its HTTP implementation, and the multi-peer fetcher.
 //! - `remote`    — a client for remote registries (`docker://HOST/REPO:TAG`).
 //! - `mirror`    — pull-through: the registry fetches what it lacks from upstream registries.
 //! - `p2p`       — the libp2p host: bitswap client and server, private networks, mDNS.
 //! - `control`   — the control socket the CLI steers a running station through.
+//! - `views`     — UnixFS views of every image the station holds, built in the background.
 #![forbid(unsafe_code)]
 // `registry::ApiError` (status, code, message, detail) is built once per failed request and turned
 // into a response at once: its size is not worth boxing on every error path.
@@ -28,3 +29,4 @@ pub mod registry;
 pub mod remote;
 pub mod server;
 pub mod transport;
+pub mod views;

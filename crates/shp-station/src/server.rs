@@ -570,6 +570,7 @@ impl Station {
             ))
         });
         let sweeper = self.registry.mirror.clone().map(|m| tokio::spawn(m.sweep_every_hour()));
+        let views = tokio::spawn(crate::views::build_views(home.clone()));
         let control = self.control.take().map(|(l, path)| {
             let state = Arc::new(ControlState {
                 home,
@@ -585,6 +586,7 @@ impl Station {
         if let Some(s) = sweeper {
             s.abort();
         }
+        views.abort();
         if let Some(c) = control {
             c.abort();
             let _ = c.await;
