@@ -42,6 +42,14 @@ const SMALL_PACK: u64 = 64 << 20;
 /// for the whole pack to reach the disk at once (the writer thread waits instead, while the import
 /// goes on).
 const SYNC_EVERY: u64 = 32 << 20;
+
+thread_local! {
+    /// One zstd decompression context per thread, kept: making one per block read cost more than
+    /// decompressing a small block.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 const COMP_RAW: u8 = 0;
 const COMP_ZSTD: u8 = 1;
 /// Names of packs written raw, waiting for gc to compress them.
@@ -293,10 +301,19 @@ impl DiskStore {
         file.read_exact_at(&mut buf, loc.offset)?;
         let data = match loc.comp {
             COMP_RAW => buf,
-            COMP_ZSTD => zstd::bulk::decompress(&buf, loc.raw as usize).map_err(|e| Error::CorruptBlock {
-                cid: cid.to_string(),
-                reason: format!("zstd: {e}"),
-            })?,
+            COMP_ZSTD => DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    let d = match d.as_mut() {
+                        Some(d) => d,
+                        None => d.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    d.decompress(&buf, loc.raw as usize)
+                })
+                .map_err(|e| Error::CorruptBlock {
+                    cid: cid.to_string(),
+                    reason: format!("zstd: {e}"),
+                })?,
             c => {
                 return Err(Error::CorruptBlock {
                     cid: cid.to_string(),
