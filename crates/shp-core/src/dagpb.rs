@@ -14,17 +14,22 @@ fn bad(reason: impl Into<String>) -> Error {
     Error::InvalidCid(format!("dag-pb node: {}", reason.into()))
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> Result<u64> {
+/// A protobuf varint at `pos` (advanced past it). Shared with [`crate::unixfs`].
+pub(crate) fn read_varint(b: &[u8], pos: &mut usize) -> std::result::Result<u64, &'static str> {
     let mut v = 0u64;
     for i in 0..10 {
-        let byte = *b.get(*pos).ok_or_else(|| bad("truncated varint"))?;
+        let byte = *b.get(*pos).ok_or("truncated varint")?;
         *pos += 1;
         v |= ((byte & 0x7f) as u64) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err(bad("varint longer than 10 bytes"))
+    Err("varint longer than 10 bytes")
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> Result<u64> {
+    read_varint(b, pos).map_err(bad)
 }
 
 /// Calls `f(field, bytes)` for each length-delimited field of a message; varint fields are skipped;
@@ -70,7 +75,8 @@ pub struct PbNode {
     pub data: Option<Vec<u8>>,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Writes a protobuf varint. Shared with [`crate::unixfs`].
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -78,7 +84,8 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+/// Writes a length-delimited protobuf field. Shared with [`crate::unixfs`].
+pub(crate) fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
     put_varint(out, field << 3 | 2);
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);

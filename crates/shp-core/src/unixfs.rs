@@ -15,7 +15,7 @@
 //!   in order, streamed leaf by leaf). Every block comes through the caller's `get`, which verifies it.
 
 use crate::cid::{Cid, DAG_PB, RAW};
-use crate::dagpb::{self, PbLink, PbNode};
+use crate::dagpb::{self, put_bytes, put_varint, PbLink, PbNode};
 use crate::error::{Error, Result};
 
 /// Most links in one file node (Kubo's balanced layout: 174).
@@ -88,7 +88,7 @@ impl Data {
         let mut out = Vec::new();
         varint_field(&mut out, 1, self.kind as u64);
         if let Some(d) = &self.data {
-            bytes_field(&mut out, 2, d);
+            put_bytes(&mut out, 2, d);
         }
         if let Some(v) = self.filesize {
             varint_field(&mut out, 3, v);
@@ -112,7 +112,7 @@ impl Data {
                 put_varint(&mut t, 2 << 3 | 5);
                 t.extend_from_slice(&ns.to_le_bytes());
             }
-            bytes_field(&mut out, 8, &t);
+            put_bytes(&mut out, 8, &t);
         }
         out
     }
@@ -175,36 +175,13 @@ fn bad(reason: impl Into<String>) -> Error {
     Error::InvalidCid(format!("UnixFS data: {}", reason.into()))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 fn varint_field(out: &mut Vec<u8>, field: u64, v: u64) {
     put_varint(out, field << 3);
     put_varint(out, v);
 }
 
-fn bytes_field(out: &mut Vec<u8>, field: u64, b: &[u8]) {
-    put_varint(out, field << 3 | 2);
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
 fn varint(b: &[u8], pos: &mut usize) -> Result<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let byte = *b.get(*pos).ok_or_else(|| bad("truncated varint"))?;
-        *pos += 1;
-        v |= ((byte & 0x7f) as u64) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(bad("varint longer than 10 bytes"))
+    dagpb::read_varint(b, pos).map_err(bad)
 }
 
 fn delimited<'a>(b: &'a [u8], pos: &mut usize) -> Result<&'a [u8]> {

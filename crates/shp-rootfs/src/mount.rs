@@ -23,7 +23,6 @@ use fuser::{
 };
 use serde::Serialize;
 use shp_core::cid::{Cid, RAW};
-use shp_core::dag::get_node;
 use shp_core::store::Blockstore;
 use shp_core::Home;
 use std::collections::{HashMap, VecDeque};
@@ -270,15 +269,7 @@ impl ShpFs {
                     reason: "link tree deeper than 16 levels".into(),
                 });
             }
-            let node = get_node(store, &c)?;
-            let links: Vec<Cid> = node
-                .get("l")
-                .and_then(shp_core::cbor::Value::as_array)
-                .map(|a| a.iter().filter_map(shp_core::cbor::Value::as_link).collect())
-                .ok_or_else(|| shp_core::Error::Schema {
-                    cid: c.to_string(),
-                    reason: "a file's data link is neither a chunk nor a link tree".into(),
-                })?;
+            let links = crate::tree::data_tree_links(store, &c)?;
             m.todo.extend(links.into_iter().rev().map(|l| (l, depth + 1)));
         }
         if (m.todo.is_empty() && m.end != n.size) || m.end > n.size {

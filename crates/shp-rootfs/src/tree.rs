@@ -160,6 +160,19 @@ impl<'s> Skeleton<'s> {
     }
 }
 
+/// The links of a file's data link tree node `cid` (`{"l": [...]}`: chunks, or further trees), as
+/// a file's data links name them when they are not raw chunks.
+pub fn data_tree_links(store: &dyn Blockstore, cid: &Cid) -> shp_core::Result<Vec<Cid>> {
+    let node = get_node(store, cid)?;
+    node.get("l")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_link).collect())
+        .ok_or_else(|| shp_core::Error::Schema {
+            cid: cid.to_string(),
+            reason: "a file's data link is neither a chunk nor a link tree".into(),
+        })
+}
+
 fn links(cid: &Cid, v: Option<&Value>, what: &str) -> shp_core::Result<Vec<Cid>> {
     let bad = || shp_core::Error::Schema {
         cid: cid.to_string(),

@@ -23,7 +23,6 @@ use crate::tree::{layer_entries, Inode, Kind, Tree, ROOT};
 use crate::Result;
 use shp_core::blob::BlobNode;
 use shp_core::cid::{Cid, RAW};
-use shp_core::dag::get_node;
 use shp_core::store::Blockstore;
 use shp_core::unixfs::{Entry, Writer};
 use shp_core::Home;
@@ -149,15 +148,7 @@ pub fn file_chunks(store: &dyn Blockstore, data: &[Cid]) -> shp_core::Result<Vec
                 reason: "link tree deeper than 16 levels".into(),
             });
         }
-        let node = get_node(store, &c)?;
-        let links: Vec<Cid> = node
-            .get("l")
-            .and_then(shp_core::cbor::Value::as_array)
-            .map(|a| a.iter().filter_map(shp_core::cbor::Value::as_link).collect())
-            .ok_or_else(|| shp_core::Error::Schema {
-                cid: c.to_string(),
-                reason: "a file's data link is neither a chunk nor a link tree".into(),
-            })?;
+        let links = crate::tree::data_tree_links(store, &c)?;
         todo.extend(links.into_iter().rev().map(|l| (l, depth + 1)));
     }
     Ok(out)
