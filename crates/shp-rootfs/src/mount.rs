@@ -17,9 +17,9 @@ use crate::lazy::{BlockSource, LazyStore};
 use crate::tree::{layer_entries, Inode, Kind, Tree, ROOT};
 use crate::{Error, Result};
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, MountOption,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
-    SessionACL,
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request, SessionACL,
 };
 use serde::Serialize;
 use shp_core::cid::{Cid, RAW};
@@ -91,6 +91,9 @@ pub struct ShpFs {
     maps: Mutex<HashMap<u64, Arc<ChunkMap>>>,
     /// The last chunks read (sequential reads ask for one chunk many times in 128 KiB pieces).
     recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
+    /// The kernel opens files without asking (FUSE_NO_OPEN_SUPPORT, granted at init): no open or
+    /// release round trip per file, the page cache kept as FOPEN_KEEP_CACHE keeps it.
+    no_open: bool,
 }
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -158,6 +161,7 @@ pub fn prepare(
             stats: Arc::default(),
             maps: Mutex::new(HashMap::new()),
             recent: Mutex::new(VecDeque::new()),
+            no_open: false,
         },
         info,
     ))
@@ -362,6 +366,16 @@ fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
 }
 
 impl Filesystem for ShpFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Nothing is ever written, so each file open would be a round trip for nothing: where the
+        // kernel can open files on its own (it offers FUSE_NO_OPEN_SUPPORT), let it. Its
+        // default for such opens keeps the page cache, as our open reply did.
+        if config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT).is_ok() {
+            self.no_open = true;
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(p) = self.tree.get(parent.0) else {
             return reply.error(Errno::ENOENT);
@@ -392,6 +406,8 @@ impl Filesystem for ShpFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.tree.get(ino.0) {
+            // ENOSYS once tells a kernel that offered FUSE_NO_OPEN_SUPPORT to stop asking.
+            Some(_) if self.no_open => reply.error(Errno::ENOSYS),
             // The content never changes: let the kernel keep its page cache across opens.
             Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             None => reply.error(Errno::ENOENT),
