@@ -18,8 +18,8 @@ use crate::tree::{layer_entries, Inode, Kind, Tree, ROOT};
 use crate::{Error, Result};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyXattr, Request, SessionACL,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, SessionACL,
 };
 use serde::Serialize;
 use shp_core::cid::{Cid, RAW};
@@ -373,6 +373,8 @@ impl Filesystem for ShpFs {
         if config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT).is_ok() {
             self.no_open = true;
         }
+        // Directory listings that carry each entry's attributes: a walk then looks nothing up.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -466,6 +468,24 @@ impl Filesystem for ShpFs {
             .filter_map(|(name, c)| self.tree.get(*c).map(|k| (*c, file_type(k.kind), name.as_os_str())));
         for (i, (c, t, name)) in dots.into_iter().chain(rest).enumerate().skip(offset as usize) {
             if reply.add(INodeNo(c), i as u64 + 1, t, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let Some(n) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if n.kind != Kind::Dir {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let dots = [(ino.0, OsStr::new(".")), (n.parent, OsStr::new(".."))];
+        let rest = n.children.iter().map(|(name, c)| (*c, name.as_os_str()));
+        for (i, (c, name)) in dots.into_iter().chain(rest).enumerate().skip(offset as usize) {
+            let Some(k) = self.tree.get(c) else { continue };
+            if reply.add(INodeNo(c), i as u64 + 1, name, &TTL, &self.attr(c, k), Generation(0)) {
                 break;
             }
         }
