@@ -4,7 +4,8 @@
 //! many clients ask at once, tags with a TTL and served from the cache while the upstream is down,
 //! wrong bytes from the upstream refused, and no writes through the mirror path.
 //!
-//! Everything listens on 127.0.0.1; the station runs without a libp2p host.
+//! Everything listens on 127.0.0.1; stations run without a libp2p host, except where the mirror
+//! finds images among its libp2p peers (loopback, no mDNS).
 
 mod common;
 
@@ -27,8 +28,20 @@ fn seed(up: &Registry, fx: &Layout, tag: &str, repo_tag: &str) {
 
 /// A station mirroring docker.io from `up`; returns its guard and `127.0.0.1:PORT`.
 fn mirror_station(h: &ShpHome, up: &Registry, extra: &[&str]) -> (Station, String) {
+    let mut args = vec!["--no-p2p"];
+    args.extend_from_slice(extra);
+    mirror_station_with(h, up, &args)
+}
+
+/// The same with a libp2p host (on loopback, no mDNS: see `common::station::start`): `extra`
+/// adds `--bootstrap` and the like.
+fn mirror_station_p2p(h: &ShpHome, up: &Registry, extra: &[&str]) -> (Station, String) {
+    mirror_station_with(h, up, extra)
+}
+
+fn mirror_station_with(h: &ShpHome, up: &Registry, extra: &[&str]) -> (Station, String) {
     let spec = format!("docker.io=http://{}", up.host);
-    let mut args = vec!["--listen", "127.0.0.1:0", "--no-p2p", "--mirror", &spec];
+    let mut args = vec!["--listen", "127.0.0.1:0", "--mirror", &spec];
     args.extend_from_slice(extra);
     let (g, banner, log) = start(h, &args);
     let addr = banner
@@ -522,4 +535,119 @@ fn a_mirror_peer_moves_only_the_blocks_the_station_lacks() {
     hb.verify(true);
     b.stop();
     a.stop();
+}
+
+/// A station's first libp2p address (`/ip4/127.0.0.1/tcp/PORT/p2p/ID`).
+fn p2p_addr(h: &ShpHome) -> String {
+    h.json(&["addrs"])["addrs"][0]
+        .as_str()
+        .expect("a libp2p address")
+        .to_string()
+}
+
+/// Waits (at most 30 s) until the station of `h` has `n` libp2p peers.
+fn wait_for_peers(h: &ShpHome, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = h.json(&["peers"]);
+        if v.as_array().map_or(0, |a| a.len()) >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} peers: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_mirror_takes_images_from_its_libp2p_peers_before_the_upstream() {
+    // D is a plain station that holds nothing: the DHT's meeting point. A (connected to D) pulls
+    // through its mirror from the upstream. B, connected to A over libp2p and configured with no
+    // --mirror-peer, finds A holds the image (`/shp/oci-roots/1.0.0`) and fetches the DAG over
+    // bitswap: the upstream sees no blob request from B. C, connected only to D, finds A through
+    // the DHT by the manifest's digest and serves the image with the upstream gone.
+    let hd = ShpHome::new();
+    let (mut d, _, log_d) = common::station::start(&hd, &["--listen", "127.0.0.1:0"]);
+    let boot_d = p2p_addr(&hd);
+    let fx = oci_fixture();
+    let up = Registry::start(None);
+    seed(&up, &fx, "busybox-2layer", "library/app:v1");
+    let digest = fx.ref_digest("busybox-2layer");
+    let name = format!("docker.io/library/app@{digest}");
+    let pull = |addr: &str, reference: &str, dir: &std::path::Path| {
+        let out = Layout::open(dir);
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{addr}/docker.io/library/app{reference}"),
+            &oci_ref(&out.dir, "v1"),
+        ]);
+        out
+    };
+    let ha = ShpHome::new();
+    let (mut a, addr_a) = mirror_station_p2p(&ha, &up, &["--bootstrap", &boot_d]);
+    let via_a = pull(&addr_a, ":v1", &ha.scratch("via-a"));
+    assert_roundtrip(&fx, "busybox-2layer", &via_a, "v1");
+    wait_for_name(&ha, &name);
+    let gets_a = up.blob_gets("library/app").len();
+
+    let hb = ShpHome::new();
+    let boot_a = p2p_addr(&ha);
+    let (mut b, addr_b) = mirror_station_p2p(&hb, &up, &["--bootstrap", &boot_a]);
+    wait_for_peers(&hb, 1);
+    let via_b = pull(&addr_b, ":v1", &hb.scratch("via-b"));
+    assert_roundtrip(&fx, "busybox-2layer", &via_b, "v1");
+    assert!(hb.names().contains(&name), "{:?}", hb.names());
+    let log_b = std::fs::read_to_string(&b.log).unwrap();
+    assert!(
+        log_b.contains("mirrored image's DAG fetched from libp2p peers"),
+        "{log_b}"
+    );
+    assert_eq!(
+        up.blob_gets("library/app").len(),
+        gets_a,
+        "B took every blob from A's DAG, none from the upstream"
+    );
+    hb.verify(true);
+
+    // C knows only D; the upstream goes away. A announced the digest on the DHT (every few
+    // seconds), so C finds A by it, dials it and fetches from it.
+    drop(up);
+    let dead = Registry::start(None);
+    let hc = ShpHome::new();
+    let (mut c, addr_c) = mirror_station_p2p(&hc, &dead, &["--bootstrap", &boot_d]);
+    drop(dead);
+    wait_for_peers(&hc, 1);
+    let out = Layout::open(hc.scratch("via-c"));
+    let src = format!("docker://{addr_c}/docker.io/library/app@{digest}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = std::process::Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false", &src, &oci_ref(&out.dir, "v1")])
+            .status()
+            .unwrap();
+        if st.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "C never served the image: {}",
+            std::fs::read_to_string(&c.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_roundtrip(&fx, "busybox-2layer", &out, "v1");
+    let log_c = std::fs::read_to_string(&c.log).unwrap();
+    let id_a = ha.json(&["addrs"])["peer_id"].as_str().unwrap().to_string();
+    let fetched = log_c
+        .lines()
+        .find(|l| l.contains("mirrored image's DAG fetched from libp2p peers"))
+        .unwrap_or_else(|| panic!("{log_c}"));
+    assert!(fetched.contains(&id_a), "C fetched from A, found on the DHT: {fetched}");
+    assert!(hc.names().contains(&name), "{:?}", hc.names());
+    hc.verify(true);
+    c.stop();
+    b.stop();
+    a.stop();
+    let st = d.terminate();
+    assert!(st.success(), "{}", std::fs::read_to_string(&log_d).unwrap_or_default());
 }

@@ -21,7 +21,10 @@
 //! - Writes through the mirror path (with `?ns=` or an upstream host prefix) are refused: the
 //!   mirror is read-only. The station's own repositories keep their usual rules.
 
+mod network;
 mod state;
+
+pub use network::Network;
 
 pub use reqwest::Url;
 pub use state::Manifest;
@@ -167,6 +170,8 @@ pub struct MirrorCounters {
     pub peer_blobs: AtomicU64,
     /// Images imported into the DAG.
     pub imported: AtomicU64,
+    /// Images fetched as DAGs from libp2p peers.
+    pub network_images: AtomicU64,
 }
 
 /// Where a request goes: upstream index and repository path there.
@@ -199,6 +204,8 @@ pub struct Mirror {
     importing: Mutex<HashSet<String>>,
     /// Manifests a peer holds as an image: digest → (peer, root CID).
     roots: Mutex<HashMap<String, (usize, shp_core::Cid)>>,
+    /// The station's libp2p host, when it runs one: images are looked for among its peers.
+    net: Option<Network>,
     pub counters: Arc<MirrorCounters>,
 }
 
@@ -207,7 +214,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Mirror {
-    pub fn new(home: Arc<Home>, cfg: MirrorConfig) -> Result<Arc<Mirror>, MirrorError> {
+    /// The mirror of `home`; with `net`, manifests by digest are also looked for among the
+    /// libp2p peers (after the HTTP peers, before the upstream).
+    pub fn new(home: Arc<Home>, cfg: MirrorConfig, net: Option<Network>) -> Result<Arc<Mirror>, MirrorError> {
         let state = state::State::open(home.dir()).map_err(|source| MirrorError::State {
             path: home.dir().join("mirror").display().to_string(),
             source,
@@ -230,6 +239,7 @@ impl Mirror {
             sizes: Mutex::new(HashMap::new()),
             importing: Mutex::new(HashSet::new()),
             roots: Mutex::new(HashMap::new()),
+            net,
             counters: Arc::default(),
         }))
     }
@@ -382,7 +392,7 @@ impl Mirror {
                 Err(e) => self.peer_failed(i, e),
             }
         }
-        None
+        self.manifest_from_network(t, digest, what)
     }
 
     /// What the peers say a tag is (asked only while the upstream cannot be reached).
@@ -703,26 +713,7 @@ impl Mirror {
             let http = crate::transport::HttpTransport::new(url.as_str()).map_err(|e| e.to_string())?;
             let report = crate::transport::fetch_into_home(&self.home, &root, &[&http], None, Default::default())
                 .map_err(|e| e.to_string())?;
-            let top = shp_core::image::ImageRoot::load(self.home.store(), &root)
-                .and_then(|img| img.blobs(self.home.store()))
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .find(|b| b.parent.is_none())
-                .map(|b| b.node.digest_str());
-            let root_s = root.to_string();
-            let matches = top.as_deref() == Some(digest);
-            shp_core::refs::RefsFile::new(self.home.dir())
-                .update(|r| {
-                    r.pins.remove(&root_s);
-                    if matches {
-                        r.set_name(&name, root_s.clone());
-                    }
-                    Ok(())
-                })
-                .map_err(|e| e.to_string())?;
-            if !matches {
-                return Err(format!("its root {root} is the image of {top:?}, not of {digest}"));
-            }
+            self.adopt(&root, digest, &name)?;
             Ok(report)
         })();
         match res {
@@ -736,6 +727,32 @@ impl Mirror {
             ),
             Err(e) => self.bench(peer, format!("the DAG of {name}: {e}")),
         }
+    }
+
+    /// A DAG fetched (pinned) from a peer becomes the mirrored image `name` when its top manifest
+    /// is `digest`; either way the fetch's pin goes.
+    fn adopt(&self, root: &shp_core::Cid, digest: &str, name: &str) -> Result<(), String> {
+        let top = shp_core::image::ImageRoot::load(self.home.store(), root)
+            .and_then(|img| img.blobs(self.home.store()))
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|b| b.parent.is_none())
+            .map(|b| b.node.digest_str());
+        let root_s = root.to_string();
+        let matches = top.as_deref() == Some(digest);
+        shp_core::refs::RefsFile::new(self.home.dir())
+            .update(|r| {
+                r.pins.remove(&root_s);
+                if matches {
+                    r.set_name(name, root_s.clone());
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        if !matches {
+            return Err(format!("its root {root} is the image of {top:?}, not of {digest}"));
+        }
+        Ok(())
     }
 
     /// Takes the names of mirrored images unused for the keep time away (see [`MirrorConfig::keep`]).

@@ -8,6 +8,7 @@
 //! - [`message`] — the bitswap protobuf and its framing.
 //! - [`netkey`]  — private-network keys (`swarm.key`).
 //! - [`fetch`]   — a DAG from bitswap and HTTP peers at once; a short-lived node when no station runs.
+//! - [`oci`]     — `/shp/oci-roots/1.0.0`: which peer holds the image of a manifest digest, and its root.
 //!
 //! [`Node`] is the handle the rest of the station holds: connect, disconnect, list peers and
 //! addresses, and hand out one [`BitswapPeer`] per connected peer for the multi-peer fetcher.
@@ -20,6 +21,7 @@ pub mod inbound;
 pub mod inflight;
 pub mod message;
 pub mod netkey;
+pub mod oci;
 
 pub use bitswap::BitswapPeer;
 pub use netkey::NetKey;
@@ -110,6 +112,7 @@ pub struct Node {
     commands: mpsc::Sender<host::Command>,
     engine: Arc<bitswap::Engine>,
     task: tokio::task::JoinHandle<()>,
+    dht: bool,
 }
 
 impl Node {
@@ -132,6 +135,7 @@ impl Node {
             commands: tx,
             engine,
             task,
+            dht: cfg.dht,
         })
     }
 
@@ -195,6 +199,29 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The peers that hold the image whose top manifest has `digest`, with the root each names
+    /// ([`oci`]): the connected peers are asked; when none holds it and the DHT is on, the
+    /// providers of the digest are found, dialled and asked. At most `wait` for each step.
+    pub async fn image_holders(
+        &self,
+        digest: [u8; 32],
+        wait: Duration,
+    ) -> Result<Vec<(PeerId, shp_core::cid::Cid)>, Error> {
+        let control = self.engine.control();
+        let connected = self.ask(host::Command::Connected).await?;
+        let found = oci::holders(&control, &connected, digest, wait).await;
+        if !found.is_empty() || !self.dht {
+            return Ok(found);
+        }
+        let providers: Vec<PeerId> = self
+            .find_providers(oci::digest_key(digest), wait)
+            .await?
+            .into_iter()
+            .filter(|p| !connected.contains(p))
+            .collect();
+        Ok(oci::holders(&control, &providers, digest, wait).await)
     }
 
     /// The blocks of this node's running fetches (served to peers before the fetches land).

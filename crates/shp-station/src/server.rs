@@ -487,6 +487,21 @@ impl Station {
             cache_size = cfg.cache_size,
             "station bound"
         );
+        let mirror = match &cfg.mirror {
+            Some(m) => {
+                tracing::info!(
+                    upstreams = %m.upstreams.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(" "),
+                    tag_ttl_secs = m.tag_ttl.as_secs(),
+                    "pull-through mirror"
+                );
+                let net = node.as_ref().map(|n| crate::mirror::Network {
+                    node: n.clone(),
+                    rt: runtime.handle().clone(),
+                });
+                Some(Mirror::new(home.clone(), m.clone(), net)?)
+            }
+            None => None,
+        };
         Ok(Station {
             runtime: Some(runtime),
             node,
@@ -498,17 +513,7 @@ impl Station {
             activity: Arc::new(Activity::default()),
             peer_id: id.peer_id(),
             registry: Arc::new(Registry {
-                mirror: match &cfg.mirror {
-                    Some(m) => {
-                        tracing::info!(
-                            upstreams = %m.upstreams.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(" "),
-                            tag_ttl_secs = m.tag_ttl.as_secs(),
-                            "pull-through mirror"
-                        );
-                        Some(Mirror::new(home.clone(), m.clone())?)
-                    }
-                    None => None,
-                },
+                mirror,
                 uploads: Uploads::new(home_dir),
                 home,
                 auth,

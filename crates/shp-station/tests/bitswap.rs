@@ -1,6 +1,9 @@
 //! The bitswap server against a peer we control byte for byte: it answers wants as the protocol
 //! says, ignores a wantlist flood beyond its limit, disconnects a peer that keeps sending malformed
-//! messages, and goes on serving everyone else. Loopback only, no mDNS.
+//! messages, and goes on serving everyone else; and the oci-roots protocol beside it (which image
+//! root holds a manifest digest). Loopback only, no mDNS.
+
+mod common;
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
@@ -393,4 +396,71 @@ fn sealed_streams_are_read_and_bad_seals_are_strikes() {
         q.until(|m| m.blocks.iter().any(|b| block_cid(b).unwrap() == cid)).await;
     });
     drop(rt);
+}
+
+/// One oci-roots question on a fresh stream: the answer frame, or None when the station closed the
+/// stream without one.
+async fn oci_ask(p: &mut RawPeer, query: &[u8]) -> Option<Vec<u8>> {
+    let mut s = p
+        .control
+        .open_stream(p.station, shp_station::p2p::oci::PROTOCOL)
+        .await
+        .ok()?;
+    message::write_frame(&mut s, query).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(10), message::read_frame(&mut s))
+        .await
+        .expect("the station answers or closes within 10 s")
+        .ok()
+        .flatten()
+}
+
+#[test]
+fn the_oci_roots_protocol_names_the_image_of_a_manifest_digest() {
+    use shp_station::p2p::oci;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::init(&dir.path().join("home")).unwrap();
+    let layout = common::Layout::create(&dir.path().join("oci"));
+    let files = common::app_files(4, 3000, None);
+    let (manifest, _) = layout.write_image("v1", &[common::tar_of(&files)]);
+    let root = common::push(&home, &layout, "v1");
+    drop(home);
+    let held: [u8; 32] = shp_core::cid::parse_digest(&manifest).unwrap();
+    let unknown = [9u8; 32];
+    let running = station(&dir.path().join("home"));
+    let addr = running.p2p_addrs[0].clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut p = RawPeer::connect(&addr).await;
+        // The held manifest is answered with the image's root; an unknown digest is left out.
+        let a = oci_ask(&mut p, &oci::encode_query(&[unknown, held]))
+            .await
+            .expect("an answer");
+        assert_eq!(oci::decode_answer(&a).unwrap(), vec![(held, root)]);
+        let a = oci_ask(&mut p, &oci::encode_query(&[unknown]))
+            .await
+            .expect("an answer");
+        assert!(oci::decode_answer(&a).unwrap().is_empty());
+        // A digest of the wrong length is a strike and gets no answer; enough of them and the
+        // station hangs up (then the peer cannot open streams any more).
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&[0x0a, 5, 1, 2, 3, 4, 5]);
+        assert_eq!(oci_ask(&mut p, &bad).await, None);
+        for _ in 1..shp_station::p2p::bitswap::MAX_STRIKES {
+            if oci_ask(&mut p, &bad).await.is_some() {
+                panic!("a malformed query was answered");
+            }
+        }
+        let gone = tokio::time::timeout(Duration::from_secs(20), p.closed.recv()).await;
+        assert_eq!(
+            gone.ok().flatten(),
+            Some(p.station),
+            "the station disconnected the peer"
+        );
+        // Others still get answers.
+        let mut q = RawPeer::connect(&addr).await;
+        let a = oci_ask(&mut q, &oci::encode_query(&[held])).await.expect("an answer");
+        assert_eq!(oci::decode_answer(&a).unwrap(), vec![(held, root)]);
+    });
+    drop(rt);
+    running.stop().unwrap();
 }

@@ -146,6 +146,11 @@ impl Engine {
         });
     }
 
+    /// A handle for opening streams of other protocols to peers.
+    pub(crate) fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
     pub fn counters(&self, peer: &PeerId) -> Arc<PeerCounters> {
         self.counters.lock().unwrap().entry(*peer).or_default().clone()
     }

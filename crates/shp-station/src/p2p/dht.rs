@@ -85,11 +85,17 @@ pub(crate) enum Announce {
     Unprovide(Vec<Cid>),
 }
 
-/// What announcing `root` means: the root and, for an image, every blob node (a blob ref, a pin
-/// of another DAG or a UnixFS view is announced by its root alone).
+/// What announcing `root` means: the root and, for an image, the OCI digest of its top manifest
+/// and every blob node (a blob ref, a pin of another DAG or a UnixFS view is announced by its root
+/// alone).
 pub fn announced(home: &Home, root: &Cid) -> Vec<Cid> {
     let mut cids = vec![*root];
     if let Ok(img) = shp_core::image::ImageRoot::load(home.store(), root) {
+        // The top manifest's OCI digest too, so a mirror finds the image by the digest a
+        // runtime asks for (see `super::oci`).
+        if let Ok(top) = shp_core::blob::BlobNode::load(home.store(), &img.top) {
+            cids.push(super::oci::digest_key(top.digest));
+        }
         match img.blobs(home.store()) {
             Ok(blobs) => cids.extend(blobs.into_iter().map(|b| b.node.cid)),
             Err(e) => tracing::warn!(%root, "announcing only the root of an incomplete image: {e}"),

@@ -104,6 +104,27 @@ fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, Stre
     })
 }
 
+/// Inbound streams: oci-roots queries are answered here, bitswap streams go on to the engine.
+fn route_inbound(
+    engine: Arc<Engine>,
+    catalog: Arc<super::oci::Catalog>,
+    mut streams: mpsc::UnboundedReceiver<super::inbound::Accepted>,
+) -> mpsc::UnboundedReceiver<super::inbound::Accepted> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let engine = Arc::downgrade(&engine);
+    tokio::spawn(async move {
+        while let Some((peer, stream, proto)) = streams.recv().await {
+            if proto == super::oci::PROTOCOL {
+                let Some(e) = engine.upgrade() else { return };
+                tokio::spawn(super::oci::serve(e, catalog.clone(), peer, stream));
+            } else if tx.send((peer, stream, proto)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Whether `addr` is a QUIC address (`/udp/PORT/quic-v1`).
 pub fn is_quic(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
@@ -170,7 +191,8 @@ impl Host {
             (false, false) => Some(true),
         };
         let t = transport(&key, net_key)?;
-        let (inbound, streams) = super::inbound::Inbound::new(&[super::bitswap::SEALED, super::bitswap::PROTOCOL]);
+        let (inbound, streams) =
+            super::inbound::Inbound::new(&[super::bitswap::SEALED, super::bitswap::PROTOCOL, super::oci::PROTOCOL]);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|_| t)
@@ -202,8 +224,9 @@ impl Host {
         if !cfg.listen.is_empty() && cfg.dht {
             dht::spawn_announcer(home.clone(), announce_tx);
         }
+        let catalog = Arc::new(super::oci::Catalog::new(home.clone()));
         let engine = Engine::new(home, swarm.behaviour().stream.new_control(), tx);
-        engine.spawn_acceptor(streams);
+        engine.spawn_acceptor(route_inbound(engine.clone(), catalog, streams));
         for addr in &cfg.listen {
             swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
                 addr: addr.to_string(),

@@ -232,21 +232,21 @@ pub fn block_cid(b: &Block) -> Result<Cid, String> {
     Ok(Cid::hash(codec, &b.data))
 }
 
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
 }
 
 /// The (field number, value) pairs of one protobuf message.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     b: &'a [u8],
     pos: usize,
     failed: bool,
 }
 
 impl<'a> Fields<'a> {
-    fn new(b: &'a [u8]) -> Fields<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Fields<'a> {
         Fields {
             b,
             pos: 0,
@@ -321,7 +321,7 @@ fn put_varint_field(out: &mut Vec<u8>, field: u64, v: u64) {
     put_varint(out, v);
 }
 
-fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
     put_varint(out, (field << 3) | 2);
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
@@ -364,6 +364,11 @@ pub fn unseal(frame: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Reads one length-prefixed frame; `None` at a clean end of stream before a frame starts.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    read_frame_max(r, MAX_MESSAGE).await
+}
+
+/// [`read_frame`] with a limit of `max` bytes (a frame announcing more is `InvalidData`).
+pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut len: u64 = 0;
     for i in 0..10 {
         let mut byte = [0u8; 1];
@@ -379,10 +384,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opti
         }
         len |= u64::from(byte[0] & 0x7f) << (7 * i);
         if byte[0] & 0x80 == 0 {
-            if len > MAX_MESSAGE as u64 {
+            if len > max as u64 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("a message of {len} bytes, over the {MAX_MESSAGE}-byte limit"),
+                    format!("a message of {len} bytes, over the {max}-byte limit"),
                 ));
             }
             let mut buf = vec![0u8; len as usize];
