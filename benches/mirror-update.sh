@@ -7,7 +7,9 @@
 # pull with no peer moves).
 #
 # CORPUS: what /work/shared/corpus/build-corpus.sh OUT made (OUT/oci, tags app-v1 and app-v2), or the
-# layout itself. Knobs: SHP (default target/release/shp), ORACLE (default
+# layout itself. VIA=http (default): the node names its peer with --mirror-peer and fetches the DAG
+# from its gateway; VIA=p2p: the two stations are libp2p peers (loopback, no mDNS) and the node's
+# mirror finds the image among them (oci-roots, bitswap). Knobs: SHP (default target/release/shp), ORACLE (default
 # ../shared/corpus/dedup-oracle.py; needs pyfastcdc and zstandard), WORK (removed unless KEEP=1).
 # Needs docker-registry, skopeo, curl, python3. Run by hand, not in CI.
 set -euo pipefail
@@ -17,6 +19,7 @@ SHP=${SHP:-$ROOT/target/release/shp}
 ORACLE=${ORACLE:-$ROOT/../shared/corpus/dedup-oracle.py}
 IN=${1:?usage: mirror-update.sh CORPUS_DIR_OR_OCI_LAYOUT}
 [ -f "$IN/index.json" ] || IN=$IN/oci
+VIA=${VIA:-http}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/shp-bench-mirror-update.XXXXXX")}
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
@@ -33,7 +36,9 @@ station() {
   shift
   "$SHP" --home "$WORK/$name" init >/dev/null 2>&1
   mkfifo "$WORK/$name.banner"
-  "$SHP" --home "$WORK/$name" start --listen 127.0.0.1:0 --no-p2p --mirror "docker.io=http://$UP" "$@" \
+  local net=(--no-p2p)
+  [ "$VIA" = p2p ] && net=(--p2p-listen /ip4/127.0.0.1/tcp/0 --no-mdns)
+  "$SHP" --home "$WORK/$name" start --listen 127.0.0.1:0 "${net[@]}" --mirror "docker.io=http://$UP" "$@" \
     >"$WORK/$name.banner" 2>"$WORK/$name.log" &
   PIDS+=($!)
   read -r -t 30 line <"$WORK/$name.banner"
@@ -48,7 +53,11 @@ station peer
 PEER=$ADDR
 pull "$PEER" v2
 held peer "$(digest v2)"
-station node --mirror-peer "http://$PEER"
+if [ "$VIA" = p2p ]; then
+  station node --bootstrap "$("$SHP" --home "$WORK/peer" addrs --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])')"
+else
+  station node --mirror-peer "http://$PEER"
+fi
 NODE=$ADDR
 pull "$NODE" v1
 held node "$(digest v1)"
@@ -56,10 +65,10 @@ before=$(blob_gets)
 pull "$NODE" v2
 held node "$(digest v2)"
 after=$(blob_gets)
-line=$(grep "DAG fetched from a peer" "$WORK/node.log" | tail -1)
+line=$(grep -E "DAG fetched from (a peer|libp2p peers)" "$WORK/node.log" | tail -1)
 fetched=$(echo "$line" | sed -n 's/.*bytes_fetched=\([0-9]*\).*/\1/p')
 [ -n "$fetched" ] || { echo "the node did not fetch the DAG from its peer:" >&2; cat "$WORK/node.log" >&2; exit 1; }
-echo "node holding app-v1 pulls app-v2 through its mirror (peer holds app-v2):"
+echo "node holding app-v1 pulls app-v2 through its mirror (peer holds app-v2; via $VIA):"
 echo "  from the peer: $fetched bytes of blocks; upstream blob GETs: $((after - before))"
 python3 "$ORACLE" "$IN" --pairs app-v1:app-v2 >"$WORK/oracle.txt"
 python3 - "$fetched" "$WORK/oracle.txt" <<'PY'
