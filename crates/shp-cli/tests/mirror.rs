@@ -564,7 +564,8 @@ fn the_mirror_takes_images_from_its_libp2p_peers_before_the_upstream() {
     // through its mirror from the upstream. B, connected to A over libp2p and configured with no
     // --mirror-peer, finds A holds the image (`/shp/oci-roots/1.0.0`) and fetches the DAG over
     // bitswap: the upstream sees no blob request from B. C, connected only to D, finds A through
-    // the DHT by the manifest's digest and serves the image with the upstream gone.
+    // the DHT by the manifest's digest and serves the image with the upstream gone; E, connected
+    // to B only, is told by B what the tag is.
     let hd = ShpHome::new();
     let (mut d, _, log_d) = common::station::start(&hd, &["--listen", "127.0.0.1:0"]);
     let boot_d = p2p_addr(&hd);
@@ -645,6 +646,27 @@ fn the_mirror_takes_images_from_its_libp2p_peers_before_the_upstream() {
     assert!(fetched.contains(&id_a), "C fetched from A, found on the DHT: {fetched}");
     assert!(hc.names().contains(&name), "{:?}", hc.names());
     hc.verify(true);
+
+    // E, connected to B only, pulls the *tag* with the upstream gone: B's mirror last learnt from
+    // the upstream what app:v1 is, and tells E (a tag is mutable: asked only while the upstream
+    // cannot be reached).
+    let dead = Registry::start(None);
+    let he = ShpHome::new();
+    let boot_b = p2p_addr(&hb);
+    let (mut e, addr_e) = mirror_station_p2p(&he, &dead, &["--bootstrap", &boot_b]);
+    drop(dead);
+    wait_for_peers(&he, 1);
+    let via_e = pull(&addr_e, ":v1", &he.scratch("via-e"));
+    assert_roundtrip(&fx, "busybox-2layer", &via_e, "v1");
+    let log_e = std::fs::read_to_string(&e.log).unwrap();
+    let id_b = hb.json(&["addrs"])["peer_id"].as_str().unwrap().to_string();
+    let fetched = log_e
+        .lines()
+        .find(|l| l.contains("mirrored image's DAG fetched from libp2p peers"))
+        .unwrap_or_else(|| panic!("{log_e}"));
+    assert!(fetched.contains(&id_b), "E took the tag's image from B: {fetched}");
+    assert!(he.names().contains(&name), "{:?}", he.names());
+    e.stop();
     c.stop();
     b.stop();
     a.stop();

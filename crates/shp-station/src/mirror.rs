@@ -304,6 +304,11 @@ impl Mirror {
     }
 
     /// The name the image gets in refs: `HOST/REPO@DIGEST`.
+    /// The key of a tag in the mirror's state and on the network: `HOST/REPO:TAG`.
+    fn tag_key(&self, t: &Target, tag: &str) -> String {
+        format!("{}/{}:{tag}", self.upstream(t).host, t.repo)
+    }
+
     fn ref_name(&self, t: &Target, digest: &str) -> String {
         format!("{}/{}@{digest}", self.upstream(t).host, t.repo)
     }
@@ -413,7 +418,7 @@ impl Mirror {
                 Err(e) => self.peer_failed(i, e),
             }
         }
-        None
+        self.tag_from_network(t, tag, what)
     }
 
     fn unavailable(&self, t: &Target, what: &str, e: impl std::fmt::Display) -> MirrorError {
@@ -455,7 +460,7 @@ impl Mirror {
     }
 
     fn resolve_tag(&self, t: &Target, tag: &str, what: &str) -> Result<Manifest, MirrorError> {
-        let key = format!("{}/{}:{tag}", self.upstream(t).host, t.repo);
+        let key = self.tag_key(t, tag);
         let cached = self
             .state
             .tag(&key)

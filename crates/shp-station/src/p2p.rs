@@ -113,6 +113,7 @@ pub struct Node {
     engine: Arc<bitswap::Engine>,
     task: tokio::task::JoinHandle<()>,
     dht: bool,
+    catalog: Arc<oci::Catalog>,
 }
 
 impl Node {
@@ -124,7 +125,8 @@ impl Node {
         home: Arc<shp_core::Home>,
     ) -> Result<Node, Error> {
         let peer_id = key.public().to_peer_id();
-        let (h, engine) = host::Host::build(key, cfg, home).await?;
+        let catalog = Arc::new(oci::Catalog::new(home.clone()));
+        let (h, engine) = host::Host::build(key, cfg, home, catalog.clone()).await?;
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(h.run(rx));
         if let Some(k) = &cfg.net_key {
@@ -136,6 +138,7 @@ impl Node {
             engine,
             task,
             dht: cfg.dht,
+            catalog,
         })
     }
 
@@ -201,27 +204,33 @@ impl Node {
         }
     }
 
-    /// The peers that hold the image whose top manifest has `digest`, with the root each names
-    /// ([`oci`]): the connected peers are asked; when none holds it and the DHT is on, the
-    /// providers of the digest are found, dialled and asked. At most `wait` for each step.
-    pub async fn image_holders(
-        &self,
-        digest: [u8; 32],
-        wait: Duration,
-    ) -> Result<Vec<(PeerId, shp_core::cid::Cid)>, Error> {
+    /// The peers that hold the image `want` names, with what each answered ([`oci`]): the
+    /// connected peers are asked; for a digest that none of them holds, when the DHT is on, the
+    /// providers of the digest are found, dialled and asked too (tags are not announced). At most
+    /// `wait` for each step.
+    pub async fn image_holders(&self, want: &oci::Want, wait: Duration) -> Result<Vec<(PeerId, oci::Held)>, Error> {
         let control = self.engine.control();
         let connected = self.ask(host::Command::Connected).await?;
-        let found = oci::holders(&control, &connected, digest, wait).await;
+        let found = oci::holders(&control, &connected, want, wait).await;
+        let oci::Want::Digest(digest) = want else {
+            return Ok(found);
+        };
         if !found.is_empty() || !self.dht {
             return Ok(found);
         }
         let providers: Vec<PeerId> = self
-            .find_providers(oci::digest_key(digest), wait)
+            .find_providers(oci::digest_key(*digest), wait)
             .await?
             .into_iter()
             .filter(|p| !connected.contains(p))
             .collect();
-        Ok(oci::holders(&control, &providers, digest, wait).await)
+        Ok(oci::holders(&control, &providers, want, wait).await)
+    }
+
+    /// Where the answers to peers' tag questions come from, beyond the refs' names (the mirror's
+    /// record of its upstream's tags); set once.
+    pub fn set_tag_source(&self, source: oci::TagSource) {
+        self.catalog.set_tags(source);
     }
 
     /// The blocks of this node's running fetches (served to peers before the fetches land).

@@ -498,7 +498,13 @@ impl Station {
                     node: n.clone(),
                     rt: runtime.handle().clone(),
                 });
-                Some(Mirror::new(home.clone(), m.clone(), net)?)
+                let mirror = Mirror::new(home.clone(), m.clone(), net)?;
+                if let Some(n) = &node {
+                    // Peers asking for a tag are told what this mirror's upstream last said.
+                    let weak = Arc::downgrade(&mirror);
+                    n.set_tag_source(Arc::new(move |key| weak.upgrade()?.tag_digest(key)));
+                }
+                Some(mirror)
             }
             None => None,
         };

@@ -431,14 +431,24 @@ fn the_oci_roots_protocol_names_the_image_of_a_manifest_digest() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut p = RawPeer::connect(&addr).await;
-        // The held manifest is answered with the image's root; an unknown digest is left out.
-        let a = oci_ask(&mut p, &oci::encode_query(&[unknown, held]))
+        // The held manifest is answered with the image's root; an unknown digest is left out; a
+        // tag the refs name is answered with its image, an unknown one is left out.
+        let ask = |digests: Vec<[u8; 32]>, tags: Vec<&str>| {
+            oci::encode_query(&oci::Query {
+                digests,
+                tags: tags.into_iter().map(String::from).collect(),
+            })
+        };
+        let by = |tag: Option<&str>| oci::Held {
+            digest: held,
+            root,
+            tag: tag.map(String::from),
+        };
+        let a = oci_ask(&mut p, &ask(vec![unknown, held], vec!["v1", "v2"]))
             .await
             .expect("an answer");
-        assert_eq!(oci::decode_answer(&a).unwrap(), vec![(held, root)]);
-        let a = oci_ask(&mut p, &oci::encode_query(&[unknown]))
-            .await
-            .expect("an answer");
+        assert_eq!(oci::decode_answer(&a).unwrap(), vec![by(None), by(Some("v1"))]);
+        let a = oci_ask(&mut p, &ask(vec![unknown], vec![])).await.expect("an answer");
         assert!(oci::decode_answer(&a).unwrap().is_empty());
         // A digest of the wrong length is a strike and gets no answer; enough of them and the
         // station hangs up (then the peer cannot open streams any more).
@@ -458,8 +468,8 @@ fn the_oci_roots_protocol_names_the_image_of_a_manifest_digest() {
         );
         // Others still get answers.
         let mut q = RawPeer::connect(&addr).await;
-        let a = oci_ask(&mut q, &oci::encode_query(&[held])).await.expect("an answer");
-        assert_eq!(oci::decode_answer(&a).unwrap(), vec![(held, root)]);
+        let a = oci_ask(&mut q, &ask(vec![held], vec![])).await.expect("an answer");
+        assert_eq!(oci::decode_answer(&a).unwrap(), vec![by(None)]);
     });
     drop(rt);
     running.stop().unwrap();

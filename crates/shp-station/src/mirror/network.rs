@@ -5,9 +5,16 @@
 //! the blocks the home lacks, each checked against its CID), the image's top manifest is checked
 //! against the digest asked for, and the image is named `HOST/REPO@DIGEST` — so its blobs are then
 //! served from the home and the upstream sees no request for them.
+//!
+//! While the upstream cannot be reached, a tag is asked of the connected libp2p peers too (after
+//! the HTTP peers): a peer answers with the digest its refs name by that tag, or the one its own
+//! mirror last learnt from the upstream, and the image comes the same way. The station answers
+//! such questions from its own mirror's record ([`Mirror::tag_digest`]).
 
 use super::{Manifest, Mirror, Target};
+use crate::p2p::oci::Want;
 use crate::p2p::Node;
+use shp_core::cid::format_digest;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,27 +35,45 @@ impl Mirror {
     /// A manifest by digest from the libp2p peers that hold its image as a DAG (see the module
     /// docs); `None` when no peer does or the fetch failed (logged; the upstream comes next).
     pub(super) fn manifest_from_network(&self, t: &Target, digest: &str, what: &str) -> Option<Manifest> {
+        let d = shp_core::cid::parse_digest(digest).ok()?;
+        self.via_network(t, &Want::Digest(d), what)
+    }
+
+    /// What the libp2p peers say a tag is, with its image (asked only while the upstream cannot
+    /// be reached, as a tag is mutable and a peer's word for it cannot be checked).
+    pub(super) fn tag_from_network(&self, t: &Target, tag: &str, what: &str) -> Option<Manifest> {
+        self.via_network(t, &Want::Tag(self.tag_key(t, tag)), what)
+    }
+
+    /// What a peer asking this station's libp2p host about `key` (`HOST/REPO:TAG`) is told: the
+    /// digest the upstream last gave for it (see [`crate::p2p::oci::Catalog::set_tags`]).
+    pub fn tag_digest(&self, key: &str) -> Option<[u8; 32]> {
+        let e = self.state.tag(key)?;
+        shp_core::cid::parse_digest(&e.digest).ok()
+    }
+
+    fn via_network(&self, t: &Target, want: &Want, what: &str) -> Option<Manifest> {
         let net = self.net.as_ref()?;
         if t.hop {
             return None;
         }
-        let d = shp_core::cid::parse_digest(digest).ok()?;
-        let name = self.ref_name(t, digest);
-        let fetched = match crate::p2p::oci::fetch_image_blocking(&net.node, &net.rt, &self.home, d, NETWORK_WAIT) {
+        let fetched = match crate::p2p::oci::fetch_image_blocking(&net.node, &net.rt, &self.home, want, NETWORK_WAIT) {
             Ok(Some(f)) => f,
             Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(%name, "mirror: the image from libp2p peers failed (the upstream comes next): {e}");
+                tracing::warn!("mirror: {what} from libp2p peers failed (the upstream comes next): {e}");
                 return None;
             }
         };
+        let digest = format_digest(&fetched.digest);
+        let name = self.ref_name(t, &digest);
         let holders = fetched
             .holders
             .iter()
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(" ");
-        if let Err(e) = self.adopt(&fetched.root, digest, &name) {
+        if let Err(e) = self.adopt(&fetched.root, &digest, &name) {
             tracing::warn!(%name, peers = %holders, "mirror: refused the DAG libp2p peers sent: {e}");
             return None;
         }
@@ -59,7 +84,7 @@ impl Mirror {
                 return None;
             }
         };
-        let m = match self.checked(t, bytes, media_type, Some(digest), what) {
+        let m = match self.checked(t, bytes, media_type, Some(&digest), what) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(%name, "mirror: {e}");

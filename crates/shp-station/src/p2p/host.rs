@@ -169,6 +169,7 @@ impl Host {
         key: Keypair,
         cfg: &P2pConfig,
         home: Arc<shp_core::Home>,
+        catalog: Arc<super::oci::Catalog>,
     ) -> Result<(Host, Arc<Engine>), Error> {
         let net_key = cfg.net_key.as_ref().map(|k| k.0);
         if net_key.is_some() {
@@ -224,7 +225,6 @@ impl Host {
         if !cfg.listen.is_empty() && cfg.dht {
             dht::spawn_announcer(home.clone(), announce_tx);
         }
-        let catalog = Arc::new(super::oci::Catalog::new(home.clone()));
         let engine = Engine::new(home, swarm.behaviour().stream.new_control(), tx);
         engine.spawn_acceptor(route_inbound(engine.clone(), catalog, streams));
         for addr in &cfg.listen {
