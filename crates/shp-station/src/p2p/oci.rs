@@ -187,7 +187,12 @@ pub struct Catalog {
     home: Arc<Home>,
     tops: Mutex<HashMap<Cid, Option<[u8; 32]>>>,
     tags: OnceLock<TagSource>,
+    /// Lookups at once, whatever the number of peers and streams asking (each reads the refs).
+    busy: Arc<tokio::sync::Semaphore>,
 }
+
+/// Lookups the catalog runs at once; more queries wait their turn.
+const MAX_LOOKUPS: usize = 4;
 
 impl Catalog {
     pub fn new(home: Arc<Home>) -> Catalog {
@@ -195,6 +200,7 @@ impl Catalog {
             home,
             tops: Mutex::new(HashMap::new()),
             tags: OnceLock::new(),
+            busy: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         }
     }
 
@@ -278,6 +284,10 @@ pub(crate) async fn serve(engine: Arc<Engine>, catalog: Arc<Catalog>, peer: Peer
             engine.strike(&peer, &e.to_string());
             return;
         }
+    };
+    let Ok(_turn) = tokio::time::timeout(ASK_TIMEOUT, catalog.busy.clone().acquire_owned()).await else {
+        tracing::debug!(%peer, "oci-roots: too many queries at once; this one is dropped");
+        return;
     };
     let c = catalog.clone();
     let held = match tokio::task::spawn_blocking(move || c.lookup(&query)).await {
