@@ -581,7 +581,7 @@ impl PackWriter {
             self.start()?;
         }
         let compressed = match &mut self.comp {
-            Some(c) => Some(c.compress(data)?),
+            Some(c) => super::compress_block(c, data)?,
             None => None,
         };
         let (comp, payload) = match &compressed {

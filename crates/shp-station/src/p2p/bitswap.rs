@@ -179,7 +179,7 @@ impl Engine {
             };
             counters.bytes_in.fetch_add(frame.len() as u64, Ordering::Relaxed);
             let frame = if sealed {
-                match message::unseal(&frame) {
+                match message::unseal_in(&frame) {
                     Ok(f) => f,
                     Err(e) => {
                         self.strike(&peer, &format!("sealed bitswap stream: {e}"));
@@ -187,7 +187,7 @@ impl Engine {
                     }
                 }
             } else {
-                frame
+                std::borrow::Cow::Borrowed(&frame[..])
             };
             let msg = match Message::decode(&frame) {
                 Ok(m) => m,
@@ -303,8 +303,7 @@ impl Outbox {
                 bytes = plain.len(),
                 "bitswap message out"
             );
-            let mut sent = false;
-            let mut bytes = Vec::new();
+            let mut sent: Option<usize> = None;
             // One retry on a fresh stream: an idle stream may have been reset by the other side.
             for _ in 0..2 {
                 if stream.is_none() {
@@ -316,7 +315,8 @@ impl Outbox {
                         }
                     }
                 }
-                if sealed == Some(true) {
+                // The frame: a compressed one, or the flag and the message as they are (no copy).
+                let (packed_frame, sealed_plain) = if sealed == Some(true) {
                     // Small messages are always tried (cheap); a larger one that does not
                     // compress makes the next SEAL_SKIP larger ones go as they are.
                     let large = plain.len() >= SEAL_JUDGE;
@@ -326,21 +326,28 @@ impl Outbox {
                         n if n >= SEAL_TINY => SEAL_LEVEL_SMALL,
                         _ => SEAL_LEVEL_TINY,
                     };
-                    let (frame, packed) = message::seal(&plain, try_it, level);
+                    let packed_frame = try_it.then(|| message::seal_packed(&plain, level)).flatten();
                     if large {
-                        skip = match (try_it, packed) {
+                        skip = match (try_it, packed_frame.is_some()) {
                             (true, false) => SEAL_SKIP,
                             (true, true) => 0,
                             (false, _) => skip.saturating_sub(1),
                         };
                     }
-                    bytes = frame;
+                    let plain_too = packed_frame.is_none();
+                    (packed_frame, plain_too)
                 } else {
-                    bytes.clone_from(&plain);
-                }
-                match message::write_frame(stream.as_mut().expect("stream"), &bytes).await {
+                    (None, false)
+                };
+                let parts: &[&[u8]] = match &packed_frame {
+                    Some(f) => &[f],
+                    None if sealed_plain => &[message::PLAIN, &plain],
+                    None => &[&plain],
+                };
+                let written = parts.iter().map(|p| p.len()).sum::<usize>();
+                match message::write_frame_parts(stream.as_mut().expect("stream"), parts).await {
                     Ok(()) => {
-                        sent = true;
+                        sent = Some(written);
                         break;
                     }
                     Err(e) => {
@@ -350,8 +357,8 @@ impl Outbox {
                 }
             }
             drop(out.permit);
-            if sent {
-                counters.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if let Some(written) = sent {
+                counters.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
                 counters
                     .blocks_out
                     .fetch_add(out.msg.blocks.len() as u64, Ordering::Relaxed);

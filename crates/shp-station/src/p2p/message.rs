@@ -23,6 +23,7 @@
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use shp_core::cid::{Cid, DAG_CBOR, DAG_PB, RAW};
+use std::borrow::Cow;
 
 /// The largest message read or written (boxo's limit).
 pub const MAX_MESSAGE: usize = 4 << 20;
@@ -331,31 +332,49 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
 /// saves at least a tenth, else as it is. Returns the frame and whether it was compressed.
 pub fn seal(msg: &[u8], try_compress: bool, level: i32) -> (Vec<u8>, bool) {
     if try_compress {
-        if let Ok(z) = zstd::bulk::compress(msg, level) {
-            if z.len() < msg.len() - msg.len() / 10 {
-                let mut out = Vec::with_capacity(z.len() + 1);
-                out.push(1);
-                out.extend_from_slice(&z);
-                return (out, true);
-            }
+        if let Some(z) = seal_packed(msg, level) {
+            return (z, true);
         }
     }
     let mut out = Vec::with_capacity(msg.len() + 1);
-    out.push(0);
+    out.extend_from_slice(PLAIN);
     out.extend_from_slice(msg);
     (out, false)
+}
+
+/// The flag of a sealed frame that carries its message as it is: a writer sends it before the
+/// message ([`write_frame_parts`]) instead of copying the message behind it.
+pub const PLAIN: &[u8] = &[0];
+
+/// The sealed frame of `msg` compressed at `level`, when that saves at least a tenth; else None
+/// (the message then goes as [`PLAIN`] followed by itself).
+pub fn seal_packed(msg: &[u8], level: i32) -> Option<Vec<u8>> {
+    let z = zstd::bulk::compress(msg, level).ok()?;
+    if z.len() >= msg.len() - msg.len() / 10 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(z.len() + 1);
+    out.push(1);
+    out.extend_from_slice(&z);
+    Some(out)
 }
 
 /// The message in a sealed frame. Errors name what is wrong: an empty frame, an unknown flag,
 /// bytes that are not zstd, or a message that unpacks to more than [`MAX_MESSAGE`].
 pub fn unseal(frame: &[u8]) -> Result<Vec<u8>, String> {
+    unseal_in(frame).map(Cow::into_owned)
+}
+
+/// [`unseal`] that borrows a plain frame's message instead of copying it.
+pub fn unseal_in(frame: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     match frame.split_first() {
         None => Err("an empty sealed frame".into()),
-        Some((0, rest)) => Ok(rest.to_vec()),
+        Some((0, rest)) => Ok(Cow::Borrowed(rest)),
         Some((1, rest)) => {
             // The frame header says how big it unpacks to when the sender wrote it; the limit
             // holds either way (bulk decompression stops at the capacity given).
             zstd::bulk::decompress(rest, MAX_MESSAGE)
+                .map(Cow::Owned)
                 .map_err(|e| format!("a compressed message that does not unpack within {MAX_MESSAGE} bytes: {e}"))
         }
         Some((f, _)) => Err(format!("a sealed frame with the unknown flag {f}")),
@@ -403,10 +422,17 @@ pub async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std:
 
 /// Writes one length-prefixed frame and flushes it.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, msg: &[u8]) -> std::io::Result<()> {
+    write_frame_parts(w, &[msg]).await
+}
+
+/// One frame whose body is `parts` one after the other (written as they are, not joined first).
+pub async fn write_frame_parts<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(10);
-    put_varint(&mut head, msg.len() as u64);
+    put_varint(&mut head, parts.iter().map(|p| p.len() as u64).sum());
     w.write_all(&head).await?;
-    w.write_all(msg).await?;
+    for p in parts {
+        w.write_all(p).await?;
+    }
     w.flush().await
 }
 

@@ -339,11 +339,8 @@ impl<'a> Copier<'a> {
     }
 
     fn push(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
-        let z = self
-            .comp
-            .compress(data)
-            .map_err(|e| Error::Store(format!("zstd: {e}")))?;
-        self.cur.push(cid, data, Some(z));
+        let z = crate::store::compress_block(&mut self.comp, data).map_err(|e| Error::Store(format!("zstd: {e}")))?;
+        self.cur.push(cid, data, z);
         self.seen.insert(*cid);
         if self.cur.len() as u64 >= self.store.pack_size {
             self.upload()?;

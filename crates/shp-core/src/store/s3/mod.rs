@@ -507,7 +507,7 @@ impl<'a> S3Batch<'a> {
     /// Writes a block into the current pack, whatever the store holds.
     fn push_block(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
         let z = match &mut self.comp {
-            Some(c) => Some(c.compress(data).map_err(|e| Error::Store(format!("zstd: {e}")))?),
+            Some(c) => super::compress_block(c, data).map_err(|e| Error::Store(format!("zstd: {e}")))?,
             None => None,
         };
         if self.cur.is_empty() {
