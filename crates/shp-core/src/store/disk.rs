@@ -746,6 +746,25 @@ impl<'a> PackBatch<'a> {
         }
         Ok(())
     }
+
+    /// Whether a block of `len` bytes is new to the store and this batch (too big: an error).
+    fn is_new(&self, cid: &Cid, len: usize) -> Result<bool> {
+        if len > super::MAX_BLOCK {
+            return Err(Error::BlockTooLarge {
+                cid: cid.to_string(),
+                size: len,
+                limit: super::MAX_BLOCK,
+            });
+        }
+        Ok(!self.has(cid)?)
+    }
+
+    /// Hands a new block to the pack writer.
+    fn queue(&mut self, cid: &Cid, data: Vec<u8>) -> Result<bool> {
+        self.seen.insert(*cid);
+        self.send(Msg::Block(*cid, data))?;
+        Ok(true)
+    }
 }
 
 impl Batch for PackBatch<'_> {
@@ -755,19 +774,17 @@ impl Batch for PackBatch<'_> {
     }
 
     fn put_own(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
-        if data.len() > super::MAX_BLOCK {
-            return Err(Error::BlockTooLarge {
-                cid: cid.to_string(),
-                size: data.len(),
-                limit: super::MAX_BLOCK,
-            });
-        }
-        if self.has(cid)? {
+        if !self.is_new(cid, data.len())? {
             return Ok(false);
         }
-        self.seen.insert(*cid);
-        self.send(Msg::Block(*cid, data.to_vec()))?;
-        Ok(true)
+        self.queue(cid, data.to_vec())
+    }
+
+    fn put_own_vec(&mut self, cid: &Cid, data: Vec<u8>) -> Result<bool> {
+        if !self.is_new(cid, data.len())? {
+            return Ok(false);
+        }
+        self.queue(cid, data)
     }
 
     fn has(&self, cid: &Cid) -> Result<bool> {

@@ -193,6 +193,11 @@ pub trait Batch: Send {
     fn put_own(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
         self.put(cid, data)
     }
+    /// [`Batch::put_own`] of bytes the caller hands over (a store that queues blocks keeps them
+    /// instead of copying them).
+    fn put_own_vec(&mut self, cid: &Cid, data: Vec<u8>) -> Result<bool> {
+        self.put_own(cid, &data)
+    }
     /// Whether the store or this batch has the block.
     fn has(&self, cid: &Cid) -> Result<bool>;
     /// Makes every block of the batch durable and visible.

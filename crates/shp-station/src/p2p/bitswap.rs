@@ -189,7 +189,7 @@ impl Engine {
             } else {
                 std::borrow::Cow::Borrowed(&frame[..])
             };
-            let msg = match Message::decode(&frame) {
+            let mut msg = match Message::decode(&frame) {
                 Ok(m) => m,
                 Err(e) => {
                     self.strike(&peer, &e.to_string());
@@ -204,7 +204,7 @@ impl Engine {
                 presences = msg.presences.len(),
                 "bitswap message in"
             );
-            self.client.received(&self, &peer, &msg);
+            self.client.received(&self, &peer, &mut msg);
             if !msg.wantlist.is_empty() || msg.full {
                 self.server.wantlist(&self, &peer, msg.wantlist, msg.full);
             }

@@ -599,7 +599,7 @@ fn worker(
             if !got.insert(cid) {
                 return Ok(());
             }
-            store_block(lock, cv, me, &cid, &data, root, check_root, hooks)
+            store_block(lock, cv, me, &cid, data, root, check_root, hooks)
         });
         // Account for what did not come.
         let mut st = lock.lock().unwrap();
@@ -668,24 +668,25 @@ fn store_block(
     cv: &Condvar,
     me: usize,
     cid: &Cid,
-    data: &[u8],
+    data: Vec<u8>,
     root: &Cid,
     check_root: &(dyn Fn(&[u8]) -> Result<()> + Sync),
     hooks: &dyn FetchHooks,
 ) -> Result<()> {
     if cid == root {
-        check_root(data)?;
+        check_root(&data)?;
     }
-    let links = shp_core::dag::block_links(cid, data)?;
-    hooks.block(cid, data);
+    let links = shp_core::dag::block_links(cid, &data)?;
+    hooks.block(cid, &data);
+    let size = data.len() as u64;
     let mut st = lock.lock().unwrap();
     let st = &mut *st;
     st.last_progress = Instant::now();
     let batch = st.batch.as_mut().expect("batch");
     // The caller has just checked the bytes against the CID.
-    if batch.put_own(cid, data)? {
+    if batch.put_own_vec(cid, data)? {
         st.report.blocks_fetched += 1;
-        st.report.block_bytes += data.len() as u64;
+        st.report.block_bytes += size;
         st.peers[me].blocks += 1;
     }
     for l in links {

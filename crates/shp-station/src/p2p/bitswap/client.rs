@@ -115,7 +115,9 @@ impl Client {
     }
 
     /// Routes the blocks and presences of a message from `peer`.
-    pub(crate) fn received(&self, engine: &Engine, peer: &PeerId, msg: &Message) {
+    /// Routes what `peer` sent; the blocks' bytes are moved out of `msg` to the sessions that
+    /// wait for them.
+    pub(crate) fn received(&self, engine: &Engine, peer: &PeerId, msg: &mut Message) {
         let counters = engine.counters(peer);
         let mut strikes = Vec::new();
         // Hashed before the lock is taken: other peers' messages are routed meanwhile.
@@ -123,7 +125,7 @@ impl Client {
         {
             let mut g = self.inner.lock().unwrap();
             g.last_heard.insert(*peer, Instant::now());
-            for (b, cid) in msg.blocks.iter().zip(cids) {
+            for (b, cid) in msg.blocks.iter_mut().zip(cids) {
                 let cid = match cid {
                     Ok(c) => c,
                     Err(why) => {
@@ -142,9 +144,16 @@ impl Client {
                 };
                 match g.waiters.remove(&cid) {
                     Some(ws) => {
-                        for w in ws {
+                        let last = ws.len().saturating_sub(1);
+                        for (i, w) in ws.into_iter().enumerate() {
                             if let Some((_, tx)) = g.sessions.get(&w.session) {
-                                let _ = tx.send(Answer::Block(cid, b.data.clone()));
+                                // The last waiter takes the bytes; others (rare) get a copy.
+                                let data = if i == last {
+                                    std::mem::take(&mut b.data)
+                                } else {
+                                    b.data.clone()
+                                };
+                                let _ = tx.send(Answer::Block(cid, data));
                             }
                         }
                     }
