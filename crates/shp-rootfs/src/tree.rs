@@ -190,11 +190,15 @@ impl Read for Skeleton<'_> {
         loop {
             // The tar crate reads headers and seeks over file data: a data piece it reads is
             // header bytes the writer stored as data (a long run of headers, see
-            // `TarDag::meta`), so its real bytes are needed.
-            if let Some((Piece::Data(_, links), _)) = &self.cur {
+            // `TarDag::meta`), so its real bytes are needed. A seek that ended exactly at a
+            // piece's end (file data with no padding after it) leaves nothing of it to read.
+            let unread_data = match &self.cur {
+                Some((Piece::Data(len, links), at)) if at < len => Some((links.clone(), *at)),
+                _ => None,
+            };
+            if let Some((links, at)) = unread_data {
                 let mut b = Vec::new();
-                shp_core::dag::DagReader::new(self.store, links).read_to_end(&mut b)?;
-                let at = self.cur.as_ref().map_or(0, |c| c.1);
+                shp_core::dag::DagReader::new(self.store, &links).read_to_end(&mut b)?;
                 self.cur = Some((Piece::Meta(b), at));
             }
             if let Some((p, at)) = &mut self.cur {
@@ -640,5 +644,53 @@ impl Tree {
             cur = *self.inodes[cur as usize].children.get(c)?;
         }
         Some(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shp_core::dag::{DagWriter, TarDag};
+    use shp_core::store::{Blockstore, MemoryStore};
+
+    /// A tar DAG of `files` (name, bytes) in a memory store, and its tar node.
+    fn tar_dag(files: &[(&str, Vec<u8>)]) -> (MemoryStore, Cid) {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        let store = MemoryStore::new();
+        let mut batch = store.batch().unwrap();
+        let mut w = DagWriter::new(&mut *batch);
+        let mut sink = TarDag::new(&mut w);
+        shp_core::tar::split(&mut &t[..], "test", &mut sink).unwrap();
+        let (cid, _, _) = sink.finish().unwrap();
+        batch.commit().unwrap();
+        (store, cid)
+    }
+
+    #[test]
+    fn entries_come_from_headers_alone_even_when_file_data_ends_on_a_block_boundary() {
+        // 4096 and 300000 bytes: no padding after the first, so a seek over it ends exactly at
+        // the end of its data piece; the old skeleton then read (and hashed) the whole piece.
+        let a: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+        let b: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let c: Vec<u8> = (0..512u32).map(|i| (i % 13) as u8).collect();
+        let (store, tar) = tar_dag(&[("a", a), ("b", b), ("c", c)]);
+        // Every chunk gone: only the DAG's own nodes are left to read.
+        for cid in store.cids().unwrap() {
+            if cid.codec() == shp_core::cid::RAW {
+                store.delete(&cid).unwrap();
+            }
+        }
+        let entries = tar_entries(&store, &tar, "test").expect("no chunk is read");
+        let names: Vec<&[u8]> = entries.iter().map(|e| &e.name[..]).collect();
+        assert_eq!(names, [&b"a"[..], b"b", b"c"]);
+        assert_eq!(entries.iter().map(|e| e.size).collect::<Vec<_>>(), [4096, 300_000, 512]);
     }
 }
