@@ -28,6 +28,13 @@ pub use client::BitswapPeer;
 
 /// The protocol shp speaks (the one with HAVE / DONT_HAVE).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+/// A received message with at least this many block bytes is routed (its blocks hashed) on the
+/// blocking pool, not on the task reading the stream.
+const OFFLOAD_BYTES: usize = 64 * 1024;
+/// Such messages waiting to be routed, per stream: what a peer can make this station hold in
+/// received messages is bounded by it (and by [`message::MAX_MESSAGE`] each).
+const OFFLOADED: usize = 4;
+
 /// The same messages sealed ([`message::seal`]: zstd when it pays), between shp stations. A station
 /// opens its stream to a peer with this protocol first and falls back to [`PROTOCOL`] when the
 /// peer does not speak it (Kubo, Helia, older stations).
@@ -158,6 +165,7 @@ impl Engine {
     /// Reads one inbound stream until it ends or misbehaves.
     async fn read_stream(self: Arc<Self>, peer: PeerId, stream: libp2p::Stream, sealed: bool) {
         let counters = self.counters(&peer);
+        let offloaded = Arc::new(tokio::sync::Semaphore::new(OFFLOADED));
         let mut stream = Heard {
             inner: stream,
             engine: &self,
@@ -204,9 +212,24 @@ impl Engine {
                 presences = msg.presences.len(),
                 "bitswap message in"
             );
-            self.client.received(&self, &peer, &mut msg);
-            if !msg.wantlist.is_empty() || msg.full {
-                self.server.wantlist(&self, &peer, msg.wantlist, msg.full);
+            let wantlist = std::mem::take(&mut msg.wantlist);
+            let full = msg.full;
+            if msg.blocks.iter().map(|b| b.data.len()).sum::<usize>() >= OFFLOAD_BYTES {
+                // Hashing a big message's blocks goes to the blocking pool, so this task reads
+                // the next frame meanwhile; at most OFFLOADED messages per stream wait there.
+                let Ok(turn) = offloaded.clone().acquire_owned().await else {
+                    return;
+                };
+                let engine = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    engine.client.received(&engine, &peer, &mut msg);
+                    drop(turn);
+                });
+            } else {
+                self.client.received(&self, &peer, &mut msg);
+            }
+            if !wantlist.is_empty() || full {
+                self.server.wantlist(&self, &peer, wantlist, full);
             }
         }
     }
