@@ -338,8 +338,9 @@ impl Outbox {
                         }
                     }
                 }
-                // The frame: a compressed one, or the flag and the message as they are (no copy).
-                let (packed_frame, sealed_plain) = if sealed == Some(true) {
+                // A compressed frame when sealing pays; else the message as it is (after the
+                // plain flag on a sealed stream), written in parts, never copied into a frame.
+                let packed = if sealed == Some(true) {
                     // Small messages are always tried (cheap); a larger one that does not
                     // compress makes the next SEAL_SKIP larger ones go as they are.
                     let large = plain.len() >= SEAL_JUDGE;
@@ -349,23 +350,22 @@ impl Outbox {
                         n if n >= SEAL_TINY => SEAL_LEVEL_SMALL,
                         _ => SEAL_LEVEL_TINY,
                     };
-                    let packed_frame = try_it.then(|| message::seal_packed(&plain, level)).flatten();
+                    let packed = try_it.then(|| message::seal_packed(&plain, level)).flatten();
                     if large {
-                        skip = match (try_it, packed_frame.is_some()) {
+                        skip = match (try_it, packed.is_some()) {
                             (true, false) => SEAL_SKIP,
                             (true, true) => 0,
                             (false, _) => skip.saturating_sub(1),
                         };
                     }
-                    let plain_too = packed_frame.is_none();
-                    (packed_frame, plain_too)
+                    packed
                 } else {
-                    (None, false)
+                    None
                 };
-                let parts: &[&[u8]] = match &packed_frame {
-                    Some(f) => &[f],
-                    None if sealed_plain => &[message::PLAIN, &plain],
-                    None => &[&plain],
+                let parts: &[&[u8]] = match (&packed, sealed == Some(true)) {
+                    (Some(f), _) => &[f],
+                    (None, true) => &[message::PLAIN, &plain],
+                    (None, false) => &[&plain],
                 };
                 let written = parts.iter().map(|p| p.len()).sum::<usize>();
                 match message::write_frame_parts(stream.as_mut().expect("stream"), parts).await {

@@ -114,9 +114,8 @@ impl Client {
             .map_or(Duration::ZERO, |t| t.elapsed())
     }
 
-    /// Routes the blocks and presences of a message from `peer`.
-    /// Routes what `peer` sent; the blocks' bytes are moved out of `msg` to the sessions that
-    /// wait for them.
+    /// Routes the blocks and presences of a message from `peer`; the blocks' bytes are moved out
+    /// of `msg` to the sessions that wait for them.
     pub(crate) fn received(&self, engine: &Engine, peer: &PeerId, msg: &mut Message) {
         let counters = engine.counters(peer);
         let mut strikes = Vec::new();
