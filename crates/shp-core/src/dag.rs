@@ -1,16 +1,19 @@
-//! DAG schema v2: how bytes and tar streams become blocks, and how they are read back.
+//! DAG schema v3: how bytes and tar streams become blocks, and how they are read back.
 //!
 //! Node shapes (all dag-cbor; see ARCHITECTURE.md for the full schema):
-//! - link tree node `{"l": [link…]}`: a run of links too long for one list (fan-out 1024);
+//! - link tree node `{"l": [link…], "s"?: [len…]}`: a run of links too long for one list (fan-out
+//!   1024); a tree of data bytes says how many bytes lie under each link (`s`, new in v3);
 //! - entry list `{"d": link, "m": bytes, "ml": [meta_len…]}`: a run of tar entries; entry *i* is
 //!   `ml[i]` verbatim bytes taken in order from `m`, then the data of the *i*-th entry of the data
 //!   list `d`;
-//! - data list `{"e": [[size, [link…]]…]}`: each entry's `size` bytes of data, whose chunks are the
-//!   links (raw blocks, or link tree nodes). Kept apart from the headers so that a rebuild that
-//!   changes only metadata (mtimes, owners) shares every data list with the old layer;
+//! - data list `{"e": [[size, [link…], [len…]?]…]}`: each entry's `size` bytes of data, whose chunks
+//!   are the links (raw blocks, or link tree nodes), with the bytes under each link when there are
+//!   two or more (new in v3: a reader finds the chunk holding an offset without fetching the ones
+//!   before it). Kept apart from the headers so that a rebuild that changes only metadata (mtimes,
+//!   owners) shares every data list with the old layer;
 //! - tar node `{"t": "tar", "size", "sha256", "lists": [link…], "tail": bytes}`.
 //!
-//! Schema v1 (read, never written): entry lists held the data inline,
+//! Schema v2 (read, never written) is v3 without the lengths. Schema v1 (read, never written): entry lists held the data inline,
 //! `{"e": [[meta_len, size, [link…]]…], "m": bytes}`, and ended where a header hashed to a cut.
 
 use crate::cbor::{self, Value};
@@ -24,9 +27,9 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 
 /// Schema version recorded in every image root (and written by this build).
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 /// The schema versions this build reads.
-pub const SCHEMA_READ: std::ops::RangeInclusive<u64> = 1..=2;
+pub const SCHEMA_READ: std::ops::RangeInclusive<u64> = 1..=3;
 /// Links per list before a link tree level is added.
 pub const FANOUT: usize = 1024;
 /// Pending meta bytes beyond this are stored as chunked data instead of inline.
@@ -91,52 +94,88 @@ impl<'b> DagWriter<'b> {
 
     /// Chunks `size` bytes of `r`; returns the top links (≤ [`FANOUT`]).
     pub fn put_chunked(&mut self, r: &mut dyn Read, size: u64) -> Result<Vec<Cid>> {
-        let mut tree = LinkTree::default();
+        Ok(self.put_chunked_sized(r, size)?.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// [`DagWriter::put_chunked`], with the bytes under each top link.
+    pub fn put_chunked_sized(&mut self, r: &mut dyn Read, size: u64) -> Result<Vec<(Cid, u64)>> {
+        let mut tree = LinkTree::sized();
         chunk_stream(r, size, &mut |c| {
             let cid = self.put_raw(c)?;
-            tree.push(cid, self)
+            tree.push_sized(cid, c.len() as u64, self)
         })?;
-        tree.finish(self)
+        tree.finish_sized(self)
     }
 }
 
-/// Builds balanced link trees as links stream in; holds at most FANOUT links per level.
+/// Builds balanced link trees as links stream in; holds at most FANOUT links per level. A sized
+/// tree (of data bytes) records the bytes under each link in its nodes (`s`).
 #[derive(Default)]
 pub struct LinkTree {
-    levels: Vec<Vec<Cid>>,
+    levels: Vec<Vec<(Cid, u64)>>,
+    sized: bool,
 }
 
 impl LinkTree {
-    pub fn push(&mut self, cid: Cid, w: &mut DagWriter) -> Result<()> {
-        self.push_at(0, cid, w)
+    /// A tree of data bytes, whose nodes say how many bytes lie under each link.
+    pub fn sized() -> LinkTree {
+        LinkTree {
+            levels: Vec::new(),
+            sized: true,
+        }
     }
 
-    fn push_at(&mut self, level: usize, cid: Cid, w: &mut DagWriter) -> Result<()> {
+    pub fn push(&mut self, cid: Cid, w: &mut DagWriter) -> Result<()> {
+        self.push_at(0, (cid, 0), w)
+    }
+
+    pub fn push_sized(&mut self, cid: Cid, len: u64, w: &mut DagWriter) -> Result<()> {
+        self.push_at(0, (cid, len), w)
+    }
+
+    fn node(&self, links: &[(Cid, u64)], w: &mut DagWriter) -> Result<(Cid, u64)> {
+        let cids: Vec<Cid> = links.iter().map(|(c, _)| *c).collect();
+        let total = links.iter().map(|(_, n)| n).sum();
+        let node = if self.sized {
+            let lens = links.iter().map(|(_, n)| Value::UInt(*n)).collect();
+            Value::map([("l", Value::links(&cids)), ("s", Value::Array(lens))])
+        } else {
+            Value::map([("l", Value::links(&cids))])
+        };
+        Ok((w.put_node(&node)?, total))
+    }
+
+    fn push_at(&mut self, level: usize, link: (Cid, u64), w: &mut DagWriter) -> Result<()> {
         if self.levels.len() <= level {
             self.levels.push(Vec::with_capacity(FANOUT));
         }
-        self.levels[level].push(cid);
+        self.levels[level].push(link);
         if self.levels[level].len() == FANOUT {
             let full = std::mem::take(&mut self.levels[level]);
-            let node = w.put_node(&Value::map([("l", Value::links(&full))]))?;
+            let node = self.node(&full, w)?;
             self.push_at(level + 1, node, w)?;
         }
         Ok(())
     }
 
     /// The top list of links.
-    pub fn finish(mut self, w: &mut DagWriter) -> Result<Vec<Cid>> {
+    pub fn finish(self, w: &mut DagWriter) -> Result<Vec<Cid>> {
+        Ok(self.finish_sized(w)?.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// The top list of links, with the bytes under each (0 for a tree that is not sized).
+    pub fn finish_sized(mut self, w: &mut DagWriter) -> Result<Vec<(Cid, u64)>> {
         let mut level = 0;
         while level + 1 < self.levels.len() {
             let part = std::mem::take(&mut self.levels[level]);
             if !part.is_empty() {
-                let node = w.put_node(&Value::map([("l", Value::links(&part))]))?;
+                let node = self.node(&part, w)?;
                 // Not push_at: a partial group must not trigger a flush of the level above
                 // ahead of its turn; it only joins it.
                 self.levels[level + 1].push(node);
                 if self.levels[level + 1].len() == FANOUT {
                     let full = std::mem::take(&mut self.levels[level + 1]);
-                    let n = w.put_node(&Value::map([("l", Value::links(&full))]))?;
+                    let n = self.node(&full, w)?;
                     self.push_at(level + 2, n, w)?;
                 }
             }
@@ -155,7 +194,7 @@ fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
-/// A [`TarSink`] that writes a tar stream as schema-v2 blocks.
+/// A [`TarSink`] that writes a tar stream as schema-v3 blocks.
 pub struct TarDag<'w, 'b> {
     w: &'w mut DagWriter<'b>,
     pending: Vec<u8>,
@@ -209,13 +248,21 @@ impl<'w, 'b> TarDag<'w, 'b> {
         (self.sha.finalize().into(), self.size)
     }
 
-    fn entry(&mut self, meta: Vec<u8>, size: u64, links: Vec<Cid>) -> Result<()> {
+    fn entry(&mut self, meta: Vec<u8>, size: u64, links: Vec<(Cid, u64)>) -> Result<()> {
         // The cut depends on the data only: headers change with every rebuild (mtimes), the
         // files mostly do not.
-        let cut = links.first().is_some_and(|c| fnv1a(c.digest()) & LIST_CUT_MASK == 0);
-        self.est += meta.len() + 16 + links.len() * 41;
+        let cut = links
+            .first()
+            .is_some_and(|(c, _)| fnv1a(c.digest()) & LIST_CUT_MASK == 0);
+        self.est += meta.len() + 16 + links.len() * 46;
         self.ml.push(Value::UInt(meta.len() as u64));
-        self.e.push(Value::Array(vec![Value::UInt(size), Value::links(&links)]));
+        let cids: Vec<Cid> = links.iter().map(|(c, _)| *c).collect();
+        let mut e = vec![Value::UInt(size), Value::links(&cids)];
+        // One link holds the whole size: its length is said only when there are more.
+        if links.len() > 1 {
+            e.push(Value::Array(links.iter().map(|(_, n)| Value::UInt(*n)).collect()));
+        }
+        self.e.push(Value::Array(e));
         self.m.extend_from_slice(&meta);
         let n = self.e.len();
         if n >= LIST_MAX_ENTRIES || self.est >= LIST_MAX_BYTES || (n >= LIST_MIN_ENTRIES && cut) {
@@ -242,7 +289,7 @@ impl<'w, 'b> TarDag<'w, 'b> {
 
     fn flush_pending_as_data(&mut self) -> Result<()> {
         let p = std::mem::take(&mut self.pending);
-        let links = self.w.put_chunked(&mut &p[..], p.len() as u64)?;
+        let links = self.w.put_chunked_sized(&mut &p[..], p.len() as u64)?;
         self.entry(Vec::new(), p.len() as u64, links)
     }
 
@@ -293,7 +340,7 @@ impl TarSink for TarDag<'_, '_> {
             self.file_bytes += size;
             return Ok(());
         }
-        let links = self.w.put_chunked(&mut hashing, size)?;
+        let links = self.w.put_chunked_sized(&mut hashing, size)?;
         self.size += size;
         self.file_bytes += size;
         let meta = std::mem::take(&mut self.pending);
@@ -368,7 +415,8 @@ pub(crate) fn links_of(cid: &Cid, v: Option<&Value>, what: &str) -> Result<Vec<C
 
 enum Item {
     Bytes(Vec<u8>),
-    Link(Cid, u8),
+    /// A link, its depth, and the bytes its list says lie under it (when the list says).
+    Link(Cid, u8, Option<u64>),
 }
 
 /// Streams the bytes a DAG stands for: raw leaves, link trees, entry lists and tar nodes, in
@@ -412,7 +460,7 @@ impl<'s> DagReader<'s> {
     }
 
     fn with(store: StoreRef<'s>, roots: &[Cid]) -> Self {
-        let q = roots.iter().map(|c| Item::Link(*c, 0)).collect();
+        let q = roots.iter().map(|c| Item::Link(*c, 0, None)).collect();
         DagReader {
             store,
             queue: vec![q],
@@ -440,7 +488,7 @@ impl<'s> DagReader<'s> {
                 self.queue.pop();
                 continue;
             };
-            if let Item::Link(cid, _) = &item {
+            if let Item::Link(cid, ..) = &item {
                 self.fetches += 1;
                 if self.fetches > FETCH_ALLOWANCE + self.produced / BYTES_PER_FETCH {
                     return Err(schema_err(
@@ -454,15 +502,21 @@ impl<'s> DagReader<'s> {
                     self.produced += b.len() as u64;
                     return Ok(Some(b));
                 }
-                Item::Link(cid, _) if cid.codec() == RAW => {
+                Item::Link(cid, _, len) if cid.codec() == RAW => {
                     let b = self.store().get(&cid)?;
                     if b.is_empty() {
                         return Err(schema_err(&cid, "empty raw leaf (shp never writes one)"));
                     }
+                    if let Some(n) = len.filter(|n| *n != b.len() as u64) {
+                        return Err(schema_err(
+                            &cid,
+                            format!("the chunk holds {} bytes, its list says {n}", b.len()),
+                        ));
+                    }
                     self.produced += b.len() as u64;
                     return Ok(Some(b));
                 }
-                Item::Link(cid, depth) => {
+                Item::Link(cid, depth, len) => {
                     if depth > MAX_DEPTH {
                         return Err(schema_err(&cid, "DAG deeper than 16 levels"));
                     }
@@ -474,7 +528,7 @@ impl<'s> DagReader<'s> {
                         }
                         list.items(depth + 1)
                     } else {
-                        expand(&cid, &node, depth + 1)?
+                        expand(&cid, &node, depth + 1, len)?
                     };
                     self.queue.push(items);
                 }
@@ -483,22 +537,56 @@ impl<'s> DagReader<'s> {
     }
 }
 
-fn expand(cid: &Cid, node: &Value, depth: u8) -> Result<VecDeque<Item>> {
+/// The links of a link tree node `{"l": [...], "s"?: [...]}` with the bytes under each when the
+/// node says (`s`, schema v3), checked: 1 to [`FANOUT`] links, as many lengths as links, none 0,
+/// and their sum `expect` when the parent said how many bytes the node holds.
+pub fn tree_links(cid: &Cid, node: &Value, expect: Option<u64>) -> Result<(Vec<Cid>, Option<Vec<u64>>)> {
+    let links = links_of(cid, node.get("l"), "l")?;
+    if links.is_empty() || links.len() > FANOUT {
+        return Err(schema_err(
+            cid,
+            format!("link tree node with {} links (1 to {FANOUT})", links.len()),
+        ));
+    }
+    let lens = match node.get("s") {
+        None => None,
+        Some(s) => Some(lengths(cid, s, links.len(), expect)?),
+    };
+    Ok((links, lens))
+}
+
+/// A list of byte lengths for `n` links: numbers, none 0, summing to `total` when it is known.
+fn lengths(cid: &Cid, v: &Value, n: usize, total: Option<u64>) -> Result<Vec<u64>> {
+    let arr = v
+        .as_array()
+        .ok_or_else(|| schema_err(cid, "link lengths are not a list"))?;
+    if arr.len() != n {
+        return Err(schema_err(cid, format!("{} link lengths for {n} links", arr.len())));
+    }
+    let lens = arr
+        .iter()
+        .map(|x| x.as_u64().filter(|n| *n > 0))
+        .collect::<Option<Vec<u64>>>()
+        .ok_or_else(|| schema_err(cid, "a link length is not a number above 0"))?;
+    let sum = lens.iter().try_fold(0u64, |a, n| a.checked_add(*n));
+    match (sum, total) {
+        (None, _) => Err(schema_err(cid, "link lengths overflow")),
+        (Some(s), Some(t)) if s != t => Err(schema_err(cid, format!("link lengths add up to {s}, not {t}"))),
+        _ => Ok(lens),
+    }
+}
+
+fn expand(cid: &Cid, node: &Value, depth: u8, len: Option<u64>) -> Result<VecDeque<Item>> {
     let mut out = VecDeque::new();
-    if let Some(l) = node.get("l") {
-        let links = links_of(cid, Some(l), "l")?;
-        if links.is_empty() || links.len() > FANOUT {
-            return Err(schema_err(
-                cid,
-                format!("link tree node with {} links (1 to {FANOUT})", links.len()),
-            ));
-        }
-        for c in links {
-            out.push_back(Item::Link(c, depth));
+    if node.get("l").is_some() {
+        let (links, lens) = tree_links(cid, node, len)?;
+        match lens {
+            Some(lens) => out.extend(links.into_iter().zip(lens).map(|(c, n)| Item::Link(c, depth, Some(n)))),
+            None => out.extend(links.into_iter().map(|c| Item::Link(c, depth, None))),
         }
     } else if node.get("t").and_then(Value::as_str) == Some("tar") {
         for c in links_of(cid, node.get("lists"), "lists")? {
-            out.push_back(Item::Link(c, depth));
+            out.push_back(Item::Link(c, depth, None));
         }
         let tail = node
             .get("tail")
@@ -520,6 +608,9 @@ pub struct ListEntry {
     pub meta_len: usize,
     pub size: u64,
     pub links: Vec<Cid>,
+    /// The bytes under each link, when known: from the list (schema v3, two or more links), or
+    /// the size itself for one link; `None` for several links of an older list.
+    pub lens: Option<Vec<u64>>,
 }
 
 /// An entry list read and checked, whichever schema wrote it.
@@ -528,7 +619,7 @@ pub struct EntryList {
     /// Every entry's meta bytes, concatenated.
     pub m: Vec<u8>,
     pub entries: Vec<ListEntry>,
-    /// The data list (schema v2); `None` for a v1 list, which holds its data inline.
+    /// The data list (schema v2 and later); `None` for a v1 list, which holds its data inline.
     pub data: Option<Cid>,
 }
 
@@ -541,7 +632,15 @@ impl EntryList {
                 out.push_back(Item::Bytes(self.m[pos..pos + e.meta_len].to_vec()));
             }
             pos += e.meta_len;
-            out.extend(e.links.into_iter().map(|c| Item::Link(c, depth)));
+            match e.lens {
+                Some(lens) => out.extend(
+                    e.links
+                        .into_iter()
+                        .zip(lens)
+                        .map(|(c, n)| Item::Link(c, depth, Some(n))),
+                ),
+                None => out.extend(e.links.into_iter().map(|c| Item::Link(c, depth, None))),
+            }
         }
         out
     }
@@ -552,7 +651,16 @@ pub fn is_entry_list(node: &Value) -> bool {
     node.get("m").is_some() && (node.get("d").is_some() || node.get("e").is_some()) && node.get("t").is_none()
 }
 
-/// Reads an entry list (fetching its data list for schema v2) and checks that its parts agree:
+/// The lengths of an entry's links its list need not say: none for no link, the size for one.
+fn single_len(links: &[Cid], size: u64) -> Option<Vec<u64>> {
+    match links.len() {
+        0 => Some(Vec::new()),
+        1 => Some(vec![size]),
+        _ => None,
+    }
+}
+
+/// Reads an entry list (fetching its data list for schema v2 and v3) and checks that its parts agree:
 /// as many meta lengths as data entries, and meta lengths that use `m` exactly.
 pub fn load_entry_list(store: &dyn Blockstore, cid: &Cid, node: &Value) -> Result<EntryList> {
     let m = node
@@ -590,12 +698,25 @@ pub fn load_entry_list(store: &dyn Blockstore, cid: &Cid, node: &Value) -> Resul
             for (l, ent) in ml.iter().zip(e) {
                 let f = ent
                     .as_array()
-                    .filter(|f| f.len() == 2)
-                    .ok_or_else(|| schema_err(&dc, "data entry is not [size, links]"))?;
+                    .filter(|f| f.len() == 2 || f.len() == 3)
+                    .ok_or_else(|| schema_err(&dc, "data entry is not [size, links] or [size, links, lengths]"))?;
+                let size = as_len(&f[0], "size")?;
+                let links = links_of(&dc, Some(&f[1]), "entry links")?;
+                let lens = match f.get(2) {
+                    Some(_) if links.len() < 2 => {
+                        return Err(schema_err(
+                            &dc,
+                            "a data entry of fewer than two links says their lengths",
+                        ))
+                    }
+                    Some(v) => Some(lengths(&dc, v, links.len(), Some(size))?),
+                    None => single_len(&links, size),
+                };
                 entries.push(ListEntry {
                     meta_len: as_len(l, "meta_len")? as usize,
-                    size: as_len(&f[0], "size")?,
-                    links: links_of(&dc, Some(&f[1]), "entry links")?,
+                    size,
+                    links,
+                    lens,
                 });
             }
             Some(dc)
@@ -610,10 +731,13 @@ pub fn load_entry_list(store: &dyn Blockstore, cid: &Cid, node: &Value) -> Resul
                     .as_array()
                     .filter(|f| f.len() == 3)
                     .ok_or_else(|| schema_err(cid, "entry is not [meta_len, size, links]"))?;
+                let size = as_len(&f[1], "size")?;
+                let links = links_of(cid, Some(&f[2]), "entry links")?;
                 entries.push(ListEntry {
                     meta_len: as_len(&f[0], "meta_len")? as usize,
-                    size: as_len(&f[1], "size")?,
-                    links: links_of(cid, Some(&f[2]), "entry links")?,
+                    size,
+                    lens: single_len(&links, size),
+                    links,
                 });
             }
             None
@@ -807,5 +931,156 @@ mod tests {
         assert_eq!(back, [meta, b"hello".to_vec()].concat());
         let err = DagReader::new(&store, &[bad]).read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("2 meta lengths"), "{err}");
+    }
+
+    /// Random bytes (incompressible, so FastCDC cuts them into many chunks).
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Schema v3: a file of several chunks has its data entry say the bytes under each link (its
+    /// chunks' real lengths); a file of one chunk does not (the size says it).
+    #[test]
+    fn data_entries_of_several_chunks_say_each_chunks_length() {
+        let big = noise(900_000, 7);
+        let mut t = Vec::new();
+        for (name, body) in [("big", &big[..]), ("small", &b"tiny"[..])] {
+            t.extend_from_slice(&header(name.as_bytes(), b'0', body.len() as u64, false));
+            t.extend_from_slice(body);
+            t.resize(t.len().div_ceil(512) * 512, 0);
+        }
+        t.extend_from_slice(&[0u8; 1024]);
+        let (store, tar) = roundtrip_tar(&t);
+        let list = links_of(&tar, get_node(&store, &tar).unwrap().get("lists"), "lists").unwrap()[0];
+        let list = load_entry_list(&store, &list, &get_node(&store, &list).unwrap()).unwrap();
+        let raw = get_node(&store, &list.data.unwrap()).unwrap();
+        let e = raw.get("e").and_then(Value::as_array).unwrap();
+        assert_eq!(e[0].as_array().unwrap().len(), 3, "several chunks: lengths said");
+        assert_eq!(e[1].as_array().unwrap().len(), 2, "one chunk: the size says it");
+        let big_entry = &list.entries[0];
+        assert!(big_entry.links.len() > 3, "{} chunks", big_entry.links.len());
+        let real: Vec<u64> = big_entry
+            .links
+            .iter()
+            .map(|c| store.get(c).unwrap().len() as u64)
+            .collect();
+        assert_eq!(big_entry.lens.as_ref(), Some(&real));
+        assert_eq!(list.entries[1].lens, Some(vec![4]));
+    }
+
+    /// Lengths that disagree with their links are refused: a list whose lengths do not add up to
+    /// the entry's size when it is read, and lengths that add up but place the bytes wrongly
+    /// when the chunk that shows it is read; nothing is returned past the error.
+    #[test]
+    fn data_lengths_that_disagree_are_refused() {
+        let store = MemoryStore::new();
+        let mut b = store.batch().unwrap();
+        let mut w = DagWriter::new(&mut *b);
+        let (x, y) = (w.put_raw(b"hello").unwrap(), w.put_raw(b"world!").unwrap());
+        let mut list = |lens: &[u64]| {
+            let data = w
+                .put_node(&Value::map([(
+                    "e",
+                    Value::Array(vec![Value::Array(vec![
+                        Value::UInt(11),
+                        Value::links(&[x, y]),
+                        Value::Array(lens.iter().map(|n| Value::UInt(*n)).collect()),
+                    ])]),
+                )]))
+                .unwrap();
+            w.put_node(&Value::map([
+                ("d", Value::Link(data)),
+                ("m", Value::Bytes(Vec::new())),
+                ("ml", Value::Array(vec![Value::UInt(0)])),
+            ]))
+            .unwrap()
+        };
+        let (good, short, wrong, zero, count) =
+            (list(&[5, 6]), list(&[5, 5]), list(&[6, 5]), list(&[0, 11]), list(&[11]));
+        b.commit().unwrap();
+        let mut back = Vec::new();
+        DagReader::new(&store, &[good]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"helloworld!");
+        for (cid, says) in [
+            (short, "add up to 10, not 11"),
+            (wrong, "holds 5 bytes, its list says 6"),
+            (zero, "not a number above 0"),
+            (count, "1 link lengths for 2 links"),
+        ] {
+            let mut out = Vec::new();
+            let err = DagReader::new(&store, &[cid]).read_to_end(&mut out).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+            assert!(out.is_empty(), "no byte before the error: {out:?}");
+        }
+    }
+
+    /// A sized link tree's nodes say the bytes under each of their links, at every level.
+    #[test]
+    fn sized_link_trees_say_the_bytes_under_each_link() {
+        let store = MemoryStore::new();
+        let n = 3 * FANOUT / 2 + 7;
+        let leaves: Vec<(Cid, u64)> = (0..n)
+            .map(|i| {
+                (
+                    Cid::hash(RAW, &(i as u64).to_le_bytes()),
+                    1 + (i as u64 * 7919) % 70_000,
+                )
+            })
+            .collect();
+        let mut b = store.batch().unwrap();
+        let top = {
+            let mut w = DagWriter::new(&mut *b);
+            let mut t = LinkTree::sized();
+            for (c, len) in &leaves {
+                t.push_sized(*c, *len, &mut w).unwrap();
+            }
+            t.finish_sized(&mut w).unwrap()
+        };
+        b.commit().unwrap();
+        let total: u64 = leaves.iter().map(|l| l.1).sum();
+        assert_eq!(top.iter().map(|l| l.1).sum::<u64>(), total);
+        // Walk it back with the checks a reader makes.
+        let mut got = Vec::new();
+        let mut stack: Vec<(Cid, u64)> = top.into_iter().rev().collect();
+        while let Some((c, len)) = stack.pop() {
+            if c.codec() == RAW {
+                got.push((c, len));
+                continue;
+            }
+            let node = get_node(&store, &c).unwrap();
+            let (links, lens) = tree_links(&c, &node, Some(len)).unwrap();
+            stack.extend(
+                links
+                    .into_iter()
+                    .zip(lens.expect("a sized tree says its lengths"))
+                    .rev(),
+            );
+        }
+        assert_eq!(got, leaves);
+        let node = get_node(&store, &stack_top(&store, &leaves)).unwrap();
+        assert!(
+            tree_links(&Cid::hash(DAG_CBOR, b"x"), &node, Some(1)).is_err(),
+            "a wrong total is refused"
+        );
+    }
+
+    /// The first link tree node over `leaves` (as a sized tree writes it).
+    fn stack_top(store: &MemoryStore, leaves: &[(Cid, u64)]) -> Cid {
+        let first: Vec<Cid> = leaves[..FANOUT].iter().map(|l| l.0).collect();
+        let lens = leaves[..FANOUT].iter().map(|l| Value::UInt(l.1)).collect();
+        let cid = Cid::hash(
+            DAG_CBOR,
+            &cbor::encode(&Value::map([("l", Value::links(&first)), ("s", Value::Array(lens))])),
+        );
+        assert!(store.has(&cid).unwrap());
+        cid
     }
 }

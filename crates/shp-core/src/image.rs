@@ -1,6 +1,6 @@
 //! Images: a top manifest or index and every blob under it, as one DAG with an image root.
 //!
-//! Image root: `{"shp": 2, "t": "image", "profiles": N, "top": link (blob node of the top
+//! Image root: `{"shp": 3, "t": "image", "profiles": N, "top": link (blob node of the top
 //! manifest/index), "desc": text (the top descriptor as JSON, without its ref-name annotation),
 //! "archive": optional docker-archive record (see `docker_archive`)}`.
 

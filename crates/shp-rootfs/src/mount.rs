@@ -56,17 +56,19 @@ pub struct MountInfo {
     pub tree_ms: u64,
 }
 
-/// The chunks of one file known so far: where each starts, and its CID; and what is left to walk
-/// (link-tree nodes and chunks after the last one known, with their depth). Built only as far as
-/// reads go: a chunk's size is its length, so in a lazy mount knowing where a chunk starts means
-/// having fetched every chunk before it — a read near a file's start never fetches its tail.
+/// The chunks of one file known so far: where each starts, its CID and length; and what is left
+/// to walk (link-tree nodes and chunks after the last one known, with their depth and length when
+/// the DAG says). Built only as far as reads go. Schema v3 data lists say each chunk's length, so
+/// a read at any offset fetches only the chunks it touches; for older DAGs a chunk's length is
+/// known once it is fetched (a read near a file's end fetches what lies before it).
 #[derive(Clone, Default)]
 struct ChunkMap {
-    chunks: Vec<(u64, Cid)>,
+    /// Each chunk's start in the file, CID and length.
+    chunks: Vec<(u64, Cid, u64)>,
     /// Bytes covered by `chunks`.
     end: u64,
-    /// Still to walk, next on top.
-    todo: Vec<(Cid, u8)>,
+    /// Still to walk, next on top, with the bytes under each when the DAG says.
+    todo: Vec<(Cid, u8, Option<u64>)>,
 }
 
 /// What a mount has served so far.
@@ -247,24 +249,29 @@ impl ShpFs {
         }
     }
 
-    /// The chunk map of a file, walked at least until it covers byte `upto` (link trees expanded,
-    /// chunk sizes from the store's index, or from the chunk itself when the home lacks it).
+    /// The chunk map of a file, walked at least until it covers byte `upto` (link trees expanded;
+    /// chunk sizes from the DAG (schema v3), else from the store's index, or from the chunk itself
+    /// when the home lacks it: a v3 file is read at an offset without fetching the chunks before).
     fn chunk_map(&self, ino: u64, n: &Inode, upto: u64) -> shp_core::Result<Arc<ChunkMap>> {
         let known = self.maps.lock().unwrap().get(&ino).cloned();
         let mut m = match known {
             Some(m) if m.end >= upto || m.todo.is_empty() => return Ok(m),
             Some(m) => (*m).clone(),
             None => ChunkMap {
-                todo: n.data.iter().rev().map(|c| (*c, 0)).collect(),
+                todo: n.sized_data().into_iter().rev().map(|(c, len)| (c, 0, len)).collect(),
                 ..ChunkMap::default()
             },
         };
         let store: &dyn Blockstore = &*self.store;
         while m.end < upto {
-            let Some((c, depth)) = m.todo.pop() else { break };
+            let Some((c, depth, len)) = m.todo.pop() else { break };
             if c.codec() == RAW {
-                m.chunks.push((m.end, c));
-                m.end += store.size_of(&c)?;
+                let len = match len {
+                    Some(n) => n,
+                    None => store.size_of(&c)?,
+                };
+                m.chunks.push((m.end, c, len));
+                m.end += len;
                 continue;
             }
             if depth > 16 {
@@ -273,8 +280,9 @@ impl ShpFs {
                     reason: "link tree deeper than 16 levels".into(),
                 });
             }
-            let links = crate::tree::data_tree_links(store, &c)?;
-            m.todo.extend(links.into_iter().rev().map(|l| (l, depth + 1)));
+            let links = crate::tree::data_tree_sized(store, &c, len)?;
+            m.todo
+                .extend(links.into_iter().rev().map(|(l, len)| (l, depth + 1, len)));
         }
         if (m.todo.is_empty() && m.end != n.size) || m.end > n.size {
             return Err(shp_core::Error::Schema {
@@ -321,12 +329,19 @@ impl ShpFs {
         let map = self.chunk_map(ino, n, end)?;
         let map = &map.chunks;
         // The chunk holding `offset`.
-        let mut i = map.partition_point(|(start, _)| *start <= offset).saturating_sub(1);
+        let mut i = map.partition_point(|(start, ..)| *start <= offset).saturating_sub(1);
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end && i < map.len() {
-            let (start, cid) = map[i];
+            let (start, cid, len) = map[i];
             let b = self.chunk(&cid)?;
+            if b.len() as u64 != len {
+                // The DAG's lengths place the file's bytes: a chunk that disagrees is refused.
+                return Err(shp_core::Error::Schema {
+                    cid: cid.to_string(),
+                    reason: format!("the chunk holds {} bytes, the file's data list says {len}", b.len()),
+                });
+            }
             let from = (pos - start) as usize;
             let to = ((end - start) as usize).min(b.len());
             if from < to {
@@ -637,4 +652,98 @@ pub fn unmount(dir: &Path) -> Result<()> {
         path: dir.display().to_string(),
         reason: format!("cannot unmount: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shp_core::dag::{DagWriter, TarDag};
+    use shp_core::store::MemoryStore;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Blocks from a memory store, counted: a peer's view of what a lazy mount asked for.
+    struct Counted {
+        store: MemoryStore,
+        chunk_gets: AtomicUsize,
+    }
+
+    impl BlockSource for Counted {
+        fn get(&self, cid: &Cid) -> std::result::Result<Vec<u8>, String> {
+            if cid.codec() == shp_core::cid::RAW {
+                self.chunk_gets.fetch_add(1, Ordering::Relaxed);
+            }
+            self.store.get(cid).map_err(|e| e.to_string())
+        }
+        fn name(&self) -> String {
+            "test peer".into()
+        }
+    }
+
+    /// A read near the end of a file of many chunks, in a lazy mount whose home holds nothing,
+    /// fetches the chunks it touches and no other: the data list says where each chunk starts.
+    /// The bytes are the file's.
+    #[test]
+    fn a_lazy_read_at_an_offset_fetches_only_the_chunks_it_touches() {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let body: Vec<u8> = (0..2_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "usr/lib/libbig.so", &body[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let peer = MemoryStore::new();
+        let tar = {
+            let mut batch = peer.batch().unwrap();
+            let mut w = DagWriter::new(&mut *batch);
+            let mut sink = TarDag::new(&mut w);
+            shp_core::tar::split(&mut &t[..], "test", &mut sink).unwrap();
+            let (cid, _, _) = sink.finish().unwrap();
+            batch.commit().unwrap();
+            cid
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let home = Arc::new(Home::init(dir.path()).unwrap());
+        let source = Arc::new(Counted {
+            store: peer,
+            chunk_gets: AtomicUsize::new(0),
+        });
+        let lazy = Arc::new(LazyStore::new(home, Some(source.clone())));
+        let mut tree = Tree::new();
+        tree.apply("test", crate::tree::tar_entries(&*lazy, &tar, "test").unwrap())
+            .unwrap();
+        assert_eq!(source.chunk_gets.load(Ordering::Relaxed), 0, "the tree needs no chunk");
+        let fs = ShpFs {
+            store: lazy,
+            tree,
+            stats: Arc::default(),
+            maps: Mutex::new(HashMap::new()),
+            recent: Mutex::new(VecDeque::new()),
+            no_open: false,
+        };
+        let (ino, n) = (1..)
+            .map_while(|i| fs.tree.get(i).map(|n| (i, n.clone())))
+            .find(|(_, n)| n.kind == Kind::File)
+            .unwrap();
+        assert!(n.data.len() > 8, "{} chunks", n.data.len());
+        let at = 1_900_000u64;
+        let got = fs.read_at(ino, &n, at, 4096).unwrap();
+        assert_eq!(got, &body[at as usize..at as usize + 4096]);
+        let fetched = source.chunk_gets.load(Ordering::Relaxed);
+        assert!(fetched <= 2, "{fetched} chunks fetched for one 4 KiB read at the end");
+        // The whole file reads back exactly, in 128 KiB reads as the kernel asks.
+        let mut all = Vec::new();
+        while (all.len() as u64) < n.size {
+            all.extend(fs.read_at(ino, &n, all.len() as u64, 128 << 10).unwrap());
+        }
+        assert_eq!(all, body);
+    }
 }

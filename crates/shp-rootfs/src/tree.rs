@@ -55,13 +55,18 @@ pub struct Entry {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The chunk links of a regular file's data (raw chunks, or link trees of them).
     pub data: Vec<Cid>,
+    /// The bytes under each of two or more links, when the DAG says (schema v3).
+    pub data_lens: Option<Vec<u64>>,
 }
 
 /// One piece of the tar stream: header bytes, or a file's data (a hole here) with its links.
 enum Piece {
     Meta(Vec<u8>),
-    Data(u64, Vec<Cid>),
+    Data(u64, Vec<Cid>, Option<Vec<u64>>),
 }
+
+/// A file's data piece: its size, links, and the bytes under each link when the DAG says.
+type Hole = (u64, Vec<Cid>, Option<Vec<u64>>);
 
 /// The tar stream of a tar DAG with every file's data left out: a `Read + Seek` over the header
 /// bytes in which data are holes (zeros if read; the `tar` crate seeks over them). Forward only.
@@ -75,7 +80,7 @@ struct Skeleton<'s> {
     cur: Option<(Piece, u64)>,
     pos: u64,
     /// Where each file's data starts in the stream, with its size and links.
-    holes: BTreeMap<u64, (u64, Vec<Cid>)>,
+    holes: BTreeMap<u64, Hole>,
     err: Option<shp_core::Error>,
 }
 
@@ -131,7 +136,8 @@ impl<'s> Skeleton<'s> {
                     }
                     at += e.meta_len;
                     if e.size > 0 {
-                        self.pieces.push_back(Piece::Data(e.size, e.links));
+                        let lens = e.lens.filter(|l| l.len() > 1);
+                        self.pieces.push_back(Piece::Data(e.size, e.links, lens));
                     }
                 }
             } else {
@@ -144,8 +150,8 @@ impl<'s> Skeleton<'s> {
     fn advance(&mut self) -> io::Result<bool> {
         match self.next_piece() {
             Ok(Some(p)) => {
-                if let Piece::Data(size, links) = &p {
-                    self.holes.insert(self.pos, (*size, links.clone()));
+                if let Piece::Data(size, links, lens) = &p {
+                    self.holes.insert(self.pos, (*size, links.clone(), lens.clone()));
                 }
                 self.cur = Some((p, 0));
                 Ok(true)
@@ -163,14 +169,42 @@ impl<'s> Skeleton<'s> {
 /// The links of a file's data link tree node `cid` (`{"l": [...]}`: chunks, or further trees), as
 /// a file's data links name them when they are not raw chunks.
 pub fn data_tree_links(store: &dyn Blockstore, cid: &Cid) -> shp_core::Result<Vec<Cid>> {
+    Ok(data_tree_sized(store, cid, None)?.into_iter().map(|(c, _)| c).collect())
+}
+
+/// [`data_tree_links`] with the bytes under each link when the node says (schema v3), checked to
+/// add up to `len` when the parent said how many bytes the node holds.
+pub fn data_tree_sized(
+    store: &dyn Blockstore,
+    cid: &Cid,
+    len: Option<u64>,
+) -> shp_core::Result<Vec<(Cid, Option<u64>)>> {
     let node = get_node(store, cid)?;
-    node.get("l")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_link).collect())
-        .ok_or_else(|| shp_core::Error::Schema {
+    if node.get("l").is_none() {
+        return Err(shp_core::Error::Schema {
             cid: cid.to_string(),
             reason: "a file's data link is neither a chunk nor a link tree".into(),
-        })
+        });
+    }
+    let (links, lens) = shp_core::dag::tree_links(cid, &node, len)?;
+    Ok(match lens {
+        Some(lens) => links.into_iter().zip(lens.into_iter().map(Some)).collect(),
+        None => links.into_iter().map(|c| (c, None)).collect(),
+    })
+}
+
+impl Inode {
+    /// A file's top data links, with the bytes under each when known: one link holds the whole
+    /// size; more have their lengths when the DAG says (schema v3).
+    pub fn sized_data(&self) -> Vec<(Cid, Option<u64>)> {
+        match (&self.data[..], &self.data_lens) {
+            ([one], _) => vec![(*one, Some(self.size))],
+            (links, Some(lens)) if lens.len() == links.len() => {
+                links.iter().copied().zip(lens.iter().copied().map(Some)).collect()
+            }
+            (links, _) => links.iter().map(|c| (*c, None)).collect(),
+        }
+    }
 }
 
 fn links(cid: &Cid, v: Option<&Value>, what: &str) -> shp_core::Result<Vec<Cid>> {
@@ -193,7 +227,7 @@ impl Read for Skeleton<'_> {
             // `TarDag::meta`), so its real bytes are needed. A seek that ended exactly at a
             // piece's end (file data with no padding after it) leaves nothing of it to read.
             let unread_data = match &self.cur {
-                Some((Piece::Data(len, links), at)) if at < len => Some((links.clone(), *at)),
+                Some((Piece::Data(len, links, _), at)) if at < len => Some((links.clone(), *at)),
                 _ => None,
             };
             if let Some((links, at)) = unread_data {
@@ -204,7 +238,7 @@ impl Read for Skeleton<'_> {
             if let Some((p, at)) = &mut self.cur {
                 let len = match p {
                     Piece::Meta(b) => b.len() as u64,
-                    Piece::Data(n, _) => *n,
+                    Piece::Data(n, ..) => *n,
                 };
                 if *at < len {
                     let n = ((len - *at) as usize).min(out.len());
@@ -235,7 +269,7 @@ impl Seek for Skeleton<'_> {
             if let Some((p, at)) = &mut self.cur {
                 let len = match p {
                     Piece::Meta(b) => b.len() as u64,
-                    Piece::Data(n, _) => *n,
+                    Piece::Data(n, ..) => *n,
                 };
                 let step = (len - *at).min(n);
                 *at += step;
@@ -348,6 +382,7 @@ pub fn tar_entries(store: &dyn Blockstore, tar: &Cid, name: &str) -> Result<Vec<
                 ),
                 xattrs,
                 data: Vec::new(),
+                data_lens: None,
             });
         }
     }
@@ -357,7 +392,7 @@ pub fn tar_entries(store: &dyn Blockstore, tar: &Cid, name: &str) -> Result<Vec<
     // Pair each file with the links of the data piece that starts where its data start.
     for (i, at) in starts {
         let ent = &mut out[i];
-        let (size, links) = sk.holes.get(&at).cloned().ok_or_else(|| Error::Entry {
+        let (size, links, lens) = sk.holes.get(&at).cloned().ok_or_else(|| Error::Entry {
             layer: name.clone(),
             entry: String::from_utf8_lossy(&ent.name).into_owned(),
             reason: "its data are not one data entry of the DAG".into(),
@@ -370,6 +405,7 @@ pub fn tar_entries(store: &dyn Blockstore, tar: &Cid, name: &str) -> Result<Vec<
             });
         }
         ent.data = links;
+        ent.data_lens = lens;
     }
     Ok(out)
 }
@@ -390,6 +426,8 @@ pub struct Inode {
     pub dev: (u32, u32),
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub data: Vec<Cid>,
+    /// The bytes under each of two or more links, when the DAG says (schema v3).
+    pub data_lens: Option<Vec<u64>>,
     pub nlink: u32,
     /// A directory's entries.
     pub children: BTreeMap<OsString, u64>,
@@ -412,6 +450,7 @@ impl Inode {
             dev: (0, 0),
             xattrs: Vec::new(),
             data: Vec::new(),
+            data_lens: None,
             nlink: if kind == Kind::Dir { 2 } else { 1 },
             children: BTreeMap::new(),
             parent,
@@ -567,6 +606,7 @@ impl Tree {
                 dev: e.dev,
                 xattrs: e.xattrs,
                 data: e.data,
+                data_lens: e.data_lens,
                 ..Inode::bare(e.kind, parent, depth)
             });
             if e.kind == Kind::Dir {
