@@ -111,6 +111,9 @@ one() {
   t1=$(cat "$d/t1")
   rx1=$(cat "$d/rx1")
   [ -n "$(cat "$d/first")" ] || { echo "$mode: no output: $(cat "$d/run.err")" >&2; exit 1; }
+  # The default command must say it is ready (an error would be no output, or another line).
+  [ "$CMD" != "$DEFAULT_CMD" ] || [ "$(cat "$d/first")" = ready ] ||
+    { echo "$mode: printed $(cat "$d/first"), not ready: $(cat "$d/run.err")" >&2; exit 1; }
   echo "$(echo "$t1 - $t0" | bc) $((rx1 - rx0))"
   stop "$cpid"
   [ -n "$snpid" ] && stop "$snpid"

@@ -9,6 +9,8 @@
 //!   (`order=dfs; dups=n`). They are streamed (a bounded channel of 64 KiB pieces between a blocking
 //!   thread walking the store and the connection) and compressed in transit when the client's
 //!   `Accept-Encoding` allows (`zstd` preferred, then `gzip`), with `Content-Encoding` set.
+//! - Raw blocks are compressed (zstd, `Content-Encoding: zstd`) for a client that takes zstd, when
+//!   the block compresses (dag-cbor nodes: tar headers; chunks of text files); else sent as stored.
 //! - Every block comes straight from the store, which verifies it against its CID on read.
 //! - Errors: 400 (bad CID, bad parameter, a path after the CID), 404 (block not in this store), 406
 //!   (no acceptable format), 500 (the store failed, e.g. a corrupt block) — with a one-line text body.
@@ -306,6 +308,8 @@ struct Target {
     via: Vec<Cid>,
     /// The block, when it is needed (raw answers, content).
     data: Option<Vec<u8>>,
+    /// The block compressed, for a raw answer to a client that takes zstd (when that pays).
+    zstd: Option<Vec<u8>>,
     /// A raw HEAD's length.
     size: u64,
 }
@@ -365,6 +369,9 @@ async fn serve(
     let home = st.home.clone();
     let want_bytes = (answer == Answer::Raw && !head && !not_modified) || answer == Answer::Content;
     let raw_head = answer == Answer::Raw && head;
+    // A client that takes zstd gets a raw block that compresses (dag-cbor nodes: tar headers;
+    // text files' chunks) compressed, the rest as it is.
+    let zstd_raw = answer == Answer::Raw && pick_encoding(&headers) == Encoding::Zstd;
     let rpath = path.clone();
     let found = tokio::task::spawn_blocking(move || -> Result<Target, CoreError> {
         let store = home.store();
@@ -378,10 +385,15 @@ async fn serve(
             cid: target,
             via,
             data: None,
+            zstd: None,
             size: 0,
         };
         if want_bytes {
-            t.data = Some(store.get(&target)?);
+            let data = store.get(&target)?;
+            if zstd_raw {
+                t.zstd = zstd_block(&data);
+            }
+            t.data = Some(data);
         } else if store.has(&target)? {
             if raw_head {
                 t.size = store.size_of(&target)?;
@@ -423,9 +435,13 @@ async fn serve(
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_str(&format!("attachment; filename=\"{target}.bin\"")).expect("ASCII"),
             );
-            match t.data {
-                Some(d) => (StatusCode::OK, h, d).into_response(),
-                None => {
+            match (t.zstd, t.data) {
+                (Some(z), _) => {
+                    set_encoding(&mut h, Encoding::Zstd);
+                    (StatusCode::OK, h, z).into_response()
+                }
+                (None, Some(d)) => (StatusCode::OK, h, d).into_response(),
+                (None, None) => {
                     h.insert(header::CONTENT_LENGTH, HeaderValue::from(t.size));
                     (StatusCode::OK, h).into_response()
                 }
@@ -556,6 +572,21 @@ fn content(st: GatewayState, mut h: HeaderMap, head: bool, cid: Cid, block: Vec<
             format!("{cid} is a UnixFS metadata node: ask for ?format=raw"),
         ),
     }
+}
+
+/// A block compressed with zstd (level 3, one compressor per thread), when that pays.
+fn zstd_block(d: &[u8]) -> Option<Vec<u8>> {
+    thread_local! {
+        static COMP: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMP.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(3).ok();
+        }
+        shp_core::store::compress_block(c.as_mut()?, d).ok().flatten()
+    })
 }
 
 fn set_encoding(h: &mut HeaderMap, enc: Encoding) {

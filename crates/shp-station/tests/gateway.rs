@@ -140,6 +140,56 @@ fn raw_blocks_headers_and_conditional_requests() {
     assert!(body(r).is_empty());
 }
 
+/// Raw blocks in transit: a client that takes zstd gets each block that compresses (the DAG's
+/// nodes, text chunks) as zstd, a block of random bytes as it is; decoded, every answer is the
+/// block. A client that does not ask gets every block as it is.
+#[test]
+fn raw_blocks_are_compressed_in_transit_for_clients_that_take_zstd() {
+    let f = fixture();
+    let base = f.gw.url();
+    let noise: Vec<u8> = {
+        let mut x = 0x2545f4914f6cdd1du64;
+        (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let random = Cid::hash(RAW, &noise);
+    let mut b = f.home.store().batch().unwrap();
+    b.put_own(&random, &noise).unwrap();
+    b.commit().unwrap();
+    let (mut zstd, mut plain) = (0, 0);
+    let mut cids = dag_cids(f.home.store(), &f.root);
+    cids.push(random);
+    for c in cids {
+        let want = f.home.store().get(&c).unwrap();
+        let url = format!("{base}/ipfs/{c}?format=raw");
+        let r = get(&url, &[("accept-encoding", "zstd")]);
+        assert_eq!(r.status(), 200, "{url}");
+        let enc = header(&r, "content-encoding");
+        assert!(header(&r, "vary").contains("Accept-Encoding"));
+        match enc.as_str() {
+            "zstd" => zstd += 1,
+            "" => plain += 1,
+            e => panic!("{e}"),
+        }
+        if c == random {
+            assert_eq!(enc, "", "random bytes do not compress: sent as they are");
+        }
+        let got = decoded(r);
+        assert!(c.matches(&got), "{c}");
+        assert_eq!(got, want);
+        let r = get(&url, &[]);
+        assert_eq!(header(&r, "content-encoding"), "", "not asked: not compressed");
+        assert_eq!(body(r), want);
+    }
+    assert!(zstd > 3 && plain >= 1, "{zstd} compressed, {plain} plain");
+}
+
 #[test]
 fn car_responses_are_the_dag_depth_first_and_compressed_on_request() {
     let f = fixture();

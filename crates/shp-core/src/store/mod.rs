@@ -234,14 +234,15 @@ const PROBE_MIN: usize = 32 * 1024;
 /// Bytes of each probe (one at the block's start, one at its middle).
 const PROBE_LEN: usize = 4 * 1024;
 
-/// A block compressed for storage at rest, or None when compression does not pay (store it raw).
+/// A block compressed for storage at rest (or for the wire), or None when compression does not
+/// pay (keep it raw).
 ///
 /// A block of [`PROBE_MIN`] bytes or more is first probed: two samples of [`PROBE_LEN`] (its start
 /// and its middle) are compressed, and unless one of them saves at least 1/32 of its size the block
 /// is taken as incompressible (random bytes, or a chunk of an already compressed file) and is not
 /// compressed whole. That costs a compressible block 1/32 more work and spares an incompressible
 /// one the whole pass (zstd runs about as fast on random bytes as on anything else).
-pub(crate) fn compress_block(c: &mut zstd::bulk::Compressor<'static>, data: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+pub fn compress_block(c: &mut zstd::bulk::Compressor<'static>, data: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
     if data.len() >= PROBE_MIN {
         let mut out = [0u8; PROBE_LEN];
         let mid = data.len() / 2;

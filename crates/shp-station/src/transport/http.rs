@@ -1,6 +1,7 @@
 //! The trustless-gateway protocol over HTTP(S) (reqwest, blocking, rustls).
 //!
-//! - `get_block`: `GET BASE/ipfs/<cid>?format=raw` with `Accept: application/vnd.ipld.raw`.
+//! - `get_block`: `GET BASE/ipfs/<cid>?format=raw` with `Accept: application/vnd.ipld.raw` and
+//!   `Accept-Encoding: zstd` (a station compresses the blocks that compress).
 //! - `get_car`: `GET BASE/ipfs/<cid>?format=car&dag-scope=S` with
 //!   `Accept: application/vnd.ipld.car; version=1; order=dfs; dups=n` and `Accept-Encoding: zstd, gzip`.
 //! - `get_blocks`: shp's extension `POST BASE/shp/v1/blocks` (a CAR of the listed blocks, compressed in
@@ -234,7 +235,8 @@ impl Transport for HttpTransport {
         let resp = self.send(
             self.client
                 .get(format!("{}/ipfs/{cid}?format=raw", self.base))
-                .header(ACCEPT, RAW),
+                .header(ACCEPT, RAW)
+                .header(ACCEPT_ENCODING, "zstd"),
         )?;
         let resp = self.check(resp, Some(cid))?;
         let mut data = Vec::new();
