@@ -19,6 +19,13 @@ impl BlockSource for HttpSource {
     fn get(&self, cid: &shp_core::Cid) -> std::result::Result<Vec<u8>, String> {
         first_of(self.0.iter().map(|t| t as &dyn Transport), cid)
     }
+    fn get_many(
+        &self,
+        cids: &[shp_core::Cid],
+        found: &mut dyn FnMut(shp_core::Cid, Vec<u8>),
+    ) -> std::result::Result<(), String> {
+        many_of(self.0.iter().map(|t| t as &dyn Transport), cids, found)
+    }
     fn name(&self) -> String {
         self.0.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
     }
@@ -37,6 +44,38 @@ fn first_of<'a>(
         }
     }
     Err(why.join("; "))
+}
+
+/// Those of `cids` that `peers` have, asking each in turn (one batch request where it can) for
+/// what the ones before it did not send; an error only when no peer answered at all.
+fn many_of<'a>(
+    peers: impl Iterator<Item = &'a dyn Transport>,
+    cids: &[shp_core::Cid],
+    found: &mut dyn FnMut(shp_core::Cid, Vec<u8>),
+) -> std::result::Result<(), String> {
+    let mut left: std::collections::HashSet<shp_core::Cid> = cids.iter().copied().collect();
+    let mut why = Vec::new();
+    let mut answered = false;
+    for t in peers {
+        if left.is_empty() {
+            break;
+        }
+        let ask: Vec<shp_core::Cid> = cids.iter().filter(|c| left.contains(c)).copied().collect();
+        let r = t.get_blocks(&ask, &mut |cid, data| {
+            left.remove(&cid);
+            found(cid, data);
+            Ok(())
+        });
+        match r {
+            Ok(()) => answered = true,
+            Err(e) => why.push(format!("{}: {e}", t.name())),
+        }
+    }
+    if answered || why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
 }
 
 /// `--from` peers of both kinds: the bitswap ones dialled by a node of this mount's own.
@@ -58,6 +97,13 @@ impl PeerSource {
 impl BlockSource for PeerSource {
     fn get(&self, cid: &shp_core::Cid) -> std::result::Result<Vec<u8>, String> {
         first_of(self.transports().into_iter(), cid)
+    }
+    fn get_many(
+        &self,
+        cids: &[shp_core::Cid],
+        found: &mut dyn FnMut(shp_core::Cid, Vec<u8>),
+    ) -> std::result::Result<(), String> {
+        many_of(self.transports().into_iter(), cids, found)
     }
     fn name(&self) -> String {
         self.transports()

@@ -43,6 +43,16 @@ impl BlockSource for Demand {
             .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
         r
     }
+    fn get_many(
+        &self,
+        cids: &[shp_core::Cid],
+        found: &mut dyn FnMut(shp_core::Cid, Vec<u8>),
+    ) -> std::result::Result<(), String> {
+        let r = self.inner.get_many(cids, found);
+        self.last
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        r
+    }
     fn name(&self) -> String {
         self.inner.name()
     }

@@ -142,6 +142,10 @@ pub fn prepare(
             (vec![one], true)
         }
     };
+    if lazy.is_lazy() {
+        let tars: Vec<Cid> = chosen.iter().filter_map(|l| l.tar).collect();
+        crate::tree::warm_structure(&lazy, &tars)?;
+    }
     let mut tree = Tree::new();
     tree.overlay_whiteouts = overlay;
     for l in &chosen {
@@ -665,14 +669,37 @@ mod tests {
     struct Counted {
         store: MemoryStore,
         chunk_gets: AtomicUsize,
+        gets: AtomicUsize,
+        batches: AtomicUsize,
+    }
+
+    impl Counted {
+        fn new(store: MemoryStore) -> Arc<Counted> {
+            Arc::new(Counted {
+                store,
+                chunk_gets: AtomicUsize::new(0),
+                gets: AtomicUsize::new(0),
+                batches: AtomicUsize::new(0),
+            })
+        }
     }
 
     impl BlockSource for Counted {
         fn get(&self, cid: &Cid) -> std::result::Result<Vec<u8>, String> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
             if cid.codec() == shp_core::cid::RAW {
                 self.chunk_gets.fetch_add(1, Ordering::Relaxed);
             }
             self.store.get(cid).map_err(|e| e.to_string())
+        }
+        fn get_many(&self, cids: &[Cid], found: &mut dyn FnMut(Cid, Vec<u8>)) -> std::result::Result<(), String> {
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            for c in cids {
+                if let Ok(b) = self.store.get(c) {
+                    found(*c, b);
+                }
+            }
+            Ok(())
         }
         fn name(&self) -> String {
             "test peer".into()
@@ -712,10 +739,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let home = Arc::new(Home::init(dir.path()).unwrap());
-        let source = Arc::new(Counted {
-            store: peer,
-            chunk_gets: AtomicUsize::new(0),
-        });
+        let source = Counted::new(peer);
         let lazy = Arc::new(LazyStore::new(home, Some(source.clone())));
         let mut tree = Tree::new();
         tree.apply("test", crate::tree::tar_entries(&*lazy, &tar, "test").unwrap())
@@ -745,5 +769,44 @@ mod tests {
             all.extend(fs.read_at(ino, &n, all.len() as u64, 128 << 10).unwrap());
         }
         assert_eq!(all, body);
+    }
+
+    /// The tree of a layer of thousands of files, from a peer, in a few batch requests: its
+    /// structure is fetched level by level, not block by block.
+    #[test]
+    fn a_lazy_tree_is_fetched_in_a_few_batches() {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..3000u32 {
+            let body = format!("file {i} ").repeat(1 + i as usize % 40);
+            let mut h = tar::Header::new_ustar();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("usr/share/d{}/f{i}", i % 50), body.as_bytes())
+                .unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        let peer = MemoryStore::new();
+        let tar = {
+            let mut batch = peer.batch().unwrap();
+            let mut w = DagWriter::new(&mut *batch);
+            let mut sink = TarDag::new(&mut w);
+            shp_core::tar::split(&mut &t[..], "test", &mut sink).unwrap();
+            let (cid, _, _) = sink.finish().unwrap();
+            batch.commit().unwrap();
+            cid
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let home = Arc::new(Home::init(dir.path()).unwrap());
+        let source = Counted::new(peer);
+        let lazy = LazyStore::new(home, Some(source.clone()));
+        crate::tree::warm_structure(&lazy, &[tar]).unwrap();
+        let entries = crate::tree::tar_entries(&lazy, &tar, "test").unwrap();
+        assert_eq!(entries.iter().filter(|e| e.kind == Kind::File).count(), 3000);
+        let lists = lazy.fetched.load(Ordering::Relaxed);
+        assert!(lists > 20, "{lists} blocks of structure");
+        assert_eq!(source.gets.load(Ordering::Relaxed), 0, "no block asked for alone");
+        let batches = source.batches.load(Ordering::Relaxed);
+        assert!(batches <= 4, "{batches} batches for {lists} blocks");
     }
 }

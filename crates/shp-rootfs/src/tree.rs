@@ -287,6 +287,40 @@ impl Seek for Skeleton<'_> {
     }
 }
 
+/// Fetches the structure the trees of `tars` are built from (tar nodes, link trees of their
+/// lists, entry lists, data lists) into `lazy`'s cache level by level, each level in one batch:
+/// a few round trips per image instead of one per block. Blocks that do not come, or do not
+/// decode, are left for the walk that needs them to fetch and to report.
+pub fn warm_structure(lazy: &crate::lazy::LazyStore, tars: &[Cid]) -> shp_core::Result<()> {
+    let mut level = tars.to_vec();
+    // A tar node, up to 16 levels of link trees, the entry lists, their data lists.
+    for _ in 0..20 {
+        if level.is_empty() {
+            break;
+        }
+        lazy.warm(&level)?;
+        let mut next = Vec::new();
+        for c in &level {
+            let Ok(node) = get_node(lazy, c) else { continue };
+            if node.get("t").and_then(Value::as_str) == Some("tar") {
+                next.extend(
+                    node.get("lists")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_link),
+                );
+            } else if is_entry_list(&node) {
+                next.extend(node.get("d").and_then(Value::as_link));
+            } else if let Some(l) = node.get("l").and_then(Value::as_array) {
+                next.extend(l.iter().filter_map(Value::as_link));
+            }
+        }
+        level = next;
+    }
+    Ok(())
+}
+
 /// Every entry of a layer, in tar order, from its tar DAG's headers (no chunk is read). `layer`
 /// names it in errors. A layer kept opaque (not as a tar DAG) is refused: its files cannot be read
 /// by offset.
