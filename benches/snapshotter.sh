@@ -15,7 +15,7 @@
 #
 # CORPUS: what /work/shared/corpus/build-corpus.sh OUT made (OUT/oci), or a layout. TAG defaults to
 # py311; the command is CMD (default `python3 -c 'import json, sqlite3; print("ready")'`). Knobs:
-# SHP (default target/release/shp), RATE, DELAY (e.g. 20ms: a WAN's round trip, netem), RUNS, KEEP=1. Needs root (ip netns, tc, containerd, FUSE),
+# SHP (default target/release/shp), RATE, RUNS, KEEP=1. Needs root (ip netns, tc, containerd, FUSE),
 # containerd + runc, go with Debian's containerd sources, python3. Run by hand, not in CI.
 set -euo pipefail
 export LC_ALL=C
@@ -55,13 +55,7 @@ ip -n "$P-node" link set "${P}n" name eth0
 ip -n "$P-seed" addr add 10.213.0.1/24 dev eth0
 ip -n "$P-node" addr add 10.213.0.2/24 dev eth0
 for n in seed node; do ip -n "$P-$n" link set eth0 up; ip -n "$P-$n" link set lo up; done
-if [ -n "${DELAY:-}" ]; then
-  # A round-trip time of DELAY (netem on the station's side), the rate limit under it.
-  ip netns exec "$P-seed" tc qdisc add dev eth0 root handle 1: netem delay "$DELAY"
-  ip netns exec "$P-seed" tc qdisc add dev eth0 parent 1: handle 2: tbf rate "$RATE" burst 64kb latency 100ms
-else
-  ip netns exec "$P-seed" tc qdisc add dev eth0 root tbf rate "$RATE" burst 64kb latency 100ms
-fi
+ip netns exec "$P-seed" tc qdisc add dev eth0 root tbf rate "$RATE" burst 64kb latency 100ms
 
 "$SHP" --home "$WORK/s" init >/dev/null 2>&1
 "$SHP" --home "$WORK/s" push "oci:$IN:$TAG" --tag "$TAG:bench" -q >/dev/null
