@@ -195,6 +195,15 @@ fn a_corrupt_chunk_is_an_eio_never_wrong_bytes() {
     m.stop();
 }
 
+/// The blocks a lazy mount's unmount line says it fetched from peers.
+fn fetched_blocks(log: &str) -> u64 {
+    log.rsplit(" blocks (")
+        .nth(1)
+        .and_then(|r| r.rsplit("; ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no block count: {log}"))
+}
+
 fn walk(d: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(d).unwrap().flatten() {
@@ -310,6 +319,35 @@ fn a_lazy_mount_reads_what_the_home_lacks_from_a_peer() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no fetch count: {log}"));
     assert!(fetched < 300_000, "reading 100 bytes fetched {fetched} bytes: {log}");
+    let blocks_first = fetched_blocks(&log);
+
+    // Mounted again, D's kept tree index spares the layers' headers and lists (only the image's
+    // top blocks come again), and a read at the end of big2 fetches the chunks that hold it, not
+    // the file: the data list says where each chunk starts.
+    let mut m = Mount::start(&d, &root, &["--from", &url, "--no-prefetch"]).expect("a lazy mount");
+    let mut tail = [0u8; 100];
+    let mut f = std::fs::File::open(m.dir.join("big2")).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::End(-100)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut tail).unwrap();
+    assert_eq!(&tail[..], &big[400_000 - 100..400_000]);
+    drop(f);
+    m.stop();
+    let log = m.log();
+    let fetched: u64 = log
+        .split(" blocks (")
+        .nth(1)
+        .and_then(|r| r.split(" bytes) fetched from peers on demand").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fetch count: {log}"));
+    assert!(
+        fetched < 300_000,
+        "reading the last 100 bytes fetched {fetched} bytes: {log}"
+    );
+    let blocks_again = fetched_blocks(&log);
+    assert!(
+        blocks_again + 6 <= blocks_first,
+        "the kept index: {blocks_again} blocks fetched, {blocks_first} the first time"
+    );
 
     // With the prefetch, the whole image lands in B, named, while it is mounted.
     let mut m = Mount::start(&b, &root, &["--from", &url, "--tag", "lazy:b"]).expect("a prefetching mount");

@@ -8,7 +8,8 @@
 //!   outside it.
 //!
 //! - [`tree`] — a layer's file tree from its tar DAG's headers alone (no file data read), and
-//!   layers merged in memory by the same rules as [`unpack`].
+//!   layers merged in memory by the same rules as [`unpack`]; [`index`] — a layer's entries kept in
+//!   the home between mounts.
 //! - [`mount`] — `shp mount IMAGE DIR`: that tree as a read-only FUSE file system (`fuser`), each
 //!   read fetching and verifying only the chunks it touches; [`lazy`] — the store view a lazy
 //!   mount reads through (the home's store, then peers for what it lacks, verified).
@@ -20,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod index;
 pub mod lazy;
 pub mod mount;
 pub mod path;

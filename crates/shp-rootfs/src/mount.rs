@@ -142,14 +142,34 @@ pub fn prepare(
             (vec![one], true)
         }
     };
+    // Layers whose entries a previous mount kept are not walked (nor, lazily, fetched) again.
+    let home = lazy.home().clone();
+    let mut kept: Vec<Option<Vec<crate::tree::Entry>>> = chosen
+        .iter()
+        .map(|l| l.tar.and_then(|t| crate::index::load(&home, &t)))
+        .collect();
     if lazy.is_lazy() {
-        let tars: Vec<Cid> = chosen.iter().filter_map(|l| l.tar).collect();
+        let tars: Vec<Cid> = chosen
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| k.is_none())
+            .filter_map(|(l, _)| l.tar)
+            .collect();
         crate::tree::warm_structure(&lazy, &tars)?;
     }
     let mut tree = Tree::new();
     tree.overlay_whiteouts = overlay;
-    for l in &chosen {
-        let entries = layer_entries(store, l)?;
+    for (l, k) in chosen.iter().zip(kept.iter_mut()) {
+        let entries = match k.take() {
+            Some(e) => e,
+            None => {
+                let e = layer_entries(store, l)?;
+                if let Some(t) = l.tar {
+                    crate::index::save(&home, &t, &e);
+                }
+                e
+            }
+        };
         tree.apply(&l.digest_str(), entries)?;
     }
     let info = MountInfo {
