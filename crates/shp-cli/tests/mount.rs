@@ -195,6 +195,15 @@ fn a_corrupt_chunk_is_an_eio_never_wrong_bytes() {
     m.stop();
 }
 
+/// The bytes a lazy mount's unmount line says it fetched from peers.
+fn fetched_bytes(log: &str) -> u64 {
+    log.split(" blocks (")
+        .nth(1)
+        .and_then(|r| r.split(" bytes) fetched from peers on demand").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fetch count: {log}"))
+}
+
 /// The blocks a lazy mount's unmount line says it fetched from peers.
 fn fetched_blocks(log: &str) -> u64 {
     log.rsplit(" blocks (")
@@ -312,12 +321,7 @@ fn a_lazy_mount_reads_what_the_home_lacks_from_a_peer() {
     assert_eq!(&head[..], &big[..100]);
     m.stop();
     let log = m.log();
-    let fetched: u64 = log
-        .split(" blocks (")
-        .nth(1)
-        .and_then(|r| r.split(" bytes) fetched from peers on demand").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no fetch count: {log}"));
+    let fetched = fetched_bytes(&log);
     assert!(fetched < 300_000, "reading 100 bytes fetched {fetched} bytes: {log}");
     let blocks_first = fetched_blocks(&log);
 
@@ -333,12 +337,7 @@ fn a_lazy_mount_reads_what_the_home_lacks_from_a_peer() {
     drop(f);
     m.stop();
     let log = m.log();
-    let fetched: u64 = log
-        .split(" blocks (")
-        .nth(1)
-        .and_then(|r| r.split(" bytes) fetched from peers on demand").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no fetch count: {log}"));
+    let fetched = fetched_bytes(&log);
     assert!(
         fetched < 300_000,
         "reading the last 100 bytes fetched {fetched} bytes: {log}"

@@ -726,6 +726,20 @@ mod tests {
         }
     }
 
+    /// A peer's store holding the tar `t` as a tar DAG, and its tar node.
+    fn peer_dag(t: &[u8]) -> (MemoryStore, Cid) {
+        let peer = MemoryStore::new();
+        let mut batch = peer.batch().unwrap();
+        let tar = {
+            let mut w = DagWriter::new(&mut *batch);
+            let mut sink = TarDag::new(&mut w);
+            shp_core::tar::split(&mut &t[..], "test", &mut sink).unwrap();
+            sink.finish().unwrap().0
+        };
+        batch.commit().unwrap();
+        (peer, tar)
+    }
+
     /// A read near the end of a file of many chunks, in a lazy mount whose home holds nothing,
     /// fetches the chunks it touches and no other: the data list says where each chunk starts.
     /// The bytes are the file's.
@@ -747,16 +761,7 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "usr/lib/libbig.so", &body[..]).unwrap();
         let t = b.into_inner().unwrap();
-        let peer = MemoryStore::new();
-        let tar = {
-            let mut batch = peer.batch().unwrap();
-            let mut w = DagWriter::new(&mut *batch);
-            let mut sink = TarDag::new(&mut w);
-            shp_core::tar::split(&mut &t[..], "test", &mut sink).unwrap();
-            let (cid, _, _) = sink.finish().unwrap();
-            batch.commit().unwrap();
-            cid
-        };
+        let (peer, tar) = peer_dag(&t);
         let dir = tempfile::tempdir().unwrap();
         let home = Arc::new(Home::init(dir.path()).unwrap());
         let source = Counted::new(peer);
@@ -806,16 +811,7 @@ mod tests {
                 .unwrap();
         }
         let t = b.into_inner().unwrap();
-        let peer = MemoryStore::new();
-        let tar = {
-            let mut batch = peer.batch().unwrap();
-            let mut w = DagWriter::new(&mut *batch);
-            let mut sink = TarDag::new(&mut w);
-            shp_core::tar::split(&mut &t[..], "test", &mut sink).unwrap();
-            let (cid, _, _) = sink.finish().unwrap();
-            batch.commit().unwrap();
-            cid
-        };
+        let (peer, tar) = peer_dag(&t);
         let dir = tempfile::tempdir().unwrap();
         let home = Arc::new(Home::init(dir.path()).unwrap());
         let source = Counted::new(peer);
