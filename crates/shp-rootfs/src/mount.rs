@@ -180,17 +180,7 @@ pub fn prepare(
         whiteouts: tree.whiteouts,
         tree_ms: started.elapsed().as_millis() as u64,
     };
-    Ok((
-        ShpFs {
-            store: lazy,
-            tree,
-            stats: Arc::default(),
-            maps: Mutex::new(HashMap::new()),
-            recent: Mutex::new(VecDeque::new()),
-            no_open: false,
-        },
-        info,
-    ))
+    Ok((ShpFs::new(lazy, tree), info))
 }
 
 /// Mounts `fs` on `dir` (read-only; every user may read, the kernel checking modes) and serves it
@@ -235,6 +225,18 @@ fn file_type(k: Kind) -> FileType {
 }
 
 impl ShpFs {
+    /// A file system of `tree`, reading chunks through `store`, nothing served yet.
+    fn new(store: Arc<LazyStore>, tree: Tree) -> ShpFs {
+        ShpFs {
+            store,
+            tree,
+            stats: Arc::default(),
+            maps: Mutex::new(HashMap::new()),
+            recent: Mutex::new(VecDeque::new()),
+            no_open: false,
+        }
+    }
+
     /// Its counters (shared: they keep counting once the file system is mounted).
     pub fn stats(&self) -> Arc<FsStats> {
         self.stats.clone()
@@ -770,14 +772,7 @@ mod tests {
         tree.apply("test", crate::tree::tar_entries(&*lazy, &tar, "test").unwrap())
             .unwrap();
         assert_eq!(source.chunk_gets.load(Ordering::Relaxed), 0, "the tree needs no chunk");
-        let fs = ShpFs {
-            store: lazy,
-            tree,
-            stats: Arc::default(),
-            maps: Mutex::new(HashMap::new()),
-            recent: Mutex::new(VecDeque::new()),
-            no_open: false,
-        };
+        let fs = ShpFs::new(lazy, tree);
         let (ino, n) = (1..)
             .map_while(|i| fs.tree.get(i).map(|n| (i, n.clone())))
             .find(|(_, n)| n.kind == Kind::File)
