@@ -78,6 +78,24 @@ fn pull_from_a_station_is_bit_exact_and_shared_layers_do_not_move() {
     assert_eq!(lines.last().copied(), Some(r2.as_str()));
     assert!(o.contains("fetched 0 blocks (0 bytes on the wire"), "{o}");
     assert!(o.contains("name (pinned, unnamed)"), "{o}");
+
+    // A named fetch of another image of the repository: the blocks at the same places in the one
+    // held (root, manifest, config) are its delta bases; what is stored is the same.
+    let c = ShpHome::new();
+    let v1 = c.json(&["fetch", &r1, "--from", &gw.url(), "--tag", "bb:1"]);
+    assert_eq!(num(&v1, "blocks_delta"), 0, "nothing to take a delta from: {v1}");
+    let v2 = c.json(&["fetch", &r2, "--from", &gw.url(), "--tag", "bb:2"]);
+    assert_eq!(num(&v2, "blocks_fetched"), want, "{v2}");
+    assert!(
+        num(&v2, "blocks_delta") >= 2,
+        "the root and the manifest's node at least: {v2}"
+    );
+    assert_eq!(num(&v2, "block_bytes"), num(&v, "block_bytes"), "the same blocks");
+    assert!(num(&v2, "bytes_fetched") < num(&v, "bytes_fetched"), "{v2} vs {v}");
+    let out2 = Layout::open(c.scratch("out"));
+    c.pull("bb:2", &oci_ref(&out2.dir, "busybox-2layer"));
+    assert_roundtrip(&src, "busybox-2layer", &out2, "busybox-2layer");
+    c.verify(true);
 }
 
 #[test]

@@ -80,6 +80,20 @@ impl Refs {
         self.names.len() != before
     }
 
+    /// The names of images of the repository `name` belongs to (`docker.io/library/app:v1` and
+    /// `app@sha256:…` are of one repository), with their roots, in name order; names that are not
+    /// image references are left out. What an update of `name` can be told apart from.
+    pub fn of_repository(&self, name: &str) -> Vec<(&str, &str)> {
+        let Ok(want) = crate::name::Name::parse(name).map(|n| n.repository()) else {
+            return Vec::new();
+        };
+        self.names
+            .iter()
+            .filter(|(n, _)| crate::name::Name::parse(n).is_ok_and(|n| n.repository() == want))
+            .map(|(n, r)| (n.as_str(), r.as_str()))
+            .collect()
+    }
+
     /// Every root the refs keep alive.
     pub fn roots(&self) -> Result<Vec<Cid>> {
         let mut out = Vec::new();
@@ -218,6 +232,28 @@ mod tests {
         ] {
             assert_eq!(r.lookup(q).unwrap(), want, "{q}");
         }
+    }
+
+    #[test]
+    fn names_of_one_repository_are_found_in_every_spelling() {
+        let r = refs(&[
+            ("app:v1", "A"),
+            (
+                "docker.io/library/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                "B",
+            ),
+            ("docker.io/library/application:v1", "X"),
+            ("localhost:5000/app:v1", "Y"),
+            ("Legacy", "L"),
+        ]);
+        let found: Vec<&str> = r
+            .of_repository("docker.io/library/app:v2")
+            .into_iter()
+            .map(|(_, root)| root)
+            .collect();
+        assert_eq!(found, ["A", "B"]);
+        assert_eq!(r.of_repository("localhost:5000/app").len(), 1);
+        assert!(r.of_repository("not a name").is_empty());
     }
 
     #[test]

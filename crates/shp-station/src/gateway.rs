@@ -17,6 +17,9 @@
 //! - `POST /shp/v1/blocks` (shp extension): the body lists CIDs, one per line (at most 4096); the
 //!   answer is a CARv1 (`roots` empty, `order=unk`) of those of them this store has, in the order
 //!   asked, compressed like CARs. A fetcher sends the blocks it lacks and gets them in one round trip.
+//! - `POST /shp/v1/deltas` (shp extension): the same, where a line may name a base beside the CID
+//!   (`CID BASE`); a block whose base this store holds, and that the base helps, is sent as a zstd
+//!   frame against it (format: [`delta`](crate::transport::delta)); the rest whole.
 //!
 //! Store work never runs on the async executor: it runs in `spawn_blocking`.
 
@@ -57,7 +60,12 @@ impl GatewayState {
 /// The gateway's routes: `/ipfs/{cid}` (GET, HEAD), `/ipfs/{cid}/{*path}` (UnixFS paths) and
 /// `/shp/v1/blocks` (POST). Merge it into a station's router.
 pub fn router(state: GatewayState) -> Router {
-    trustless_router(state.clone()).merge(Router::new().route("/shp/v1/blocks", post(blocks)).with_state(state))
+    trustless_router(state.clone()).merge(
+        Router::new()
+            .route("/shp/v1/blocks", post(blocks))
+            .route("/shp/v1/deltas", post(deltas))
+            .with_state(state),
+    )
 }
 
 /// Only the trustless-gateway spec's surface (`/ipfs/...`), without shp's extension: what a plain
@@ -648,6 +656,51 @@ async fn blocks(State(st): State<GatewayState>, headers: HeaderMap, body: Bytes)
                 Ok(data) => write_section(w, c, &data)?,
                 Err(CoreError::BlockNotFound { .. }) => {}
                 Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    (StatusCode::OK, h, body).into_response()
+}
+
+async fn deltas(State(st): State<GatewayState>, headers: HeaderMap, body: Bytes) -> Response {
+    use crate::transport::delta;
+    let wants = match delta::parse_request(&body, MAX_BATCH) {
+        Ok(w) => w,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.shp.deltas.v1"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    let enc = pick_encoding(&headers);
+    set_encoding(&mut h, enc);
+    let home = st.home.clone();
+    let body = stream_blocking(enc, move |w| {
+        delta::write_magic(w)?;
+        let store = home.store();
+        let mut sent = std::collections::HashSet::new();
+        for want in &wants {
+            if !sent.insert(want.cid) {
+                continue;
+            }
+            let data = match store.get(&want.cid) {
+                Ok(data) => data,
+                Err(CoreError::BlockNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            // A base this store lacks (or cannot read) only means the block goes whole.
+            let frame = match want.base.filter(|b| *b != want.cid).map(|b| store.get(&b)) {
+                Some(Ok(base)) => delta::compress_against(&base, &data)?,
+                _ => None,
+            };
+            match (frame, want.base) {
+                (Some(frame), Some(base)) => {
+                    delta::write_section(w, &want.cid, delta::Payload::Delta { base, frame: &frame })?
+                }
+                _ => delta::write_section(w, &want.cid, delta::Payload::Whole(&data))?,
             }
         }
         Ok(())

@@ -716,7 +716,11 @@ impl Mirror {
         let url = &self.cfg.peers[peer];
         let res = (|| -> Result<crate::transport::FetchReport, String> {
             let http = crate::transport::HttpTransport::new(url.as_str()).map_err(|e| e.to_string())?;
-            let report = crate::transport::fetch_into_home(&self.home, &root, &[&http], None, Default::default())
+            let opts = crate::transport::FetchOptions {
+                base: self.previous_version(&name),
+                ..Default::default()
+            };
+            let report = crate::transport::fetch_into_home(&self.home, &root, &[&http], None, opts)
                 .map_err(|e| e.to_string())?;
             self.adopt(&root, digest, &name)?;
             Ok(report)
@@ -726,12 +730,25 @@ impl Mirror {
                 %name,
                 peer = %url,
                 blocks_fetched = r.blocks_fetched,
+                blocks_delta = r.blocks_delta,
                 bytes_fetched = r.bytes_fetched,
                 blocks_present = r.blocks_present,
                 "mirrored image's DAG fetched from a peer"
             ),
             Err(e) => self.bench(peer, format!("the DAG of {name}: {e}")),
         }
+    }
+
+    /// The image of `name`'s repository this home holds that an update to `name` most likely
+    /// replaces: the one this mirror served last, else the last by name. Its blocks are the delta
+    /// bases of the fetch.
+    fn previous_version(&self, name: &str) -> Option<shp_core::Cid> {
+        let refs = shp_core::refs::RefsFile::new(self.home.dir()).load().ok()?;
+        refs.of_repository(name)
+            .into_iter()
+            .filter(|(n, _)| *n != name)
+            .max_by_key(|(n, _)| self.state.last_used(n).unwrap_or(0))
+            .and_then(|(_, root)| root.parse().ok())
     }
 
     /// A DAG fetched (pinned) from a peer becomes the mirrored image `name` when its top manifest

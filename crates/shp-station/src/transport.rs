@@ -6,16 +6,19 @@
 //!   HTTP(S) with rustls, plus shp's batch extension (`POST /shp/v1/blocks`) when the peer offers it.
 //! - [`fetch`] — the multi-peer fetcher: walks a DAG from its root, asks only for the blocks the local
 //!   store lacks, spreads them over the peers, verifies every block and stores them in one batch.
+//! - [`delta`] — blocks sent as the difference from blocks the receiver holds (an update's changed
+//!   chunks and nodes against the previous version's), `POST /shp/v1/deltas`.
 //!
 //! A transport hands back the bytes a peer sent for a CID only after checking them against that CID;
 //! the fetcher checks again as it stores them, so a lying peer is caught whatever the transport.
 
+pub mod delta;
 mod fetcher;
 mod http;
 
 pub use fetcher::{
-    fetch, fetch_into_home, fetch_into_home_with, fetch_with, FetchHooks, FetchOptions, FetchReport, NoHooks,
-    PeerReport, SessionReport,
+    fetch, fetch_into_home, fetch_into_home_with, fetch_with, previous_version, FetchHooks, FetchOptions, FetchReport,
+    NoHooks, PeerReport, SessionReport,
 };
 pub use http::{HttpTransport, MAX_BATCH};
 
@@ -300,6 +303,8 @@ pub struct TransportStats {
     pub wire_bytes: u64,
     /// Requests made.
     pub requests: u64,
+    /// Blocks received as deltas against a block held here ([`delta`]).
+    pub deltas: u64,
 }
 
 /// One peer that serves blocks by CID.
@@ -326,6 +331,22 @@ pub trait Transport: Send + Sync {
             }
         }
         Ok(())
+    }
+
+    /// [`Transport::get_blocks`], where each want may name a base: a block held here that the wanted
+    /// one probably resembles (the same place in a previous version's DAG). A transport that can
+    /// (HTTP to a station) asks for deltas against the bases and decodes them with `base`, which
+    /// yields a base's bytes from the local store; every block handed to `found` is checked against
+    /// its CID as before. The default ignores the bases.
+    fn get_blocks_based(
+        &self,
+        wants: &[delta::Want],
+        base: &dyn Fn(&Cid) -> Option<Vec<u8>>,
+        found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let _ = base;
+        let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
+        self.get_blocks(&cids, found)
     }
 
     /// Whether every block this transport hands over is, by construction, the block of the CID it

@@ -124,6 +124,84 @@ fn app_update_moves_only_the_changed_file() {
     assert_eq!((r3.blocks_fetched, r3.bytes_fetched, r3.peers[0].requests), (0, 0, 0));
 }
 
+fn fetch_based(home: &Home, root: &Cid, url: &str, base: Option<Cid>) -> Result<FetchReport, Error> {
+    let t = HttpTransport::new(url).unwrap();
+    let opts = FetchOptions {
+        base,
+        ..Default::default()
+    };
+    fetch_into_home(home, root, &[&t], None, opts)
+}
+
+#[test]
+fn an_update_fetched_against_its_previous_version_moves_deltas() {
+    let x = apps();
+    let gw = gateway(&x.a);
+    let tmp = tempdir();
+    // Two homes holding v1: one fetches v2 as plain blocks, the other against v1.
+    let plain = new_home(&tmp.path().join("plain"));
+    let based = Arc::new(new_home(&tmp.path().join("based")));
+    for h in [&plain, &*based] {
+        fetch(h, &x.v1, &[gw.url()], Some("app-v1")).unwrap();
+    }
+    let want = lacking(x.a.store(), based.store(), &x.v2);
+    let p = fetch_based(&plain, &x.v2, &gw.url(), None).unwrap();
+    let d = fetch_based(&based, &x.v2, &gw.url(), Some(x.v1)).unwrap();
+    eprintln!(
+        "app update: plain {} blocks {} wire bytes; against v1 {} blocks ({} as deltas) {} wire bytes",
+        p.blocks_fetched, p.bytes_fetched, d.blocks_fetched, d.blocks_delta, d.bytes_fetched
+    );
+    assert_eq!((p.blocks_fetched, d.blocks_fetched), (want, want));
+    assert_eq!(p.blocks_delta, 0);
+    // The changed chunk, its data list, the tar header, the entry list and the nodes above.
+    assert!(d.blocks_delta >= 4 && d.blocks_delta <= d.blocks_fetched, "{d:?}");
+    assert!(
+        d.bytes_fetched * 3 < p.bytes_fetched,
+        "against v1: {} bytes; as blocks: {}",
+        d.bytes_fetched,
+        p.bytes_fetched
+    );
+    assert_eq!(d.block_bytes, p.block_bytes, "the same blocks were stored");
+    let out = Layout::create(&tmp.path().join("out"));
+    pull(&based, &x.v2.to_string(), &out.dir, "app-v2");
+    assert_same_image(&x.src, &out, "app-v2");
+    assert!(based.verify(true).unwrap().problems.is_empty());
+
+    // A base the peer lacks (the peer never had v1): blocks come whole, and the fetch works.
+    let c = Arc::new(new_home(&tmp.path().join("c")));
+    push(&c, &x.src, "app-v2");
+    let only_v2 = Arc::new(new_home(&tmp.path().join("only-v2")));
+    fetch(&only_v2, &x.v2, &[gateway(&c).url()], None).unwrap();
+    let gw2 = gateway(&only_v2);
+    let e = Arc::new(new_home(&tmp.path().join("e")));
+    fetch(&e, &x.v1, &[gw.url()], None).unwrap();
+    let r = fetch_based(&e, &x.v2, &gw2.url(), Some(x.v1)).unwrap();
+    assert_eq!((r.blocks_fetched, r.blocks_delta), (want, 0));
+
+    // A plain trustless gateway: the bases are not understood, the blocks come one by one.
+    let plain_gw = RunningGateway::start_router(
+        trustless_router(GatewayState::new(x.a.clone())),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let f = Arc::new(new_home(&tmp.path().join("f")));
+    fetch(&f, &x.v1, &[gw.url()], None).unwrap();
+    let r = fetch_based(&f, &x.v2, &plain_gw.url(), Some(x.v1)).unwrap();
+    assert_eq!((r.blocks_fetched, r.blocks_delta), (want, 0));
+
+    // A peer whose deltas are wrong: refused as wrong data, nothing of v2 stored.
+    let proxy = CorruptingProxy::start(gw.url());
+    let g = Arc::new(new_home(&tmp.path().join("g")));
+    fetch(&g, &x.v1, &[gw.url()], None).unwrap();
+    let before = g.store().cids().unwrap().len();
+    let err = fetch_based(&g, &x.v2, &proxy.url(), Some(x.v1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong data") && err.contains(&proxy.url()), "{err}");
+    assert_eq!(g.store().cids().unwrap().len(), before, "nothing stored");
+    assert!(g.verify(true).unwrap().problems.is_empty());
+}
+
 #[test]
 fn a_peer_sending_wrong_bytes_is_caught_and_another_used() {
     let x = apps();
@@ -326,6 +404,7 @@ impl Transport for Pulling {
         shp_station::transport::TransportStats {
             wire_bytes: 0,
             requests: self.requests.load(std::sync::atomic::Ordering::Relaxed),
+            deltas: 0,
         }
     }
 }

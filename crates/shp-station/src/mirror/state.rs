@@ -158,6 +158,11 @@ impl State {
         write_atomic(&self.dir.join("used.json"), &bytes)
     }
 
+    /// When the image `name` was last served (Unix seconds), if the mirror served it.
+    pub fn last_used(&self, name: &str) -> Option<u64> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner()).get(name).copied()
+    }
+
     /// The names not served for `keep` seconds.
     pub fn unused_for(&self, keep: u64) -> Vec<String> {
         let now = now_secs();

@@ -17,6 +17,12 @@
 //! otherwise after [`STALL`] without any new block. When a fetch has more than one
 //! peer (or may have), wants are taken in an order of the fetch's own (see `Queue`), so stations
 //! that pull the same DAG at once ask their common seeder for different blocks.
+//!
+//! Given a *base* ([`FetchOptions::base`]: the root of a previous version held locally, e.g. the
+//! image an update replaces), each wanted block is paired with the block at the same place in the
+//! base's DAG (the same link position under paired parents), and peers that can send deltas send
+//! the changed blocks as differences from those ([`super::delta`]). The pairing is a hint: a block
+//! is checked against its CID whatever it was decoded from.
 
 use super::{Error, Result, Transport};
 use serde::{Deserialize, Serialize};
@@ -77,6 +83,9 @@ pub struct FetchOptions {
     pub workers_per_peer: usize,
     /// Consecutive failures after which a peer is dropped.
     pub max_failures: u32,
+    /// The root of a DAG held locally that the one fetched probably resembles (a previous version
+    /// of the image): its blocks are offered as delta bases for the blocks at the same places.
+    pub base: Option<Cid>,
 }
 
 impl Default for FetchOptions {
@@ -84,6 +93,7 @@ impl Default for FetchOptions {
         FetchOptions {
             workers_per_peer: 2,
             max_failures: 3,
+            base: None,
         }
     }
 }
@@ -121,6 +131,9 @@ pub struct FetchReport {
     pub name: Option<String>,
     /// Blocks received from peers and stored.
     pub blocks_fetched: u64,
+    /// Of those, blocks that came as deltas against a block of the base ([`FetchOptions::base`]).
+    #[serde(default)]
+    pub blocks_delta: u64,
     /// Bytes received from peers on the wire (compressed HTTP body bytes).
     pub bytes_fetched: u64,
     /// Payload bytes of the blocks fetched (before transit compression).
@@ -157,6 +170,8 @@ pub struct SessionReport {
 
 struct Want {
     cid: Cid,
+    /// The block at the same place in the base's DAG, when it is held here and differs.
+    base: Option<Cid>,
     /// Peers (bit i = peer i) that lacked the block or failed to send it.
     tried: u64,
     /// Joined peers that lacked it (they may have it later), and when one last said so.
@@ -165,9 +180,10 @@ struct Want {
 }
 
 impl Want {
-    fn new(cid: Cid) -> Want {
+    fn new(cid: Cid, base: Option<Cid>) -> Want {
         Want {
             cid,
+            base,
             tried: 0,
             missed: 0,
             missed_at: None,
@@ -353,7 +369,8 @@ pub fn fetch_with(
         check_root(&store.get(root)?)?;
         st.report.blocks_present += 1;
     } else {
-        st.queue.push_back(Want::new(*root));
+        let base = opts.base.filter(|b| b != root && store.has(b).unwrap_or(false));
+        st.queue.push_back(Want::new(*root, base));
     }
     let shared = (Mutex::new(st), Condvar::new());
     // Peers that joined: kept here so their counters can be read at the end.
@@ -362,7 +379,7 @@ pub fn fetch_with(
         for (i, peer) in peers.iter().enumerate() {
             for _ in 0..opts.workers_per_peer.max(1) {
                 let shared = &shared;
-                s.spawn(move || worker(shared, i, *peer, root, opts, check_root, hooks));
+                s.spawn(move || worker(shared, store, i, *peer, root, opts, check_root, hooks));
             }
         }
         if hooks.may_join() {
@@ -412,7 +429,7 @@ pub fn fetch_with(
                     joined.lock().unwrap().push((i, p.clone(), p.stats()));
                     for _ in 0..opts.workers_per_peer.max(1) {
                         let p = p.clone();
-                        s.spawn(move || worker(shared, i, &*p, root, opts, check_root, hooks));
+                        s.spawn(move || worker(shared, store, i, &*p, root, opts, check_root, hooks));
                     }
                 }
                 cv.notify_all();
@@ -420,13 +437,16 @@ pub fn fetch_with(
         }
     });
     let mut st = shared.0.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut deltas = 0;
     for (i, p) in peers.iter().enumerate() {
         let now = p.stats();
+        deltas += now.deltas - start[i].deltas;
         st.peers[i].bytes = now.wire_bytes - start[i].wire_bytes;
         st.peers[i].requests = now.requests - start[i].requests;
     }
     for (i, p, start) in joined.into_inner().unwrap_or_else(|p| p.into_inner()) {
         let now = p.stats();
+        deltas += now.deltas - start.deltas;
         st.peers[i].bytes = now.wire_bytes - start.wire_bytes;
         st.peers[i].requests = now.requests - start.requests;
     }
@@ -446,6 +466,7 @@ pub fn fetch_with(
     st.batch.take().expect("batch").commit()?;
     let mut report = st.report;
     report.bytes_fetched = st.peers.iter().map(|p| p.bytes).sum();
+    report.blocks_delta = deltas;
     report.peers = st.peers;
     Ok(report)
 }
@@ -515,8 +536,10 @@ fn take(st: &mut State, me: usize, limit: usize, waited: bool) -> Vec<Want> {
     picked.iter().filter_map(|k| st.queue.map.remove(k)).collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker(
     shared: &(Mutex<State>, Condvar),
+    store: &dyn Blockstore,
     me: usize,
     peer: &dyn Transport,
     root: &Cid,
@@ -585,11 +608,20 @@ fn worker(
             }
         }
         // Fetch them.
-        let asked: Vec<Cid> = cids.iter().map(|w| w.cid).collect();
+        let asked: Vec<super::delta::Want> = cids
+            .iter()
+            .map(|w| super::delta::Want {
+                cid: w.cid,
+                base: w.base,
+            })
+            .collect();
+        let bases: std::collections::HashMap<Cid, Cid> =
+            cids.iter().filter_map(|w| w.base.map(|b| (w.cid, b))).collect();
         let asked_at = Instant::now();
         let mut got: HashSet<Cid> = HashSet::new();
         let verified = peer.verifies_blocks();
-        let res = peer.get_blocks(&asked, &mut |cid, data| {
+        let read_base = |b: &Cid| store.get(b).ok();
+        let res = peer.get_blocks_based(&asked, &read_base, &mut |cid, data| {
             if !verified && !cid.matches(&data) {
                 return Err(Error::Corrupt {
                     peer: peer.name(),
@@ -599,7 +631,8 @@ fn worker(
             if !got.insert(cid) {
                 return Ok(());
             }
-            store_block(lock, cv, me, &cid, data, root, check_root, hooks)
+            let base = bases.get(&cid).copied();
+            store_block(lock, cv, store, me, &cid, data, base, root, check_root, hooks)
         });
         // Account for what did not come.
         let mut st = lock.lock().unwrap();
@@ -666,9 +699,11 @@ fn worker(
 fn store_block(
     lock: &Mutex<State>,
     cv: &Condvar,
+    store: &dyn Blockstore,
     me: usize,
     cid: &Cid,
     data: Vec<u8>,
+    base: Option<Cid>,
     root: &Cid,
     check_root: &(dyn Fn(&[u8]) -> Result<()> + Sync),
     hooks: &dyn FetchHooks,
@@ -677,6 +712,15 @@ fn store_block(
         check_root(&data)?;
     }
     let links = shp_core::dag::block_links(cid, &data)?;
+    // The base's links, paired with these by position: each is the base of the link in its place.
+    let base_links = match base {
+        Some(b) if !links.is_empty() && b.codec() == cid.codec() => store
+            .get(&b)
+            .ok()
+            .and_then(|d| shp_core::dag::block_links(&b, &d).ok())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     hooks.block(cid, &data);
     let size = data.len() as u64;
     let mut st = lock.lock().unwrap();
@@ -689,14 +733,16 @@ fn store_block(
         st.report.block_bytes += size;
         st.peers[me].blocks += 1;
     }
-    for l in links {
+    for (i, l) in links.into_iter().enumerate() {
         if !st.seen.insert(l) {
             continue;
         }
         if batch.has(&l)? {
             st.report.blocks_present += 1;
         } else {
-            st.queue.push_back(Want::new(l));
+            // A base block is one the store holds (stores hold whole DAGs under what they hold).
+            let b = base_links.get(i).copied().filter(|b| *b != l && b.codec() == l.codec());
+            st.queue.push_back(Want::new(l, b));
         }
     }
     cv.notify_all();
@@ -716,7 +762,22 @@ pub fn fetch_into_home(
     fetch_into_home_with(home, root, peers, name, opts, &NoHooks)
 }
 
-/// [`fetch_into_home`] with [`FetchHooks`].
+/// The image in `home` that a fetch of `root` as `name` most likely updates, for
+/// [`FetchOptions::base`]: the image `name` names now, else the last (by name) of its repository's.
+pub fn previous_version(home: &Home, name: &str, root: &Cid) -> Option<Cid> {
+    let refs = RefsFile::new(home.dir()).load().ok()?;
+    let named = refs.lookup(name).ok().flatten().and_then(|r| r.parse::<Cid>().ok());
+    named.filter(|r| r != root).or_else(|| {
+        refs.of_repository(name)
+            .into_iter()
+            .rev()
+            .filter_map(|(_, r)| r.parse::<Cid>().ok())
+            .find(|r| r != root)
+    })
+}
+
+/// [`fetch_into_home`] with [`FetchHooks`]. A fetch that names the image and gives no
+/// [`FetchOptions::base`] takes [`previous_version`] as its base.
 pub fn fetch_into_home_with(
     home: &Home,
     root: &Cid,
@@ -747,6 +808,10 @@ pub fn fetch_into_home_with(
                 }))
             }
         };
+        let mut opts = opts;
+        if opts.base.is_none() {
+            opts.base = name.and_then(|n| previous_version(home, n, root));
+        }
         let mut report = fetch_with(home.store(), root, peers, opts, &check_root, hooks)?;
         let image = ImageRoot::load(home.store(), root).ok();
         let blobs = match &image {

@@ -7,10 +7,13 @@
 //! - `get_blocks`: shp's extension `POST BASE/shp/v1/blocks` (a CAR of the listed blocks, compressed in
 //!   transit). A peer that answers 404/405/501 there is a plain gateway (Kubo, any trustless gateway):
 //!   from then on this transport asks it for blocks one by one with `?format=raw`.
+//! - `get_blocks_based`: shp's `POST BASE/shp/v1/deltas` when some wants name a base (see
+//!   [`delta`](super::delta)); a peer that answers 404/405/501 there gets `/shp/v1/blocks` from then on.
 //!
 //! reqwest's own decompression is off: bodies are decoded here, after a counter has seen the bytes as
 //! they came off the wire, so [`TransportStats::wire_bytes`] is what the network carried.
 
+use super::delta::{self, Section};
 use super::{CarBlocks, DagScope, Error, Result, Transport, TransportStats};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
@@ -38,6 +41,9 @@ pub struct HttpTransport {
     wire: Arc<AtomicU64>,
     requests: AtomicU64,
     mode: AtomicU8,
+    /// Whether the peer offers `/shp/v1/deltas` (same states as `mode`).
+    delta_mode: AtomicU8,
+    deltas: AtomicU64,
 }
 
 impl HttpTransport {
@@ -70,6 +76,8 @@ impl HttpTransport {
             wire: Arc::new(AtomicU64::new(0)),
             requests: AtomicU64::new(0),
             mode: AtomicU8::new(MODE_UNKNOWN),
+            delta_mode: AtomicU8::new(MODE_UNKNOWN),
+            deltas: AtomicU64::new(0),
         })
     }
 
@@ -293,6 +301,80 @@ impl Transport for HttpTransport {
         Ok(())
     }
 
+    fn get_blocks_based(
+        &self,
+        wants: &[delta::Want],
+        base: &dyn Fn(&Cid) -> Option<Vec<u8>>,
+        found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if wants.iter().all(|w| w.base.is_none()) || self.delta_mode.load(Ordering::Relaxed) == MODE_PLAIN {
+            let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
+            return self.get_blocks(&cids, found);
+        }
+        let resp = self.send(
+            self.client
+                .post(format!("{}/shp/v1/deltas", self.base))
+                .header(ACCEPT, "application/vnd.shp.deltas.v1")
+                .header(ACCEPT_ENCODING, "zstd, gzip")
+                .header(CONTENT_TYPE, "text/plain")
+                .body(delta::encode_request(wants)),
+        )?;
+        if matches!(
+            resp.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+        ) {
+            self.delta_mode.store(MODE_PLAIN, Ordering::Relaxed);
+            let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
+            return self.get_blocks(&cids, found);
+        }
+        let resp = self.check(resp, None)?;
+        self.delta_mode.store(MODE_SHP, Ordering::Relaxed);
+        let proto = |reason: String| Error::Protocol {
+            peer: self.base.clone(),
+            reason,
+        };
+        let asked: std::collections::HashMap<Cid, Option<Cid>> = wants.iter().map(|w| (w.cid, w.base)).collect();
+        for sec in delta::Sections::new(self.body(resp)?) {
+            let sec = sec.map_err(&proto)?;
+            let cid = sec.cid();
+            let Some(asked_base) = asked.get(&cid) else {
+                return Err(proto(format!("sent block {cid}, which was not asked for")));
+            };
+            let data = match sec {
+                Section::Whole(_, data) => data,
+                Section::Delta { base: b, frame, .. } => {
+                    if *asked_base != Some(b) {
+                        return Err(proto(format!(
+                            "sent block {cid} as a delta against {b}, a base not named for it"
+                        )));
+                    }
+                    let held = base(&b).ok_or_else(|| Error::Peer {
+                        peer: self.base.clone(),
+                        reason: format!("block {cid}: the base {b} is no longer held here"),
+                    })?;
+                    self.deltas.fetch_add(1, Ordering::Relaxed);
+                    // A frame that does not decode is wrong data for the block, like bytes that
+                    // do not hash to it.
+                    delta::apply(&held, &frame).map_err(|e| {
+                        tracing::warn!(peer = %self.base, %cid, base = %b, "a delta that does not decode: {e}");
+                        Error::Corrupt {
+                            peer: self.base.clone(),
+                            cid: cid.to_string(),
+                        }
+                    })?
+                }
+            };
+            if !cid.matches(&data) {
+                return Err(Error::Corrupt {
+                    peer: self.base.clone(),
+                    cid: cid.to_string(),
+                });
+            }
+            found(cid, data)?;
+        }
+        Ok(())
+    }
+
     fn batch_hint(&self) -> usize {
         match self.mode.load(Ordering::Relaxed) {
             MODE_PLAIN => 8,
@@ -319,6 +401,7 @@ impl Transport for HttpTransport {
         TransportStats {
             wire_bytes: self.wire.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
+            deltas: self.deltas.load(Ordering::Relaxed),
         }
     }
 }

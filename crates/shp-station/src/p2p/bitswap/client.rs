@@ -451,6 +451,7 @@ impl Transport for BitswapPeer {
         TransportStats {
             wire_bytes: self.engine.counters(&self.peer).bytes_in.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
+            deltas: 0,
         }
     }
 }
