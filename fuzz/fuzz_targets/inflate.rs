@@ -36,10 +36,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(got == want, "decoded data differs from zlib's");
         let mut rest = Vec::new();
         input.read_to_end(&mut rest).unwrap();
-        assert_eq!(
-            rest,
-            &data[z.total_in() as usize..],
-            "the decoder must stop where the stream ends"
-        );
+        assert_eq!(rest, &data[z.total_in() as usize..], "the decoder must stop where the stream ends");
     }
 });

@@ -10,10 +10,7 @@ use shp_station::p2p::oci::{
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(q) = decode_query(data) {
-        assert!(
-            q.digests.len() <= MAX_DIGESTS && q.tags.len() <= MAX_TAGS,
-            "a query over the limits"
-        );
+        assert!(q.digests.len() <= MAX_DIGESTS && q.tags.len() <= MAX_TAGS, "a query over the limits");
         assert!(q.tags.iter().all(|t| t.len() <= MAX_TAG_LEN), "a tag over the limit");
         assert_eq!(decode_query(&encode_query(&q)).expect("an encoded query decodes"), q);
     }

@@ -11,22 +11,11 @@ use shp_station::registry::paths::{self, Route};
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let mut lines = text.splitn(3, '\n');
-    let (path, range, query) = (
-        lines.next().unwrap_or(""),
-        lines.next().unwrap_or(""),
-        lines.next().unwrap_or(""),
-    );
-    for method in [
-        axum::http::Method::GET,
-        axum::http::Method::PUT,
-        axum::http::Method::POST,
-    ] {
+    let (path, range, query) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    for method in [axum::http::Method::GET, axum::http::Method::PUT, axum::http::Method::POST] {
         if let Ok(route) = paths::route(path, &method) {
             if let Some(repo) = route.repo() {
-                assert!(
-                    paths::check_repo(repo).is_ok(),
-                    "routed to an invalid repository {repo:?}"
-                );
+                assert!(paths::check_repo(repo).is_ok(), "routed to an invalid repository {repo:?}");
             }
             assert!(route.describe().starts_with("/v2/"));
             if let Route::Blob(_, d) | Route::Referrers(_, d) = &route {

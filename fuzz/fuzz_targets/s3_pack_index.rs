@@ -14,9 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Index::decode(data, "fuzz");
     let mut with_sum = data.to_vec();
     with_sum.extend_from_slice(&Sha256::digest(data));
-    let Ok(idx) = Index::decode(&with_sum, "fuzz") else {
-        return;
-    };
+    let Ok(idx) = Index::decode(&with_sum, "fuzz") else { return };
     assert_eq!(idx.encode(), with_sum, "an index does not encode back to its bytes");
     for e in &idx.entries {
         assert!(e.offset >= REC_HEAD as u64 && e.offset + e.stored as u64 <= idx.pack_len);
@@ -26,10 +24,7 @@ fuzz_target!(|data: &[u8]| {
         let n = (e.stored as usize).min(data.len());
         let payload = &data[data.len() - n..];
         if let Ok(block) = open_payload(e, payload, "fuzz") {
-            assert!(
-                e.cid.matches(&block),
-                "open_payload returned bytes that are not the block"
-            );
+            assert!(e.cid.matches(&block), "open_payload returned bytes that are not the block");
         }
     }
 });

@@ -41,11 +41,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // Nothing beside the root; everything under it.
-    let beside: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let beside: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(beside, ["root"], "an entry was written outside the root");
     let mut all = Vec::new();
     walk(&root, &mut all);
