@@ -128,6 +128,16 @@ fn image_in(h: &ShpHome) -> (String, Layout, String) {
 fn stations_fetch_from_each_other_over_bitswap() {
     let a = ShpHome::new();
     let (root, src, tag) = image_in(&a);
+    // Another image of the fixture as the next version of the app.
+    let tag2 = src.index()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .find(|t| *t != tag)
+        .expect("the fixture has two images")
+        .to_string();
+    let root2 = a.push(&oci_ref(&src.dir, &tag2), &["--tag", "app:v2"]);
     let sa = Station::start(&a, &[]);
 
     // B: a running station, connected by hand.
@@ -170,6 +180,17 @@ fn stations_fetch_from_each_other_over_bitswap() {
     // A second fetch moves nothing: the store has it all.
     let again = b.json(&["fetch", &root]);
     assert_eq!(num(&again, "blocks_fetched"), 0);
+
+    // The next version of the app: its changed nodes (root, manifest, config) come as deltas
+    // against app:v1's (shp's field of the sealed bitswap), checked, and it pulls back bit-exact.
+    let v2 = b.json(&["fetch", &root2, "--tag", "app:v2"]);
+    assert_eq!(v2["peers"][0]["transport"], "bitswap", "{v2}");
+    assert!(num(&v2, "blocks_delta") >= 2, "{v2}");
+    assert!(num(&v2, "blocks_delta") <= num(&v2, "blocks_fetched"), "{v2}");
+    assert_eq!(b.verify(true)["problems"].as_array().map_or(0, |p| p.len()), 0);
+    let out2 = Layout::open(b.scratch("out2"));
+    b.pull("app:v2", &oci_ref(&out2.dir, "latest"));
+    assert_same_image(&out2, &src, &tag2);
 
     // C: no station running; its own short-lived node dials the configured peers.
     let c = ShpHome::new();

@@ -57,14 +57,18 @@ impl Mirror {
         if t.hop {
             return None;
         }
-        let fetched = match crate::p2p::oci::fetch_image_blocking(&net.node, &net.rt, &self.home, want, NETWORK_WAIT) {
-            Ok(Some(f)) => f,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!("mirror: {what} from libp2p peers failed (the upstream comes next): {e}");
-                return None;
-            }
-        };
+        // The repository's image served last is the fetch's delta base (stations send the
+        // changed blocks as deltas against it).
+        let base = self.previous_version(&format!("{}/{}", self.upstream(t).host, t.repo));
+        let fetched =
+            match crate::p2p::oci::fetch_image_blocking(&net.node, &net.rt, &self.home, want, base, NETWORK_WAIT) {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!("mirror: {what} from libp2p peers failed (the upstream comes next): {e}");
+                    return None;
+                }
+            };
         let digest = format_digest(&fetched.digest);
         let name = self.ref_name(t, &digest);
         let holders = fetched
@@ -98,6 +102,7 @@ impl Mirror {
             root = %fetched.root,
             peers = %holders,
             blocks_fetched = r.blocks_fetched,
+            blocks_delta = r.blocks_delta,
             bytes_fetched = r.bytes_fetched,
             blocks_present = r.blocks_present,
             "mirrored image's DAG fetched from libp2p peers"

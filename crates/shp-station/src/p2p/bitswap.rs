@@ -344,7 +344,7 @@ impl Outbox {
                     // Small messages are always tried (cheap); a larger one that does not
                     // compress makes the next SEAL_SKIP larger ones go as they are.
                     let large = plain.len() >= SEAL_JUDGE;
-                    let try_it = !out.msg.blocks.is_empty() && (!large || skip == 0);
+                    let try_it = !(out.msg.blocks.is_empty() && out.msg.deltas.is_empty()) && (!large || skip == 0);
                     let level = match plain.len() {
                         n if n >= SEAL_PROBE => SEAL_LEVEL,
                         n if n >= SEAL_TINY => SEAL_LEVEL_SMALL,
@@ -384,7 +384,7 @@ impl Outbox {
                 counters.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
                 counters
                     .blocks_out
-                    .fetch_add(out.msg.blocks.len() as u64, Ordering::Relaxed);
+                    .fetch_add((out.msg.blocks.len() + out.msg.deltas.len()) as u64, Ordering::Relaxed);
             } else {
                 engine.client.peer_gone(&peer, "cannot send to the peer over bitswap");
                 engine.outboxes.lock().unwrap().remove(&peer);

@@ -119,6 +119,19 @@ pub fn fetch_blocking(
     urls: &[String],
     swarm: &[BitswapPeer],
 ) -> transport::Result<FetchReport> {
+    fetch_blocking_based(home, root, tag, None, urls, swarm)
+}
+
+/// [`fetch_blocking`] with a delta base ([`FetchOptions::base`]; with a `tag` and no base, the
+/// previous version of the tag's repository is taken).
+pub fn fetch_blocking_based(
+    home: &Home,
+    root: &Cid,
+    tag: Option<&str>,
+    base: Option<Cid>,
+    urls: &[String],
+    swarm: &[BitswapPeer],
+) -> transport::Result<FetchReport> {
     let http = urls
         .iter()
         .map(|u| HttpTransport::new(u))
@@ -178,6 +191,7 @@ pub fn fetch_blocking(
         } else {
             BITSWAP_WORKERS
         },
+        base,
         ..Default::default()
     };
     let mut report = transport::fetch_into_home_with(home, root, &peers, tag, opts, &hooks)?;

@@ -10,6 +10,19 @@
 //! BlockPresence 1 cid: bytes           2 type: Have=0 | DontHave=1
 //! ```
 //!
+//! shp adds two fields of its own, which other implementations skip as unknown (and never send):
+//!
+//! ```text
+//! Entry         16 base: bytes (a CID the asker holds that the wanted block resembles)
+//! Message       16 deltas: Delta*
+//! Delta         1 cid: bytes (the block's CID)   2 base: bytes (the base's CID)
+//!               3 frame: bytes (a zstd frame that decodes to the block with the base as prefix)
+//! ```
+//!
+//! A want-block naming a base may be answered with a delta instead of the block (see
+//! [`crate::transport::delta`]); the asker decodes it against its copy of the base and checks the
+//! result against the CID.
+//!
 //! Each message travels on a libp2p stream as an unsigned-varint length and that many bytes; a frame
 //! over [`MAX_MESSAGE`] is refused before it is read. The decoder is strict about structure (every
 //! length inside the frame, no groups, no truncated varints) and lenient about content, as protobuf
@@ -43,6 +56,16 @@ pub struct Entry {
     pub cancel: bool,
     pub want_type: WantType,
     pub send_dont_have: bool,
+    /// shp: the binary CID of a block the asker holds that the wanted one resembles (empty: none).
+    pub base: Vec<u8>,
+}
+
+/// shp: a block sent as a zstd frame against a base the asker named.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delta {
+    pub cid: Vec<u8>,
+    pub base: Vec<u8>,
+    pub frame: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -69,6 +92,8 @@ pub struct Message {
     pub legacy_blocks: Vec<Vec<u8>>,
     pub presences: Vec<(Vec<u8>, Presence)>,
     pub pending_bytes: i32,
+    /// shp: blocks as deltas against bases the asker named.
+    pub deltas: Vec<Delta>,
 }
 
 /// Why bytes are not a bitswap message.
@@ -78,7 +103,11 @@ pub struct DecodeError(pub String);
 
 impl Message {
     pub fn is_empty(&self) -> bool {
-        self.wantlist.is_empty() && self.blocks.is_empty() && self.presences.is_empty() && !self.full
+        self.wantlist.is_empty()
+            && self.blocks.is_empty()
+            && self.presences.is_empty()
+            && self.deltas.is_empty()
+            && !self.full
     }
 
     /// The protobuf bytes.
@@ -100,6 +129,9 @@ impl Message {
                 }
                 if e.send_dont_have {
                     put_varint_field(&mut eb, 5, 1);
+                }
+                if !e.base.is_empty() {
+                    put_bytes(&mut eb, 16, &e.base);
                 }
                 put_bytes(&mut wl, 1, &eb);
             }
@@ -127,6 +159,13 @@ impl Message {
         }
         if self.pending_bytes != 0 {
             put_varint_field(&mut out, 5, self.pending_bytes as i64 as u64);
+        }
+        for d in &self.deltas {
+            let mut db = Vec::with_capacity(d.cid.len() + d.base.len() + d.frame.len() + 12);
+            put_bytes(&mut db, 1, &d.cid);
+            put_bytes(&mut db, 2, &d.base);
+            put_bytes(&mut db, 3, &d.frame);
+            put_bytes(&mut out, 16, &db);
         }
         out
     }
@@ -176,7 +215,20 @@ impl Message {
                     m.presences.push((cid, kind));
                 }
                 (5, Value::Varint(v)) => m.pending_bytes = v as i32,
-                (1..=5, _) => return Err(DecodeError("message field of the wrong type".into())),
+                (16, Value::Bytes(db)) => {
+                    let mut d = Delta::default();
+                    for f in Fields::new(db) {
+                        match f? {
+                            (1, Value::Bytes(c)) => d.cid = c.to_vec(),
+                            (2, Value::Bytes(c)) => d.base = c.to_vec(),
+                            (3, Value::Bytes(c)) => d.frame = c.to_vec(),
+                            (1..=3, _) => return Err(DecodeError("delta field of the wrong type".into())),
+                            _ => {}
+                        }
+                    }
+                    m.deltas.push(d);
+                }
+                (1..=5 | 16, _) => return Err(DecodeError("message field of the wrong type".into())),
                 _ => {}
             }
         }
@@ -195,7 +247,8 @@ fn decode_entry(b: &[u8]) -> Result<Entry, DecodeError> {
             (4, Value::Varint(1)) => e.want_type = WantType::Have,
             (4, Value::Varint(v)) => return Err(DecodeError(format!("unknown want type {v}"))),
             (5, Value::Varint(v)) => e.send_dont_have = v != 0,
-            (1..=5, _) => return Err(DecodeError("wantlist entry field of the wrong type".into())),
+            (16, Value::Bytes(c)) => e.base = c.to_vec(),
+            (1..=5 | 16, _) => return Err(DecodeError("wantlist entry field of the wrong type".into())),
             _ => {}
         }
     }
@@ -448,13 +501,15 @@ mod tests {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..40),
         )
-            .prop_map(|(cid, priority, cancel, have, send_dont_have)| Entry {
+            .prop_map(|(cid, priority, cancel, have, send_dont_have, base)| Entry {
                 cid,
                 priority,
                 cancel,
                 want_type: if have { WantType::Have } else { WantType::Block },
                 send_dont_have,
+                base,
             })
     }
 
@@ -471,8 +526,16 @@ mod tests {
             ),
             proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..40), any::<bool>()), 0..6),
             any::<i32>(),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    proptest::collection::vec(any::<u8>(), 0..100),
+                ),
+                0..3,
+            ),
         )
-            .prop_map(|(wantlist, full, blocks, presences, pending_bytes)| Message {
+            .prop_map(|(wantlist, full, blocks, presences, pending_bytes, deltas)| Message {
                 wantlist,
                 full,
                 blocks: blocks
@@ -485,6 +548,10 @@ mod tests {
                     .map(|(c, d)| (c, if d { Presence::DontHave } else { Presence::Have }))
                     .collect(),
                 pending_bytes,
+                deltas: deltas
+                    .into_iter()
+                    .map(|(cid, base, frame)| Delta { cid, base, frame })
+                    .collect(),
             })
     }
 
@@ -564,6 +631,7 @@ mod tests {
                 cancel: false,
                 want_type: WantType::Have,
                 send_dont_have: true,
+                base: Vec::new(),
             }],
             ..Default::default()
         };

@@ -406,13 +406,15 @@ pub struct Fetched {
 
 /// Finds the peers that hold the image `want` names (connected peers; for a digest, then DHT
 /// providers) and fetches its DAG from them over bitswap into `home`, pinned (the caller names it
-/// once it has checked the image). `Ok(None)`: no peer holds it. Blocking: call it from a
-/// blocking thread; `rt` is the node's runtime.
+/// once it has checked the image). `Ok(None)`: no peer holds it. `base`: a previous version held
+/// here, the fetch's delta base. Blocking: call it from a blocking thread; `rt` is the node's
+/// runtime.
 pub fn fetch_image_blocking(
     node: &Node,
     rt: &tokio::runtime::Handle,
     home: &Home,
     want: &Want,
+    base: Option<Cid>,
     wait: Duration,
 ) -> Result<Option<Fetched>, String> {
     let found = rt.block_on(node.image_holders(want, wait)).map_err(|e| e.to_string())?;
@@ -434,7 +436,7 @@ pub fn fetch_image_blocking(
     if swarm.is_empty() {
         return Err(format!("the peers holding {root} went away"));
     }
-    let report = super::fetch::fetch_blocking(home, &root, None, &[], &swarm).map_err(|e| e.to_string())?;
+    let report = super::fetch::fetch_blocking_based(home, &root, None, base, &[], &swarm).map_err(|e| e.to_string())?;
     Ok(Some(Fetched {
         root,
         digest,

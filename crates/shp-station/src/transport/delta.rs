@@ -83,7 +83,7 @@ pub fn parse_request(body: &[u8], max: usize) -> Result<Vec<Want>, String> {
     Ok(out)
 }
 
-/// `data` as a zstd frame against `base`; `None` when that is not smaller than `data` alone
+/// `data` as a zstd frame against `base`; `None` when that is not clearly smaller than `data` alone
 /// compressed the same way (then the block goes whole and the body's compression takes it).
 pub fn compress_against(base: &[u8], data: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let frame = |prefix: Option<&[u8]>| -> io::Result<Vec<u8>> {
@@ -96,6 +96,14 @@ pub fn compress_against(base: &[u8], data: &[u8]) -> io::Result<Option<Vec<u8>>>
         cx.set_parameter(zstd_safe::CParameter::ContentSizeFlag(true))
             .map_err(zerr)?;
         if let Some(p) = prefix {
+            // Long-distance matching finds the base's long runs that the level's own match finder
+            // misses (an appended line to 100 kB: 32 bytes instead of 439), within a window that
+            // covers the base and the block (at most 2^22, what `apply` accepts).
+            let need = (p.len() + data.len()).max(1 << 10).next_power_of_two().trailing_zeros();
+            cx.set_parameter(zstd_safe::CParameter::WindowLog(need.min(22)))
+                .map_err(zerr)?;
+            cx.set_parameter(zstd_safe::CParameter::EnableLongDistanceMatching(true))
+                .map_err(zerr)?;
             cx.ref_prefix(p).map_err(zerr)?;
         }
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
@@ -107,8 +115,9 @@ pub fn compress_against(base: &[u8], data: &[u8]) -> io::Result<Option<Vec<u8>>>
     if delta.len() * 4 <= data.len() {
         return Ok(Some(delta));
     }
+    // Else only a clear gain is worth the receiver's work (reading the base, decoding).
     let plain = frame(None)?;
-    Ok((delta.len() < plain.len()).then_some(delta))
+    Ok((delta.len() + delta.len() / 16 < plain.len()).then_some(delta))
 }
 
 /// Decodes a delta frame against `base`; the result is at most [`MAX_BLOCK`] bytes. The caller

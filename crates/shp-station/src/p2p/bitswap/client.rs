@@ -37,6 +37,8 @@ pub const MIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) enum Answer {
     Block(Cid, Vec<u8>),
+    /// A block as a zstd frame against a base (shp's delta field), decoded by the waiter.
+    Delta(Cid, Cid, Vec<u8>),
     DontHave(Cid),
     Gone(String),
 }
@@ -168,6 +170,29 @@ impl Client {
                     }
                 }
             }
+            for d in msg.deltas.iter_mut() {
+                let (Ok(cid), Ok(base)) = (Cid::from_bytes(&d.cid), Cid::from_bytes(&d.base)) else {
+                    strikes.push("a delta whose CID or base is not a CID shp stores".into());
+                    continue;
+                };
+                counters.blocks_in.fetch_add(1, Ordering::Relaxed);
+                match g.waiters.remove(&cid) {
+                    Some(ws) => {
+                        for w in ws {
+                            if let Some((_, tx)) = g.sessions.get(&w.session) {
+                                let _ = tx.send(Answer::Delta(cid, base, d.frame.clone()));
+                            }
+                        }
+                    }
+                    None => {
+                        let n = g.unsolicited.entry(*peer).or_default();
+                        *n += 1;
+                        if n.is_multiple_of(UNSOLICITED_PER_STRIKE) {
+                            strikes.push(format!("{n} blocks nobody asked for"));
+                        }
+                    }
+                }
+            }
             for (raw, p) in &msg.presences {
                 let Ok(cid) = Cid::from_bytes(raw) else { continue };
                 if let Some(tx) = g.probes.remove(&(*peer, cid)) {
@@ -285,6 +310,7 @@ pub struct BitswapPeer {
     engine: Arc<Engine>,
     peer: PeerId,
     requests: AtomicU64,
+    deltas: AtomicU64,
     /// Overrides the latency-derived silence timeout (tests).
     pub timeout: Option<Duration>,
 }
@@ -295,6 +321,7 @@ impl BitswapPeer {
             engine,
             peer,
             requests: AtomicU64::new(0),
+            deltas: AtomicU64::new(0),
             timeout: None,
         }
     }
@@ -317,20 +344,29 @@ impl BitswapPeer {
         self.engine.client.rtt(&self.peer)
     }
 
-    fn want(&self, cids: impl Iterator<Item = Cid>, cancel: bool) -> Result<()> {
-        self.ask(cids, WantType::Block, cancel)
+    /// Want-blocks for `cids`, each naming its base when `bases` has one (or cancels).
+    fn want(&self, cids: impl Iterator<Item = Cid>, bases: &HashMap<Cid, Cid>, cancel: bool) -> Result<()> {
+        self.ask_based(cids.map(|c| (c, bases.get(&c).copied())), WantType::Block, cancel)
     }
 
     /// Sends one wantlist update: `want` entries for `cids` (with send-dont-have), or cancels.
     fn ask(&self, cids: impl Iterator<Item = Cid>, want: WantType, cancel: bool) -> Result<()> {
+        self.ask_based(cids.map(|c| (c, None)), want, cancel)
+    }
+
+    fn ask_based(&self, cids: impl Iterator<Item = (Cid, Option<Cid>)>, want: WantType, cancel: bool) -> Result<()> {
         let msg = Message {
             wantlist: cids
-                .map(|c| Entry {
+                .map(|(c, base)| Entry {
                     cid: c.to_bytes().to_vec(),
                     priority: 1,
                     cancel,
                     want_type: want,
                     send_dont_have: !cancel,
+                    base: base
+                        .filter(|_| !cancel)
+                        .map(|b| b.to_bytes().to_vec())
+                        .unwrap_or_default(),
                 })
                 .collect(),
             ..Default::default()
@@ -372,6 +408,51 @@ impl Transport for BitswapPeer {
     }
 
     fn get_blocks(&self, cids: &[Cid], found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>) -> Result<()> {
+        self.fetch_batch(cids, &HashMap::new(), &|_| None, found)
+    }
+
+    fn get_blocks_based(
+        &self,
+        wants: &[crate::transport::delta::Want],
+        base: &dyn Fn(&Cid) -> Option<Vec<u8>>,
+        found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
+        let bases: HashMap<Cid, Cid> = wants.iter().filter_map(|w| w.base.map(|b| (w.cid, b))).collect();
+        self.fetch_batch(&cids, &bases, base, found)
+    }
+
+    fn batch_hint(&self) -> usize {
+        64
+    }
+
+    fn get_car(&self, root: &Cid, _scope: DagScope) -> Result<Box<dyn std::io::Read + Send>> {
+        Err(Error::Peer {
+            peer: self.name(),
+            reason: format!("bitswap has no CAR requests (asked for {root})"),
+        })
+    }
+
+    fn stats(&self) -> TransportStats {
+        TransportStats {
+            wire_bytes: self.engine.counters(&self.peer).bytes_in.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            deltas: self.deltas.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl BitswapPeer {
+    /// One batch of want-blocks (naming `bases` where given), waiting for each block, delta or
+    /// DONT_HAVE. A delta is decoded against `base_of`'s bytes and checked against its CID; one
+    /// that does not decode to its block is wrong data ([`Error::Corrupt`]).
+    fn fetch_batch(
+        &self,
+        cids: &[Cid],
+        bases: &HashMap<Cid, Cid>,
+        base_of: &dyn Fn(&Cid) -> Option<Vec<u8>>,
+        found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
         let client = &self.engine.client;
         let (tx, rx) = mpsc::channel();
         let mut remaining: HashSet<Cid> = cids.iter().copied().collect();
@@ -384,13 +465,43 @@ impl Transport for BitswapPeer {
         let mut last_ask = Instant::now();
         let mut resends = 0;
         let res = (|| {
-            self.want(cids.iter().copied(), false)?;
+            self.want(cids.iter().copied(), bases, false)?;
             while !remaining.is_empty() {
                 match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(Answer::Block(cid, data)) => {
                         if remaining.remove(&cid) {
                             found(cid, data)?;
                         }
+                    }
+                    Ok(Answer::Delta(cid, base, frame)) => {
+                        if !remaining.contains(&cid) {
+                            continue;
+                        }
+                        let corrupt = |why: String| {
+                            tracing::warn!(peer = %self.peer, %cid, %base, "bitswap: a wrong delta: {why}");
+                            Error::Corrupt {
+                                peer: self.name(),
+                                cid: cid.to_string(),
+                            }
+                        };
+                        // Another fetch of the same block may have named another base: any base
+                        // held here will do, as the result is checked against the CID.
+                        let Some(held) = base_of(&base) else {
+                            if bases.get(&cid) == Some(&base) {
+                                return Err(Error::Peer {
+                                    peer: self.name(),
+                                    reason: format!("block {cid}: the base {base} is no longer held here"),
+                                });
+                            }
+                            continue;
+                        };
+                        let data = crate::transport::delta::apply(&held, &frame).map_err(corrupt)?;
+                        if !cid.matches(&data) {
+                            return Err(corrupt("decodes to bytes that do not hash to the CID".into()));
+                        }
+                        remaining.remove(&cid);
+                        self.deltas.fetch_add(1, Ordering::Relaxed);
+                        found(cid, data)?;
                     }
                     Ok(Answer::DontHave(cid)) => {
                         remaining.remove(&cid);
@@ -410,7 +521,7 @@ impl Transport for BitswapPeer {
                         if quiet >= resend_after && resends < MAX_RESENDS {
                             resends += 1;
                             last_ask = Instant::now();
-                            self.want(remaining.iter().copied(), false)?;
+                            self.want(remaining.iter().copied(), bases, false)?;
                         }
                         if client.silent_for(&self.peer).min(sent_at.elapsed()) >= timeout {
                             return Err(Error::Peer {
@@ -431,27 +542,8 @@ impl Transport for BitswapPeer {
         })();
         client.unregister(session, &remaining);
         if res.is_err() && !remaining.is_empty() {
-            let _ = self.want(remaining.iter().copied(), true);
+            let _ = self.want(remaining.iter().copied(), bases, true);
         }
         res
-    }
-
-    fn batch_hint(&self) -> usize {
-        64
-    }
-
-    fn get_car(&self, root: &Cid, _scope: DagScope) -> Result<Box<dyn std::io::Read + Send>> {
-        Err(Error::Peer {
-            peer: self.name(),
-            reason: format!("bitswap has no CAR requests (asked for {root})"),
-        })
-    }
-
-    fn stats(&self) -> TransportStats {
-        TransportStats {
-            wire_bytes: self.engine.counters(&self.peer).bytes_in.load(Ordering::Relaxed),
-            requests: self.requests.load(Ordering::Relaxed),
-            deltas: 0,
-        }
     }
 }

@@ -4,6 +4,8 @@
 //! task that works through it a batch at a time: want-have → HAVE (or the block itself when it is
 //! at most [`INLINE_MAX`] bytes, as boxo does) or DONT_HAVE when asked for; want-block → the block,
 //! or DONT_HAVE when asked for; cancel removes an entry; a `full` wantlist replaces the ledger.
+//! A want-block that names a base this store holds (shp's `base` field) is answered with a delta
+//! against it when that is smaller ([`crate::transport::delta::compress_against`]).
 //!
 //! Fairness and bounds: a batch holds at most [`BATCH_BYTES`] of blocks; store reads take a permit
 //! from one semaphore shared by every peer (tokio's semaphore is FIFO, so peers take turns), and a
@@ -13,7 +15,7 @@
 
 use super::{Engine, Outgoing};
 use crate::p2p::inflight::Inflight;
-use crate::p2p::message::{self, Block, Entry, Message, Presence, WantType};
+use crate::p2p::message::{self, Block, Delta, Entry, Message, Presence, WantType};
 use libp2p::PeerId;
 use shp_core::cid::Cid;
 use shp_core::store::Blockstore;
@@ -37,6 +39,8 @@ pub const BATCH_BUDGET_KIB: u32 = 2 * 1024 + 64;
 struct Want {
     kind: WantType,
     send_dont_have: bool,
+    /// A block the asker holds that the wanted one resembles.
+    base: Option<Cid>,
 }
 
 #[derive(Default)]
@@ -110,11 +114,15 @@ impl Server {
             let want = Want {
                 kind: e.want_type,
                 send_dont_have: e.send_dont_have,
+                base: Cid::from_bytes(&e.base).ok(),
             };
             if let Some((_, w)) = l.wants.get_mut(&e.cid) {
                 // A want-block supersedes a want-have for the same CID.
                 if want.kind == WantType::Block {
                     w.kind = WantType::Block;
+                }
+                if want.base.is_some() {
+                    w.base = want.base;
                 }
                 w.send_dont_have |= want.send_dont_have;
                 continue;
@@ -271,8 +279,27 @@ fn answer(
                 .get(&cid)
                 .or_else(|| store.has(&cid).unwrap_or(false).then(read).flatten())
         };
-        match got {
-            Some(data) => {
+        // A base this store holds: a delta when it is smaller.
+        let delta = match (&got, w.base.filter(|b| *b != cid && w.kind == WantType::Block)) {
+            (Some(data), Some(b)) if store.has(&b).unwrap_or(false) => match store.get(&b) {
+                Ok(base) => crate::transport::delta::compress_against(&base, data)
+                    .ok()
+                    .flatten()
+                    .map(|f| (b, f)),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        match (got, delta) {
+            (Some(_), Some((b, frame))) => {
+                bytes += frame.len();
+                msg.deltas.push(Delta {
+                    cid: raw,
+                    base: b.to_bytes().to_vec(),
+                    frame,
+                });
+            }
+            (Some(data), None) => {
                 bytes += data.len();
                 msg.blocks.push(Block {
                     prefix: message::prefix_of(&cid),
@@ -280,7 +307,7 @@ fn answer(
                 });
             }
             // A block that fails verification is never sent.
-            None => dont_have(&mut msg),
+            (None, _) => dont_have(&mut msg),
         }
         if bytes >= BATCH_BYTES {
             break;
