@@ -517,21 +517,18 @@ fn a_mirror_peer_moves_only_the_blocks_the_station_lacks() {
             .nth(fetched.len())
             .unwrap_or_else(|| panic!("{log}"))
             .to_string();
-        let n: u64 = line
-            .split("bytes_fetched=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
+        let field = |k: &str| -> u64 {
+            line.split(&format!("{k}="))
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {line}"))
+        };
+        let n = field("bytes_fetched");
         let total: u64 = fx.reachable(&fx.ref_desc(t)).values().sum();
         // The second image is an update of the first one's repository: its changed nodes come as
         // deltas against the first's (the peer holds both).
-        let deltas: u64 = line
-            .split("blocks_delta=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
+        let deltas = field("blocks_delta");
         assert_eq!(deltas > 0, !fetched.is_empty(), "{line}");
         fetched.push((n, total));
     }

@@ -345,8 +345,7 @@ pub trait Transport: Send + Sync {
         found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let _ = base;
-        let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
-        self.get_blocks(&cids, found)
+        self.get_blocks(&delta::cids(wants), found)
     }
 
     /// Whether every block this transport hands over is, by construction, the block of the CID it

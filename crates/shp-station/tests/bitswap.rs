@@ -14,6 +14,7 @@ use shp_station::p2p::bitswap::server::MAX_WANTS;
 use shp_station::p2p::message::{self, block_cid, Entry, Message, Presence, WantType};
 use shp_station::p2p::P2pConfig;
 use shp_station::server::{Config, Running, Station};
+use shp_station::transport::delta;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -456,7 +457,7 @@ fn a_want_naming_a_base_is_answered_with_a_delta() {
             frame.len(),
             old.len()
         );
-        assert_eq!(shp_station::transport::delta::apply(&old, &frame).unwrap(), new);
+        assert_eq!(delta::apply(&old, &frame).unwrap(), new);
 
         // A base it lacks, and a base that does not help: whole blocks. A want-have: HAVE.
         let lacking = Cid::hash(RAW, b"not held");
@@ -539,6 +540,30 @@ async fn serve_from(
     named
 }
 
+/// Connects a raw peer serving `a` (see [`serve_from`]) to the station at `addr`, makes the station
+/// run `req` through its control socket, and serves until that ends: the bases named, the answer.
+async fn fetch_served_by(
+    addr: &str,
+    home: &std::path::Path,
+    req: &serde_json::Value,
+    a: &Home,
+    delta: impl Fn(&Cid, &Cid) -> Option<Vec<u8>>,
+) -> (
+    Vec<(Cid, Cid)>,
+    Result<serde_json::Value, shp_station::control::ControlError>,
+) {
+    let mut p = RawPeer::connect(addr).await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (home, req) = (home.to_path_buf(), req.clone());
+    let job = tokio::task::spawn_blocking(move || shp_station::control::request(&home, &req));
+    let waiting = async {
+        let r = job.await.unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    tokio::join!(serve_from(&mut p, a, delta, &done), waiting)
+}
+
 #[test]
 fn a_fetch_names_bases_takes_deltas_and_drops_a_peer_whose_delta_is_wrong() {
     // The station (B) holds app:v1 and fetches app:v2 from a peer we control: its want-blocks name
@@ -573,67 +598,27 @@ fn a_fetch_names_bases_takes_deltas_and_drops_a_peer_whose_delta_is_wrong() {
         .collect();
     assert!(new.len() >= 4, "{new:?}");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let fetch = |b_dir: std::path::PathBuf| {
-        std::thread::spawn(move || {
-            shp_station::control::request(
-                &b_dir,
-                &serde_json::json!({"op": "fetch", "cid": v2.to_string(), "tag": "app:v2"}),
-            )
-        })
-    };
+    let req = serde_json::json!({"op": "fetch", "cid": v2.to_string(), "tag": "app:v2"});
     // A liar: every delta decodes (it is a real frame) to bytes that are not the block.
-    rt.block_on(async {
-        let mut p = RawPeer::connect(&addr).await;
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let job = fetch(b_dir.clone());
-        let serving = serve_from(
-            &mut p,
-            &a,
-            |cid, base| {
-                let mut wrong = a.store().get(cid).ok()?;
-                wrong[0] ^= 1;
-                shp_station::transport::delta::compress_against(&a.store().get(base).ok()?, &wrong).unwrap()
-            },
-            &done,
-        );
-        let waiting = async {
-            let r = tokio::task::spawn_blocking(move || job.join().unwrap()).await.unwrap();
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            r
-        };
-        let (named, r) = tokio::join!(serving, waiting);
-        let err = r.expect_err("a fetch from a liar alone fails").to_string();
-        assert!(err.contains("wrong data"), "{err}");
-        assert!(
-            named.iter().any(|(c, base)| *c == v2 && *base == v1),
-            "the root's base is v1's root: {named:?}"
-        );
-    });
+    let (named, r) = rt.block_on(fetch_served_by(&addr, &b_dir, &req, &a, |cid, base| {
+        let mut wrong = a.store().get(cid).ok()?;
+        wrong[0] ^= 1;
+        delta::compress_against(&a.store().get(base).ok()?, &wrong).unwrap()
+    }));
+    let err = r.expect_err("a fetch from a liar alone fails").to_string();
+    assert!(err.contains("wrong data"), "{err}");
+    assert!(
+        named.iter().any(|(c, base)| *c == v2 && *base == v1),
+        "the root's base is v1's root: {named:?}"
+    );
     assert!(new.iter().all(|c| !b.store().has(c).unwrap()), "nothing of v2 stored");
     // An honest peer: deltas where they pay, blocks elsewhere; v2 is stored and reads back.
-    rt.block_on(async {
-        let mut p = RawPeer::connect(&addr).await;
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let job = fetch(b_dir.clone());
-        let serving = serve_from(
-            &mut p,
-            &a,
-            |cid, base| {
-                shp_station::transport::delta::compress_against(&a.store().get(base).ok()?, &a.store().get(cid).ok()?)
-                    .unwrap()
-            },
-            &done,
-        );
-        let waiting = async {
-            let r = tokio::task::spawn_blocking(move || job.join().unwrap()).await.unwrap();
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            r
-        };
-        let (named, r) = tokio::join!(serving, waiting);
-        let rep = r.expect("the fetch from an honest peer works");
-        assert!(rep["blocks_delta"].as_u64().unwrap() >= 3, "{rep}");
-        assert!(named.len() >= 3, "{named:?}");
-    });
+    let (named, r) = rt.block_on(fetch_served_by(&addr, &b_dir, &req, &a, |cid, base| {
+        delta::compress_against(&a.store().get(base).ok()?, &a.store().get(cid).ok()?).unwrap()
+    }));
+    let rep = r.expect("the fetch from an honest peer works");
+    assert!(rep["blocks_delta"].as_u64().unwrap() >= 3, "{rep}");
+    assert!(named.len() >= 3, "{named:?}");
     drop(rt);
     assert_eq!(b.resolve("app:v2").unwrap(), v2);
     assert!(b.verify(true).unwrap().problems.is_empty());

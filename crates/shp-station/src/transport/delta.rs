@@ -42,6 +42,11 @@ pub struct Want {
     pub base: Option<Cid>,
 }
 
+/// The CIDs wanted, in order (for a transport that sends no bases).
+pub fn cids(wants: &[Want]) -> Vec<Cid> {
+    wants.iter().map(|w| w.cid).collect()
+}
+
 /// The request body: `CID` or `CID BASE` per line.
 pub fn encode_request(wants: &[Want]) -> String {
     let mut s = String::with_capacity(wants.len() * 122);

@@ -308,8 +308,7 @@ impl Transport for HttpTransport {
         found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         if wants.iter().all(|w| w.base.is_none()) || self.delta_mode.load(Ordering::Relaxed) == MODE_PLAIN {
-            let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
-            return self.get_blocks(&cids, found);
+            return self.get_blocks(&delta::cids(wants), found);
         }
         let resp = self.send(
             self.client
@@ -324,8 +323,7 @@ impl Transport for HttpTransport {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
         ) {
             self.delta_mode.store(MODE_PLAIN, Ordering::Relaxed);
-            let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
-            return self.get_blocks(&cids, found);
+            return self.get_blocks(&delta::cids(wants), found);
         }
         let resp = self.check(resp, None)?;
         self.delta_mode.store(MODE_SHP, Ordering::Relaxed);

@@ -417,7 +417,7 @@ impl Transport for BitswapPeer {
         base: &dyn Fn(&Cid) -> Option<Vec<u8>>,
         found: &mut dyn FnMut(Cid, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
-        let cids: Vec<Cid> = wants.iter().map(|w| w.cid).collect();
+        let cids = crate::transport::delta::cids(wants);
         let bases: HashMap<Cid, Cid> = wants.iter().filter_map(|w| w.base.map(|b| (w.cid, b))).collect();
         self.fetch_batch(&cids, &bases, base, found)
     }
