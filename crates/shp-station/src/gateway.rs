@@ -691,16 +691,11 @@ async fn deltas(State(st): State<GatewayState>, headers: HeaderMap, body: Bytes)
                 Err(CoreError::BlockNotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            // A base this store lacks (or cannot read) only means the block goes whole.
-            let frame = match want.base.filter(|b| *b != want.cid).map(|b| store.get(&b)) {
-                Some(Ok(base)) => delta::compress_against(&base, &data)?,
-                _ => None,
-            };
-            match (frame, want.base) {
-                (Some(frame), Some(base)) => {
+            match delta::against_held(store, &want.cid, &data, want.base)? {
+                Some((base, frame)) => {
                     delta::write_section(w, &want.cid, delta::Payload::Delta { base, frame: &frame })?
                 }
-                _ => delta::write_section(w, &want.cid, delta::Payload::Whole(&data))?,
+                None => delta::write_section(w, &want.cid, delta::Payload::Whole(&data))?,
             }
         }
         Ok(())

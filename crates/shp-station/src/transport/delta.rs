@@ -125,8 +125,36 @@ pub fn compress_against(base: &[u8], data: &[u8]) -> io::Result<Option<Vec<u8>>>
     Ok((delta.len() + delta.len() / 16 < plain.len()).then_some(delta))
 }
 
+/// The sender's side: `data` (the block `cid`) as a frame against `base` when one is named, differs
+/// from the block, is in `store` and helps ([`compress_against`]); `None` means send it whole.
+pub fn against_held(
+    store: &dyn shp_core::store::Blockstore,
+    cid: &Cid,
+    data: &[u8],
+    base: Option<Cid>,
+) -> io::Result<Option<(Cid, Vec<u8>)>> {
+    let Some(b) = base.filter(|b| b != cid) else {
+        return Ok(None);
+    };
+    // A base this store lacks (or cannot read) only means the block goes whole.
+    let Ok(held) = store.get(&b) else {
+        return Ok(None);
+    };
+    Ok(compress_against(&held, data)?.map(|f| (b, f)))
+}
+
+/// The receiver's side: the block `cid` from a frame against `base` (the base's bytes), checked
+/// against the CID. An error says why the frame is wrong data for the block.
+pub fn decode(cid: &Cid, base: &[u8], frame: &[u8]) -> Result<Vec<u8>, String> {
+    let data = apply(base, frame)?;
+    if !cid.matches(&data) {
+        return Err("it decodes to bytes that do not hash to the CID".into());
+    }
+    Ok(data)
+}
+
 /// Decodes a delta frame against `base`; the result is at most [`MAX_BLOCK`] bytes. The caller
-/// checks it against the wanted CID.
+/// checks it against the wanted CID ([`decode`] does both).
 pub fn apply(base: &[u8], frame: &[u8]) -> Result<Vec<u8>, String> {
     let size = match zstd_safe::get_frame_content_size(frame) {
         Ok(Some(n)) => n,

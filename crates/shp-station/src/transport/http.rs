@@ -338,8 +338,13 @@ impl Transport for HttpTransport {
             let Some(asked_base) = asked.get(&cid) else {
                 return Err(proto(format!("sent block {cid}, which was not asked for")));
             };
+            let corrupt = || Error::Corrupt {
+                peer: self.base.clone(),
+                cid: cid.to_string(),
+            };
             let data = match sec {
-                Section::Whole(_, data) => data,
+                Section::Whole(_, data) if cid.matches(&data) => data,
+                Section::Whole(..) => return Err(corrupt()),
                 Section::Delta { base: b, frame, .. } => {
                     if *asked_base != Some(b) {
                         return Err(proto(format!(
@@ -351,23 +356,14 @@ impl Transport for HttpTransport {
                         reason: format!("block {cid}: the base {b} is no longer held here"),
                     })?;
                     self.deltas.fetch_add(1, Ordering::Relaxed);
-                    // A frame that does not decode is wrong data for the block, like bytes that
-                    // do not hash to it.
-                    delta::apply(&held, &frame).map_err(|e| {
-                        tracing::warn!(peer = %self.base, %cid, base = %b, "a delta that does not decode: {e}");
-                        Error::Corrupt {
-                            peer: self.base.clone(),
-                            cid: cid.to_string(),
-                        }
+                    // A frame that does not decode to the block is wrong data, like bytes that do
+                    // not hash to it.
+                    delta::decode(&cid, &held, &frame).map_err(|e| {
+                        tracing::warn!(peer = %self.base, %cid, base = %b, "a wrong delta: {e}");
+                        corrupt()
                     })?
                 }
             };
-            if !cid.matches(&data) {
-                return Err(Error::Corrupt {
-                    peer: self.base.clone(),
-                    cid: cid.to_string(),
-                });
-            }
             found(cid, data)?;
         }
         Ok(())

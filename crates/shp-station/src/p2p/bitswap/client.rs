@@ -495,10 +495,7 @@ impl BitswapPeer {
                             }
                             continue;
                         };
-                        let data = crate::transport::delta::apply(&held, &frame).map_err(corrupt)?;
-                        if !cid.matches(&data) {
-                            return Err(corrupt("decodes to bytes that do not hash to the CID".into()));
-                        }
+                        let data = crate::transport::delta::decode(&cid, &held, &frame).map_err(corrupt)?;
                         remaining.remove(&cid);
                         self.deltas.fetch_add(1, Ordering::Relaxed);
                         found(cid, data)?;

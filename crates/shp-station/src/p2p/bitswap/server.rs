@@ -280,14 +280,10 @@ fn answer(
                 .or_else(|| store.has(&cid).unwrap_or(false).then(read).flatten())
         };
         // A base this store holds: a delta when it is smaller.
-        let delta = match (&got, w.base.filter(|b| *b != cid && w.kind == WantType::Block)) {
-            (Some(data), Some(b)) if store.has(&b).unwrap_or(false) => match store.get(&b) {
-                Ok(base) => crate::transport::delta::compress_against(&base, data)
-                    .ok()
-                    .flatten()
-                    .map(|f| (b, f)),
-                Err(_) => None,
-            },
+        let delta = match &got {
+            Some(data) if w.kind == WantType::Block => crate::transport::delta::against_held(store, &cid, data, w.base)
+                .ok()
+                .flatten(),
             _ => None,
         };
         match (got, delta) {
