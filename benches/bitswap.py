@@ -9,7 +9,8 @@ One file of MB random megabytes (incompressible, so neither side gains from dedu
 - Kubo 0.22 (PyPI kubo-python, via tests/interop/kubo/kubo_peer.py): Kubo A `add`s the file, Kubo B
   connects and `pin`s the root — the whole UnixFS DAG over bitswap.
 Both on 127.0.0.1 with every process started and stopped here. Each run uses fresh receiving homes
-or repos; runs are interleaved. Prints each run, the medians, MB/s and the ratio shp/Kubo throughput.
+or repos, removed (and the removal synced) before the next run; runs are interleaved. The work
+directory is made under TMPDIR: TMPDIR=/dev/shm takes the disk out of both sides' figures. Prints each run, the medians, MB/s and the ratio shp/Kubo throughput.
 Run by hand, not in CI: quote the ratio, not the seconds. Needs umoci, python3, kubo-python and a
 release build of shp (built if missing; SHP=path overrides).
 """
@@ -122,6 +123,11 @@ def main():
             kb.ask(f"pin {kroot}")
             kubo_t.append(time.monotonic() - t)
             kb.stop()
+            # Each run starts from the same state: the receivers' data removed and written back, so
+            # no run pays for an earlier one's write-back or for memory the earlier ones hold.
+            shutil.rmtree(home_b, ignore_errors=True)
+            shutil.rmtree(os.path.join(work, f"kubo-b{i}"), ignore_errors=True)
+            os.sync()
             print(f"run {i + 1}: shp {shp_t[-1]:.2f} s, kubo {kubo_t[-1]:.2f} s", flush=True)
         s, k = statistics.median(shp_t), statistics.median(kubo_t)
         mb = a.mb * (1 << 20) / 1e6

@@ -22,6 +22,7 @@ pub mod inflight;
 pub mod message;
 pub mod netkey;
 pub mod oci;
+pub mod tls;
 
 pub use bitswap::BitswapPeer;
 pub use netkey::NetKey;

@@ -1,6 +1,7 @@
 //! The libp2p host: transport, behaviours, and the task that owns the swarm.
 //!
-//! Transport: TCP (nodelay) → pnet (only with a network key) → multistream → noise → yamux; beside
+//! Transport: TCP (nodelay) → pnet (only with a network key) → multistream → TLS 1.3 or noise
+//! ([`super::tls`]: TLS first, with AES-GCM where the CPU has AES) → yamux; beside
 //! it QUIC (v1) when there is no network key (pnet is TCP only, as in Kubo); DNS names
 //! (`/dns4`, `/dnsaddr`, as the public bootstrap peers use) resolved by the system resolver.
 //! Behaviours: identify (`/ipfs/id/1.0.0`, protocol version `ipfs/0.1.0` as Kubo says), ping
@@ -17,7 +18,7 @@ use libp2p::core::{muxing::StreamMuxerBox, transport::Boxed, Transport as _};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{behaviour::toggle::Toggle, ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity::Keypair, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{identify, identity::Keypair, kad, mdns, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use shp_core::cid::Cid;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,7 +75,7 @@ fn yamux_config() -> yamux::Config {
 
 fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    let noise = noise::Config::new(key).map_err(|e| Error::Start(format!("noise: {e}")))?;
+    let secure = super::tls::Secure::new(key)?;
     let timeout = Duration::from_secs(20);
     Ok(match net_key {
         // pnet wraps the raw socket: a peer without the key fails before multistream even starts.
@@ -82,7 +83,7 @@ fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, Stre
             let psk = libp2p::pnet::PreSharedKey::new(k);
             tcp.and_then(move |socket, _| libp2p::pnet::PnetConfig::new(psk).handshake(socket))
                 .upgrade(Version::V1Lazy)
-                .authenticate(noise)
+                .authenticate(secure)
                 .multiplex(yamux_config())
                 .timeout(timeout)
                 .boxed()
@@ -91,7 +92,7 @@ fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, Stre
             let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
                 .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
             tcp.upgrade(Version::V1Lazy)
-                .authenticate(noise)
+                .authenticate(secure)
                 .multiplex(yamux_config())
                 .timeout(timeout)
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
