@@ -164,6 +164,8 @@ fn stations_fetch_from_each_other_over_bitswap() {
         assert!(p.get(k).is_some(), "peers row lacks {k}: {p}");
     }
     assert!(p["agent"].as_str().unwrap_or("").starts_with("shp/"), "{p}");
+    // Two stations secure their connection with TLS 1.3 (AES-GCM where the CPU has AES), not noise.
+    assert_eq!(p["security"], "tls", "{p}");
     let rep = b.json(&["fetch", &root, "--tag", "app:v1"]);
     assert_eq!(rep["root"], root.as_str());
     let row = &rep["peers"][0];
@@ -369,6 +371,7 @@ fn stations_speak_quic() {
     assert_eq!(b.ok(&["connect", &quic]).trim(), sa.peer_id);
     let peers = b.json(&["peers"]);
     assert!(peers[0]["addr"].as_str().unwrap().contains("/quic-v1"), "{peers}");
+    assert_eq!(peers[0]["security"], "tls", "QUIC's handshake is TLS 1.3: {peers}");
     let rep = b.json(&["fetch", &root, "--tag", "app:v1"]);
     assert_eq!(rep["peers"][0]["transport"], "bitswap", "{rep}");
     let out = Layout::open(b.scratch("out"));
@@ -484,6 +487,8 @@ fn private_networks_admit_only_peers_with_the_key() {
     b.ok(&["init", "--net", &hex]);
     let _sb = Station::start(&b, &[]);
     b.ok(&["connect", &sa.addr]);
+    // pnet, then TLS inside it.
+    assert_eq!(security_of(&b, &sa.addr), "tls");
     b.json(&["fetch", &root]);
     // Another key, or none: the connection fails, with a clear error, and nothing is stored.
     let c = ShpHome::new();
@@ -651,6 +656,18 @@ impl Drop for Peer {
     }
 }
 
+/// The `security` of the `shp peers` row of the peer at `addr` (`…/p2p/ID`).
+fn security_of(h: &ShpHome, addr: &str) -> String {
+    let id = addr.rsplit('/').next().unwrap();
+    let peers = h.json(&["peers"]);
+    let row = peers.as_array().unwrap().iter().find(|p| p["peer_id"] == id);
+    let row = row.unwrap_or_else(|| panic!("{id} is not among the peers: {peers}"));
+    row["security"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no security: {row}"))
+        .to_string()
+}
+
 #[test]
 fn kubo_pins_a_station_image_and_serves_it_back() {
     let a = ShpHome::new();
@@ -661,6 +678,8 @@ fn kubo_pins_a_station_image_and_serves_it_back() {
     };
     let r = kubo.ask(&format!("connect {}", sa.addr));
     assert_eq!(r["ok"], true, "kubo connect: {r}");
+    // Kubo 0.22 dials with noise first; a station takes what it is offered.
+    assert_eq!(security_of(&a, &kubo.addr), "noise");
     // Kubo walks the dag-cbor DAG over bitswap: every block comes from the station.
     let r = kubo.ask(&format!("pin {root}"));
     assert_eq!(r["ok"], true, "kubo pin: {r}");
@@ -670,6 +689,8 @@ fn kubo_pins_a_station_image_and_serves_it_back() {
     let c = ShpHome::new();
     let _sc = Station::start(&c, &[]);
     c.ok(&["connect", &kubo.addr]);
+    // A station dials with TLS first, and Kubo (go-libp2p's TLS, an RSA identity) takes it.
+    assert_eq!(security_of(&c, &kubo.addr), "tls");
     let rep = c.json(&["fetch", &root, "--tag", "app:v1"]);
     assert_eq!(rep["peers"][0]["transport"], "bitswap");
     let out = Layout::open(c.scratch("out"));

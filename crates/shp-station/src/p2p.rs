@@ -104,6 +104,8 @@ pub struct PeerInfo {
     pub blocks_out: u64,
     /// Its identify agent version (`shp/0.1.0`, `kubo/0.22.0/…`).
     pub agent: Option<String>,
+    /// The handshake that secured its first connection: `tls` (TLS 1.3 over TCP, or QUIC) or `noise`.
+    pub security: &'static str,
     pub connected_secs: u64,
 }
 

@@ -47,13 +47,17 @@ pub(crate) enum Command {
     Stop,
 }
 
-fn transport(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
-    match libp2p::dns::tokio::Transport::system(stack(key, net_key)?) {
+fn transport(
+    key: &Keypair,
+    net_key: Option<[u8; 32]>,
+    seen: &super::tls::Seen,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
+    match libp2p::dns::tokio::Transport::system(stack(key, net_key, seen)?) {
         Ok(dns) => Ok(dns.boxed()),
         // No readable resolver configuration (a minimal container): everything but DNS names.
         Err(e) => {
             tracing::warn!("no DNS resolver configuration ({e}): /dns and /dnsaddr addresses cannot be dialled");
-            stack(key, net_key)
+            stack(key, net_key, seen)
         }
     }
 }
@@ -73,9 +77,13 @@ fn yamux_config() -> yamux::Config {
     c
 }
 
-fn stack(key: &Keypair, net_key: Option<[u8; 32]>) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
+fn stack(
+    key: &Keypair,
+    net_key: Option<[u8; 32]>,
+    seen: &super::tls::Seen,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    let secure = super::tls::Secure::new(key)?;
+    let secure = super::tls::Secure::new(key, seen.clone())?;
     let timeout = Duration::from_secs(20);
     Ok(match net_key {
         // pnet wraps the raw socket: a peer without the key fails before multistream even starts.
@@ -133,6 +141,8 @@ pub fn is_quic(addr: &Multiaddr) -> bool {
 
 struct Peer {
     addr: Multiaddr,
+    /// The handshake of its first connection.
+    security: super::tls::Security,
     connections: usize,
     agent: Option<String>,
     since: Instant,
@@ -161,6 +171,8 @@ pub(crate) struct Host {
     finds: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     kad_protocol: libp2p::StreamProtocol,
     public: bool,
+    /// Which handshake each new TCP connection took.
+    seen: super::tls::Seen,
 }
 
 impl Host {
@@ -192,7 +204,8 @@ impl Host {
             (false, true) => None,
             (false, false) => Some(true),
         };
-        let t = transport(&key, net_key)?;
+        let seen = super::tls::Seen::default();
+        let t = transport(&key, net_key, &seen)?;
         let (inbound, streams) =
             super::inbound::Inbound::new(&[super::bitswap::SEALED, super::bitswap::PROTOCOL, super::oci::PROTOCOL]);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -247,6 +260,7 @@ impl Host {
             finds: HashMap::new(),
             kad_protocol,
             public: cfg.public,
+            seen,
         };
         // Wait until every listener reports an address (or fails): then `addrs` is complete and a
         // port that is taken is an error of `shp start`, not a log line.
@@ -404,6 +418,7 @@ impl Host {
                             blocks_in: c.blocks_in.load(std::sync::atomic::Ordering::Relaxed),
                             blocks_out: c.blocks_out.load(std::sync::atomic::Ordering::Relaxed),
                             agent: p.agent.clone(),
+                            security: p.security.as_str(),
                             connected_secs: p.since.elapsed().as_secs(),
                         }
                     })
@@ -441,8 +456,11 @@ impl Host {
                 ..
             } => {
                 tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                // QUIC connections leave no entry: their handshake is TLS 1.3.
+                let security = self.seen.take(&peer_id).unwrap_or(super::tls::Security::Tls);
                 let p = self.peers.entry(peer_id).or_insert_with(|| Peer {
                     addr: endpoint.get_remote_address().clone(),
+                    security,
                     connections: 0,
                     agent: None,
                     since: Instant::now(),

@@ -7,8 +7,8 @@
 //! here with ring: 7–8 GB/s against 1.85 GB/s), and a bulk bitswap transfer pays the cipher once on
 //! each end — noise, whose libp2p profile is fixed to ChaCha20-Poly1305, was a fifth of both
 //! stations' CPU in a 250 MB fetch. So the suites here are ordered by the hardware: AES-GCM first
-//! where AES is in silicon, ChaCha20 first where it is not (small ARM boards). Kubo (go-libp2p)
-//! offers TLS first as well and prefers AES-GCM on such machines.
+//! where AES is in silicon, ChaCha20 first where it is not (small ARM boards). Kubo 0.22 dials with
+//! noise first, and takes TLS (AES-128-GCM here) when a station dials it.
 //!
 //! What is libp2p-tls's and reused: the certificate (self-signed, carrying the host's public key and
 //! its signature over the certificate's key in the libp2p extension) and the parser that checks it
@@ -26,9 +26,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The multistream name of libp2p's TLS handshake.
 pub const PROTOCOL: &str = "/tls/1.0.0";
@@ -58,9 +59,17 @@ fn provider() -> CryptoProvider {
     };
     let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites = if aes_in_hardware() {
-        vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256]
+        vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ]
     } else {
-        vec![TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384]
+        vec![
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+        ]
     };
     p
 }
@@ -101,7 +110,10 @@ impl Tls {
             .with_custom_certificate_verifier(Arc::new(Verifier))
             .with_client_cert_resolver(certified);
         client.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(Tls { server: Arc::new(server), client: Arc::new(client) })
+        Ok(Tls {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
     }
 
     async fn accept<C>(self, socket: C) -> io::Result<(PeerId, futures_rustls::TlsStream<C>)>
@@ -119,7 +131,9 @@ impl Tls {
     {
         // The spec: no server name indication. An unspecified IP address makes rustls send none.
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-        let stream = futures_rustls::TlsConnector::from(self.client).connect(name, socket).await?;
+        let stream = futures_rustls::TlsConnector::from(self.client)
+            .connect(name, socket)
+            .await?;
         let peer = peer_of(stream.get_ref().1)?;
         Ok((peer, stream.into()))
     }
@@ -142,9 +156,8 @@ pub fn peer_of_certificates(certs: &[CertificateDer<'_>]) -> Result<PeerId, rust
             certs.len()
         )));
     };
-    let parsed = libp2p::tls::certificate::parse(cert).map_err(|e| {
-        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
-    })?;
+    let parsed = libp2p::tls::certificate::parse(cert)
+        .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
     Ok(parsed.peer_id())
 }
 
@@ -155,9 +168,8 @@ struct Verifier;
 
 impl Verifier {
     fn signature(cert: &CertificateDer<'_>, message: &[u8], dss: &DigitallySignedStruct) -> Result<(), rustls::Error> {
-        let parsed = libp2p::tls::certificate::parse(cert).map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
-        })?;
+        let parsed = libp2p::tls::certificate::parse(cert)
+            .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
         parsed
             .verify_signature(dss.scheme, message, dss.signature())
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))
@@ -271,18 +283,63 @@ impl ClientCertVerifier for Verifier {
     }
 }
 
+/// Which handshake secured a connection (`shp peers --json`'s `security`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// libp2p's TLS 1.3 over TCP, or QUIC (whose handshake is TLS 1.3).
+    Tls,
+    Noise,
+}
+
+impl Security {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Tls => "tls",
+            Security::Noise => "noise",
+        }
+    }
+}
+
+/// What the upgrade learnt, per peer, for the host to pick up when the connection is established.
+/// Entries are taken out by the host; at most [`SEEN_MAX`] wait (upgrades whose connection was
+/// then refused leave theirs behind).
+#[derive(Clone, Default)]
+pub struct Seen(Arc<Mutex<HashMap<PeerId, Security>>>);
+
+const SEEN_MAX: usize = 1024;
+
+impl Seen {
+    fn put(&self, peer: PeerId, s: Security) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= SEEN_MAX {
+            m.clear();
+        }
+        m.insert(peer, s);
+    }
+
+    /// The handshake of `peer`'s newest connection over TCP, once.
+    pub fn take(&self, peer: &PeerId) -> Option<Security> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(peer)
+    }
+}
+
 /// The security upgrade of a TCP connection: TLS ([`Tls`]) or noise, whichever the two sides share,
 /// TLS preferred.
 #[derive(Clone)]
 pub struct Secure {
     tls: Tls,
     noise: noise::Config,
+    seen: Seen,
 }
 
 impl Secure {
-    pub fn new(identity: &Keypair) -> Result<Self, super::Error> {
+    pub fn new(identity: &Keypair, seen: Seen) -> Result<Self, super::Error> {
         let noise = noise::Config::new(identity).map_err(|e| super::Error::Start(format!("noise: {e}")))?;
-        Ok(Secure { tls: Tls::new(identity)?, noise })
+        Ok(Secure {
+            tls: Tls::new(identity)?,
+            noise,
+            seen,
+        })
     }
 }
 
@@ -316,12 +373,23 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, SecureError>>;
 
     fn upgrade_inbound(self, socket: C, info: &'static str) -> Self::Future {
+        let seen = self.seen;
         if info == PROTOCOL {
-            self.tls.accept(socket).map_ok(|(p, s)| (p, Either::Left(s))).map_err(SecureError::Tls).boxed()
+            self.tls
+                .accept(socket)
+                .map_ok(move |(p, s)| {
+                    seen.put(p, Security::Tls);
+                    (p, Either::Left(s))
+                })
+                .map_err(SecureError::Tls)
+                .boxed()
         } else {
             self.noise
                 .upgrade_inbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Right(s)))
+                .map_ok(move |(p, s)| {
+                    seen.put(p, Security::Noise);
+                    (p, Either::Right(s))
+                })
                 .map_err(SecureError::Noise)
                 .boxed()
         }
@@ -337,12 +405,23 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, SecureError>>;
 
     fn upgrade_outbound(self, socket: C, info: &'static str) -> Self::Future {
+        let seen = self.seen;
         if info == PROTOCOL {
-            self.tls.connect(socket).map_ok(|(p, s)| (p, Either::Left(s))).map_err(SecureError::Tls).boxed()
+            self.tls
+                .connect(socket)
+                .map_ok(move |(p, s)| {
+                    seen.put(p, Security::Tls);
+                    (p, Either::Left(s))
+                })
+                .map_err(SecureError::Tls)
+                .boxed()
         } else {
             self.noise
                 .upgrade_outbound(socket, info)
-                .map_ok(|(p, s)| (p, Either::Right(s)))
+                .map_ok(move |(p, s)| {
+                    seen.put(p, Security::Noise);
+                    (p, Either::Right(s))
+                })
                 .map_err(SecureError::Noise)
                 .boxed()
         }
@@ -399,10 +478,21 @@ mod tests {
     fn a_chain_is_one_libp2p_certificate() {
         let k = Keypair::generate_ed25519();
         let (cert, _) = libp2p::tls::certificate::generate(&k).unwrap();
-        assert_eq!(peer_of_certificates(std::slice::from_ref(&cert)).unwrap(), k.public().to_peer_id());
-        let two = peer_of_certificates(&[cert.clone(), cert.clone()]).unwrap_err().to_string();
-        assert!(two.contains("exactly one certificate") && two.contains("presented 2"), "{two}");
-        assert!(peer_of_certificates(&[]).unwrap_err().to_string().contains("presented 0"));
+        assert_eq!(
+            peer_of_certificates(std::slice::from_ref(&cert)).unwrap(),
+            k.public().to_peer_id()
+        );
+        let two = peer_of_certificates(&[cert.clone(), cert.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            two.contains("exactly one certificate") && two.contains("presented 2"),
+            "{two}"
+        );
+        assert!(peer_of_certificates(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("presented 0"));
         // A certificate whose extension is damaged (one byte of its signature flipped) is refused.
         let mut bad = cert.to_vec();
         let at = bad.len() - 120;
