@@ -108,8 +108,10 @@ echo "== station $SADDR, registry 127.0.0.1:$RPORT; layer $LAYER ($(stat -c %s "
 
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$WORK/oci:v1" "docker://127.0.0.1:$RPORT/bench/image:v1"
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$WORK/oci:v1" "docker://$SADDR/bench/image:v1"
-"$SHP" --home "$WORK/home" inspect bench/image:v1 2>/dev/null | grep -q recipe ||
-  { echo "hot-layer.sh: the station did not keep the layer as a recipe" >&2; "$SHP" --home "$WORK/home" inspect bench/image:v1 >&2; exit 1; }
+# (The listing is read whole first: `grep -q` stopping early would fail the pipe under pipefail.)
+INSPECT=$("$SHP" --home "$WORK/home" inspect bench/image:v1 2>/dev/null)
+grep -q recipe <<<"$INSPECT" ||
+  { echo "hot-layer.sh: the station did not keep the layer as a recipe" >&2; echo "$INSPECT" >&2; exit 1; }
 
 client() { # client HOST:PORT N: one client's pull of the image
   case $CLIENT in
