@@ -17,7 +17,7 @@
 //! dialled peer id is checked by the swarm, as with noise.
 
 use futures::future::{BoxFuture, Either};
-use futures::{AsyncRead, AsyncWrite, FutureExt, TryFutureExt};
+use futures::{AsyncRead, AsyncWrite, FutureExt};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::identity::Keypair;
 use libp2p::{noise, PeerId};
@@ -364,6 +364,30 @@ impl UpgradeInfo for Secure {
     }
 }
 
+/// Finishes the handshake multistream chose and notes which one it was.
+fn settle<C, T, N>(seen: Seen, chosen: Either<T, N>) -> BoxFuture<'static, Result<(PeerId, Secured<C>), SecureError>>
+where
+    C: Send + 'static,
+    T: std::future::Future<Output = io::Result<(PeerId, futures_rustls::TlsStream<C>)>> + Send + 'static,
+    N: std::future::Future<Output = Result<(PeerId, noise::Output<C>), noise::Error>> + Send + 'static,
+{
+    async move {
+        let (peer, stream, how) = match chosen {
+            Either::Left(tls) => {
+                let (p, s) = tls.await.map_err(SecureError::Tls)?;
+                (p, Either::Left(s), Security::Tls)
+            }
+            Either::Right(noise) => {
+                let (p, s) = noise.await.map_err(SecureError::Noise)?;
+                (p, Either::Right(s), Security::Noise)
+            }
+        };
+        seen.put(peer, how);
+        Ok((peer, stream))
+    }
+    .boxed()
+}
+
 impl<C> InboundConnectionUpgrade<C> for Secure
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -373,26 +397,12 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, SecureError>>;
 
     fn upgrade_inbound(self, socket: C, info: &'static str) -> Self::Future {
-        let seen = self.seen;
-        if info == PROTOCOL {
-            self.tls
-                .accept(socket)
-                .map_ok(move |(p, s)| {
-                    seen.put(p, Security::Tls);
-                    (p, Either::Left(s))
-                })
-                .map_err(SecureError::Tls)
-                .boxed()
+        let chosen = if info == PROTOCOL {
+            Either::Left(self.tls.accept(socket))
         } else {
-            self.noise
-                .upgrade_inbound(socket, info)
-                .map_ok(move |(p, s)| {
-                    seen.put(p, Security::Noise);
-                    (p, Either::Right(s))
-                })
-                .map_err(SecureError::Noise)
-                .boxed()
-        }
+            Either::Right(self.noise.upgrade_inbound(socket, info))
+        };
+        settle(self.seen, chosen)
     }
 }
 
@@ -405,26 +415,12 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, SecureError>>;
 
     fn upgrade_outbound(self, socket: C, info: &'static str) -> Self::Future {
-        let seen = self.seen;
-        if info == PROTOCOL {
-            self.tls
-                .connect(socket)
-                .map_ok(move |(p, s)| {
-                    seen.put(p, Security::Tls);
-                    (p, Either::Left(s))
-                })
-                .map_err(SecureError::Tls)
-                .boxed()
+        let chosen = if info == PROTOCOL {
+            Either::Left(self.tls.connect(socket))
         } else {
-            self.noise
-                .upgrade_outbound(socket, info)
-                .map_ok(move |(p, s)| {
-                    seen.put(p, Security::Noise);
-                    (p, Either::Right(s))
-                })
-                .map_err(SecureError::Noise)
-                .boxed()
-        }
+            Either::Right(self.noise.upgrade_outbound(socket, info))
+        };
+        settle(self.seen, chosen)
     }
 }
 
