@@ -150,15 +150,22 @@ fn peer_of(conn: &rustls::CommonState) -> io::Result<PeerId> {
 /// The libp2p rules for a presented chain: exactly one certificate, valid now, self-signed, with a
 /// valid libp2p extension; the peer id is the extension's public key.
 pub fn peer_of_certificates(certs: &[CertificateDer<'_>]) -> Result<PeerId, rustls::Error> {
-    let [cert] = certs else {
-        return Err(rustls::Error::General(format!(
-            "a libp2p peer presents exactly one certificate, this one presented {}",
-            certs.len()
-        )));
-    };
-    let parsed = libp2p::tls::certificate::parse(cert)
-        .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
-    Ok(parsed.peer_id())
+    match certs {
+        [cert] => Ok(parse(cert)?.peer_id()),
+        _ => Err(not_one_certificate(certs.len())),
+    }
+}
+
+fn not_one_certificate(n: usize) -> rustls::Error {
+    rustls::Error::General(format!(
+        "a libp2p peer presents exactly one certificate, this one presented {n}"
+    ))
+}
+
+/// libp2p-tls's parser, which checks the certificate as it parses it, with its error as rustls's.
+fn parse<'a>(cert: &'a CertificateDer<'a>) -> Result<libp2p::tls::certificate::P2pCertificate<'a>, rustls::Error> {
+    libp2p::tls::certificate::parse(cert)
+        .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))
 }
 
 /// Checks the peer's certificate by libp2p's rules instead of a CA's, on both sides (libp2p requires
@@ -168,9 +175,7 @@ struct Verifier;
 
 impl Verifier {
     fn signature(cert: &CertificateDer<'_>, message: &[u8], dss: &DigitallySignedStruct) -> Result<(), rustls::Error> {
-        let parsed = libp2p::tls::certificate::parse(cert)
-            .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
-        parsed
+        parse(cert)?
             .verify_signature(dss.scheme, message, dss.signature())
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))
     }
@@ -194,12 +199,9 @@ impl Verifier {
 
     fn chain(end: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
         if !intermediates.is_empty() {
-            return Err(rustls::Error::General(format!(
-                "a libp2p peer presents exactly one certificate, this one presented {}",
-                1 + intermediates.len()
-            )));
+            return Err(not_one_certificate(1 + intermediates.len()));
         }
-        peer_of_certificates(std::slice::from_ref(end)).map(|_| ())
+        parse(end).map(|_| ())
     }
 }
 
